@@ -1,0 +1,55 @@
+"""Domain errors. The gateway maps each to one gRPC status, in one place
+(gateway/errors.py); the store and the domain raise them and know nothing of gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConveyorError(Exception):
+    """Base of every error a client may be shown. `reason` is a stable
+    UPPER_SNAKE_CASE word for ErrorInfo."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata = metadata or {}
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(ConveyorError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation] | FieldViolation, message: str | None = None):
+        self.violations = [violations] if isinstance(violations, FieldViolation) else list(violations)
+        text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        super().__init__(text)
+
+
+class NotFound(ConveyorError):
+    reason = "NOT_FOUND"
+
+
+class FailedPrecondition(ConveyorError):
+    reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(ConveyorError):
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after_seconds: float = 1.0, reason: str | None = None):
+        super().__init__(message, reason=reason)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unavailable(ConveyorError):
+    reason = "UNAVAILABLE"

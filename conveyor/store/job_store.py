@@ -1,0 +1,273 @@
+"""The job store: the one source of truth for jobs, their order and their events.
+
+Every state change is one Lua script in lua/ that updates the job hash, its indexes
+and counters and appends the event, atomically. Python never read-modify-writes a job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from conveyor.errors import FailedPrecondition, InvalidArgument, NotFound
+from conveyor.errors import FieldViolation
+from conveyor.store.keys import Keys
+from conveyor.store.records import (
+    Claim,
+    EventRecord,
+    Handover,
+    JobRecord,
+    NewJob,
+    QueueRecord,
+    State,
+    Submitted,
+)
+from conveyor.store.scripts import register_scripts
+
+MAX_PAGE_SIZE = 1000
+
+
+def connect(url: str, *, max_connections: int = 32) -> aioredis.Redis:
+    """A client with a bounded, blocking pool: however many callers wait on it, the
+    process holds at most `max_connections` connections."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _encode_token(score: float, skip: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([score, skip]).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[float, int]:
+    try:
+        score, skip = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return float(score), int(skip)
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument(FieldViolation("page_token", "not a token this server issued")) from exc
+
+
+class JobStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "cv") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+        self._scripts = register_scripts(client)
+
+    async def _run(self, name: str, *args: Any, client: Any = None) -> Any:
+        return await self._scripts[name](args=[self.prefix, *args], client=client)
+
+    # ---- submit -------------------------------------------------------------------
+
+    def _submit_args(self, job: NewJob) -> list[Any]:
+        return [
+            job.id, job.queue, job.owner, int(job.priority), job.max_attempts, job.timeout_ms,
+            job.run_at_ms, job.spec, job.request_id, job.kind, json.dumps(job.labels),
+        ]
+
+    @staticmethod
+    def _submitted(reply: list[Any]) -> Submitted:
+        return Submitted(
+            id=reply[0].decode(), state=State(reply[1].decode()), position=int(reply[2]),
+            existing=bool(reply[3]),
+        )
+
+    async def submit(self, job: NewJob) -> Submitted:
+        return self._submitted(await self._run("submit", *self._submit_args(job)))
+
+    async def submit_many(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """Many submits in one pipelined round trip (each its own atomic script)."""
+        if not jobs:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for job in jobs:
+            await self._run("submit", *self._submit_args(job), client=pipe)
+        return [self._submitted(r) for r in await pipe.execute()]
+
+    # ---- read -----------------------------------------------------------------------
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        if not job_ids:
+            return []
+        replies = await self._run("get", *job_ids)
+        out: list[JobRecord | None] = []
+        for flat in replies:
+            if not flat:
+                out.append(None)
+                continue
+            h = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+            h[b"_position"] = str(h[b"_position"]).encode() if isinstance(h[b"_position"], int) else h[b"_position"]
+            out.append(JobRecord.from_hash(h))
+        return out
+
+    async def get(self, job_id: str) -> JobRecord:
+        (job,) = await self.get_many([job_id])
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
+        return job
+
+    async def list_jobs(
+        self, *, queue: str = "", state: State | None = None, page_size: int = 50, page_token: str = ""
+    ) -> tuple[list[JobRecord], str]:
+        """Jobs newest first (WAITING ones in line order), paged by (score, skip) tokens
+        that stay correct while jobs are added."""
+        page_size = min(page_size or 50, MAX_PAGE_SIZE)
+        ascending = state is State.WAITING
+        if state is None:
+            key = self.keys.queue_index(queue, "jobs") if queue else self.keys.jobs
+        elif not queue:
+            raise InvalidArgument(FieldViolation("queue", "required when state is given"))
+        else:
+            key = self.keys.queue_index(queue, state.value.lower())
+        bound: float | str = "-inf" if ascending else "+inf"
+        skip = 0
+        if page_token:
+            bound, skip = _decode_token(page_token)
+        if ascending:
+            rows = await self.client.zrangebyscore(key, bound, "+inf", start=skip, num=page_size, withscores=True)
+        else:
+            rows = await self.client.zrevrangebyscore(key, bound, "-inf", start=skip, num=page_size, withscores=True)
+        jobs = [j for j in await self.get_many([m.decode() for m, _ in rows]) if j is not None]
+        token = ""
+        if len(rows) == page_size:
+            last = rows[-1][1]
+            same = sum(1 for _, s in rows if s == last)
+            token = _encode_token(last, same + (skip if bound == last else 0))
+        return jobs, token
+
+    async def events_after(self, job_id: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
+        rows = await self.client.xrange(self.keys.job_events(job_id), f"(0-{after_sequence}", "+", count=count)
+        return [EventRecord.from_fields(fields) for _, fields in rows]
+
+    async def latest_event_id(self) -> str:
+        """The id of the newest event of the global stream ('0-0' when empty)."""
+        rows = await self.client.xrevrange(self.keys.events, count=1)
+        return rows[0][0].decode() if rows else "0-0"
+
+    async def read_events(
+        self, after_id: str, *, block_ms: int, count: int = 1000, client: aioredis.Redis | None = None
+    ) -> tuple[str, list[EventRecord]]:
+        """Block for new events of every job on the global stream."""
+        reply = await (client or self.client).xread({self.keys.events: after_id}, count=count, block=block_ms)
+        if not reply:
+            return after_id, []
+        _, rows = reply[0]
+        return rows[-1][0].decode(), [EventRecord.from_fields(f) for _, f in rows]
+
+    async def get_queue(self, name: str, default_concurrency: int) -> QueueRecord:
+        if await self.client.zscore(self.keys.queues, name) is None:
+            raise NotFound(f"queue {name!r} not found", metadata={"queue": name})
+        h = await self.client.hgetall(self.keys.queue(name))
+        return QueueRecord.from_hash(name, h, default_concurrency)
+
+    async def list_queues(self, default_concurrency: int) -> list[QueueRecord]:
+        names = [n.decode() for n in await self.client.zrange(self.keys.queues, 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.queue(name))
+        hashes = await pipe.execute()
+        return [QueueRecord.from_hash(n, h, default_concurrency) for n, h in zip(names, hashes, strict=True)]
+
+    # ---- client actions -------------------------------------------------------------
+
+    async def cancel(self, job_id: str, error: bytes) -> State:
+        try:
+            return State((await self._run("cancel", job_id, error)).decode())
+        except ResponseError as exc:
+            self._raise_for(job_id, str(exc), "cancel")
+            raise
+
+    async def retry(self, job_id: str) -> tuple[State, int]:
+        try:
+            state, position = await self._run("retry", job_id)
+        except ResponseError as exc:
+            self._raise_for(job_id, str(exc), "retry")
+            raise
+        return State(state.decode()), int(position)
+
+    @staticmethod
+    def _raise_for(job_id: str, reply: str, action: str) -> None:
+        if reply == "missing":
+            raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
+        if ":" in reply:
+            state = reply.split(":", 1)[1]
+            raise FailedPrecondition(
+                f"cannot {action} job {job_id!r}: it is {state}",
+                reason=f"JOB_{state}",
+                metadata={"job_id": job_id, "state": state},
+            )
+
+    # ---- admission ------------------------------------------------------------------
+
+    async def dispatch(self, max_jobs: int, default_concurrency: int, handover_timeout_ms: int) -> list[Handover]:
+        flat = await self._run("dispatch", max_jobs, default_concurrency, handover_timeout_ms)
+        return [Handover(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def promote_due(self, max_jobs: int = 1000) -> int:
+        return int(await self._run("promote", max_jobs))
+
+    async def reap(self, lost_error: bytes, max_jobs: int = 1000) -> tuple[int, int]:
+        requeued, failed = await self._run("reap", max_jobs, lost_error)
+        return int(requeued), int(failed)
+
+    # ---- executor side ----------------------------------------------------------------
+
+    async def claim(self, job_id: str, attempt: int, executor_id: str, stall_timeout_ms: int) -> Claim | str:
+        """The claim, or the reason there is none (a duplicate or stale delivery)."""
+        reply = await self._run("claim", job_id, attempt, executor_id, stall_timeout_ms)
+        if int(reply[0]) != 1:
+            return str(reply[1].decode())
+        _, spec, timeout_ms, limit, kind = reply
+        return Claim(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode())
+
+    async def heartbeat(
+        self,
+        executor_id: str,
+        slots: int,
+        ttl_ms: int,
+        stall_timeout_ms: int,
+        info: dict[str, Any],
+        running: Sequence[tuple[str, int]],
+    ) -> list[str]:
+        """Register the executor and keep its running jobs alive; returns the job ids
+        it should stop (cancel asked, or no longer its own)."""
+        flat: list[Any] = []
+        for job_id, attempt in running:
+            flat += [job_id, attempt]
+        reply = await self._run("heartbeat", executor_id, slots, ttl_ms, stall_timeout_ms, json.dumps(info), *flat)
+        return [r.decode() for r in reply]
+
+    async def report_progress(
+        self, job_id: str, attempt: int, progress: int, message: str, step_index: int = -1, step_name: str = ""
+    ) -> bool:
+        return bool(await self._run("progress", job_id, attempt, progress, message, step_index, step_name))
+
+    async def complete(self, job_id: str, attempt: int, result: bytes) -> State | None:
+        return await self._finish(job_id, attempt, "completed", result, 0)
+
+    async def fail(self, job_id: str, attempt: int, error: bytes, retry_at_ms: int = 0) -> State | None:
+        return await self._finish(job_id, attempt, "failed", error, retry_at_ms)
+
+    async def mark_cancelled(self, job_id: str, attempt: int, error: bytes) -> State | None:
+        return await self._finish(job_id, attempt, "cancelled", error, 0)
+
+    async def _finish(self, job_id: str, attempt: int, outcome: str, payload: bytes, retry_at_ms: int) -> State | None:
+        reply = await self._run("finish", job_id, attempt, outcome, payload, retry_at_ms)
+        return State(reply.decode()) if reply else None
+
+    async def live_executors(self) -> list[dict[str, Any]]:
+        now_s, now_us = await self.client.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        ids = [i.decode() for i in await self.client.zrangebyscore(self.keys.executors, now_ms, "+inf")]
+        out = []
+        for executor_id in ids:
+            h = await self.client.hgetall(self.keys.executor(executor_id))
+            if h:
+                info = json.loads(h.get(b"info", b"{}"))
+                out.append({"id": executor_id, "slots": int(h.get(b"slots", 0)),
+                            "running": int(float(h.get(b"running", 0))), "seen_ms": int(h.get(b"seen", 0)), **info})
+        return out

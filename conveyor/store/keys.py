@@ -1,0 +1,53 @@
+"""Key names, for the Python side (the Lua side builds the same in lua/_lib.lua)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def job_events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def queue(self, queue: str) -> str:
+        return f"{self.prefix}:q:{queue}"
+
+    def queue_index(self, queue: str, name: str) -> str:
+        return f"{self.prefix}:q:{queue}:{name}"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.prefix}:inflight"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}:delayed"
+
+    @property
+    def executors(self) -> str:
+        return f"{self.prefix}:executors"
+
+    def executor(self, executor_id: str) -> str:
+        return f"{self.prefix}:executor:{executor_id}"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}:cancel"

@@ -1,0 +1,38 @@
+-- A running attempt ends. ARGV: prefix, id, attempt, outcome, payload, retry_at ms
+--   outcome 'completed': payload is the serialized result
+--   outcome 'failed':    payload is the serialized error; retry_at > 0 asks for a retry
+--                        (granted while attempts remain and no cancel was asked)
+--   outcome 'cancelled': payload is the serialized error
+-- Returns the job's new state, or '' when the attempt no longer runs (nothing changes).
+local id, attempt, outcome, payload = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local retry_at = tonumber(ARGV[6])
+local kj = k_job(id)
+local state, cur, q, limit, cancel = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'queue', 'limit', 'cancel'))
+if state ~= 'ACTIVE' or cur ~= attempt then return '' end
+local now = now_ms()
+leave_inflight(id, q)
+local to
+if outcome == 'completed' then
+  to = 'COMPLETED'
+  redis.call('HSET', kj, 'result', payload, 'progress', 100, 'ended', int(now))
+  redis.call('HDEL', kj, 'error')
+elseif outcome == 'cancelled' or cancel == '1' then
+  to = 'CANCELLED'
+  redis.call('HSET', kj, 'error', payload, 'ended', int(now))
+elseif retry_at > 0 and tonumber(attempt) < tonumber(limit) then
+  to = 'DELAYED'
+  redis.call('HSET', kj, 'error', payload, 'run_at', int(retry_at))
+else
+  to = 'FAILED'
+  redis.call('HSET', kj, 'error', payload, 'ended', int(now))
+end
+if to == 'DELAYED' then
+  move(id, q, 'ACTIVE', to, now, retry_at)
+else
+  move(id, q, 'ACTIVE', to, now)
+end
+local fields = {}
+if to ~= 'COMPLETED' then fields = {'e', payload} end
+if to == 'COMPLETED' then fields = {'p', 100} end
+emit(id, q, 'state', to, tonumber(attempt), fields, now)
+return to

@@ -1,0 +1,25 @@
+-- An executor's heartbeat: registers it with its slots, and keeps its running jobs
+-- from being taken for stalled.
+-- ARGV: prefix, executor id, slots, ttl ms, stall ms, info json, then id, attempt pairs
+-- Returns the ids among those that the executor should stop: cancel asked, or no
+-- longer its own (recovered as stalled, deleted).
+local executor, slots = ARGV[2], ARGV[3]
+local ttl_ms, stall_ms, info = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local now = now_ms()
+redis.call('ZADD', K_EXECUTORS, int(now + ttl_ms), executor)
+local kx = P .. ':executor:' .. executor
+redis.call('HSET', kx, 'slots', slots, 'info', info, 'seen', int(now), 'running', (#ARGV - 6) / 2)
+redis.call('PEXPIRE', kx, int(ttl_ms * 10))
+local stop = {}
+for i = 7, #ARGV, 2 do
+  local id, attempt = ARGV[i], ARGV[i + 1]
+  local kj = k_job(id)
+  local state, cur, worker, cancel = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'worker', 'cancel'))
+  if state == 'ACTIVE' and cur == attempt and worker == executor then
+    redis.call('ZADD', K_INFLIGHT, 'XX', int(now + stall_ms), id)
+    if cancel == '1' then stop[#stop + 1] = id end
+  else
+    stop[#stop + 1] = id
+  end
+end
+return stop
