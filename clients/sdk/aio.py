@@ -1,0 +1,270 @@
+"""The asyncio client (grpc.aio)."""
+
+# `timeout` parameters here are gRPC deadlines, as in grpc.aio itself.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.sdk._common import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    MAX_WAIT_CHUNK,
+    RECONNECT_CODES,
+    JobRequest,
+    call_metadata,
+    channel_options,
+    duration,
+    is_terminal,
+    to_state,
+    to_submit_request,
+)
+from clients.sdk.errors import ConveyorRpcError
+from conveyor.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
+
+_UNSET: Any = object()
+
+
+class AsyncConveyorClient:
+    """A Conveyor client for asyncio code.
+
+    >>> async with AsyncConveyorClient("127.0.0.1:50051", api_key="...") as client:
+    ...     submitted = await client.submit({"noop": {"sleep": "0.1s"}})
+    ...     async for message in client.watch(submitted.id):
+    ...         ...
+    ...     job = await client.get(submitted.id)
+
+    Failed calls raise `ConveyorRpcError` (code, message, reason, field violations).
+    `timeout` is the default deadline of unary calls in seconds (None: no deadline);
+    streams have no deadline.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        options: list[tuple[str, Any]] | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        opts = channel_options(options)
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials, options=opts)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target, options=opts)
+        )
+        self._metadata = call_metadata(api_key)
+        self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
+        self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> AsyncConveyorClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # --- plumbing ----------------------------------------------------------------------
+    async def _call(self, method: Any, request: Any, timeout: float | None = _UNSET) -> Any:
+        try:
+            return await method(
+                request,
+                metadata=self._metadata,
+                timeout=self.timeout if timeout is _UNSET else timeout,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise ConveyorRpcError.from_grpc(err) from err
+
+    async def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
+        call = method(request, metadata=self._metadata)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as err:
+            raise ConveyorRpcError.from_grpc(err) from err
+        finally:
+            call.cancel()  # a no-op once the stream has ended; stops it if we left early
+
+    # --- jobs --------------------------------------------------------------------------
+    async def submit(
+        self, request: JobRequest, *, timeout: float | None = _UNSET
+    ) -> job_service_pb2.SubmitJobResponse:
+        """Submit one job: a SubmitJobRequest, or a dict in the protobuf JSON mapping
+        such as `{"noop": {"sleep": "0.2s"}, "priority": "PRIORITY_HIGH"}`."""
+        result: job_service_pb2.SubmitJobResponse = await self._call(
+            self._jobs.SubmitJob, to_submit_request(request), timeout
+        )
+        return result
+
+    async def submit_many(
+        self, requests: Iterable[JobRequest], *, timeout: float | None = _UNSET
+    ) -> list[job_service_pb2.SubmitJobResponse]:
+        """Submit jobs in one call: all or none (the error names each bad request)."""
+        batch = job_service_pb2.SubmitJobsRequest(requests=[to_submit_request(r) for r in requests])
+        response: job_service_pb2.SubmitJobsResponse = await self._call(
+            self._jobs.SubmitJobs, batch, timeout
+        )
+        return list(response.results)
+
+    async def get(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+        response: job_service_pb2.GetJobResponse = await self._call(
+            self._jobs.GetJob, job_service_pb2.GetJobRequest(id=job_id), timeout
+        )
+        return response.job
+
+    async def list(
+        self,
+        *,
+        queue: str = "",
+        state: str | int | None = None,
+        page_size: int = 0,
+        limit: int | None = None,
+    ) -> AsyncIterator[job_pb2.Job]:
+        """Jobs, newest first, following page tokens; at most `limit` of them."""
+        request = job_service_pb2.ListJobsRequest(
+            queue=queue, state=to_state(state), page_size=page_size
+        )
+        seen = 0
+        while True:
+            response: job_service_pb2.ListJobsResponse = await self._call(
+                self._jobs.ListJobs, request
+            )
+            for job in response.jobs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield job
+            if not response.next_page_token or (limit is not None and seen >= limit):
+                return
+            request.page_token = response.next_page_token
+
+    async def watch(
+        self,
+        job_id: str,
+        after_sequence: int | None = None,
+        *,
+        reconnect: bool = True,
+        max_reconnects: int = 5,
+    ) -> AsyncIterator[job_service_pb2.WatchJobResponse]:
+        """The job's snapshot, then each of its events in order, until it ends.
+
+        With `reconnect`, a stream cut by UNAVAILABLE (a gateway restart, a network
+        blip) is resumed after the last sequence seen: nothing missed, nothing
+        repeated; the server sends a fresh snapshot first. `max_reconnects` bounds
+        consecutive failed attempts.
+        """
+        last = after_sequence
+        failures = 0
+        while True:
+            request = job_service_pb2.WatchJobRequest(id=job_id)
+            if last is not None:
+                request.after_sequence = last
+            call = self._jobs.WatchJob(request, metadata=self._metadata)
+            try:
+                async for message in call:
+                    failures = 0
+                    kind = message.WhichOneof("kind")
+                    if kind == "job":
+                        last = max(last or 0, message.job.last_sequence)
+                    elif kind == "event":
+                        last = message.event.sequence
+                    yield message
+                return
+            except grpc.aio.AioRpcError as err:
+                if not reconnect or err.code() not in RECONNECT_CODES or failures >= max_reconnects:
+                    raise ConveyorRpcError.from_grpc(err) from err
+            finally:
+                call.cancel()
+            failures += 1
+            await asyncio.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+
+    async def wait(self, job_id: str, timeout: float = 30.0) -> job_pb2.Job:
+        """Long-poll until the job has ended or `timeout` seconds have passed; returns
+        the job either way (check `job.state`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = max(0.0, min(deadline - time.monotonic(), MAX_WAIT_CHUNK))
+            request = job_service_pb2.WaitJobRequest(id=job_id, timeout=duration(chunk))
+            response: job_service_pb2.WaitJobResponse = await self._call(
+                self._jobs.WaitJob, request, chunk + 15.0
+            )
+            if response.done or is_terminal(response.job.state) or time.monotonic() >= deadline:
+                return response.job
+
+    async def cancel(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+        response: job_service_pb2.CancelJobResponse = await self._call(
+            self._jobs.CancelJob, job_service_pb2.CancelJobRequest(id=job_id), timeout
+        )
+        return response.job
+
+    async def retry(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+        response: job_service_pb2.RetryJobResponse = await self._call(
+            self._jobs.RetryJob, job_service_pb2.RetryJobRequest(id=job_id), timeout
+        )
+        return response.job
+
+    async def artifact_chunks(
+        self, job_id: str, name: str
+    ) -> AsyncIterator[job_service_pb2.GetArtifactResponse]:
+        """The artifact's chunks as they arrive (the first carries type and size)."""
+        request = job_service_pb2.GetArtifactRequest(job_id=job_id, name=name)
+        async for chunk in self._stream(self._jobs.GetArtifact, request):
+            yield chunk
+
+    async def artifact(self, job_id: str, name: str) -> bytes:
+        """The whole artifact (a screenshot) as bytes."""
+        return b"".join([chunk.data async for chunk in self.artifact_chunks(job_id, name)])
+
+    # --- queues ------------------------------------------------------------------------
+    async def queues(self) -> builtins.list[queue_service_pb2.Queue]:
+        """Every queue that has had a job, with its counts."""
+        request = queue_service_pb2.ListQueuesRequest()
+        out: builtins.list[queue_service_pb2.Queue] = []
+        while True:
+            response: queue_service_pb2.ListQueuesResponse = await self._call(
+                self._queues.ListQueues, request
+            )
+            out.extend(response.queues)
+            if not response.next_page_token:
+                return out
+            request.page_token = response.next_page_token
+
+    async def queue(self, name: str = "default") -> queue_service_pb2.Queue:
+        response: queue_service_pb2.GetQueueResponse = await self._call(
+            self._queues.GetQueue, queue_service_pb2.GetQueueRequest(queue=name)
+        )
+        return response.queue
+
+    # --- health ------------------------------------------------------------------------
+    async def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:
+        """The gateway's grpc.health.v1 status: "SERVING", "NOT_SERVING", ..."""
+        response = await self._call(
+            self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

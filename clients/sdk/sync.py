@@ -1,0 +1,229 @@
+"""The blocking client: the same surface as `AsyncConveyorClient`, for scripts."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.sdk._common import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    MAX_WAIT_CHUNK,
+    RECONNECT_CODES,
+    JobRequest,
+    call_metadata,
+    channel_options,
+    duration,
+    is_terminal,
+    to_state,
+    to_submit_request,
+)
+from clients.sdk.errors import ConveyorRpcError
+from conveyor.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
+
+_UNSET: Any = object()
+
+
+class ConveyorClient:
+    """A blocking Conveyor client; see `AsyncConveyorClient` for the methods."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        options: list[tuple[str, Any]] | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        opts = channel_options(options)
+        self._channel = (
+            grpc.secure_channel(target, credentials, options=opts)
+            if credentials is not None
+            else grpc.insecure_channel(target, options=opts)
+        )
+        self._metadata = call_metadata(api_key)
+        self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
+        self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> ConveyorClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Any, request: Any, timeout: float | None = _UNSET) -> Any:
+        try:
+            return method(
+                request,
+                metadata=self._metadata,
+                timeout=self.timeout if timeout is _UNSET else timeout,
+            )
+        except grpc.RpcError as err:
+            raise ConveyorRpcError.from_grpc(err) from err
+
+    # --- jobs --------------------------------------------------------------------------
+    def submit(
+        self, request: JobRequest, *, timeout: float | None = _UNSET
+    ) -> job_service_pb2.SubmitJobResponse:
+        result: job_service_pb2.SubmitJobResponse = self._call(
+            self._jobs.SubmitJob, to_submit_request(request), timeout
+        )
+        return result
+
+    def submit_many(
+        self, requests: Iterable[JobRequest], *, timeout: float | None = _UNSET
+    ) -> list[job_service_pb2.SubmitJobResponse]:
+        batch = job_service_pb2.SubmitJobsRequest(requests=[to_submit_request(r) for r in requests])
+        response: job_service_pb2.SubmitJobsResponse = self._call(
+            self._jobs.SubmitJobs, batch, timeout
+        )
+        return list(response.results)
+
+    def get(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+        response: job_service_pb2.GetJobResponse = self._call(
+            self._jobs.GetJob, job_service_pb2.GetJobRequest(id=job_id), timeout
+        )
+        return response.job
+
+    def list(
+        self,
+        *,
+        queue: str = "",
+        state: str | int | None = None,
+        page_size: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[job_pb2.Job]:
+        request = job_service_pb2.ListJobsRequest(
+            queue=queue, state=to_state(state), page_size=page_size
+        )
+        seen = 0
+        while True:
+            response: job_service_pb2.ListJobsResponse = self._call(self._jobs.ListJobs, request)
+            for job in response.jobs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield job
+            if not response.next_page_token or (limit is not None and seen >= limit):
+                return
+            request.page_token = response.next_page_token
+
+    def watch(
+        self,
+        job_id: str,
+        after_sequence: int | None = None,
+        *,
+        reconnect: bool = True,
+        max_reconnects: int = 5,
+    ) -> Iterator[job_service_pb2.WatchJobResponse]:
+        last = after_sequence
+        failures = 0
+        while True:
+            request = job_service_pb2.WatchJobRequest(id=job_id)
+            if last is not None:
+                request.after_sequence = last
+            call = self._jobs.WatchJob(request, metadata=self._metadata)
+            try:
+                for message in call:
+                    failures = 0
+                    kind = message.WhichOneof("kind")
+                    if kind == "job":
+                        last = max(last or 0, message.job.last_sequence)
+                    elif kind == "event":
+                        last = message.event.sequence
+                    yield message
+                return
+            except grpc.RpcError as err:
+                if not reconnect or err.code() not in RECONNECT_CODES or failures >= max_reconnects:
+                    raise ConveyorRpcError.from_grpc(err) from err
+            finally:
+                call.cancel()
+            failures += 1
+            time.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+
+    def wait(self, job_id: str, timeout: float = 30.0) -> job_pb2.Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = max(0.0, min(deadline - time.monotonic(), MAX_WAIT_CHUNK))
+            request = job_service_pb2.WaitJobRequest(id=job_id, timeout=duration(chunk))
+            response: job_service_pb2.WaitJobResponse = self._call(
+                self._jobs.WaitJob, request, chunk + 15.0
+            )
+            if response.done or is_terminal(response.job.state) or time.monotonic() >= deadline:
+                return response.job
+
+    def cancel(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+        response: job_service_pb2.CancelJobResponse = self._call(
+            self._jobs.CancelJob, job_service_pb2.CancelJobRequest(id=job_id), timeout
+        )
+        return response.job
+
+    def retry(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+        response: job_service_pb2.RetryJobResponse = self._call(
+            self._jobs.RetryJob, job_service_pb2.RetryJobRequest(id=job_id), timeout
+        )
+        return response.job
+
+    def artifact_chunks(
+        self, job_id: str, name: str
+    ) -> Iterator[job_service_pb2.GetArtifactResponse]:
+        request = job_service_pb2.GetArtifactRequest(job_id=job_id, name=name)
+        call = self._jobs.GetArtifact(request, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as err:
+            raise ConveyorRpcError.from_grpc(err) from err
+        finally:
+            call.cancel()
+
+    def artifact(self, job_id: str, name: str) -> bytes:
+        return b"".join(chunk.data for chunk in self.artifact_chunks(job_id, name))
+
+    # --- queues ------------------------------------------------------------------------
+    def queues(self) -> builtins.list[queue_service_pb2.Queue]:
+        request = queue_service_pb2.ListQueuesRequest()
+        out: builtins.list[queue_service_pb2.Queue] = []
+        while True:
+            response: queue_service_pb2.ListQueuesResponse = self._call(
+                self._queues.ListQueues, request
+            )
+            out.extend(response.queues)
+            if not response.next_page_token:
+                return out
+            request.page_token = response.next_page_token
+
+    def queue(self, name: str = "default") -> queue_service_pb2.Queue:
+        response: queue_service_pb2.GetQueueResponse = self._call(
+            self._queues.GetQueue, queue_service_pb2.GetQueueRequest(queue=name)
+        )
+        return response.queue
+
+    def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:
+        response = self._call(
+            self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

@@ -1,0 +1,348 @@
+"""The Python SDK against a scripted in-process gRPC server (real gRPC on loopback):
+request building, the API key, pagination, watch resumption, artifacts, and the
+decoding of rich errors. The SDK against the real gateway is covered by test_cli.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from clients.sdk import AsyncConveyorClient, ConveyorClient, ConveyorRpcError, to_submit_request
+from conveyor.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
+
+EXAMPLE = {
+    "queue": "default",
+    "priority": "PRIORITY_HIGH",
+    "maxAttempts": 3,
+    "browser": {
+        "steps": [
+            {"navigate": {"url": "http://127.0.0.1:8080/form.html"}},
+            {"fill": {"target": {"selector": "#name"}, "text": "Ada"}},
+            {"click": {"target": {"selector": "#missing", "fallbacks": ["#submit"]}}},
+            {"expect": {"target": {"selector": "#out"}, "textContains": "Hello Ada"}},
+            {"extract": {"target": {"selector": "#out"}, "key": "greeting"}},
+            {"screenshot": {"fullPage": True}},
+        ]
+    },
+}
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    code: grpc.StatusCode,
+    message: str,
+    *details: Any,
+) -> None:
+    status = status_pb2.Status(code=code.value[0], message=message)
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    await context.abort(
+        code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
+    )
+
+
+class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
+    def __init__(self) -> None:
+        self.submitted: list[job_service_pb2.SubmitJobRequest] = []
+        self.metadata: list[dict[str, str]] = []
+        self.watch_requests: list[job_service_pb2.WatchJobRequest] = []
+        self.wait_calls = 0
+
+    def _record(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.metadata.append({k: v for k, v in context.invocation_metadata() or ()})
+
+    async def SubmitJob(
+        self, request: job_service_pb2.SubmitJobRequest, context: Any
+    ) -> job_service_pb2.SubmitJobResponse:
+        self._record(context)
+        if request.queue == "bad queue":
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid job request",
+                error_details_pb2.ErrorInfo(reason="INVALID_ARGUMENT", domain="conveyor.dev"),
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field="queue", description="letters, digits, '-', '_', '.'"
+                        )
+                    ]
+                ),
+            )
+        self.submitted.append(request)
+        n = len(self.submitted)
+        return job_service_pb2.SubmitJobResponse(
+            id=f"job-{n}", state=job_pb2.JOB_STATE_WAITING, position=n
+        )
+
+    async def SubmitJobs(
+        self, request: job_service_pb2.SubmitJobsRequest, context: Any
+    ) -> job_service_pb2.SubmitJobsResponse:
+        return job_service_pb2.SubmitJobsResponse(
+            results=[
+                job_service_pb2.SubmitJobResponse(id=f"batch-{i}", position=i + 1)
+                for i, _ in enumerate(request.requests)
+            ]
+        )
+
+    async def GetJob(
+        self, request: job_service_pb2.GetJobRequest, context: Any
+    ) -> job_service_pb2.GetJobResponse:
+        self._record(context)
+        if request.id != "job-1":
+            await _abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"job {request.id!r} not found",
+                error_details_pb2.ErrorInfo(reason="JOB_NOT_FOUND", domain="conveyor.dev"),
+            )
+        return job_service_pb2.GetJobResponse(
+            job=job_pb2.Job(id="job-1", state=job_pb2.JOB_STATE_COMPLETED)
+        )
+
+    async def ListJobs(
+        self, request: job_service_pb2.ListJobsRequest, context: Any
+    ) -> job_service_pb2.ListJobsResponse:
+        ids = [f"j{i}" for i in range(5)]
+        start = int(request.page_token or 0)
+        size = request.page_size or 2
+        page = ids[start : start + size]
+        token = str(start + size) if start + size < len(ids) else ""
+        return job_service_pb2.ListJobsResponse(
+            jobs=[job_pb2.Job(id=i, state=request.state, queue=request.queue) for i in page],
+            next_page_token=token,
+        )
+
+    async def WatchJob(
+        self, request: job_service_pb2.WatchJobRequest, context: Any
+    ) -> AsyncIterator[job_service_pb2.WatchJobResponse]:
+        """Events 1..4; the first stream breaks (UNAVAILABLE) after event 2."""
+        self.watch_requests.append(request)
+        after = request.after_sequence if request.HasField("after_sequence") else 0
+        yield job_service_pb2.WatchJobResponse(
+            job=job_pb2.Job(id=request.id, state=job_pb2.JOB_STATE_ACTIVE, last_sequence=after)
+        )
+        for seq in range(after + 1, 5):
+            state = job_pb2.JOB_STATE_COMPLETED if seq == 4 else job_pb2.JOB_STATE_ACTIVE
+            yield job_service_pb2.WatchJobResponse(
+                event=job_pb2.JobEvent(sequence=seq, job_id=request.id, state=state)
+            )
+            if len(self.watch_requests) == 1 and seq == 2:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway shutting down")
+
+    async def WaitJob(
+        self, request: job_service_pb2.WaitJobRequest, context: Any
+    ) -> job_service_pb2.WaitJobResponse:
+        self.wait_calls += 1
+        done = self.wait_calls >= 3
+        state = job_pb2.JOB_STATE_COMPLETED if done else job_pb2.JOB_STATE_ACTIVE
+        return job_service_pb2.WaitJobResponse(
+            job=job_pb2.Job(id=request.id, state=state), done=done
+        )
+
+    async def CancelJob(
+        self, request: job_service_pb2.CancelJobRequest, context: Any
+    ) -> job_service_pb2.CancelJobResponse:
+        return job_service_pb2.CancelJobResponse(
+            job=job_pb2.Job(id=request.id, state=job_pb2.JOB_STATE_CANCELLED)
+        )
+
+    async def RetryJob(
+        self, request: job_service_pb2.RetryJobRequest, context: Any
+    ) -> job_service_pb2.RetryJobResponse:
+        return job_service_pb2.RetryJobResponse(
+            job=job_pb2.Job(id=request.id, state=job_pb2.JOB_STATE_WAITING)
+        )
+
+    async def GetArtifact(
+        self, request: job_service_pb2.GetArtifactRequest, context: Any
+    ) -> AsyncIterator[job_service_pb2.GetArtifactResponse]:
+        yield job_service_pb2.GetArtifactResponse(
+            data=b"\x89PNG", content_type="image/png", size_bytes=8
+        )
+        yield job_service_pb2.GetArtifactResponse(data=b"rest")
+
+
+class FakeQueues(queue_service_pb2_grpc.QueueServiceServicer):
+    async def ListQueues(
+        self, request: queue_service_pb2.ListQueuesRequest, context: Any
+    ) -> queue_service_pb2.ListQueuesResponse:
+        if not request.page_token:
+            return queue_service_pb2.ListQueuesResponse(
+                queues=[queue_service_pb2.Queue(name="a")], next_page_token="2"
+            )
+        return queue_service_pb2.ListQueuesResponse(queues=[queue_service_pb2.Queue(name="b")])
+
+    async def GetQueue(
+        self, request: queue_service_pb2.GetQueueRequest, context: Any
+    ) -> queue_service_pb2.GetQueueResponse:
+        return queue_service_pb2.GetQueueResponse(
+            queue=queue_service_pb2.Queue(
+                name=request.queue, counts=queue_service_pb2.QueueCounts(waiting=7)
+            )
+        )
+
+
+class Fake:
+    def __init__(self, target: str, jobs: FakeJobs) -> None:
+        self.target = target
+        self.jobs = jobs
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[Fake]:
+    server = grpc.aio.server()
+    jobs = FakeJobs()
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(FakeQueues(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield Fake(f"127.0.0.1:{port}", jobs)
+    finally:
+        await server.stop(None)
+
+
+def test_dicts_in_the_json_mapping_become_requests() -> None:
+    request = to_submit_request(EXAMPLE)
+    assert request.priority == job_pb2.PRIORITY_HIGH
+    assert request.max_attempts == 3
+    assert request.browser.steps[2].click.target.fallbacks == ["#submit"]
+    assert request.browser.steps[3].expect.text_contains == "Hello Ada"
+    assert request.browser.steps[5].screenshot.full_page
+    # The proto's own field names are accepted too, and a message passes through.
+    assert to_submit_request({"max_attempts": 3, "noop": {}}).max_attempts == 3
+    assert to_submit_request(request) is request
+
+
+def test_a_bad_dict_is_a_value_error_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="priority"):
+        to_submit_request({"priority": "PRIORITY_URGENT", "noop": {}})
+    with pytest.raises(ValueError, match="bogus"):
+        to_submit_request({"bogus": 1})
+
+
+async def test_submit_sends_the_request_and_the_api_key(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target, api_key="k-123") as client:
+        response = await client.submit(EXAMPLE)
+        assert (response.id, response.position) == ("job-1", 1)
+        many = await client.submit_many([{"noop": {}}, {"noop": {"sleep": "1s"}}])
+        assert [r.id for r in many] == ["batch-0", "batch-1"]
+    assert fake.jobs.submitted[0] == to_submit_request(EXAMPLE)
+    assert fake.jobs.metadata[0]["authorization"] == "Bearer k-123"
+    assert fake.jobs.metadata[0]["user-agent"].startswith("conveyor-python/")
+
+
+async def test_no_api_key_no_authorization(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        await client.get("job-1")
+    assert "authorization" not in fake.jobs.metadata[0]
+
+
+async def test_rich_errors_are_decoded(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        with pytest.raises(ConveyorRpcError) as caught:
+            await client.submit({"queue": "bad queue", "noop": {}})
+        err = caught.value
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.reason == "INVALID_ARGUMENT"
+        assert [v.field for v in err.field_violations] == ["queue"]
+        assert str(err).startswith("INVALID_ARGUMENT: invalid job request [queue: letters")
+        assert err.status is not None and err.status.code == code_pb2.INVALID_ARGUMENT
+
+        with pytest.raises(ConveyorRpcError) as caught:
+            await client.get("nope")
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND
+        assert caught.value.reason == "JOB_NOT_FOUND"
+        assert str(caught.value) == "NOT_FOUND: job 'nope' not found"
+
+
+async def test_list_follows_page_tokens(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        jobs = [j async for j in client.list(queue="q", state="completed", page_size=2)]
+        assert [j.id for j in jobs] == ["j0", "j1", "j2", "j3", "j4"]
+        assert {j.state for j in jobs} == {job_pb2.JOB_STATE_COMPLETED}
+        assert {j.queue for j in jobs} == {"q"}
+        assert [j.id async for j in client.list(limit=3)] == ["j0", "j1", "j2"]
+        with pytest.raises(ValueError, match="unknown job state"):
+            [j async for j in client.list(state="DONE")]
+
+
+async def test_watch_resumes_after_the_last_sequence(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        messages = [m async for m in client.watch("job-1")]
+    sequences = [m.event.sequence for m in messages if m.WhichOneof("kind") == "event"]
+    assert sequences == [1, 2, 3, 4]  # nothing missed, nothing twice
+    assert [m.WhichOneof("kind") for m in messages].count("job") == 2  # one per stream
+    assert not fake.jobs.watch_requests[0].HasField("after_sequence")
+    assert fake.jobs.watch_requests[1].after_sequence == 2
+
+
+async def test_watch_without_reconnect_raises(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        seen = []
+        with pytest.raises(ConveyorRpcError) as caught:
+            async for m in client.watch("job-1", reconnect=False):
+                seen.append(m)
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert len(seen) == 3
+
+
+async def test_wait_long_polls_until_done(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        job = await client.wait("job-1", timeout=60)
+    assert job.state == job_pb2.JOB_STATE_COMPLETED
+    assert fake.jobs.wait_calls == 3
+
+
+async def test_artifact_cancel_retry_queues_health(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        assert await client.artifact("job-1", "step-5.png") == b"\x89PNGrest"
+        assert (await client.cancel("job-1")).state == job_pb2.JOB_STATE_CANCELLED
+        assert (await client.retry("job-1")).state == job_pb2.JOB_STATE_WAITING
+        assert [q.name for q in await client.queues()] == ["a", "b"]
+        assert (await client.queue("x")).counts.waiting == 7
+        assert await client.health() == "SERVING"
+
+
+async def test_unreachable_gateway_is_unavailable() -> None:
+    async with AsyncConveyorClient("127.0.0.1:1", timeout=5) as client:
+        with pytest.raises(ConveyorRpcError) as caught:
+            await client.get("x")
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_sync_client_has_the_same_surface(fake: Fake) -> None:
+    def use() -> None:
+        with ConveyorClient(fake.target, api_key="s") as client:
+            assert client.submit({"noop": {"sleep": "0.1s"}}).id == "job-1"
+            assert client.get("job-1").state == job_pb2.JOB_STATE_COMPLETED
+            assert [j.id for j in client.list(limit=4)] == ["j0", "j1", "j2", "j3"]
+            events = [m.event.sequence for m in client.watch("job-1") if m.HasField("event")]
+            assert events == [1, 2, 3, 4]
+            assert client.artifact("job-1", "a.png") == b"\x89PNGrest"
+            assert [q.name for q in client.queues()] == ["a", "b"]
+            assert client.health() == "SERVING"
+            with pytest.raises(ConveyorRpcError, match="NOT_FOUND"):
+                client.get("nope")
+
+    await asyncio.to_thread(use)
+    assert fake.jobs.metadata[0]["authorization"] == "Bearer s"
