@@ -221,8 +221,8 @@ class JobStore:
         reply = await self._run("claim", job_id, attempt, executor_id, stall_timeout_ms)
         if int(reply[0]) != 1:
             return str(reply[1].decode())
-        _, spec, timeout_ms, limit, kind = reply
-        return Claim(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode())
+        _, spec, timeout_ms, limit, kind, queue = reply
+        return Claim(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode(), queue.decode())
 
     async def heartbeat(
         self,

@@ -192,6 +192,7 @@ class Claim:
     timeout_ms: int
     attempt_limit: int
     kind: str
+    queue: str
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 -- An executor claims a handed-over job before running it. Duplicate or stale
 -- deliveries (wrong attempt, not handed over, cancelled, gone) claim nothing.
 -- ARGV: prefix, id, attempt, executor id, stall timeout ms
--- Returns {1, spec, timeout_ms, limit, kind} or {0, reason}.
+-- Returns {1, spec, timeout_ms, limit, kind, queue} or {0, reason}.
 local id, attempt, executor = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local stall_ms = tonumber(ARGV[5])
 local kj = k_job(id)
@@ -18,4 +18,4 @@ redis.call('ZADD', K_INFLIGHT, int(now + stall_ms), id)
 move(id, q, 'WAITING', 'ACTIVE', now)
 emit(id, q, 'state', 'ACTIVE', attempt, {}, now)
 local spec, timeout_ms, limit, kind = unpack(redis.call('HMGET', kj, 'spec', 'timeout_ms', 'limit', 'kind'))
-return {1, spec, timeout_ms, limit, kind}
+return {1, spec, timeout_ms, limit, kind, q}

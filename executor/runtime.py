@@ -1,0 +1,225 @@
+"""What one executor worker process runs on its event loop: claim a handed-over job,
+run its task, report progress, finish it (or retry it) — and the heartbeat and
+cancel listener that keep running jobs alive and stoppable.
+
+Delivery is at least once: claim.lua lets exactly one delivery of an attempt run;
+every other (duplicate, stale, cancelled) claims nothing and is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from google.rpc import code_pb2
+from redis.exceptions import RedisError
+
+from conveyor.artifacts import LocalArtifactStore
+from conveyor.settings import Settings
+from conveyor.statuses import status_bytes
+from conveyor.store.job_store import JobStore, connect
+from conveyor.store.records import Claim
+from conveyor.v1 import job_pb2, job_service_pb2
+from executor.browser.pool import BrowserPool
+from executor.browser.runner import BrowserTaskRunner
+from executor.errors import JobError
+from executor.retry_policy import RetryPolicy
+from executor.tasks.noop import run_noop
+
+log = structlog.get_logger("executor")
+
+HEARTBEAT_SECONDS = 1.0
+CANCELLED_BY_CLIENT = status_bytes(code_pb2.CANCELLED, "CANCELLED_BY_CLIENT", "the job was cancelled")
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    attempt: int
+    task: asyncio.Task[job_pb2.JobResult]
+    stop_reason: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+class ExecutorRuntime:
+    def __init__(self, settings: Settings, *, worker_index: int = 0) -> None:
+        self.settings = settings
+        self.worker_index = worker_index
+        self.executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.slots = settings.executor_slots
+        self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
+        self.running: dict[str, RunningJob] = {}
+        self.stall_ms = int(settings.stall_timeout_seconds * 1000)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._store: JobStore | None = None
+        self._pool: BrowserPool | None = None
+        self._browser: BrowserTaskRunner | None = None
+        self.completed = 0
+
+    @property
+    def store(self) -> JobStore:
+        assert self._store is not None, "runtime not started"
+        return self._store
+
+    # ---- life ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self._store = JobStore(connect(s.effective_redis_url, max_connections=max(8, self.slots * 2)), s.key_prefix)
+        await self.store.client.ping()
+        artifacts = LocalArtifactStore(s.artifact_root)
+        run_dir = Path(s.data_dir) / "browsers" / f"worker-{self.worker_index}"
+        self._pool = BrowserPool(s, run_dir=run_dir)
+        await self._pool.start()
+        self._browser = BrowserTaskRunner(self._pool, artifacts, s)
+        await self._heartbeat_once()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
+        ]
+        log.info("executor worker ready", executor_id=self.executor_id, slots=self.slots)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pool is not None:
+            await self._pool.close()
+        if self._store is not None:
+            # Unregister so admission stops counting these slots at once.
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.client.zrem(self.store.keys.executors, self.executor_id)
+            await self.store.client.aclose()
+        log.info("executor worker stopped", executor_id=self.executor_id)
+
+    # ---- one job --------------------------------------------------------------------
+
+    async def run(self, job_id: str, attempt: int) -> None:
+        """The actor body: run attempt `attempt` of `job_id` if it is still ours to run."""
+        with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=attempt):
+            claim = await self.store.claim(job_id, attempt, self.executor_id, self.stall_ms)
+            if isinstance(claim, str):
+                log.info("delivery skipped", reason=claim)
+                return
+            with structlog.contextvars.bound_contextvars(queue=claim.queue):
+                await self._run_claimed(claim)
+
+    async def _run_claimed(self, claim: Claim) -> None:
+        spec = job_service_pb2.SubmitJobRequest.FromString(claim.spec)
+        inner = asyncio.create_task(self._execute(claim, spec))
+        running = RunningJob(claim.job_id, claim.attempt, inner)
+        self.running[claim.job_id] = running
+        log.info("job started", kind=claim.kind)
+        try:
+            result = await asyncio.wait_for(inner, claim.timeout_ms / 1000)
+        except TimeoutError:
+            await self._failed(claim, JobError(
+                f"the job ran longer than its time limit of {claim.timeout_ms / 1000:g}s",
+                code=code_pb2.DEADLINE_EXCEEDED, reason="JOB_TIMEOUT", retryable=True,
+            ))
+        except asyncio.CancelledError:
+            if not running.stop_reason:
+                raise  # the worker itself is being stopped
+            await self._stopped(claim, running.stop_reason)
+        except JobError as err:
+            await self._failed(claim, err)
+        except Exception as exc:
+            log.exception("job crashed")
+            await self._failed(claim, JobError(
+                f"internal error: {type(exc).__name__}: {exc}", code=code_pb2.INTERNAL,
+                reason="EXECUTOR_ERROR", retryable=True,
+            ))
+        else:
+            state = await self.store.complete(claim.job_id, claim.attempt, result.SerializeToString())
+            self.completed += 1
+            log.info("job completed", state=state and state.value)
+        finally:
+            self.running.pop(claim.job_id, None)
+
+    async def _execute(self, claim: Claim, spec: job_service_pb2.SubmitJobRequest) -> job_pb2.JobResult:
+        kind = spec.WhichOneof("task")
+        if kind == "noop":
+            return await run_noop(spec.noop, claim.attempt)
+        if kind == "browser":
+            assert self._browser is not None
+
+            async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
+                await self.store.report_progress(
+                    claim.job_id, claim.attempt, progress, message, step_index, step_name
+                )
+
+            return await self._browser.run(claim.job_id, spec.browser, report)
+        raise JobError(f"unknown task kind {kind!r}", code=code_pb2.INVALID_ARGUMENT,
+                       reason="UNKNOWN_TASK", retryable=False)
+
+    async def _failed(self, claim: Claim, err: JobError) -> None:
+        now_ms = int(time.time() * 1000)
+        retry_at = self.policy.retry_at_ms(err, claim.attempt, claim.attempt_limit, now_ms)
+        state = await self.store.fail(claim.job_id, claim.attempt, err.to_status().SerializeToString(), retry_at)
+        log.warning("job attempt failed", reason=err.reason, error=err.message, retryable=err.retryable,
+                    state=state and state.value, retry_in_ms=retry_at and retry_at - now_ms)
+
+    async def _stopped(self, claim: Claim, reason: str) -> None:
+        if reason == "cancel":
+            state = await self.store.mark_cancelled(claim.job_id, claim.attempt, CANCELLED_BY_CLIENT)
+            log.info("job cancelled", state=state and state.value)
+        else:
+            log.warning("job stopped: no longer ours", reason=reason)
+
+    def stop_job(self, job_id: str, reason: str) -> None:
+        running = self.running.get(job_id)
+        if running is not None and not running.stop_reason:
+            running.stop_reason = reason
+            running.task.cancel()
+            log.info("stopping job", job_id=job_id, reason=reason)
+
+    # ---- liveness and cancel ----------------------------------------------------------
+
+    async def _heartbeat_once(self) -> None:
+        info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "worker": self.worker_index,
+                                "completed": self.completed}
+        running = [(r.job_id, r.attempt) for r in self.running.values()]
+        stop = await self.store.heartbeat(
+            self.executor_id, self.slots, int(self.settings.executor_ttl_seconds * 1000),
+            self.stall_ms, info, running,
+        )
+        for job_id in stop:
+            job = await self.store.get_many([job_id])
+            cancel = job[0] is not None and job[0].cancel_requested
+            self.stop_job(job_id, "cancel" if cancel else "lost")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._heartbeat_once()
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat failed", error=str(exc))
+
+    async def _cancel_listener(self) -> None:
+        """Cancels reach the executor running the job at once through pub/sub (the
+        heartbeat also sees the cancel flag, within a second, if a message is missed)."""
+        while True:
+            pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.store.keys.cancel_channel)
+                async for message in pubsub.listen():
+                    job_id = message["data"].decode()
+                    if job_id in self.running:
+                        self.stop_job(job_id, "cancel")
+            except (RedisError, OSError) as exc:
+                log.warning("cancel listener lost redis; resubscribing", error=str(exc))
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

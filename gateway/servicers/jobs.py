@@ -1,0 +1,227 @@
+"""JobService: validate, call the domain, answer. Errors are raised as domain
+errors and mapped to statuses by gateway.errors.ErrorInterceptor."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.rpc import code_pb2
+
+from conveyor.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
+from conveyor.statuses import status_bytes
+from conveyor.store.records import JobRecord
+from conveyor.v1 import job_service_pb2 as pb
+from conveyor.v1 import job_service_pb2_grpc
+from gateway.event_hub import HubClosed, Subscription
+from gateway.mapping import (
+    STATE_FROM_PROTO,
+    duration_ms,
+    event_to_proto,
+    job_to_proto,
+    new_job,
+    submitted_to_proto,
+)
+from gateway.runtime import GatewayRuntime
+from gateway.validation import validate_submit
+
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_BATCH = 1000
+WAIT_DEFAULT_S = 30.0
+WAIT_MAX_S = 300.0
+CANCEL_CONFIRM_S = 3.0
+CANCELLED_BY_CLIENT = status_bytes(code_pb2.CANCELLED, "CANCELLED_BY_CLIENT", "the job was cancelled")
+
+
+def _check_id(value: str, field: str = "id") -> str:
+    if not JOB_ID.match(value):
+        raise InvalidArgument(FieldViolation(field, "a job id (letters, digits, '-', '_'; 1 to 64)"))
+    return value
+
+
+def caller_owner(context: grpc.aio.ServicerContext) -> str:
+    """The tenant of the caller. Every job carries its owner; until API keys are
+    configured every caller is the 'default' tenant."""
+    return "default"
+
+
+class JobServicer(job_service_pb2_grpc.JobServiceServicer):
+    def __init__(self, rt: GatewayRuntime) -> None:
+        self.rt = rt
+
+    async def _owned(self, job_id: str, owner: str) -> JobRecord:
+        job = await self.rt.store.get(_check_id(job_id))
+        if job.owner != owner:
+            # Someone else's job is indistinguishable from a missing one.
+            raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
+        return job
+
+    # ---- submit -----------------------------------------------------------------
+
+    async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.SubmitJobResponse:
+        violations = validate_submit(request, self.rt.limits)
+        if violations:
+            raise InvalidArgument(violations)
+        job = new_job(request, owner=caller_owner(context), now_ms=int(time.time() * 1000),
+                      default_max_attempts=self.rt.settings.default_max_attempts,
+                      default_timeout_ms=int(self.rt.settings.default_job_timeout_seconds * 1000))
+        submitted = await self.rt.store.submit(job)
+        self.rt.admission.wake()
+        return submitted_to_proto(submitted)
+
+    async def SubmitJobs(self, request: pb.SubmitJobsRequest, context: grpc.aio.ServicerContext) -> pb.SubmitJobsResponse:
+        if not request.requests:
+            raise InvalidArgument(FieldViolation("requests", "at least one request is required"))
+        if len(request.requests) > MAX_BATCH:
+            raise InvalidArgument(FieldViolation("requests", f"at most {MAX_BATCH} requests per call"))
+        violations: list[FieldViolation] = []
+        for i, req in enumerate(request.requests):
+            violations += validate_submit(req, self.rt.limits, prefix=f"requests[{i}].")
+        if violations:
+            raise InvalidArgument(violations)
+        owner = caller_owner(context)
+        now_ms = int(time.time() * 1000)
+        s = self.rt.settings
+        jobs = [
+            new_job(req, owner=owner, now_ms=now_ms, default_max_attempts=s.default_max_attempts,
+                    default_timeout_ms=int(s.default_job_timeout_seconds * 1000))
+            for req in request.requests
+        ]
+        submitted = await self.rt.store.submit_many(jobs)
+        self.rt.admission.wake()
+        return pb.SubmitJobsResponse(results=[submitted_to_proto(x) for x in submitted])
+
+    # ---- read ---------------------------------------------------------------------
+
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
+        job = await self._owned(request.id, caller_owner(context))
+        return pb.GetJobResponse(job=job_to_proto(job))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument(FieldViolation("page_size", "must not be negative"))
+        state = None
+        if request.state:
+            if request.state not in STATE_FROM_PROTO:
+                raise InvalidArgument(FieldViolation("state", f"unknown state {request.state}"))
+            state = STATE_FROM_PROTO[request.state]
+        jobs, token = await self.rt.store.list_jobs(
+            queue=request.queue, state=state, page_size=request.page_size, page_token=request.page_token
+        )
+        owner = caller_owner(context)
+        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs if j.owner == owner], next_page_token=token)
+
+    # ---- follow -------------------------------------------------------------------
+
+    async def WatchJob(self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchJobResponse]:
+        _check_id(request.id)
+        if request.HasField("after_sequence") and request.after_sequence < 0:
+            raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
+        hub = self.rt.hub
+        sub = hub.subscribe(request.id)  # before reading, so nothing falls in between
+        try:
+            job = await self._owned(request.id, caller_owner(context))
+            yield pb.WatchJobResponse(job=job_to_proto(job))
+            last = request.after_sequence if request.HasField("after_sequence") else job.last_sequence
+            if job.state.terminal and last >= job.last_sequence:
+                return
+            async for event in self._events(request.id, sub, last):
+                if event is None:
+                    hb = timestamp_pb2.Timestamp()
+                    hb.GetCurrentTime()
+                    yield pb.WatchJobResponse(heartbeat=pb.Heartbeat(time=hb))
+                    continue
+                yield pb.WatchJobResponse(event=event_to_proto(event))
+                if event.terminal:
+                    return
+        except HubClosed:
+            raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
+        finally:
+            hub.unsubscribe(sub)
+
+    async def _events(self, job_id: str, sub: Subscription, last: int) -> AsyncIterator:  # type: ignore[type-arg]
+        """Every event after `last`, in order, once each: first replayed from the job's
+        stream, then live from the hub (replaying again across any gap). Yields None
+        when the stream has been idle for a heartbeat interval."""
+        store = self.rt.store
+        for ev in await store.events_after(job_id, last):
+            yield ev
+            last = ev.sequence
+        heartbeat = self.rt.settings.watch_heartbeat_seconds
+        while True:
+            ev = await sub.next(heartbeat)
+            if sub.take_overflow() or (ev is not None and ev.sequence > last + 1):
+                for missed in await store.events_after(job_id, last):
+                    yield missed
+                    last = missed.sequence
+                continue
+            if ev is None:
+                yield None
+            elif ev.sequence > last:
+                yield ev
+                last = ev.sequence
+
+    async def _until_done(self, job_id: str, owner: str, timeout: float) -> JobRecord:
+        """The job once terminal, or as it is when `timeout` passes."""
+        sub = self.rt.hub.subscribe(job_id)
+        try:
+            job = await self._owned(job_id, owner)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not job.state.terminal:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                ev = await sub.next(left)
+                if ev is not None and not ev.terminal:
+                    continue
+                job = await self.rt.store.get(job_id)
+            return job
+        except HubClosed:
+            return await self.rt.store.get(job_id)
+        finally:
+            self.rt.hub.unsubscribe(sub)
+
+    async def WaitJob(self, request: pb.WaitJobRequest, context: grpc.aio.ServicerContext) -> pb.WaitJobResponse:
+        timeout = WAIT_DEFAULT_S
+        if request.HasField("timeout"):
+            timeout = duration_ms(request.timeout) / 1000
+            if not 0 <= timeout <= WAIT_MAX_S:
+                raise InvalidArgument(FieldViolation("timeout", f"between 0 and {WAIT_MAX_S:g}s"))
+        job = await self._until_done(_check_id(request.id), caller_owner(context), timeout)
+        return pb.WaitJobResponse(job=job_to_proto(job), done=job.state.terminal)
+
+    # ---- act ----------------------------------------------------------------------
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
+        owner = caller_owner(context)
+        await self._owned(request.id, owner)
+        await self.rt.store.cancel(request.id, CANCELLED_BY_CLIENT)
+        # An active job is stopped by its executor; give it a moment to confirm.
+        job = await self._until_done(request.id, owner, CANCEL_CONFIRM_S)
+        return pb.CancelJobResponse(job=job_to_proto(job))
+
+    async def RetryJob(self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext) -> pb.RetryJobResponse:
+        await self._owned(request.id, caller_owner(context))
+        await self.rt.store.retry(request.id)
+        self.rt.admission.wake()
+        return pb.RetryJobResponse(job=job_to_proto(await self.rt.store.get(request.id)))
+
+    async def GetArtifact(self, request: pb.GetArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetArtifactResponse]:
+        await self._owned(_check_id(request.job_id, "job_id"), caller_owner(context))
+        if not request.name:
+            raise InvalidArgument(FieldViolation("name", "an artifact name from result.artifacts is required"))
+        artifacts = self.rt.artifacts
+        size, content_type = await artifacts.stat(request.job_id, request.name)
+        first = True
+        async for chunk in artifacts.iter_chunks(request.job_id, request.name):
+            if first:
+                yield pb.GetArtifactResponse(data=chunk, content_type=content_type, size_bytes=size)
+                first = False
+            else:
+                yield pb.GetArtifactResponse(data=chunk)
+        if first:
+            yield pb.GetArtifactResponse(content_type=content_type, size_bytes=size)

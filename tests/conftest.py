@@ -1,0 +1,87 @@
+"""Fixtures: a real redis-server for the session, and real gateway/executor
+processes on it, each stack under a key prefix of its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from conveyor.store.job_store import JobStore, connect
+from conveyor.v1 import job_service_pb2_grpc, queue_service_pb2_grpc
+from tests.support.processes import Process, Stack, stack_env, start_redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str]]:
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield proc, url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: tuple[Process, str]) -> str:
+    return redis_server[1]
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[JobStore]:
+    """A store under a fresh key prefix (no services attached)."""
+    import uuid
+
+    client = connect(redis_url)
+    yield JobStore(client, prefix=f"s{uuid.uuid4().hex[:8]}")
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway and one executor shared by the session's tests (tests use queues of
+    their own so they do not see each other's jobs)."""
+    data = tmp_path_factory.mktemp("stack")
+    s = Stack(redis_url, stack_env(redis_url, data), data / "logs")
+    s.start_gateway()
+    s.start_executor()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def make_stack(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Stacks for tests that kill or stop services; started by the test itself."""
+    made: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        s = Stack(redis_url, stack_env(redis_url, tmp_path / f"stack{len(made)}", **overrides), tmp_path / "logs")
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture
+async def channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture
+def jobs(channel: grpc.aio.Channel) -> job_service_pb2_grpc.JobServiceStub:
+    return job_service_pb2_grpc.JobServiceStub(channel)
+
+
+@pytest.fixture
+def queues(channel: grpc.aio.Channel) -> queue_service_pb2_grpc.QueueServiceStub:
+    return queue_service_pb2_grpc.QueueServiceStub(channel)
+
+
+@pytest.fixture
+async def stack_redis(stack: Stack) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(stack.redis_url)
+    yield client
+    await client.aclose()

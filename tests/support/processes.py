@@ -1,0 +1,190 @@
+"""Real processes for tests: redis-server, the gateway, the executor. Each is
+started by the test run, tracked by pid and stopped by pid; output goes to a log
+file that is printed when a test fails to start one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Process:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    return Process(name, proc, log_path)
+
+
+def start_redis(tmp: Path) -> tuple[Process, str]:
+    port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(tmp), "--maxclients", "20000"]
+    p = spawn("redis", argv, dict(os.environ), tmp)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            if not p.alive():
+                raise RuntimeError(f"redis-server exited:\n{p.log()}") from None
+            return False
+
+    wait_for(up, 10, "redis-server")
+    client.close()
+    return p, url
+
+
+@dataclass
+class Stack:
+    """A gateway and executors on one Redis, under a key prefix of their own."""
+
+    redis_url: str
+    env: dict[str, str]
+    log_dir: Path
+    gateway: Process | None = None
+    executors: list[Process] = field(default_factory=list)
+
+    @property
+    def grpc_target(self) -> str:
+        return self.env["CONVEYOR_GRPC_ADDR"]
+
+    @property
+    def prefix(self) -> str:
+        return self.env["CONVEYOR_KEY_PREFIX"]
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def start_gateway(self, **extra_env: str) -> Process:
+        env = {**self.env, **extra_env}
+        p = spawn("gateway", [sys.executable, "-m", "gateway.main"], env, self.log_dir)
+        target = env["CONVEYOR_GRPC_ADDR"]
+
+        def serving() -> bool:
+            if not p.alive():
+                raise RuntimeError(f"gateway exited:\n{p.log()}")
+            with grpc.insecure_channel(target) as ch:
+                try:
+                    r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
+                except grpc.RpcError:
+                    return False
+
+        wait_for(serving, 30, "gateway health SERVING", interval=0.1)
+        self.gateway = p
+        return p
+
+    def executor_ids(self) -> list[str]:
+        with self.redis() as r:
+            now = int(time.time() * 1000)
+            return [m.decode() for m in r.zrangebyscore(f"{self.prefix}:executors", now, "+inf")]
+
+    def start_executor(self, *, wait: bool = True, **extra_env: str) -> Process:
+        env = {**self.env, **extra_env}
+        before = set(self.executor_ids())
+        p = spawn("executor", [sys.executable, "-m", "executor.main"], env, self.log_dir)
+        if wait:
+            processes = int(env.get("CONVEYOR_EXECUTOR_PROCESSES", "1"))
+
+            def registered() -> bool:
+                if not p.alive():
+                    raise RuntimeError(f"executor exited:\n{p.log()}")
+                return len(set(self.executor_ids()) - before) >= processes
+
+            wait_for(registered, 60, "executor registration", interval=0.1)
+        self.executors.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in [*self.executors, *( [self.gateway] if self.gateway else [])]:
+            p.stop()
+
+
+def stack_env(redis_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update({
+        "CONVEYOR_REDIS_URL": redis_url,
+        "CONVEYOR_GRPC_ADDR": f"127.0.0.1:{free_port()}",
+        "CONVEYOR_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}",
+        "CONVEYOR_DATA_DIR": str(data_dir),
+        "CONVEYOR_LOG_LEVEL": "INFO",
+        "CONVEYOR_RETRY_BASE_SECONDS": "0.2",
+        "CONVEYOR_WATCH_HEARTBEAT_SECONDS": "1",
+        "CONVEYOR_ALLOWED_HOSTS": "127.0.0.1",
+        "CONVEYOR_EXECUTOR_SLOTS": "4",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(overrides)
+    return env

@@ -1,0 +1,173 @@
+"""The store's Lua state machine against a real Redis: ordering, admission, claims,
+recovery, and the counters that must always match the jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from conveyor.errors import FailedPrecondition, NotFound
+from conveyor.store.job_store import JobStore
+from conveyor.store.records import NewJob, Priority, State
+
+
+def new(queue: str = "default", priority: Priority = Priority.NORMAL, *, run_at_ms: int = 0,
+        max_attempts: int = 3, request_id: str = "") -> NewJob:
+    return NewJob(id=uuid.uuid4().hex, queue=queue, owner="t", priority=priority, max_attempts=max_attempts,
+                  timeout_ms=60_000, run_at_ms=run_at_ms, spec=b"", kind="noop", request_id=request_id)
+
+
+async def register(store: JobStore, slots: int, executor: str = "ex") -> None:
+    await store.heartbeat(executor, slots, 60_000, 60_000, {}, [])
+
+
+async def assert_counters_match(store: JobStore, queue: str) -> None:
+    """Invariant: the per-state counters equal the jobs in each state, and no job sits
+    in two per-state indexes."""
+    ids = [m.decode() for m in await store.client.zrange(store.keys.queue_index(queue, "jobs"), 0, -1)]
+    jobs = [j for j in await store.get_many(ids) if j is not None]
+    q = await store.get_queue(queue, 16)
+    for state in State:
+        assert getattr(q.counts, state.value.lower()) == sum(1 for j in jobs if j.state is state), state
+    members: dict[str, int] = {}
+    for index in ("waiting", "delayed", "active", "completed", "failed", "cancelled"):
+        for m in await store.client.zrange(store.keys.queue_index(queue, index), 0, -1):
+            members[m.decode()] = members.get(m.decode(), 0) + 1
+    assert all(n == 1 for n in members.values())
+
+
+async def test_positions_are_priority_then_fifo(store: JobStore) -> None:
+    order = [Priority.NORMAL, Priority.BULK, Priority.CRITICAL, Priority.NORMAL, Priority.HIGH]
+    jobs = [new(priority=p) for p in order]
+    for j in jobs:
+        await store.submit(j)
+    got = {j.id: j.position for j in await store.get_many([j.id for j in jobs]) if j}
+    # CRITICAL, HIGH, NORMAL (first), NORMAL (second), BULK
+    expected = [jobs[2], jobs[4], jobs[0], jobs[3], jobs[1]]
+    assert [got[j.id] for j in expected] == [1, 2, 3, 4, 5]
+
+
+async def test_dispatch_hands_over_only_free_slots_in_priority_order(store: JobStore) -> None:
+    jobs = [new(priority=p) for p in (Priority.LOW, Priority.CRITICAL, Priority.NORMAL)]
+    for j in jobs:
+        await store.submit(j)
+    assert await store.dispatch(10, 16, 10_000) == []  # no executor: no slots
+    await register(store, slots=2)
+    handed = await store.dispatch(10, 16, 10_000)
+    assert [h.job_id for h in handed] == [jobs[1].id, jobs[2].id]
+    assert await store.dispatch(10, 16, 10_000) == []  # both slots taken
+    assert (await store.get(jobs[0].id)).position == 1
+    await assert_counters_match(store, "default")
+
+
+async def test_queue_concurrency_limits_a_queue(store: JobStore) -> None:
+    for _ in range(3):
+        await store.submit(new(queue="narrow"))
+    await register(store, slots=10)
+    assert len(await store.dispatch(10, 1, 10_000)) == 1
+
+
+async def test_a_delivery_claims_once(store: JobStore) -> None:
+    job = new()
+    await store.submit(job)
+    await register(store, 1)
+    (h,) = await store.dispatch(10, 16, 10_000)
+    claim = await store.claim(h.job_id, h.attempt, "ex", 10_000)
+    assert not isinstance(claim, str) and claim.attempt == 1
+    assert await store.claim(h.job_id, h.attempt, "ex", 10_000) == "state ACTIVE"
+    assert await store.complete(job.id, 1, b"r") is State.COMPLETED
+    assert await store.complete(job.id, 1, b"r") is None  # a second finish changes nothing
+    assert await store.claim(h.job_id, h.attempt, "ex", 10_000) == "state COMPLETED"
+    await assert_counters_match(store, "default")
+
+
+async def test_unclaimed_handover_goes_back_to_its_place(store: JobStore) -> None:
+    first, second = new(), new()
+    await store.submit(first)
+    await store.submit(second)
+    await register(store, 1)
+    (h,) = await store.dispatch(10, 16, handover_timeout_ms=50)
+    assert h.job_id == first.id
+    await asyncio.sleep(0.1)
+    assert await store.reap(b"lost") == (1, 0)
+    assert (await store.get(first.id)).position == 1  # ahead of `second` again
+    (again,) = await store.dispatch(10, 16, 10_000)
+    assert again == h  # same attempt: the old message and the new one cannot both run
+    await assert_counters_match(store, "default")
+
+
+async def test_stalled_job_is_recovered_then_fails_when_attempts_run_out(store: JobStore) -> None:
+    job = new(max_attempts=2)
+    await store.submit(job)
+    await register(store, 1)
+    for attempt in (1, 2):
+        (h,) = await store.dispatch(10, 16, 10_000)
+        assert h.attempt == attempt
+        claim = await store.claim(h.job_id, h.attempt, "ex", stall_timeout_ms=50)
+        assert not isinstance(claim, str)
+        await asyncio.sleep(0.1)  # no heartbeat: the executor "died"
+        await store.reap(b"lost")
+    rec = await store.get(job.id)
+    assert rec.state is State.FAILED and rec.error == b"lost" and rec.attempt == 2
+    await assert_counters_match(store, "default")
+
+
+async def test_heartbeat_keeps_a_running_job_and_reports_cancel(store: JobStore) -> None:
+    job = new()
+    await store.submit(job)
+    await register(store, 1)
+    (h,) = await store.dispatch(10, 16, 10_000)
+    await store.claim(h.job_id, h.attempt, "ex", stall_timeout_ms=300)
+    for _ in range(3):
+        await asyncio.sleep(0.15)
+        assert await store.heartbeat("ex", 1, 60_000, 300, {}, [(job.id, 1)]) == []
+        assert await store.reap(b"lost") == (0, 0)
+    assert await store.cancel(job.id, b"c") is State.ACTIVE
+    assert await store.heartbeat("ex", 1, 60_000, 300, {}, [(job.id, 1)]) == [job.id]
+    assert await store.mark_cancelled(job.id, 1, b"c") is State.CANCELLED
+    await assert_counters_match(store, "default")
+
+
+async def test_delayed_job_is_promoted_when_due(store: JobStore) -> None:
+    job = new(run_at_ms=int(time.time() * 1000) + 150)
+    assert (await store.submit(job)).state is State.DELAYED
+    assert await store.promote_due() == 0
+    await asyncio.sleep(0.2)
+    assert await store.promote_due() == 1
+    rec = await store.get(job.id)
+    assert rec.state is State.WAITING and rec.position == 1
+
+
+async def test_request_id_is_idempotent(store: JobStore) -> None:
+    a = await store.submit(new(request_id="r1"))
+    b = await store.submit(new(request_id="r1"))
+    assert b.id == a.id and b.existing
+    q = await store.get_queue("default", 16)
+    assert q.counts.waiting == 1
+
+
+async def test_cancel_and_retry_refuse_wrong_states(store: JobStore) -> None:
+    job = new()
+    await store.submit(job)
+    with pytest.raises(FailedPrecondition):
+        await store.retry(job.id)
+    assert await store.cancel(job.id, b"c") is State.CANCELLED
+    with pytest.raises(FailedPrecondition):
+        await store.cancel(job.id, b"c")
+    with pytest.raises(NotFound):
+        await store.cancel("missing", b"c")
+    assert (await store.retry(job.id))[0] is State.WAITING
+    await assert_counters_match(store, "default")
+
+
+async def test_concurrent_dispatchers_never_hand_a_job_over_twice(store: JobStore) -> None:
+    jobs = [new() for _ in range(200)]
+    await store.submit_many(jobs)
+    await register(store, 1000)
+    results = await asyncio.gather(*(store.dispatch(7, 1000, 10_000) for _ in range(60)))
+    handed = [h.job_id for batch in results for h in batch]
+    assert len(handed) == len(set(handed)) == 200
+    await assert_counters_match(store, "default")
