@@ -16,7 +16,8 @@ def make_status(code: int, reason: str, message: str, metadata: dict[str, str] |
 
 
 def status_bytes(code: int, reason: str, message: str, **metadata: str) -> bytes:
-    return make_status(code, reason, message, metadata).SerializeToString()
+    data: bytes = make_status(code, reason, message, metadata).SerializeToString()
+    return data
 
 
 def error_reason(status: status_pb2.Status) -> str:
@@ -24,5 +25,5 @@ def error_reason(status: status_pb2.Status) -> str:
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
-            return info.reason
+            return str(info.reason)
     return ""

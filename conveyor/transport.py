@@ -44,7 +44,7 @@ class WakeableRedisBroker(RedisBroker):
     """
 
     def __init__(self, *, url: str, heartbeat_timeout_ms: int = 15_000, **kwargs: Any) -> None:
-        super().__init__(
+        super().__init__(  # type: ignore[no-untyped-call]
             url=url,
             heartbeat_timeout=heartbeat_timeout_ms,
             # Maintenance (requeueing dead workers' messages) runs on ~1% of commands.
@@ -67,11 +67,11 @@ class WakeableRedisBroker(RedisBroker):
         pipe.execute()
 
 
-class _WakeableConsumer(_RedisConsumer):  # type: ignore[misc]
+class _WakeableConsumer(_RedisConsumer):
     """Dramatiq's Redis consumer with the idle sleep replaced by a BLPOP on the wake list."""
 
     def __init__(self, broker: WakeableRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
-        super().__init__(broker, queue_name, prefetch, timeout)
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self._wake_key = wake_key(broker.namespace, queue_name)
         # A connection of its own, so blocking never holds one of the broker's.
         pool = broker.client.connection_pool
@@ -107,7 +107,7 @@ class _WakeableConsumer(_RedisConsumer):  # type: ignore[misc]
                 self._wake_client.blpop([self._wake_key], timeout=IDLE_BLOCK_SECONDS)
                 return None
         except redis.ConnectionError as exc:
-            raise ConnectionClosed(exc) from None
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         try:
@@ -134,7 +134,7 @@ class Handoff:
 
     def send(self, handovers: Sequence[Handover]) -> None:
         for h in handovers:
-            message = Message(
+            message: Message[Any] = Message(
                 queue_name=TRANSPORT_QUEUE,
                 actor_name=RUN_JOB_ACTOR,
                 args=(h.job_id, h.attempt),

@@ -21,7 +21,7 @@ class RetryPolicy:
     def backoff_seconds(self, attempt: int, rng: random.Random | None = None) -> float:
         raw = self.base_seconds * 2 ** max(attempt - 1, 0)
         factor = 1 + (rng or random).uniform(-self.jitter, self.jitter)
-        return min(raw * factor, self.max_seconds)
+        return float(min(raw * factor, self.max_seconds))
 
     def retry_at_ms(self, error: JobError, attempt: int, attempt_limit: int, now_ms: int) -> int:
         """When to run the next attempt, or 0 for none (not retryable, or no attempts left)."""

@@ -158,7 +158,8 @@ class ExecutorRuntime:
                     claim.job_id, claim.attempt, progress, message, step_index, step_name
                 )
 
-            return await self._browser.run(claim.job_id, spec.browser, report)
+            result: job_pb2.JobResult = await self._browser.run(claim.job_id, spec.browser, report)
+            return result
         raise JobError(f"unknown task kind {kind!r}", code=code_pb2.INVALID_ARGUMENT,
                        reason="UNKNOWN_TASK", retryable=False)
 

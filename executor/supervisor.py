@@ -6,7 +6,6 @@ executor leaves no orphan worker behind (their Chromium goes with them)."""
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import subprocess
 import sys

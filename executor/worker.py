@@ -11,7 +11,7 @@ from typing import Any
 
 import dramatiq
 import structlog
-from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.asyncio import EventLoopThread, get_event_loop_thread
 from dramatiq.middleware.asyncio import AsyncIO
 
 from conveyor.logs import configure_logging
@@ -26,7 +26,7 @@ log = structlog.get_logger("executor.worker")
 STOP_GRACE_MS = 10_000
 
 
-class RuntimeMiddleware(AsyncIO):  # type: ignore[misc]
+class RuntimeMiddleware(AsyncIO):
     """Dramatiq's AsyncIO middleware, plus starting and stopping the runtime on its loop."""
 
     def __init__(self, runtime: ExecutorRuntime) -> None:
@@ -34,11 +34,18 @@ class RuntimeMiddleware(AsyncIO):  # type: ignore[misc]
         self.runtime = runtime
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
-        super().before_worker_boot(broker, worker)
-        get_event_loop_thread().run_coroutine(self.runtime.start())
+        super().before_worker_boot(broker, worker)  # type: ignore[no-untyped-call]
+        _loop_thread().run_coroutine(self.runtime.start())
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        get_event_loop_thread().run_coroutine(self.runtime.stop())
+        _loop_thread().run_coroutine(self.runtime.stop())
+
+
+def _loop_thread() -> EventLoopThread:
+    thread = get_event_loop_thread()
+    if thread is None:
+        raise RuntimeError("the AsyncIO middleware has not started its event loop")
+    return thread
 
 
 def build_worker(settings: Settings, worker_index: int) -> tuple[dramatiq.Worker, ExecutorRuntime]:
@@ -48,7 +55,7 @@ def build_worker(settings: Settings, worker_index: int) -> tuple[dramatiq.Worker
     async def run_job(job_id: str, attempt: int) -> None:
         await runtime.run(job_id, attempt)
 
-    dramatiq.actor(run_job, actor_name=RUN_JOB_ACTOR, queue_name=TRANSPORT_QUEUE, broker=broker)
+    dramatiq.actor(actor_name=RUN_JOB_ACTOR, queue_name=TRANSPORT_QUEUE, broker=broker)(run_job)
     worker = dramatiq.Worker(broker, worker_threads=settings.executor_slots, worker_timeout=1000)
     # Take no more messages than there are slots: admission already hands over
     # exactly as many jobs as executors have free slots.

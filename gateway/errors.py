@@ -44,10 +44,16 @@ def to_status(exc: ConveyorError) -> status_pb2.Status:
     code = next((c for t, c in CODES.items() if isinstance(exc, t)), code_pb2.INTERNAL)
     details = [_pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata))]
     if isinstance(exc, InvalidArgument):
-        details.append(_pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in exc.violations
-        ])))
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in exc.violations
+                    ]
+                )
+            )
+        )
     if isinstance(exc, ResourceExhausted):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(exc.retry_after_seconds * 1000))
@@ -110,4 +116,3 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 unary_stream, handler.request_deserializer, handler.response_serializer
             )
         return handler
-

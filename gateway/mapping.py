@@ -154,7 +154,11 @@ def queue_to_proto(q: QueueRecord) -> queue_service_pb2.Queue:
         paused=q.paused,
         concurrency=q.concurrency,
         counts=queue_service_pb2.QueueCounts(
-            waiting=c.waiting, delayed=c.delayed, active=c.active,
-            completed=c.completed, failed=c.failed, cancelled=c.cancelled,
+            waiting=c.waiting,
+            delayed=c.delayed,
+            active=c.active,
+            completed=c.completed,
+            failed=c.failed,
+            cancelled=c.cancelled,
         ),
     )

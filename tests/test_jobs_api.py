@@ -82,17 +82,25 @@ async def test_idle_watch_gets_heartbeats(jobs: JobServiceStub) -> None:
 
 
 async def test_failed_attempts_are_retried_with_backoff_until_success(jobs: JobServiceStub) -> None:
-    sub = await jobs.SubmitJob(submit_request(
-        {"queue": unique_queue(), "maxAttempts": 3, "noop": {"failFirstAttempts": 2}}
-    ))
+    sub = await jobs.SubmitJob(
+        submit_request({"queue": unique_queue(), "maxAttempts": 3, "noop": {"failFirstAttempts": 2}})
+    )
     msgs = await watch_all(jobs, sub.id, after_sequence=0)
-    states = [(m.event.state, m.event.attempt) for m in msgs
-              if m.WhichOneof("kind") == "event" and m.event.type == job_pb2.JOB_EVENT_TYPE_STATE_CHANGED]
+    states = [
+        (m.event.state, m.event.attempt)
+        for m in msgs
+        if m.WhichOneof("kind") == "event" and m.event.type == job_pb2.JOB_EVENT_TYPE_STATE_CHANGED
+    ]
     assert states == [
         (job_pb2.JOB_STATE_WAITING, 0),
-        (job_pb2.JOB_STATE_ACTIVE, 1), (job_pb2.JOB_STATE_DELAYED, 1), (job_pb2.JOB_STATE_WAITING, 1),
-        (job_pb2.JOB_STATE_ACTIVE, 2), (job_pb2.JOB_STATE_DELAYED, 2), (job_pb2.JOB_STATE_WAITING, 2),
-        (job_pb2.JOB_STATE_ACTIVE, 3), (job_pb2.JOB_STATE_COMPLETED, 3),
+        (job_pb2.JOB_STATE_ACTIVE, 1),
+        (job_pb2.JOB_STATE_DELAYED, 1),
+        (job_pb2.JOB_STATE_WAITING, 1),
+        (job_pb2.JOB_STATE_ACTIVE, 2),
+        (job_pb2.JOB_STATE_DELAYED, 2),
+        (job_pb2.JOB_STATE_WAITING, 2),
+        (job_pb2.JOB_STATE_ACTIVE, 3),
+        (job_pb2.JOB_STATE_COMPLETED, 3),
     ]
     delayed = [m.event for m in msgs if m.WhichOneof("kind") == "event" and m.event.state == job_pb2.JOB_STATE_DELAYED]
     assert all(e.error.message and "failing attempt" in e.error.message for e in delayed)
@@ -100,15 +108,16 @@ async def test_failed_attempts_are_retried_with_backoff_until_success(jobs: JobS
     events = [m.event for m in msgs if m.WhichOneof("kind") == "event"]
     waits = [
         events[i + 1].time.ToMilliseconds() - events[i].time.ToMilliseconds()
-        for i in range(len(events) - 1) if events[i].state == job_pb2.JOB_STATE_DELAYED
+        for i in range(len(events) - 1)
+        if events[i].state == job_pb2.JOB_STATE_DELAYED
     ]
     assert len(waits) == 2 and 150 <= waits[0] < waits[1]
 
 
 async def test_exhausted_job_fails_and_retry_job_gives_fresh_attempts(jobs: JobServiceStub) -> None:
-    sub = await jobs.SubmitJob(submit_request(
-        {"queue": unique_queue(), "maxAttempts": 2, "noop": {"failFirstAttempts": 3}}
-    ))
+    sub = await jobs.SubmitJob(
+        submit_request({"queue": unique_queue(), "maxAttempts": 2, "noop": {"failFirstAttempts": 3}})
+    )
     job = await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_FAILED})
     assert job.attempt == 2 and job.max_attempts == 2
     assert job.error.code == 14 and "failing attempt 2" in job.error.message
@@ -119,9 +128,9 @@ async def test_exhausted_job_fails_and_retry_job_gives_fresh_attempts(jobs: JobS
 
 
 async def test_job_over_its_time_limit_fails_with_deadline_exceeded(jobs: JobServiceStub) -> None:
-    sub = await jobs.SubmitJob(submit_request(
-        {"queue": unique_queue(), "maxAttempts": 1, "timeout": "0.3s", "noop": {"sleep": "10s"}}
-    ))
+    sub = await jobs.SubmitJob(
+        submit_request({"queue": unique_queue(), "maxAttempts": 1, "timeout": "0.3s", "noop": {"sleep": "10s"}})
+    )
     job = await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_FAILED}, timeout=10)
     assert job.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert "time limit" in job.error.message
@@ -176,8 +185,10 @@ async def test_unknown_ids_are_not_found(jobs: JobServiceStub) -> None:
         ({"browser": {"steps": [{"navigate": {"url": "chrome://settings"}}]}}, "browser.steps[0].navigate.url"),
         ({"browser": {"steps": [{"click": {"target": {"selector": ""}}}]}}, "browser.steps[0].click.target.selector"),
         ({"browser": {"steps": [{"name": "no action"}]}}, "browser.steps[0]"),
-        ({"browser": {"steps": [{"upload": {"target": {"selector": "#f"}, "files": ["x.pdf"]}}]}},
-         "browser.steps[0].upload.files[0]"),
+        (
+            {"browser": {"steps": [{"upload": {"target": {"selector": "#f"}, "files": ["x.pdf"]}}]}},
+            "browser.steps[0].upload.files[0]",
+        ),
         ({"priority": 42, "noop": {}}, "priority"),
         ({"queue": "bad queue!", "noop": {}}, "queue"),
         ({"maxAttempts": -1, "noop": {}}, "max_attempts"),
@@ -185,7 +196,7 @@ async def test_unknown_ids_are_not_found(jobs: JobServiceStub) -> None:
         ({"browser": {"steps": [{"wait": {"duration": "1s"}}] * 201}}, "browser.steps"),
     ],
 )
-async def test_bad_requests_name_the_field(jobs: JobServiceStub, body: dict, field: str) -> None:
+async def test_bad_requests_name_the_field(jobs: JobServiceStub, body: dict[str, object], field: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await jobs.SubmitJob(json_format.ParseDict(body, pb.SubmitJobRequest()))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -213,8 +224,12 @@ async def test_request_id_returns_the_same_job(jobs: JobServiceStub) -> None:
 async def test_delayed_jobs_are_listed_counted_and_cancellable(jobs: JobServiceStub, queues: QueueServiceStub) -> None:
     q = unique_queue()
     ids = {}
-    for name, prio in [("n1", "PRIORITY_NORMAL"), ("b1", "PRIORITY_BULK"), ("c1", "PRIORITY_CRITICAL"),
-                       ("n2", "PRIORITY_NORMAL")]:
+    for name, prio in [
+        ("n1", "PRIORITY_NORMAL"),
+        ("b1", "PRIORITY_BULK"),
+        ("c1", "PRIORITY_CRITICAL"),
+        ("n2", "PRIORITY_NORMAL"),
+    ]:
         sub = await jobs.SubmitJob(submit_request({"queue": q, "priority": prio, "delay": "60s", "noop": {}}))
         ids[name] = sub.id
     listed = await jobs.ListJobs(pb.ListJobsRequest(queue=q, state=job_pb2.JOB_STATE_DELAYED, page_size=10))
@@ -245,7 +260,9 @@ async def test_batch_submit_and_list_pages(jobs: JobServiceStub) -> None:
     assert sorted(seen) == sorted(r.id for r in resp.results)
 
 
-async def test_batch_with_a_bad_request_submits_nothing_and_names_it(jobs: JobServiceStub, queues: QueueServiceStub) -> None:
+async def test_batch_with_a_bad_request_submits_nothing_and_names_it(
+    jobs: JobServiceStub, queues: QueueServiceStub
+) -> None:
     q = unique_queue()
     reqs = [submit_request({"queue": q, "noop": {}}), submit_request({"queue": q, "browser": {"steps": []}})]
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -14,8 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from conveyor.errors import FailedPrecondition, InvalidArgument, NotFound
-from conveyor.errors import FieldViolation
+from conveyor.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
     Claim,
@@ -53,7 +52,8 @@ def _decode_token(token: str) -> tuple[float, int]:
 
 class JobStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "cv") -> None:
-        self.client = client
+        # redis-py types every reply as a wide union; replies are parsed here by shape.
+        self.client: Any = client
         self.prefix = prefix
         self.keys = Keys(prefix)
         self._scripts = register_scripts(client)
@@ -152,7 +152,8 @@ class JobStore:
         self, after_id: str, *, block_ms: int, count: int = 1000, client: aioredis.Redis | None = None
     ) -> tuple[str, list[EventRecord]]:
         """Block for new events of every job on the global stream."""
-        reply = await (client or self.client).xread({self.keys.events: after_id}, count=count, block=block_ms)
+        reader: Any = client or self.client
+        reply = await reader.xread({self.keys.events: after_id}, count=count, block=block_ms)
         if not reply:
             return after_id, []
         _, rows = reply[0]

@@ -14,7 +14,7 @@ from google.rpc import code_pb2
 
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
 from conveyor.statuses import status_bytes
-from conveyor.store.records import JobRecord
+from conveyor.store.records import EventRecord, JobRecord
 from conveyor.v1 import job_service_pb2 as pb
 from conveyor.v1 import job_service_pb2_grpc
 from gateway.event_hub import HubClosed, Subscription
@@ -66,14 +66,20 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         violations = validate_submit(request, self.rt.limits)
         if violations:
             raise InvalidArgument(violations)
-        job = new_job(request, owner=caller_owner(context), now_ms=int(time.time() * 1000),
-                      default_max_attempts=self.rt.settings.default_max_attempts,
-                      default_timeout_ms=int(self.rt.settings.default_job_timeout_seconds * 1000))
+        job = new_job(
+            request,
+            owner=caller_owner(context),
+            now_ms=int(time.time() * 1000),
+            default_max_attempts=self.rt.settings.default_max_attempts,
+            default_timeout_ms=int(self.rt.settings.default_job_timeout_seconds * 1000),
+        )
         submitted = await self.rt.store.submit(job)
         self.rt.admission.wake()
         return submitted_to_proto(submitted)
 
-    async def SubmitJobs(self, request: pb.SubmitJobsRequest, context: grpc.aio.ServicerContext) -> pb.SubmitJobsResponse:
+    async def SubmitJobs(
+        self, request: pb.SubmitJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitJobsResponse:
         if not request.requests:
             raise InvalidArgument(FieldViolation("requests", "at least one request is required"))
         if len(request.requests) > MAX_BATCH:
@@ -87,8 +93,13 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         now_ms = int(time.time() * 1000)
         s = self.rt.settings
         jobs = [
-            new_job(req, owner=owner, now_ms=now_ms, default_max_attempts=s.default_max_attempts,
-                    default_timeout_ms=int(s.default_job_timeout_seconds * 1000))
+            new_job(
+                req,
+                owner=owner,
+                now_ms=now_ms,
+                default_max_attempts=s.default_max_attempts,
+                default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
+            )
             for req in request.requests
         ]
         submitted = await self.rt.store.submit_many(jobs)
@@ -117,7 +128,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     # ---- follow -------------------------------------------------------------------
 
-    async def WatchJob(self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchJobResponse]:
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchJobResponse]:
         _check_id(request.id)
         if request.HasField("after_sequence") and request.after_sequence < 0:
             raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
@@ -143,14 +156,14 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         finally:
             hub.unsubscribe(sub)
 
-    async def _events(self, job_id: str, sub: Subscription, last: int) -> AsyncIterator:  # type: ignore[type-arg]
+    async def _events(self, job_id: str, sub: Subscription, last: int) -> AsyncIterator[EventRecord | None]:
         """Every event after `last`, in order, once each: first replayed from the job's
         stream, then live from the hub (replaying again across any gap). Yields None
         when the stream has been idle for a heartbeat interval."""
         store = self.rt.store
-        for ev in await store.events_after(job_id, last):
-            yield ev
-            last = ev.sequence
+        for replayed in await store.events_after(job_id, last):
+            yield replayed
+            last = replayed.sequence
         heartbeat = self.rt.settings.watch_heartbeat_seconds
         while True:
             ev = await sub.next(heartbeat)
@@ -210,7 +223,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self.rt.admission.wake()
         return pb.RetryJobResponse(job=job_to_proto(await self.rt.store.get(request.id)))
 
-    async def GetArtifact(self, request: pb.GetArtifactRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetArtifactResponse]:
+    async def GetArtifact(
+        self, request: pb.GetArtifactRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GetArtifactResponse]:
         await self._owned(_check_id(request.job_id, "job_id"), caller_owner(context))
         if not request.name:
             raise InvalidArgument(FieldViolation("name", "an artifact name from result.artifacts is required"))

@@ -24,7 +24,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     def __init__(self, rt: GatewayRuntime) -> None:
         self.rt = rt
 
-    async def ListQueues(self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext) -> pb.ListQueuesResponse:
+    async def ListQueues(
+        self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListQueuesResponse:
         if request.page_size < 0:
             raise InvalidArgument(FieldViolation("page_size", "must not be negative"))
         size = min(request.page_size or 100, MAX_PAGE)

@@ -13,7 +13,11 @@ from grpc_status import rpc_status
 
 from conveyor.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
-TERMINAL = {job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+TERMINAL: set[job_pb2.JobState.ValueType] = {
+    job_pb2.JOB_STATE_COMPLETED,
+    job_pb2.JOB_STATE_FAILED,
+    job_pb2.JOB_STATE_CANCELLED,
+}
 
 
 def unique_queue(prefix: str = "q") -> str:
@@ -26,7 +30,7 @@ def submit_request(body: dict[str, Any]) -> job_service_pb2.SubmitJobRequest:
 
 
 def rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     assert status is not None, f"no rich status on {err.code()}: {err.details()}"
     return status
 
@@ -63,7 +67,7 @@ async def watch_all(
 
 
 async def wait_state(
-    jobs: job_service_pb2_grpc.JobServiceStub, job_id: str, states: set[int], timeout: float = 30
+    jobs: job_service_pb2_grpc.JobServiceStub, job_id: str, states: set[job_pb2.JobState.ValueType], timeout: float = 30
 ) -> job_pb2.Job:
     """Follow the job's events until one shows it in one of `states`; returns the job
     as GetJob answers right after (it may have moved on since)."""
@@ -73,7 +77,8 @@ async def wait_state(
             kind = msg.WhichOneof("kind")
             state = msg.job.state if kind == "job" else msg.event.state if kind == "event" else None
             if state in states:
-                return (await jobs.GetJob(job_service_pb2.GetJobRequest(id=job_id))).job
+                job: job_pb2.Job = (await jobs.GetJob(job_service_pb2.GetJobRequest(id=job_id))).job
+                return job
         final = (await jobs.GetJob(job_service_pb2.GetJobRequest(id=job_id))).job
         raise AssertionError(f"job ended {job_pb2.JobState.Name(final.state)} without reaching {states}")
 

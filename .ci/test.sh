@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: set-up, lint, types, contract, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/setup.sh
+
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== buf lint"
+(cd protos && ../.venv/bin/buf lint)
+echo "== pytest"
+# pytest exits 5 when it collected no test: that fails here like any other error.
+.venv/bin/pytest -p no:cacheprovider "$@"
