@@ -165,7 +165,7 @@ class EmbeddedRedis:
                 stdout=subprocess.DEVNULL,
                 stderr=early_log,
                 start_new_session=True,  # the terminal's Ctrl-C reaches only our owner
-                preexec_fn=PDEATHSIG_PREEXEC if self._die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=PDEATHSIG_PREEXEC if self._die_with_parent else None,
                 close_fds=True,
             )
         try:
@@ -194,15 +194,11 @@ class EmbeddedRedis:
         while True:
             code = self.process.poll()
             if code is not None:
-                raise EmbeddedRedisError(
-                    f"redis-server exited with code {code} at start: {self._failure_text()}"
-                )
+                raise EmbeddedRedisError(f"redis-server exited with code {code} at start: {self._failure_text()}")
             if self.socket_path.exists() and self.ping():
                 return
             if time.monotonic() > deadline:
-                raise EmbeddedRedisError(
-                    f"redis-server did not answer on {self.socket_path} within {timeout:.0f} s"
-                )
+                raise EmbeddedRedisError(f"redis-server did not answer on {self.socket_path} within {timeout:.0f} s")
             time.sleep(delay)  # waiting on a child's readiness: a bounded poll
             delay = min(delay * 2, 0.1)
 

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clients.sdk import AsyncConveyorClient, ConveyorClient, ConveyorRpcError, to_submit_request
@@ -51,9 +51,7 @@ async def _abort(
         packed = any_pb2.Any()
         packed.Pack(detail)
         status.details.append(packed)
-    await context.abort(
-        code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
-    )
+    await context.abort(code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
 
 
 class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
@@ -86,9 +84,7 @@ class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
             )
         self.submitted.append(request)
         n = len(self.submitted)
-        return job_service_pb2.SubmitJobResponse(
-            id=f"job-{n}", state=job_pb2.JOB_STATE_WAITING, position=n
-        )
+        return job_service_pb2.SubmitJobResponse(id=f"job-{n}", state=job_pb2.JOB_STATE_WAITING, position=n)
 
     async def SubmitJobs(
         self, request: job_service_pb2.SubmitJobsRequest, context: Any
@@ -100,9 +96,7 @@ class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
             ]
         )
 
-    async def GetJob(
-        self, request: job_service_pb2.GetJobRequest, context: Any
-    ) -> job_service_pb2.GetJobResponse:
+    async def GetJob(self, request: job_service_pb2.GetJobRequest, context: Any) -> job_service_pb2.GetJobResponse:
         self._record(context)
         if request.id != "job-1":
             await _abort(
@@ -111,9 +105,7 @@ class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
                 f"job {request.id!r} not found",
                 error_details_pb2.ErrorInfo(reason="JOB_NOT_FOUND", domain="conveyor.dev"),
             )
-        return job_service_pb2.GetJobResponse(
-            job=job_pb2.Job(id="job-1", state=job_pb2.JOB_STATE_COMPLETED)
-        )
+        return job_service_pb2.GetJobResponse(job=job_pb2.Job(id="job-1", state=job_pb2.JOB_STATE_COMPLETED))
 
     async def ListJobs(
         self, request: job_service_pb2.ListJobsRequest, context: Any
@@ -139,42 +131,30 @@ class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
         )
         for seq in range(after + 1, 5):
             state = job_pb2.JOB_STATE_COMPLETED if seq == 4 else job_pb2.JOB_STATE_ACTIVE
-            yield job_service_pb2.WatchJobResponse(
-                event=job_pb2.JobEvent(sequence=seq, job_id=request.id, state=state)
-            )
+            yield job_service_pb2.WatchJobResponse(event=job_pb2.JobEvent(sequence=seq, job_id=request.id, state=state))
             if len(self.watch_requests) == 1 and seq == 2:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway shutting down")
 
-    async def WaitJob(
-        self, request: job_service_pb2.WaitJobRequest, context: Any
-    ) -> job_service_pb2.WaitJobResponse:
+    async def WaitJob(self, request: job_service_pb2.WaitJobRequest, context: Any) -> job_service_pb2.WaitJobResponse:
         self.wait_calls += 1
         done = self.wait_calls >= 3
         state = job_pb2.JOB_STATE_COMPLETED if done else job_pb2.JOB_STATE_ACTIVE
-        return job_service_pb2.WaitJobResponse(
-            job=job_pb2.Job(id=request.id, state=state), done=done
-        )
+        return job_service_pb2.WaitJobResponse(job=job_pb2.Job(id=request.id, state=state), done=done)
 
     async def CancelJob(
         self, request: job_service_pb2.CancelJobRequest, context: Any
     ) -> job_service_pb2.CancelJobResponse:
-        return job_service_pb2.CancelJobResponse(
-            job=job_pb2.Job(id=request.id, state=job_pb2.JOB_STATE_CANCELLED)
-        )
+        return job_service_pb2.CancelJobResponse(job=job_pb2.Job(id=request.id, state=job_pb2.JOB_STATE_CANCELLED))
 
     async def RetryJob(
         self, request: job_service_pb2.RetryJobRequest, context: Any
     ) -> job_service_pb2.RetryJobResponse:
-        return job_service_pb2.RetryJobResponse(
-            job=job_pb2.Job(id=request.id, state=job_pb2.JOB_STATE_WAITING)
-        )
+        return job_service_pb2.RetryJobResponse(job=job_pb2.Job(id=request.id, state=job_pb2.JOB_STATE_WAITING))
 
     async def GetArtifact(
         self, request: job_service_pb2.GetArtifactRequest, context: Any
     ) -> AsyncIterator[job_service_pb2.GetArtifactResponse]:
-        yield job_service_pb2.GetArtifactResponse(
-            data=b"\x89PNG", content_type="image/png", size_bytes=8
-        )
+        yield job_service_pb2.GetArtifactResponse(data=b"\x89PNG", content_type="image/png", size_bytes=8)
         yield job_service_pb2.GetArtifactResponse(data=b"rest")
 
 
@@ -183,18 +163,14 @@ class FakeQueues(queue_service_pb2_grpc.QueueServiceServicer):
         self, request: queue_service_pb2.ListQueuesRequest, context: Any
     ) -> queue_service_pb2.ListQueuesResponse:
         if not request.page_token:
-            return queue_service_pb2.ListQueuesResponse(
-                queues=[queue_service_pb2.Queue(name="a")], next_page_token="2"
-            )
+            return queue_service_pb2.ListQueuesResponse(queues=[queue_service_pb2.Queue(name="a")], next_page_token="2")
         return queue_service_pb2.ListQueuesResponse(queues=[queue_service_pb2.Queue(name="b")])
 
     async def GetQueue(
         self, request: queue_service_pb2.GetQueueRequest, context: Any
     ) -> queue_service_pb2.GetQueueResponse:
         return queue_service_pb2.GetQueueResponse(
-            queue=queue_service_pb2.Queue(
-                name=request.queue, counts=queue_service_pb2.QueueCounts(waiting=7)
-            )
+            queue=queue_service_pb2.Queue(name=request.queue, counts=queue_service_pb2.QueueCounts(waiting=7))
         )
 
 

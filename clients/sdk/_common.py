@@ -52,9 +52,7 @@ def to_submit_request(request: JobRequest) -> job_service_pb2.SubmitJobRequest:
     if isinstance(request, job_service_pb2.SubmitJobRequest):
         return request
     if not isinstance(request, Mapping):
-        raise TypeError(
-            f"a job request is a SubmitJobRequest or a dict, not {type(request).__name__}"
-        )
+        raise TypeError(f"a job request is a SubmitJobRequest or a dict, not {type(request).__name__}")
     message = job_service_pb2.SubmitJobRequest()
     try:
         json_format.ParseDict(jsonable(request), message)
@@ -101,9 +99,7 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return d
 
 
-TERMINAL_STATES = frozenset(
-    {job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
-)
+TERMINAL_STATES = frozenset({job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED})
 
 
 def is_terminal(state: int) -> bool:

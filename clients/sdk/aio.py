@@ -1,8 +1,5 @@
 """The asyncio client (grpc.aio)."""
 
-# `timeout` parameters here are gRPC deadlines, as in grpc.aio itself.
-# ruff: noqa: ASYNC109
-
 from __future__ import annotations
 
 import asyncio
@@ -112,9 +109,7 @@ class AsyncConveyorClient:
             call.cancel()  # a no-op once the stream has ended; stops it if we left early
 
     # --- jobs --------------------------------------------------------------------------
-    async def submit(
-        self, request: JobRequest, *, timeout: float | None = _UNSET
-    ) -> job_service_pb2.SubmitJobResponse:
+    async def submit(self, request: JobRequest, *, timeout: float | None = _UNSET) -> job_service_pb2.SubmitJobResponse:
         """Submit one job: a SubmitJobRequest, or a dict in the protobuf JSON mapping
         such as `{"noop": {"sleep": "0.2s"}, "priority": "PRIORITY_HIGH"}`."""
         result: job_service_pb2.SubmitJobResponse = await self._call(
@@ -127,9 +122,7 @@ class AsyncConveyorClient:
     ) -> list[job_service_pb2.SubmitJobResponse]:
         """Submit jobs in one call: all or none (the error names each bad request)."""
         batch = job_service_pb2.SubmitJobsRequest(requests=[to_submit_request(r) for r in requests])
-        response: job_service_pb2.SubmitJobsResponse = await self._call(
-            self._jobs.SubmitJobs, batch, timeout
-        )
+        response: job_service_pb2.SubmitJobsResponse = await self._call(self._jobs.SubmitJobs, batch, timeout)
         return list(response.results)
 
     async def get(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
@@ -147,14 +140,10 @@ class AsyncConveyorClient:
         limit: int | None = None,
     ) -> AsyncIterator[job_pb2.Job]:
         """Jobs, newest first, following page tokens; at most `limit` of them."""
-        request = job_service_pb2.ListJobsRequest(
-            queue=queue, state=to_state(state), page_size=page_size
-        )
+        request = job_service_pb2.ListJobsRequest(queue=queue, state=to_state(state), page_size=page_size)
         seen = 0
         while True:
-            response: job_service_pb2.ListJobsResponse = await self._call(
-                self._jobs.ListJobs, request
-            )
+            response: job_service_pb2.ListJobsResponse = await self._call(self._jobs.ListJobs, request)
             for job in response.jobs:
                 if limit is not None and seen >= limit:
                     return
@@ -211,9 +200,7 @@ class AsyncConveyorClient:
         while True:
             chunk = max(0.0, min(deadline - time.monotonic(), MAX_WAIT_CHUNK))
             request = job_service_pb2.WaitJobRequest(id=job_id, timeout=duration(chunk))
-            response: job_service_pb2.WaitJobResponse = await self._call(
-                self._jobs.WaitJob, request, chunk + 15.0
-            )
+            response: job_service_pb2.WaitJobResponse = await self._call(self._jobs.WaitJob, request, chunk + 15.0)
             if response.done or is_terminal(response.job.state) or time.monotonic() >= deadline:
                 return response.job
 
@@ -229,9 +216,7 @@ class AsyncConveyorClient:
         )
         return response.job
 
-    async def artifact_chunks(
-        self, job_id: str, name: str
-    ) -> AsyncIterator[job_service_pb2.GetArtifactResponse]:
+    async def artifact_chunks(self, job_id: str, name: str) -> AsyncIterator[job_service_pb2.GetArtifactResponse]:
         """The artifact's chunks as they arrive (the first carries type and size)."""
         request = job_service_pb2.GetArtifactRequest(job_id=job_id, name=name)
         async for chunk in self._stream(self._jobs.GetArtifact, request):
@@ -247,9 +232,7 @@ class AsyncConveyorClient:
         request = queue_service_pb2.ListQueuesRequest()
         out: builtins.list[queue_service_pb2.Queue] = []
         while True:
-            response: queue_service_pb2.ListQueuesResponse = await self._call(
-                self._queues.ListQueues, request
-            )
+            response: queue_service_pb2.ListQueuesResponse = await self._call(self._queues.ListQueues, request)
             out.extend(response.queues)
             if not response.next_page_token:
                 return out
@@ -264,7 +247,5 @@ class AsyncConveyorClient:
     # --- health ------------------------------------------------------------------------
     async def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:
         """The gateway's grpc.health.v1 status: "SERVING", "NOT_SERVING", ..."""
-        response = await self._call(
-            self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
-        )
+        response = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -71,9 +71,7 @@ class ConveyorRpcError(Exception):
                 out.reason = info.reason
                 out.metadata = dict(info.metadata)
             elif detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
-                out.field_violations.extend(
-                    FieldViolation(v.field, v.description) for v in bad.field_violations
-                )
+                out.field_violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
             elif detail.Is(retry.DESCRIPTOR) and detail.Unpack(retry):
                 out.retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
         return out

@@ -86,9 +86,7 @@ class ConveyorClient:
             raise ConveyorRpcError.from_grpc(err) from err
 
     # --- jobs --------------------------------------------------------------------------
-    def submit(
-        self, request: JobRequest, *, timeout: float | None = _UNSET
-    ) -> job_service_pb2.SubmitJobResponse:
+    def submit(self, request: JobRequest, *, timeout: float | None = _UNSET) -> job_service_pb2.SubmitJobResponse:
         result: job_service_pb2.SubmitJobResponse = self._call(
             self._jobs.SubmitJob, to_submit_request(request), timeout
         )
@@ -98,9 +96,7 @@ class ConveyorClient:
         self, requests: Iterable[JobRequest], *, timeout: float | None = _UNSET
     ) -> list[job_service_pb2.SubmitJobResponse]:
         batch = job_service_pb2.SubmitJobsRequest(requests=[to_submit_request(r) for r in requests])
-        response: job_service_pb2.SubmitJobsResponse = self._call(
-            self._jobs.SubmitJobs, batch, timeout
-        )
+        response: job_service_pb2.SubmitJobsResponse = self._call(self._jobs.SubmitJobs, batch, timeout)
         return list(response.results)
 
     def get(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
@@ -117,9 +113,7 @@ class ConveyorClient:
         page_size: int = 0,
         limit: int | None = None,
     ) -> Iterator[job_pb2.Job]:
-        request = job_service_pb2.ListJobsRequest(
-            queue=queue, state=to_state(state), page_size=page_size
-        )
+        request = job_service_pb2.ListJobsRequest(queue=queue, state=to_state(state), page_size=page_size)
         seen = 0
         while True:
             response: job_service_pb2.ListJobsResponse = self._call(self._jobs.ListJobs, request)
@@ -170,9 +164,7 @@ class ConveyorClient:
         while True:
             chunk = max(0.0, min(deadline - time.monotonic(), MAX_WAIT_CHUNK))
             request = job_service_pb2.WaitJobRequest(id=job_id, timeout=duration(chunk))
-            response: job_service_pb2.WaitJobResponse = self._call(
-                self._jobs.WaitJob, request, chunk + 15.0
-            )
+            response: job_service_pb2.WaitJobResponse = self._call(self._jobs.WaitJob, request, chunk + 15.0)
             if response.done or is_terminal(response.job.state) or time.monotonic() >= deadline:
                 return response.job
 
@@ -188,9 +180,7 @@ class ConveyorClient:
         )
         return response.job
 
-    def artifact_chunks(
-        self, job_id: str, name: str
-    ) -> Iterator[job_service_pb2.GetArtifactResponse]:
+    def artifact_chunks(self, job_id: str, name: str) -> Iterator[job_service_pb2.GetArtifactResponse]:
         request = job_service_pb2.GetArtifactRequest(job_id=job_id, name=name)
         call = self._jobs.GetArtifact(request, metadata=self._metadata)
         try:
@@ -208,9 +198,7 @@ class ConveyorClient:
         request = queue_service_pb2.ListQueuesRequest()
         out: builtins.list[queue_service_pb2.Queue] = []
         while True:
-            response: queue_service_pb2.ListQueuesResponse = self._call(
-                self._queues.ListQueues, request
-            )
+            response: queue_service_pb2.ListQueuesResponse = self._call(self._queues.ListQueues, request)
             out.extend(response.queues)
             if not response.next_page_token:
                 return out
@@ -223,7 +211,5 @@ class ConveyorClient:
         return response.queue
 
     def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:
-        response = self._call(
-            self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
-        )
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
