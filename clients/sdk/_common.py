@@ -57,7 +57,7 @@ def to_submit_request(request: JobRequest) -> job_service_pb2.SubmitJobRequest:
     try:
         json_format.ParseDict(jsonable(request), message)
     except json_format.ParseError as err:
-        raise ValueError(f"not a valid SubmitJobRequest: {err}") from err
+        raise ValueError("not a valid SubmitJobRequest: " + " ".join(str(err).split())) from err
     return message
 
 
