@@ -1,0 +1,1 @@
+"""The `conveyor` command line: job commands over the SDK, and `up`/`demo`."""

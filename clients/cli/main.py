@@ -209,6 +209,13 @@ async def cmd_artifact(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_health(args: argparse.Namespace) -> int:
+    async with AsyncConveyorClient(args.target, api_key=args.api_key or None, timeout=args.timeout) as client:
+        status = await client.health(args.service)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
 async def cmd_up(args: argparse.Namespace) -> int:
     from clients.cli.up import run_up
 
@@ -293,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.add_argument("name")
     p.add_argument("-o", "--output", help="file to write (default: NAME; - for stdout)")
+
+    p = command("health", cmd_health, "Check the gateway's health (exit 0 when SERVING).")
+    p.add_argument("--service", default="", help="the grpc.health.v1 service name (default: the server)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
 
     p = command(
         "up",
