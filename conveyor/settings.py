@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     browser_launch_timeout_seconds: float = 30.0
     contexts_per_browser: int = Field(default=4, description="Contexts open at once in one browser.")
     browser_recycle_after: int = Field(default=200, description="Contexts before a browser is relaunched.")
+    browser_new_page_timeout_seconds: float = Field(
+        default=15.0, description="Opening a job's context and page may take this long."
+    )
+    browser_close_timeout_seconds: float = Field(
+        default=10.0, description="A browser that does not close by then is killed by pid."
+    )
 
     # --- jobs --------------------------------------------------------------------
     default_max_attempts: int = 3

@@ -1,0 +1,427 @@
+"""The browser pool: a few long-lived Chromium processes, a fresh context per job.
+
+- Up to `max_concurrent_browsers` browsers, launched lazily (a new one only when
+  every running one is busy), each with its own profile and scratch directory under
+  the pool's run dir, removed after it closes. `start()` removes the leftovers of
+  earlier runs (marked directories whose creator is gone; see browser_dirs.py).
+- `async with pool.context() as session:` gives a fresh `BrowserContext` and page
+  (service workers blocked, downloads off, the URL policy installed through a
+  per-context SOCKS proxy and request routing) on the least-loaded browser, at most
+  `contexts_per_browser` at once per browser (callers wait for room). The context is
+  closed in `finally`, on cancellation too.
+- A browser is recycled after `browser_recycle_after` contexts, and relaunched when
+  it crashes or disconnects: the sessions it carried see `session.lost` and their
+  jobs fail with a retryable BROWSER_CRASHED error.
+- Processes are tracked by pid (`chromium_pids()`), killed only by pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from google.rpc import code_pb2
+from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+from conveyor.settings import Settings
+from executor.browser.browser_dirs import BrowserDir, create_browser_dir, sweep_leftovers
+from executor.browser.policy_proxy import PolicyProxy
+from executor.browser.processes import browser_processes, find_main_pid, kill_pids, process_table
+from executor.browser.request_guard import RequestGuard
+from executor.browser.session import BrowserSession, browser_crashed
+from executor.browser.url_policy import Decision, UrlPolicy
+from executor.errors import JobError
+
+log = structlog.get_logger()
+
+# Flags that keep Chromium quiet on the network and small in memory. Every context
+# also gets its own policy proxy; the browser-level proxy refuses everything, so
+# nothing the browser does on its own (updates, safe browsing...) leaves it.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--no-first-run",
+    "--no-pings",
+    "--disable-quic",
+    "--dns-prefetch-disable",
+    "--metrics-recording-only",
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy",
+    "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,"
+    "AutofillServerCommunication,CertificateTransparencyComponentUpdater,"
+    "NetworkTimeServiceQuerying,InterestFeedContentSuggestions,NetworkPrediction,"
+    "PrivacySandboxSettings4,WebTransport",
+]
+PROCESS_EXIT_WAIT_SECONDS = 3.0
+
+
+class _RefuseAll(UrlPolicy):
+    """The browser-level proxy's policy: the browser itself reaches nothing."""
+
+    async def check_host(self, host: str, port: int) -> Decision:
+        return Decision(False, "browser-level traffic is not allowed", host)
+
+
+@dataclass(eq=False)
+class _PooledBrowser:
+    dir: BrowserDir
+    persistent: BrowserContext | None = None
+    browser: Browser | None = None
+    pid: int | None = None
+    open: int = 0
+    served: int = 0
+    ready: bool = False
+    retiring: bool = False
+    closing: bool = False
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    sessions: set[BrowserSession] = field(default_factory=set)
+
+    @property
+    def id(self) -> str:
+        return self.dir.root.name
+
+    @property
+    def usable(self) -> bool:
+        return self.ready and not (self.retiring or self.closing or self.gone.is_set())
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    browsers: int
+    open_contexts: int
+    launches: int
+    crashes: int
+
+
+def _unavailable(message: str, reason: str = "BROWSER_UNAVAILABLE") -> JobError:
+    return JobError(message, code=code_pb2.UNAVAILABLE, reason=reason, retryable=True)
+
+
+class BrowserPool:
+    def __init__(
+        self, settings: Settings, *, run_dir: Path, playwright: Playwright | None = None
+    ) -> None:
+        self.settings = settings
+        self.run_dir = Path(run_dir)
+        self._playwright = playwright
+        self._owns_playwright = playwright is None
+        self._browsers: list[_PooledBrowser] = []
+        self._cond = asyncio.Condition()
+        self._background: set[asyncio.Task[None]] = set()
+        self._deny_proxy = PolicyProxy(_RefuseAll())
+        self._started = False
+        self._closed = False
+        self.launches = 0
+        self.crashes = 0
+
+    # --- life -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(sweep_leftovers, self.run_dir)
+        await self._deny_proxy.start()
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        self._started = True
+        log.info("browser_pool_started", run_dir=str(self.run_dir),
+                 max_browsers=self.settings.max_concurrent_browsers)
+
+    async def close(self) -> None:
+        """Close every browser (killing by pid whatever outlives the close), remove
+        their directories, and stop Playwright."""
+        if self._closed:
+            return
+        self._closed = True
+        async with self._cond:
+            self._cond.notify_all()
+        browsers = list(self._browsers)
+        await asyncio.gather(*(self._shut_down(b) for b in browsers), return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._deny_proxy.close()
+        if self._playwright is not None and self._owns_playwright:
+            with contextlib.suppress(Exception):
+                await self._playwright.stop()
+            self._playwright = None
+        log.info("browser_pool_closed", launches=self.launches, crashes=self.crashes)
+
+    async def __aenter__(self) -> BrowserPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- what callers use ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def context(self) -> AsyncIterator[BrowserSession]:
+        """A fresh context and page for one job, closed when the block ends."""
+        if not self._started:
+            raise RuntimeError("BrowserPool.start() was not called")
+        pooled = await self._acquire()
+        session: BrowserSession | None = None
+        try:
+            session = await self._open_session(pooled)
+            yield session
+        finally:
+            if session is not None:
+                await _shielded(self._close_session(pooled, session))
+            await _shielded(self._release(pooled))
+
+    def chromium_pids(self) -> list[int]:
+        """Pids of every live process of the pool's browsers (main processes, their
+        children and helpers)."""
+        table = process_table()
+        pids: set[int] = set()
+        for pooled in list(self._browsers):
+            pids.update(p.pid for p in browser_processes(pooled.pid, pooled.dir.marker, table))
+        return sorted(pids)
+
+    def browser_main_pids(self) -> list[int]:
+        """The main process pid of each running browser."""
+        return [b.pid for b in self._browsers if b.pid is not None and not b.gone.is_set()]
+
+    def stats(self) -> PoolStats:
+        return PoolStats(
+            browsers=sum(1 for b in self._browsers if not b.gone.is_set()),
+            open_contexts=sum(b.open for b in self._browsers),
+            launches=self.launches,
+            crashes=self.crashes,
+        )
+
+    # --- choosing a browser ----------------------------------------------------------------
+
+    def _live_count(self) -> int:
+        return sum(1 for b in self._browsers if not b.gone.is_set())
+
+    def _take(self, pooled: _PooledBrowser) -> _PooledBrowser:
+        pooled.open += 1
+        pooled.served += 1
+        if pooled.served >= self.settings.browser_recycle_after:
+            pooled.retiring = True
+        return pooled
+
+    async def _acquire(self) -> _PooledBrowser:
+        cap = max(1, self.settings.contexts_per_browser)
+        limit = max(1, self.settings.max_concurrent_browsers)
+        async with self._cond:
+            while True:
+                if self._closed:
+                    raise _unavailable("the browser pool is closed", "BROWSER_POOL_CLOSED")
+                room = [b for b in self._browsers if b.usable and b.open < cap]
+                best = min(room, key=lambda b: b.open, default=None)
+                can_launch = self._live_count() < limit
+                if best is not None and (best.open == 0 or not can_launch):
+                    return self._take(best)
+                if can_launch:
+                    pooled = _PooledBrowser(await asyncio.to_thread(create_browser_dir, self.run_dir))
+                    self._browsers.append(pooled)
+                    break
+                await self._cond.wait()
+        try:
+            await self._launch(pooled)
+        except BaseException:
+            await _shielded(self._discard(pooled))
+            raise
+        async with self._cond:
+            pooled.ready = True
+            self._take(pooled)
+            self._cond.notify_all()
+        return pooled
+
+    async def _release(self, pooled: _PooledBrowser) -> None:
+        async with self._cond:
+            pooled.open -= 1
+            if pooled.retiring and pooled.open == 0 and not pooled.closing:
+                self._spawn(self._shut_down(pooled))
+            self._cond.notify_all()
+
+    # --- launching and closing browsers -------------------------------------------------------
+
+    async def _launch(self, pooled: _PooledBrowser) -> None:
+        assert self._playwright is not None
+        timeout = self.settings.browser_launch_timeout_seconds
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                persistent = await self._playwright.chromium.launch_persistent_context(
+                    str(pooled.dir.profile),
+                    executable_path=self.settings.chromium_path,
+                    headless=True,
+                    args=CHROMIUM_ARGS,
+                    env=pooled.dir.env(),
+                    proxy={"server": self._deny_proxy.server_url},
+                    service_workers="block",
+                    accept_downloads=False,
+                    timeout=timeout * 1000,
+                )
+                pooled.persistent = persistent
+                browser = persistent.browser
+                if browser is None:
+                    raise _unavailable("Playwright gave no browser for the persistent context")
+                pooled.browser = browser
+                browser.on("disconnected", lambda _: self._on_disconnected(pooled))
+                for page in list(persistent.pages):
+                    await page.close()
+        except TimeoutError:
+            raise _unavailable(
+                f"Chromium did not start within {timeout:g}s", "BROWSER_LAUNCH_TIMEOUT"
+            ) from None
+        except PlaywrightError as exc:
+            raise _unavailable(
+                f"Chromium could not be started: {str(exc).splitlines()[0]}", "BROWSER_LAUNCH_FAILED"
+            ) from exc
+        pooled.pid = await asyncio.to_thread(find_main_pid, pooled.dir.profile)
+        self.launches += 1
+        log.info("browser_launched", browser=pooled.id, pid=pooled.pid,
+                 seconds=round(time.monotonic() - started, 3))
+
+    def _on_disconnected(self, pooled: _PooledBrowser) -> None:
+        pooled.gone.set()
+        for session in list(pooled.sessions):
+            session.mark_lost("the browser process exited")
+        if not pooled.closing:
+            self.crashes += 1
+            log.warning("browser_crashed", browser=pooled.id, pid=pooled.pid,
+                        open_contexts=pooled.open)
+            self._spawn(self._shut_down(pooled))
+        self._spawn(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def _shut_down(self, pooled: _PooledBrowser) -> None:
+        """Close a browser (gracefully, then by pid), remove its directory, forget it."""
+        if pooled.closing:
+            return
+        pooled.closing = True
+        if pooled.persistent is not None and not pooled.gone.is_set():
+            try:
+                async with asyncio.timeout(self.settings.browser_close_timeout_seconds):
+                    await pooled.persistent.close()
+            except (TimeoutError, PlaywrightError) as exc:
+                log.warning("browser_close_failed", browser=pooled.id, error=str(exc)[:200])
+        await self._discard(pooled)
+        log.info("browser_closed", browser=pooled.id, pid=pooled.pid, served=pooled.served)
+
+    async def _discard(self, pooled: _PooledBrowser) -> None:
+        """Kill what is left of a browser by pid, remove its directory, forget it."""
+        pooled.closing = True
+        pooled.gone.set()
+        await _reap_processes(pooled)
+        await asyncio.to_thread(pooled.dir.remove)
+        async with self._cond:
+            if pooled in self._browsers:
+                self._browsers.remove(pooled)
+            self._cond.notify_all()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- one job's context ---------------------------------------------------------------------
+
+    async def _open_session(self, pooled: _PooledBrowser) -> BrowserSession:
+        assert pooled.browser is not None
+        policy = UrlPolicy(self.settings.allowed_hosts)
+        guard = RequestGuard(policy)
+        proxy = PolicyProxy(policy, on_refused=guard.on_proxy_refused)
+        await proxy.start()
+        context: BrowserContext | None = None
+        timeout = self.settings.browser_new_page_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                context = await pooled.browser.new_context(
+                    service_workers="block",
+                    accept_downloads=False,
+                    proxy={"server": proxy.server_url},
+                )
+                await guard.install(context)
+                page = await context.new_page()
+        except BaseException as exc:
+            if context is not None:
+                await _shielded(_close_context(context))
+            await proxy.close()
+            if isinstance(exc, TimeoutError):
+                # A browser that cannot open a page in time is not to be trusted.
+                pooled.retiring = True
+                raise _unavailable(
+                    f"the browser did not open a page within {timeout:g}s", "BROWSER_NEW_PAGE_TIMEOUT"
+                ) from None
+            if isinstance(exc, PlaywrightError):
+                if pooled.gone.is_set():
+                    raise browser_crashed("while opening the job's page", browser=pooled.id) from exc
+                raise _unavailable(f"the browser could not open a page: {exc}") from exc
+            raise
+        session = BrowserSession(context, page, guard, pooled.id, proxy=proxy)
+        page.on("crash", lambda _: session.mark_lost("the page's renderer crashed"))
+        pooled.sessions.add(session)
+        if pooled.gone.is_set():
+            session.mark_lost("the browser process exited")
+        return session
+
+    async def _close_session(self, pooled: _PooledBrowser, session: BrowserSession) -> None:
+        pooled.sessions.discard(session)
+        if not pooled.gone.is_set():
+            await _close_context(session.context)
+        if session.proxy is not None:
+            await session.proxy.close()
+
+
+async def _close_context(context: BrowserContext) -> None:
+    try:
+        async with asyncio.timeout(10):
+            await context.close()
+    except (TimeoutError, PlaywrightError) as exc:
+        log.warning("browser_context_close_failed", error=str(exc)[:200])
+
+
+async def _reap_processes(pooled: _PooledBrowser) -> None:
+    """Wait a moment for the browser's processes to exit, then SIGKILL the rest by
+    pid and wait for them to go."""
+    for attempt in range(2):
+        deadline = time.monotonic() + PROCESS_EXIT_WAIT_SECONDS
+        while True:
+            left = await asyncio.to_thread(browser_processes, pooled.pid, pooled.dir.marker)
+            if not left:
+                return
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        pids = [p.pid for p in left]
+        if attempt == 0:
+            log.warning("browser_processes_killed", browser=pooled.id, pids=pids)
+            kill_pids(pids)
+        else:
+            log.error("browser_processes_survived", browser=pooled.id, pids=pids)
+
+
+async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
+    """Run clean-up to the end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
