@@ -1,0 +1,275 @@
+"""Runs a browser task: its steps in order, in a fresh context from the pool.
+
+Each step runs against its own deadline and races two signals -- the browser died
+(retryable BROWSER_CRASHED) and the URL policy refused a navigation of the job's page
+(non-retryable URL_POLICY_VIOLATION). A failing step fails the job with a JobError
+that names the step (index and name), its action and selector, and why. Cancelling
+the task that runs `run()` cancels the step and closes the context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2
+from playwright.async_api import Error as PlaywrightError
+
+from conveyor.artifacts import ArtifactStore
+from conveyor.settings import Settings
+from conveyor.v1 import job_pb2, task_pb2
+from executor.browser.pool import BrowserPool
+from executor.browser.session import BrowserSession
+from executor.browser.step_context import JobOutputs, StepContext
+from executor.browser.step_errors import (
+    StepFailure,
+    classify_playwright_error,
+    is_closed_error,
+    step_timeout,
+)
+from executor.browser.steps import (
+    ACTIONS,
+    action_of,
+    display_name,
+    target_of,
+    timeout_seconds,
+)
+from executor.browser.targets import check_selector
+from executor.browser.timing import Deadline
+from executor.browser.uploads import UploadStager, check_files
+from executor.errors import JobError
+
+log = structlog.get_logger()
+
+Report = Callable[[int, str, int, str], Awaitable[None]]
+# A step's own waits end at its deadline; this backstop catches anything that does not.
+BACKSTOP_GRACE_SECONDS = 2.0
+# After an error that looks like the browser going away, how long to wait to hear it.
+CRASH_VERDICT_WAIT_SECONDS = 1.0
+
+
+class BrowserTaskFailed(JobError):
+    """A JobError that also carries what the task produced before it failed."""
+
+    def __init__(self, error: JobError, result: job_pb2.JobResult) -> None:
+        super().__init__(
+            error.message,
+            code=error.code,
+            reason=error.reason,
+            retryable=error.retryable,
+            metadata=error.metadata,
+        )
+        self.result = result
+
+
+def _task_error(detail: str, reason: str = "INVALID_TASK") -> JobError:
+    return JobError(detail, code=code_pb2.INVALID_ARGUMENT, reason=reason, retryable=False)
+
+
+class BrowserTaskRunner:
+    def __init__(
+        self,
+        pool: BrowserPool,
+        artifacts: ArtifactStore,
+        settings: Settings,
+        *,
+        staging_root: Path | None = None,
+    ) -> None:
+        self.pool = pool
+        self.artifacts = artifacts
+        self.settings = settings
+        self.staging_root = staging_root or Path(settings.data_dir) / "staging"
+
+    async def run(
+        self, job_id: str, task: task_pb2.BrowserTask, report: Report
+    ) -> job_pb2.JobResult:
+        steps = list(task.steps)
+        if not steps:
+            raise _task_error("a browser task needs at least one step")
+        if len(steps) > self.settings.max_steps:
+            raise _task_error(
+                f"the task has {len(steps)} steps, more than the limit of {self.settings.max_steps}",
+                "TOO_MANY_STEPS",
+            )
+        try:
+            files = check_files(list(task.files), self.settings.max_file_bytes)
+        except StepFailure as failure:
+            raise JobError(failure.detail, code=failure.code, reason=failure.reason,
+                           retryable=False) from None
+        stager = UploadStager(files, self.staging_root, job_id)
+        outputs = JobOutputs(job_id, self.artifacts, self.settings.max_artifact_bytes, stager)
+        started = time.monotonic()
+        try:
+            async with self.pool.context() as session:
+                session.guard.watch_page(session.page)
+                try:
+                    await self._check_selectors(session, outputs, steps)
+                    for index, step in enumerate(steps):
+                        await self._run_step(session, outputs, index, step, len(steps), report)
+                    if session.guard.violation is not None:
+                        raise session.guard.violation
+                finally:
+                    outputs.result.blocked_urls.extend(session.guard.blocked_urls)
+        except JobError as error:
+            log.info("browser_task_failed", job_id=job_id, reason=error.reason,
+                     retryable=error.retryable, error=error.message[:300])
+            if isinstance(error, BrowserTaskFailed):
+                raise
+            raise BrowserTaskFailed(error, outputs.result) from error
+        finally:
+            await stager.cleanup()
+        log.info("browser_task_completed", job_id=job_id, steps=len(steps),
+                 seconds=round(time.monotonic() - started, 3))
+        return outputs.result
+
+    # --- steps ------------------------------------------------------------------------------
+
+    async def _run_step(
+        self,
+        session: BrowserSession,
+        outputs: JobOutputs,
+        index: int,
+        step: task_pb2.Step,
+        total: int,
+        report: Report,
+    ) -> None:
+        name = display_name(step)
+        action: str = step.WhichOneof("action") or ""
+        timeout = timeout_seconds(step, self.settings.default_step_timeout_seconds)
+        ctx = StepContext(
+            session.page, session.guard, outputs, index, name, action, Deadline(timeout)
+        )
+        await report(index * 100 // total, f"step {index + 1}/{total}: {name}", index, name)
+        started = time.monotonic()
+        outcome = job_pb2.StepResult(index=index, name=name, action=action)
+        try:
+            _, message = action_of(step)
+            await self._race(session, ACTIONS[action](ctx, message), timeout)
+        except (StepFailure, JobError, PlaywrightError, TimeoutError) as exc:
+            error = await self._step_error(exc, ctx, session)
+            outcome.status = job_pb2.STEP_STATUS_FAILED
+            outcome.error = error.message
+            _finish(outcome, started, ctx)
+            outputs.result.steps.append(outcome)
+            raise BrowserTaskFailed(error, outputs.result) from None
+        outcome.status = job_pb2.STEP_STATUS_OK
+        _finish(outcome, started, ctx)
+        outputs.result.steps.append(outcome)
+        await report((index + 1) * 100 // total, f"step {index + 1}/{total} done: {name}",
+                     index, name)
+
+    async def _check_selectors(
+        self, session: BrowserSession, outputs: JobOutputs, steps: list[task_pb2.Step]
+    ) -> None:
+        """Fail fast, before acting, on a selector Playwright cannot parse."""
+        checked: set[str] = set()
+        timeout = self.settings.default_step_timeout_seconds
+        for index, step in enumerate(steps):
+            action = step.WhichOneof("action")
+            if action is None:
+                continue
+            target = target_of(getattr(step, action))
+            if target is None:
+                continue
+            ctx = StepContext(session.page, session.guard, outputs, index, display_name(step),
+                              action, Deadline(timeout), selector=target.selector)
+            for selector in (target.selector, *target.fallbacks):
+                if not selector.strip() or selector in checked:
+                    continue
+                checked.add(selector)
+                try:
+                    await self._race(session, check_selector(session.page, selector), timeout)
+                except (StepFailure, JobError, PlaywrightError, TimeoutError) as exc:
+                    raise await self._step_error(exc, ctx, session) from None
+
+    async def _race(
+        self, session: BrowserSession, work: Coroutine[Any, Any, None], timeout: float
+    ) -> None:
+        """Run a step, failing it at once if the browser dies or the policy refuses a
+        navigation of the page meanwhile."""
+        step = asyncio.ensure_future(work)
+        lost = asyncio.ensure_future(session.lost.wait())
+        violated = asyncio.ensure_future(session.guard.violated.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {step, lost, violated},
+                timeout=timeout + BACKSTOP_GRACE_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for task in (step, lost, violated):
+                task.cancel()
+            await asyncio.gather(step, lost, violated, return_exceptions=True)
+        if session.guard.violation is not None:
+            raise session.guard.violation
+        if session.lost.is_set():
+            raise session.crash_error()
+        if step not in done:
+            raise TimeoutError
+        step.result()
+
+    async def _step_error(
+        self, exc: BaseException, ctx: StepContext, session: BrowserSession
+    ) -> JobError:
+        if is_closed_error(exc) and not session.lost.is_set():
+            # The browser's "disconnected" event may trail the failed call.
+            try:
+                async with asyncio.timeout(CRASH_VERDICT_WAIT_SECONDS):
+                    await session.lost.wait()
+            except TimeoutError:
+                pass
+        if session.guard.violation is not None:
+            exc = session.guard.violation
+        elif session.lost.is_set() or is_closed_error(exc):
+            exc = session.crash_error()
+        if isinstance(exc, JobError):
+            return _with_step(ctx, exc.reason, exc.message, exc.code, exc.retryable, exc.metadata)
+        if isinstance(exc, StepFailure):
+            failure = exc
+        elif isinstance(exc, PlaywrightError):
+            failure = classify_playwright_error(
+                exc, action=ctx.action, selector=ctx.selector, timeout_s=ctx.deadline.total
+            )
+        else:
+            failure = step_timeout(ctx.deadline.total, "the step did not finish")
+        return _with_step(
+            ctx, failure.reason, failure.detail, failure.code, failure.retryable, failure.metadata
+        )
+
+
+def _with_step(
+    ctx: StepContext,
+    reason: str,
+    detail: str,
+    code: int,
+    retryable: bool,
+    metadata: dict[str, str],
+) -> JobError:
+    where = f"{ctx.action} {ctx.selector!r}" if ctx.selector else ctx.action
+    message = f"steps[{ctx.index}] {ctx.name!r} ({where}): {detail}"
+    info = {
+        **metadata,
+        "step_index": str(ctx.index),
+        "step_name": ctx.name,
+        "action": ctx.action,
+        "selector": ctx.selector,
+    }
+    if ctx.matched_selector:
+        info["matched_selector"] = ctx.matched_selector
+    return JobError(message, code=code, reason=reason, retryable=retryable, metadata=info)
+
+
+def _finish(outcome: job_pb2.StepResult, started: float, ctx: StepContext) -> None:
+    outcome.duration.CopyFrom(_duration(time.monotonic() - started))
+    outcome.matched_selector = ctx.matched_selector
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(int(seconds * 1e9))
+    return duration

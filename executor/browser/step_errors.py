@@ -1,0 +1,136 @@
+"""How a step fails: `StepFailure` says why in the step's own terms (the runner turns
+it into a JobError naming the step), and `classify_playwright_error` reads the errors
+Playwright raises."""
+
+from __future__ import annotations
+
+from google.rpc import code_pb2
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+# Substrings of Playwright's messages for a selector it cannot parse.
+_INVALID_SELECTOR_MARKS = (
+    "while parsing selector",
+    "while parsing css selector",
+    "Unknown engine",
+    "InvalidSelectorError",
+    "is not a valid selector",
+    "is not a valid XPath expression",
+    "Unexpected token",
+)
+_CLOSED_MARKS = (
+    "Target page, context or browser has been closed",
+    "Target closed",
+    "Browser has been closed",
+    "browser has disconnected",
+    "Browser closed",
+    "Page crashed",
+    "Connection closed",
+)
+_NET_ERROR = "net::ERR_"
+
+
+class StepFailure(Exception):
+    """A step that failed: a stable reason, a sentence saying why, and whether
+    trying the job again may help."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        code: int,
+        retryable: bool,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.code = code
+        self.retryable = retryable
+        self.metadata = dict(metadata or {})
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
+def invalid_step(detail: str) -> StepFailure:
+    return StepFailure("INVALID_STEP", detail, code=code_pb2.INVALID_ARGUMENT, retryable=False)
+
+
+def invalid_selector(selector: str, detail: str) -> StepFailure:
+    return StepFailure(
+        "INVALID_SELECTOR",
+        f"invalid selector {selector!r}: {detail}",
+        code=code_pb2.INVALID_ARGUMENT,
+        retryable=False,
+        metadata={"selector": selector},
+    )
+
+
+def element_not_found(selectors: list[str], timeout_s: float) -> StepFailure:
+    tried = ", ".join(repr(s) for s in selectors)
+    return StepFailure(
+        "ELEMENT_NOT_FOUND",
+        f"no element matched {tried} within {timeout_s:g}s",
+        code=code_pb2.NOT_FOUND,
+        retryable=True,
+    )
+
+
+def step_timeout(timeout_s: float, detail: str) -> StepFailure:
+    return StepFailure(
+        "STEP_TIMEOUT",
+        f"timed out after {timeout_s:g}s: {detail}",
+        code=code_pb2.DEADLINE_EXCEEDED,
+        retryable=True,
+    )
+
+
+def expectation_failed(expected: str, actual: str) -> StepFailure:
+    return StepFailure(
+        "EXPECTATION_FAILED",
+        f"expectation not met: expected {expected}, actual {actual}",
+        code=code_pb2.FAILED_PRECONDITION,
+        retryable=True,
+        metadata={"expected": expected[:500], "actual": actual[:500]},
+    )
+
+
+def is_invalid_selector_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, PlaywrightError) and any(m in text for m in _INVALID_SELECTOR_MARKS)
+
+
+def is_closed_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, PlaywrightError) and any(m in text for m in _CLOSED_MARKS)
+
+
+def classify_playwright_error(
+    exc: PlaywrightError, *, action: str, selector: str, timeout_s: float
+) -> StepFailure:
+    """A StepFailure for an error Playwright raised in a step (the browser's own
+    death is told apart by the runner, which knows the session)."""
+    line = first_line(exc)
+    if isinstance(exc, PlaywrightTimeoutError):
+        if action == "navigate":
+            return StepFailure(
+                "NAVIGATION_TIMEOUT",
+                f"navigation timed out after {timeout_s:g}s",
+                code=code_pb2.DEADLINE_EXCEEDED,
+                retryable=True,
+            )
+        return step_timeout(timeout_s, line)
+    if is_invalid_selector_error(exc):
+        return invalid_selector(selector, line)
+    if _NET_ERROR in line:
+        return StepFailure(
+            "NAVIGATION_FAILED",
+            f"the page could not be loaded: {line}",
+            code=code_pb2.UNAVAILABLE,
+            retryable=True,
+        )
+    return StepFailure("ACTION_FAILED", line, code=code_pb2.ABORTED, retryable=True)
