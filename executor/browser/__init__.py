@@ -1,0 +1,1 @@
+"""The browser executor: pool, URL policy, step runner."""
