@@ -76,8 +76,9 @@ class ExecutorRuntime:
         self._store = JobStore(connect(s.effective_redis_url, max_connections=max(8, self.slots * 2)), s.key_prefix)
         await self.store.client.ping()
         artifacts = LocalArtifactStore(s.artifact_root)
-        run_dir = Path(s.data_dir) / "browsers" / f"worker-{self.worker_index}"
-        self._pool = BrowserPool(s, run_dir=run_dir)
+        # Shared by every worker on the host: each browser dir names its creator, and
+        # only dirs whose creator is gone are swept as leftovers.
+        self._pool = BrowserPool(s, run_dir=Path(s.data_dir) / "browsers")
         await self._pool.start()
         self._browser = BrowserTaskRunner(self._pool, artifacts, s)
         await self._heartbeat_once()

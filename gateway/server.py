@@ -37,10 +37,10 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         url = settings.effective_redis_url
-        self.client = connect(url, max_connections=64)
+        self.client = connect(url, max_connections=64, client_name="conveyor-gateway")
         self.store = JobStore(self.client, settings.key_prefix)
         # The one blocking reader of the event stream: one connection, whatever the watchers.
-        self.hub = EventHub(self.store, connect(url, max_connections=1))
+        self.hub = EventHub(self.store, connect(url, max_connections=1, client_name="conveyor-gateway-events"))
         self.broker = make_broker(url, settings.key_prefix)
         self.admission = Admission(self.store, Handoff(self.broker), settings)
         self.hub.add_listener(self.admission.on_events)

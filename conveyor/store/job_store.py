@@ -31,10 +31,13 @@ from conveyor.store.scripts import register_scripts
 MAX_PAGE_SIZE = 1000
 
 
-def connect(url: str, *, max_connections: int = 32) -> aioredis.Redis:
+def connect(url: str, *, max_connections: int = 32, client_name: str | None = None) -> aioredis.Redis:
     """A client with a bounded, blocking pool: however many callers wait on it, the
-    process holds at most `max_connections` connections."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+    process holds at most `max_connections` connections (named `client_name` in
+    CLIENT LIST)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=30, client_name=client_name
+    )
     return aioredis.Redis(connection_pool=pool)
 
 

@@ -1,0 +1,177 @@
+"""No-op throughput, Conveyor against plain Dramatiq, in one run on one Redis.
+
+    .venv/bin/python -m bench.throughput [--jobs 3000] [--processes 2] [--slots 8]
+
+(a) plain Dramatiq: `actor.send` in a loop, drained by a `dramatiq` worker process
+    with the same processes x threads; the actor bumps a Redis counter so the bench
+    knows when all ran.
+(b) Conveyor: the same number of `noop` jobs submitted through the gateway
+    (SubmitJobs batches, and SubmitJob one by one), run by the executor, each
+    completion observed by a WatchJob stream.
+Then submit -> claimed latency on an idle executor (p50/p99): the time from
+sending SubmitJob to the job's ACTIVE event (Redis time, same machine).
+
+Everything runs on loopback, bounded in count, and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import redis
+
+from conveyor.v1 import job_pb2, job_service_pb2
+from conveyor.v1.job_service_pb2_grpc import JobServiceStub
+from tests.support.processes import Stack, spawn, stack_env, start_redis, wait_for
+
+PLAIN_NAMESPACE = "bench-plain"
+
+
+def run_plain_dramatiq(redis_url: str, jobs: int, processes: int, threads: int, log_dir: Path) -> float:
+    """Jobs per second of plain Dramatiq: send in a loop, drain with a worker process."""
+    os.environ.update({"BENCH_REDIS_URL": redis_url, "BENCH_NAMESPACE": PLAIN_NAMESPACE})
+    env = dict(os.environ)
+    from bench import plain_actor  # configures the broker from the environment
+
+    r = redis.Redis.from_url(redis_url)
+    r.delete(plain_actor.COUNTER_KEY)
+    worker = spawn(
+        "dramatiq",
+        [sys.executable, "-m", "dramatiq", "bench.plain_actor", "--processes", str(processes),
+         "--threads", str(threads)],
+        env, log_dir,
+    )
+    try:
+        # Warm up: the worker is ready once it has run one message.
+        plain_actor.noop.send()
+        wait_for(lambda: int(r.get(plain_actor.COUNTER_KEY) or 0) >= 1, 30, "plain dramatiq worker")
+        r.delete(plain_actor.COUNTER_KEY)
+        start = time.perf_counter()
+        for _ in range(jobs):
+            plain_actor.noop.send()
+        sent = time.perf_counter()
+        wait_for(lambda: int(r.get(plain_actor.COUNTER_KEY) or 0) >= jobs, 300, "plain dramatiq to drain", 0.005)
+        elapsed = time.perf_counter() - start
+        print(f"  plain dramatiq: actor.send x{jobs} took {sent - start:.2f}s ({jobs / (sent - start):,.0f}/s)")
+        return jobs / elapsed
+    finally:
+        worker.stop()
+        r.close()
+
+
+async def observe(jobs_stub: JobServiceStub, ids: list[str], watchers: int) -> None:
+    """Every job's completion seen by a WatchJob stream (`watchers` streams at a time)."""
+    pending = list(ids)
+
+    async def watcher() -> None:
+        while pending:
+            job_id = pending.pop()
+            async for msg in jobs_stub.WatchJob(job_service_pb2.WatchJobRequest(id=job_id)):
+                kind = msg.WhichOneof("kind")
+                state = msg.job.state if kind == "job" else msg.event.state if kind == "event" else 0
+                if state == job_pb2.JOB_STATE_COMPLETED:
+                    break
+                if state in (job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED):
+                    raise RuntimeError(f"job {job_id} ended {job_pb2.JobState.Name(state)}")
+
+    await asyncio.gather(*(watcher() for _ in range(watchers)))
+
+
+async def run_conveyor(stack: Stack, jobs: int, watchers: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    req = job_service_pb2.SubmitJobRequest(queue="bench", noop=job_pb2.NoopTask())
+    async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
+        stub = JobServiceStub(ch)
+        warm = await stub.SubmitJob(req)
+        await observe(stub, [warm.id], 1)
+
+        # Batch submit, observed by watchers as they complete.
+        start = time.perf_counter()
+        ids: list[str] = []
+        observers = []
+        for i in range(0, jobs, 500):
+            batch = job_service_pb2.SubmitJobsRequest(requests=[req] * min(500, jobs - i))
+            ids_batch = [r.id for r in (await stub.SubmitJobs(batch)).results]
+            ids += ids_batch
+            observers.append(asyncio.create_task(observe(stub, ids_batch, max(1, watchers * len(ids_batch) // jobs))))
+        submitted = time.perf_counter()
+        await asyncio.gather(*observers)
+        elapsed = time.perf_counter() - start
+        out["batch_submit_per_s"] = jobs / (submitted - start)
+        out["e2e_per_s"] = jobs / elapsed
+
+        # SubmitJob one by one (sequential: the plain `actor.send` loop's shape).
+        n = min(jobs, 1000)
+        start = time.perf_counter()
+        single = [(await stub.SubmitJob(req)).id for _ in range(n)]
+        out["single_submit_per_s"] = n / (time.perf_counter() - start)
+        await observe(stub, single, watchers)
+    return out
+
+
+async def submit_to_claim_latency(stack: Stack, samples: int) -> list[float]:
+    """ms from sending SubmitJob to the job's ACTIVE event, one job at a time."""
+    latencies: list[float] = []
+    req = job_service_pb2.SubmitJobRequest(queue="latency", noop=job_pb2.NoopTask())
+    async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
+        stub = JobServiceStub(ch)
+        for _ in range(samples):
+            sent_ms = time.time() * 1000
+            sub = await stub.SubmitJob(req)
+            async for msg in stub.WatchJob(job_service_pb2.WatchJobRequest(id=sub.id, after_sequence=0)):
+                if msg.WhichOneof("kind") == "event" and msg.event.state == job_pb2.JOB_STATE_ACTIVE:
+                    latencies.append(msg.event.time.ToMilliseconds() - sent_ms)
+                if msg.WhichOneof("kind") == "event" and msg.event.state == job_pb2.JOB_STATE_COMPLETED:
+                    break
+            await asyncio.sleep(0.02)  # let the executor go idle again
+    return latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--slots", type=int, default=8, help="threads per process (both systems)")
+    parser.add_argument("--watchers", type=int, default=200)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    ns = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    redis_proc, url = start_redis(tmp / "redis")
+    stack = Stack(url, stack_env(url, tmp / "data", CONVEYOR_EXECUTOR_PROCESSES=str(ns.processes),
+                                 CONVEYOR_EXECUTOR_SLOTS=str(ns.slots), CONVEYOR_QUEUE_CONCURRENCY="1000",
+                                 CONVEYOR_LOG_LEVEL="WARNING"), tmp / "logs")
+    try:
+        print(f"no-op jobs: {ns.jobs}, {ns.processes} processes x {ns.slots} slots, one redis-server, "
+              f"{os.cpu_count()} cores")
+        plain = run_plain_dramatiq(url, ns.jobs, ns.processes, ns.slots, tmp / "logs")
+        stack.start_gateway()
+        stack.start_executor()
+        conv = asyncio.run(run_conveyor(stack, ns.jobs, ns.watchers))
+        lat = asyncio.run(submit_to_claim_latency(stack, ns.latency_samples))
+    finally:
+        stack.stop()
+        redis_proc.stop()
+    print(f"  plain dramatiq        : {plain:8,.0f} jobs/s end to end")
+    print(f"  conveyor (watched)    : {conv['e2e_per_s']:8,.0f} jobs/s end to end   ratio {conv['e2e_per_s'] / plain:.2f}x")
+    print(f"  SubmitJobs (batches)  : {conv['batch_submit_per_s']:8,.0f} jobs/s submitted")
+    print(f"  SubmitJob one by one  : {conv['single_submit_per_s']:8,.0f} jobs/s submitted")
+    print(f"  submit -> claimed     : p50 {statistics.median(lat):.1f} ms   p99 {pct(lat, 99):.1f} ms "
+          f"({len(lat)} samples, idle executor)")
+
+
+if __name__ == "__main__":
+    main()

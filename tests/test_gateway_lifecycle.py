@@ -1,0 +1,81 @@
+"""The gateway under many watchers and at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import grpc
+import redis
+
+from conveyor.v1 import job_pb2, job_service_pb2
+from conveyor.v1.job_service_pb2_grpc import JobServiceStub
+from tests.support.grpc_helpers import submit_request, wait_state
+from tests.support.processes import Stack
+
+WATCHERS = 1000
+
+
+def gateway_connections(s: Stack) -> int:
+    with redis.Redis.from_url(s.redis_url) as r:
+        return sum(1 for c in r.client_list() if c.get("name", "").startswith("conveyor-gateway"))
+
+
+async def test_a_thousand_watchers_share_a_constant_number_of_redis_connections(
+    make_stack: Callable[..., Stack],
+) -> None:
+    s = make_stack()
+    s.start_gateway()
+    async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+        jobs = JobServiceStub(ch)
+        # Jobs wait (no executor yet) while everyone starts watching.
+        subs = (await jobs.SubmitJobs(job_service_pb2.SubmitJobsRequest(
+            requests=[submit_request({"noop": {}}) for _ in range(50)]))).results
+        before = gateway_connections(s)
+        seen_terminal = 0
+        ready = asyncio.Event()
+        started = 0
+
+        async def watch(job_id: str) -> None:
+            nonlocal seen_terminal, started
+            async for msg in jobs.WatchJob(job_service_pb2.WatchJobRequest(id=job_id)):
+                if msg.WhichOneof("kind") == "job":
+                    started += 1
+                    if started == WATCHERS:
+                        ready.set()
+                elif msg.WhichOneof("kind") == "event" and msg.event.state == job_pb2.JOB_STATE_COMPLETED:
+                    seen_terminal += 1
+
+        tasks = [asyncio.create_task(watch(subs[i % len(subs)].id)) for i in range(WATCHERS)]
+        await asyncio.wait_for(ready.wait(), 60)
+        during = gateway_connections(s)
+        s.start_executor()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        assert seen_terminal == WATCHERS
+        # The pool grows only to its bound however many streams are open.
+        assert during <= before + 64 and gateway_connections(s) <= 66
+
+
+async def test_shutdown_ends_streams_with_unavailable_and_exits_cleanly(make_stack: Callable[..., Stack]) -> None:
+    s = make_stack()
+    gw = s.start_gateway()
+    async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+        jobs = JobServiceStub(ch)
+        sub = await jobs.SubmitJob(submit_request({"noop": {}}))  # no executor: it waits
+        call = jobs.WatchJob(job_service_pb2.WatchJobRequest(id=sub.id))
+        first = await call.read()
+        assert first.job.id == sub.id
+        gw.signal(signal.SIGTERM)
+        code = None
+        try:
+            while True:
+                msg = await asyncio.wait_for(call.read(), 10)
+                if msg is grpc.aio.EOF:
+                    break
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+        assert code == grpc.StatusCode.UNAVAILABLE
+    assert gw.proc.wait(15) == 0
+    assert "gateway stopped" in gw.log()
+

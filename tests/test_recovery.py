@@ -1,0 +1,70 @@
+"""Nothing is lost when an executor dies: a SIGKILLed executor's job runs again on
+the next executor; a dead worker process is restarted by its supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+
+import grpc
+
+from conveyor.v1 import job_pb2, job_service_pb2
+from conveyor.v1.job_service_pb2_grpc import JobServiceStub
+from tests.support.grpc_helpers import submit_request, wait_state
+from tests.support.processes import Process, Stack, wait_for
+
+
+def worker_pids(executor: Process) -> list[int]:
+    return [int(p) for p in re.findall(r'"pid": (\d+), "event": "worker started"', executor.log())]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+async def test_sigkilled_executor_loses_no_job(make_stack: Callable[..., Stack]) -> None:
+    s = make_stack(CONVEYOR_STALL_TIMEOUT_SECONDS="3")
+    s.start_gateway()
+    first = s.start_executor()
+    async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+        jobs = JobServiceStub(ch)
+        sub = await jobs.SubmitJob(submit_request({"noop": {"sleep": "3s"}}))
+        await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_ACTIVE})
+        workers = worker_pids(first)
+        first.kill()  # SIGKILL the executor mid-job; its workers die with it
+        wait_for(lambda: not any(pid_alive(p) for p in workers), 10, "worker processes to die")
+        assert (await jobs.GetJob(job_service_pb2.GetJobRequest(id=sub.id))).job.state == job_pb2.JOB_STATE_ACTIVE
+
+        s.start_executor()
+        up = time.monotonic()
+        job = await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_COMPLETED}, timeout=30)
+        assert time.monotonic() - up < 30
+        assert job.attempt == 2  # the killed attempt counted; the second one ran
+
+
+async def test_supervisor_restarts_a_dead_worker_and_its_job_recovers(make_stack: Callable[..., Stack]) -> None:
+    s = make_stack(CONVEYOR_STALL_TIMEOUT_SECONDS="3")
+    s.start_gateway()
+    executor = s.start_executor()
+    (worker,) = worker_pids(executor)
+    async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+        jobs = JobServiceStub(ch)
+        sub = await jobs.SubmitJob(submit_request({"noop": {"sleep": "2s"}}))
+        await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_ACTIVE})
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: len(worker_pids(executor)) == 2, 15, "the supervisor to restart the worker")
+        assert executor.alive()
+        job = await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_COMPLETED}, timeout=30)
+        assert job.attempt == 2
+        await asyncio.sleep(0)  # the restarted worker keeps serving
+        again = await jobs.SubmitJob(submit_request({"noop": {}}))
+        await wait_state(jobs, again.id, {job_pb2.JOB_STATE_COMPLETED}, timeout=15)
