@@ -82,18 +82,16 @@ class WatchPrinter:
         )
         self.state, self.progress = event.state, event.progress
         self.attempt = event.attempt or self.attempt
-        self.message = event.message or self.message
+        self.message = event.message if changed else (event.message or self.message)
         if self.tty:
             if changed:
                 self._line(self._state_text(event))
             self._draw()
         else:
             text = f"#{event.sequence} {state_name(event.state)} {event.progress:3d}%"
-            step = self._step_text(event)
-            if step:
-                text += f" {step}"
-            if event.message and event.message not in step:
-                text += f" {event.message}"
+            detail = event.message or self._step_text(event)
+            if detail:
+                text += f" {detail}"
             if event.error.message:
                 text += f" ({event.error.message})"
             self._line(text)
@@ -155,9 +153,9 @@ def print_outcome(job: job_pb2.Job, out: TextIO, *, artifact_hint: bool = True) 
         print("steps:", file=out)
         for step in result.steps:
             status = "ok" if step.status == job_pb2.STEP_STATUS_OK else "FAILED"
-            line = f"  {step.index + 1:>2}. {status:<6} {step.action:<10}"
-            if step.name:
-                line += f" {step.name}"
+            # Step names usually start with the action ("click #submit"); else show both.
+            label = step.name if step.name.startswith(step.action) else f"{step.action} {step.name}".strip()
+            line = f"  {step.index + 1:>2}. {status:<6} {label}"
             if step.duration.seconds or step.duration.nanos:
                 line += f"  {step.duration.ToNanoseconds() / 1e9:.2f} s"
             if step.matched_selector:

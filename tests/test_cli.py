@@ -1,0 +1,520 @@
+"""The `conveyor` CLI.
+
+- Job files (JSON, YAML, batches) and the rendering of progress and outcomes: no
+  server needed.
+- End to end (tests named `test_e2e_*`): `.venv/bin/conveyor` run as a real
+  subprocess against the `stack` fixture (a real gateway and executor on a real
+  Redis), and `conveyor up` / `conveyor demo` run whole, with every process they
+  start checked gone afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from google.protobuf import struct_pb2
+
+from clients.cli.files import JobFileError, parse_job_text, read_job_file
+from clients.cli.render import WatchPrinter, print_outcome
+from conveyor.embedded_redis import pid_alive
+from conveyor.v1 import job_pb2, job_service_pb2
+from tests.support.processes import Stack, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
+
+JOB_JSON = """
+{"queue": "default", "priority": "PRIORITY_HIGH", "maxAttempts": 3,
+ "runAt": "2030-01-02T03:04:05Z", "labels": {"team": "web"},
+ "browser": {"steps": [
+   {"navigate": {"url": "http://127.0.0.1:8080/form.html"}},
+   {"fill": {"target": {"selector": "#name"}, "text": "Ada"}},
+   {"click": {"target": {"selector": "#missing", "fallbacks": ["#submit"]}}},
+   {"expect": {"target": {"selector": "#out"}, "textContains": "Hello Ada"}},
+   {"extract": {"target": {"selector": "#out"}, "key": "greeting"}},
+   {"screenshot": {"fullPage": true}, "timeout": "5s"}]}}
+"""
+
+JOB_YAML = """
+queue: default
+priority: PRIORITY_HIGH
+maxAttempts: 3
+runAt: 2030-01-02T03:04:05Z      # YAML reads this as a datetime
+labels: {team: web}
+browser:
+  steps:
+    - navigate: {url: "http://127.0.0.1:8080/form.html"}
+    - fill: {target: {selector: "#name"}, text: Ada}
+    - click: {target: {selector: "#missing", fallbacks: ["#submit"]}}
+    - expect: {target: {selector: "#out"}, textContains: Hello Ada}
+    - extract: {target: {selector: "#out"}, key: greeting}
+    - screenshot: {fullPage: true}
+      timeout: 5s
+"""
+
+
+# --- job files ---------------------------------------------------------------------------
+def test_json_and_yaml_give_the_same_request(tmp_path: Path) -> None:
+    (tmp_path / "job.json").write_text(JOB_JSON)
+    (tmp_path / "job.yaml").write_text(JOB_YAML)
+    [from_json] = read_job_file(str(tmp_path / "job.json"))
+    [from_yaml] = read_job_file(str(tmp_path / "job.yaml"))
+    assert from_json == from_yaml
+    assert from_json.priority == job_pb2.PRIORITY_HIGH
+    assert from_json.run_at.ToJsonString() == "2030-01-02T03:04:05Z"
+    assert from_json.browser.steps[2].click.target.fallbacks == ["#submit"]
+    assert from_json.browser.steps[5].timeout.seconds == 5
+    # Without a telling suffix (or on stdin) both are recognised too.
+    assert parse_job_text(JOB_YAML, "<stdin>") == parse_job_text(JOB_JSON, "<stdin>") == [from_json]
+    assert read_job_file("-", io.StringIO(JOB_YAML)) == [from_json]
+
+
+def test_batches_are_a_list_or_a_requests_object() -> None:
+    as_list = parse_job_text('[{"noop": {}}, {"noop": {"sleep": "1s"}}]')
+    as_object = parse_job_text("requests:\n  - noop: {}\n  - noop: {sleep: 1s}\n", "batch.yaml")
+    assert as_list == as_object
+    assert [r.noop.sleep.seconds for r in as_list] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("job.json", '{"noop": ', "job.json: not valid JSON: Expecting value at line 1"),
+        ("job.yaml", "noop: [\n", "job.yaml: not valid YAML: expected"),
+        ("job.json", "", "job.json: the file is empty"),
+        ("job.json", "[1]", "job.json: requests[0]: expected an object"),
+        ("job.json", '{"bogus": 1}', 'job.json: not a valid SubmitJobRequest: Message type "conveyor.v1.Submit'),
+        ("job.yaml", "priority: PRIORITY_URGENT\n", "Invalid enum value PRIORITY_URGENT"),
+        ("job.json", '{"requests": []}', "the list of requests is empty"),
+    ],
+)
+def test_bad_files_are_one_clear_error(name: str, text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(JobFileError) as caught:
+        read_job_file(str(path))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CONVEYOR, *args],
+        check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
+        cwd=ROOT,
+    )
+
+
+def test_a_bad_file_exits_1_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"noop": {"sleep": 5}}')  # a Duration is a string such as "5s"
+    # A target nobody listens on: the file is refused before any call is made.
+    result = run_cli("submit", str(bad), "--target", "127.0.0.1:1")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {bad}: not a valid SubmitJobRequest")
+    assert "sleep" in result.stderr
+
+    missing = run_cli("submit", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1
+    assert missing.stderr == f"error: {tmp_path / 'nope.yaml'}: cannot read: No such file or directory\n"
+
+
+def test_an_unreachable_gateway_is_one_clear_error() -> None:
+    result = run_cli("get", "some-id", "--target", "127.0.0.1:1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: UNAVAILABLE: ")
+    assert "is a gateway running at 127.0.0.1:1?" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run_cli("list", "--state", "done", "--target", "127.0.0.1:1").returncode == 1
+    assert run_cli("frobnicate").returncode == 2
+    assert run_cli().returncode == 2
+
+
+# --- rendering ---------------------------------------------------------------------------
+def _event(
+    seq: int, state: job_pb2.JobState.ValueType, progress: int = 0, message: str = "", step: int = 0, name: str = ""
+) -> job_service_pb2.WatchJobResponse:
+    kind = job_pb2.JOB_EVENT_TYPE_PROGRESS if message else job_pb2.JOB_EVENT_TYPE_STATE_CHANGED
+    return job_service_pb2.WatchJobResponse(
+        event=job_pb2.JobEvent(
+            sequence=seq, type=kind, state=state, progress=progress, message=message,
+            step_index=step, step_name=name, attempt=1,
+        )
+    )  # fmt: skip
+
+
+STREAM = [
+    job_service_pb2.WatchJobResponse(job=job_pb2.Job(id="j", state=job_pb2.JOB_STATE_WAITING, position=2)),
+    _event(1, job_pb2.JOB_STATE_ACTIVE),
+    _event(2, job_pb2.JOB_STATE_ACTIVE, 50, "click #submit", step=2, name="press it"),
+    job_service_pb2.WatchJobResponse(heartbeat=job_service_pb2.Heartbeat()),
+    _event(3, job_pb2.JOB_STATE_COMPLETED, 100),
+]
+
+
+def test_plain_output_is_one_line_per_event() -> None:
+    out = io.StringIO()
+    printer = WatchPrinter(out, tty=False)
+    for message in STREAM:
+        printer.handle(message)
+    printer.close()
+    assert out.getvalue().splitlines() == [
+        "WAITING, position 2",
+        "#1 ACTIVE   0%",
+        "#2 ACTIVE  50% click #submit",
+        "#3 COMPLETED 100%",
+    ]
+
+
+def test_a_terminal_gets_a_progress_bar_redrawn_in_place() -> None:
+    out = io.StringIO()
+    printer = WatchPrinter(out, tty=True)
+    for message in STREAM:
+        printer.handle(message)
+    printer.close()
+    text = out.getvalue()
+    assert "\r\x1b[2K[###############---------------]  50%  ACTIVE  click #submit" in text
+    assert "[##############################] 100%  COMPLETED" in text
+    assert "ACTIVE (attempt 1)\n" in text
+    assert text.endswith("\n")
+
+
+def test_the_outcome_shows_steps_values_and_artifacts() -> None:
+    job = job_pb2.Job(id="j1", state=job_pb2.JOB_STATE_COMPLETED, attempt=1, max_attempts=3)
+    job.start_time.FromMilliseconds(1_000)
+    job.end_time.FromMilliseconds(2_500)
+    job.result.steps.add(index=2, action="click", status=job_pb2.STEP_STATUS_OK, matched_selector="#submit")
+    job.result.values["greeting"].CopyFrom(struct_pb2.Value(string_value="Hello Ada"))
+    job.result.values["all"].list_value.extend(["a", "b"])
+    job.result.artifacts.add(name="step-6.png", content_type="image/png", size_bytes=1234)
+    out = io.StringIO()
+    print_outcome(job, out)
+    text = out.getvalue()
+    assert text.startswith("job j1: COMPLETED in 1.50 s (attempt 1 of 3)\n")
+    assert "   3. ok     click  matched #submit" in text
+    assert '  greeting = "Hello Ada"' in text
+    assert '  all = ["a", "b"]' in text
+    assert "  step-6.png  image/png  1234 bytes" in text
+    assert "conveyor artifact j1 step-6.png -o step-6.png" in text
+
+
+# --- end to end: the CLI against a real gateway and executor ------------------------------
+def _queue() -> str:
+    return f"cli-{uuid.uuid4().hex[:8]}"
+
+
+def test_e2e_submit_watch_get_list(stack: Stack, tmp_path: Path) -> None:
+    q = _queue()
+    target = ["--target", stack.grpc_target]
+    job_file = tmp_path / "noop.yaml"
+    job_file.write_text(f"queue: {q}\nnoop: {{sleep: 0.1s}}\n")
+
+    result = run_cli("submit", str(job_file), "--watch", *target)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    match = re.fullmatch(r"submitted job (\S+): WAITING, position \d+|submitted job (\S+): \w+", first)
+    assert match, first
+    job_id = match.group(1) or match.group(2)
+    assert job_id
+    assert f"job {job_id}: COMPLETED" in result.stdout
+    assert re.search(r"#\d+ COMPLETED 100%", result.stdout)  # not a TTY: plain lines
+
+    got = run_cli("get", job_id, *target)
+    assert got.returncode == 0, got.stderr
+    job = json.loads(got.stdout)
+    assert job["state"] == "JOB_STATE_COMPLETED"
+    assert job["queue"] == q
+
+    # stdin, --quiet, then list and queues see it.
+    quiet = run_cli("submit", "-", "-q", "--queue", q, *target, stdin='{"noop": {}}')
+    assert quiet.returncode == 0, quiet.stderr
+    second = quiet.stdout.strip()
+    assert re.fullmatch(r"\S+", second)
+    listed = run_cli("list", "--queue", q, "--json", *target)
+    assert listed.returncode == 0, listed.stderr
+    assert {json.loads(line)["id"] for line in listed.stdout.splitlines()} == {job_id, second}
+    table = run_cli("list", "--queue", q, "--state", "completed", *target)
+    assert job_id in table.stdout and table.stdout.startswith("ID ")
+    queues = run_cli("queues", q, "--json", *target)
+    assert json.loads(queues.stdout)["name"] == q
+
+    waited = run_cli("watch", second, *target)
+    assert waited.returncode == 0, waited.stderr
+    assert f"job {second}: COMPLETED" in waited.stdout
+
+
+def test_e2e_failed_job_exits_1_and_retry_brings_it_back(stack: Stack) -> None:
+    target = ["--target", stack.grpc_target]
+    q = _queue()
+    body = json.dumps({"queue": q, "maxAttempts": 1, "noop": {"failFirstAttempts": 1}})
+    result = run_cli("submit", "-", "--watch", *target, stdin=body)
+    assert result.returncode == 1, result.stdout + result.stderr
+    job_id = result.stdout.split()[2].rstrip(":")
+    assert f"job {job_id}: FAILED" in result.stdout
+
+    retried = run_cli("retry", job_id, *target)
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith(f"job {job_id}: ")
+    # The attempt number keeps counting: attempt 2 is past failFirstAttempts.
+    watched = run_cli("watch", job_id, *target)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert f"job {job_id}: COMPLETED" in watched.stdout
+
+
+def test_e2e_server_errors_are_one_line_with_the_code(stack: Stack) -> None:
+    target = ["--target", stack.grpc_target]
+    unknown = run_cli("cancel", "no-such-job", *target)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: NOT_FOUND: ")
+    assert unknown.stderr.count("\n") == 1
+
+    invalid = run_cli("submit", "-", *target, stdin='{"browser": {"steps": []}}')
+    assert invalid.returncode == 1
+    assert invalid.stderr.startswith("error: INVALID_ARGUMENT: ")
+    assert "browser.steps" in invalid.stderr
+    assert invalid.stderr.count("\n") == 1
+
+    cancelled = run_cli(
+        "submit", "-", "-q", *target, stdin=json.dumps({"queue": _queue(), "delay": "3600s", "noop": {}})
+    )
+    job_id = cancelled.stdout.strip()
+    assert run_cli("cancel", job_id, *target).stdout == f"job {job_id}: CANCELLED\n"
+    again = run_cli("cancel", job_id, *target)
+    assert again.returncode == 1 and again.stderr.startswith("error: FAILED_PRECONDITION: ")
+    assert run_cli("watch", job_id, *target).returncode == 1  # ended, but not COMPLETED
+
+
+# --- end to end: conveyor up and conveyor demo ---------------------------------------------
+@dataclass
+class Running:
+    """A `conveyor` process whose stdout is read line by line as it comes."""
+
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str | None]
+    seen: list[str]
+
+    def wait_line(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        for line in self.seen:
+            if m := re.search(pattern, line):
+                return m
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if item is None:
+                raise AssertionError(f"exited ({self.proc.wait()}) before {pattern!r}:\n" + "".join(self.seen))
+            self.seen.append(item)
+            if m := re.search(pattern, item):
+                return m
+        raise AssertionError(f"no {pattern!r} within {timeout} s:\n" + "".join(self.seen))
+
+    def finish(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        while (line := self.lines.get(timeout=5)) is not None:
+            self.seen.append(line)
+        return code
+
+    @property
+    def output(self) -> str:
+        return "".join(self.seen)
+
+    def pids(self) -> dict[str, int]:
+        return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+pid (\d+)", self.output, re.M)}
+
+
+def start_conveyor(*args: str, env: dict[str, str]) -> Running:
+    proc = subprocess.Popen(
+        [CONVEYOR, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return Running(proc, lines, [])
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Live processes that inherited CONVEYOR_TEST_MARK=mark: everything a `conveyor`
+    process started, down to Dramatiq workers and Chromium."""
+    needle = f"CONVEYOR_TEST_MARK={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def assert_all_gone(mark: str, pids: dict[str, int], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids.values() if pid_alive(p)] + marked_processes(mark)
+        if not left:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"left running: {left} of {pids}")
+
+
+@pytest.fixture
+def up_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+    """An environment for `conveyor up`: no Redis URL (embedded), a free port, a data
+    dir of its own, and a mark every descendant inherits."""
+    mark = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(
+        CONVEYOR_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+        CONVEYOR_DATA_DIR=str(tmp_path / "data"),
+        CONVEYOR_TEST_MARK=mark,
+        CONVEYOR_EXECUTOR_SLOTS="2",
+        PYTHONUNBUFFERED="1",
+    )
+    yield env, mark
+    # Whatever a failed test left behind: stop it by pid (only our marked processes).
+    for pid in marked_processes(mark):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+
+@needs_redis
+def test_e2e_up_runs_everything_and_stops_it_all_on_sigterm(up_env: tuple[dict[str, str], str], tmp_path: Path) -> None:
+    env, mark = up_env
+    up = start_conveyor("up", "--grace", "10", env=env)
+    try:
+        up.wait_line(r"Conveyor is up: gRPC on 127\.0\.0\.1:\d+", 60)
+        pids = up.pids()
+        assert set(pids) == {"redis-server", "gateway", "executor"}
+        assert all(pid_alive(p) for p in pids.values())
+        # The embedded Redis listens on a unix socket in the data dir.
+        assert (tmp_path / "data" / "redis" / "redis.sock").is_socket()
+
+        health = run_cli("health", env=env)
+        assert (health.returncode, health.stdout) == (0, "SERVING\n")
+        submitted = run_cli("submit", "-", "-q", env=env, stdin='{"queue": "kept", "delay": "3600s", "noop": {}}')
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.finish(60) == 0, up.output
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+    assert "SIGTERM: stopping" in up.output
+    assert "redis-server stopped (exit code 0)" in up.output
+    assert_all_gone(mark, pids)
+    assert (tmp_path / "data" / "redis" / "appendonlydir").is_dir()
+
+    # AOF on: a second `up` on the same data dir still has the job.
+    again = start_conveyor("up", env=env)
+    try:
+        again.wait_line("Conveyor is up", 60)
+        got = run_cli("get", job_id, env=env)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["queue"] == "kept"
+        again.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert again.finish(60) == 0, again.output
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+    assert_all_gone(mark, again.pids())
+
+
+@needs_redis
+def test_e2e_up_stops_everything_when_a_child_dies(up_env: tuple[dict[str, str], str]) -> None:
+    env, mark = up_env
+    up = start_conveyor("up", "--grace", "10", env=env)
+    try:
+        up.wait_line("Conveyor is up", 60)
+        pids = up.pids()
+        os.kill(pids["gateway"], signal.SIGKILL)
+        assert up.finish(60) == 1
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+    assert re.search(rf"error: gateway \(pid {pids['gateway']}\) exited with signal SIGKILL", up.output), up.output
+    assert "stopping everything" in up.output
+    assert_all_gone(mark, pids)
+
+
+@needs_redis
+def test_e2e_up_refuses_a_data_dir_in_use(up_env: tuple[dict[str, str], str]) -> None:
+    env, mark = up_env
+    first = start_conveyor("up", env=env)
+    try:
+        first.wait_line("Conveyor is up", 60)
+        second = run_cli("up", env={**env, "CONVEYOR_GRPC_ADDR": f"127.0.0.1:{free_port()}"})
+        assert second.returncode == 1
+        assert "another redis-server" in second.stderr and "is `conveyor up` already running?" in second.stderr
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.finish(60) == 0
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+    assert_all_gone(mark, first.pids())
+
+
+@needs_redis
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+@pytest.mark.timeout(150)
+def test_e2e_demo_runs_the_example_job_and_cleans_up(up_env: tuple[dict[str, str], str], tmp_path: Path) -> None:
+    env, mark = up_env
+    demo = start_conveyor("demo", "--timeout", "60", env=env)
+    try:
+        code = demo.finish(120)
+    finally:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+    out = demo.output
+    assert code == 0, out
+    assert re.search(r"job \S+: COMPLETED", out)
+    assert 'greeting = "Hello Ada"' in out
+    assert re.search(r"3\. ok\s+click\b.*matched #submit", out), out  # the fallback matched
+    assert re.search(r"\S+\.png\s+image/png\s+\d+ bytes", out)
+    shot = tmp_path / "data" / "demo-screenshot.png"
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "demo finished: the job COMPLETED" in out
+    pids = demo.pids()
+    assert set(pids) == {"redis-server", "gateway", "executor"}
+    assert_all_gone(mark, pids)
