@@ -11,7 +11,9 @@ from dramatiq.brokers.redis import RedisBroker
 
 COUNTER_KEY = "bench-plain:done"
 
-broker = RedisBroker(url=os.environ["BENCH_REDIS_URL"], namespace=os.environ.get("BENCH_NAMESPACE", "bench-plain"))
+broker = RedisBroker(  # type: ignore[no-untyped-call]
+    url=os.environ["BENCH_REDIS_URL"], namespace=os.environ.get("BENCH_NAMESPACE", "bench-plain"),
+)
 dramatiq.set_broker(broker)
 _counter = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 import redis
 
-from conveyor.v1 import job_pb2, job_service_pb2
+from conveyor.v1 import job_pb2, job_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.processes import Stack, spawn, stack_env, start_redis, wait_for
 
@@ -80,14 +80,14 @@ async def observe(jobs_stub: JobServiceStub, ids: list[str], watchers: int) -> N
                 if state == job_pb2.JOB_STATE_COMPLETED:
                     break
                 if state in (job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED):
-                    raise RuntimeError(f"job {job_id} ended {job_pb2.JobState.Name(state)}")
+                    raise RuntimeError(f"job {job_id} ended in state {state}")
 
     await asyncio.gather(*(watcher() for _ in range(watchers)))
 
 
 async def run_conveyor(stack: Stack, jobs: int, watchers: int) -> dict[str, float]:
     out: dict[str, float] = {}
-    req = job_service_pb2.SubmitJobRequest(queue="bench", noop=job_pb2.NoopTask())
+    req = job_service_pb2.SubmitJobRequest(queue="bench", noop=task_pb2.NoopTask())
     async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
         stub = JobServiceStub(ch)
         warm = await stub.SubmitJob(req)
@@ -120,7 +120,7 @@ async def run_conveyor(stack: Stack, jobs: int, watchers: int) -> dict[str, floa
 async def submit_to_claim_latency(stack: Stack, samples: int) -> list[float]:
     """ms from sending SubmitJob to the job's ACTIVE event, one job at a time."""
     latencies: list[float] = []
-    req = job_service_pb2.SubmitJobRequest(queue="latency", noop=job_pb2.NoopTask())
+    req = job_service_pb2.SubmitJobRequest(queue="latency", noop=task_pb2.NoopTask())
     async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
         stub = JobServiceStub(ch)
         for _ in range(samples):
@@ -137,7 +137,7 @@ async def submit_to_claim_latency(stack: Stack, samples: int) -> list[float]:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -166,7 +166,8 @@ def main() -> None:
         stack.stop()
         redis_proc.stop()
     print(f"  plain dramatiq        : {plain:8,.0f} jobs/s end to end")
-    print(f"  conveyor (watched)    : {conv['e2e_per_s']:8,.0f} jobs/s end to end   ratio {conv['e2e_per_s'] / plain:.2f}x")
+    ratio = conv["e2e_per_s"] / plain
+    print(f"  conveyor (watched)    : {conv['e2e_per_s']:8,.0f} jobs/s end to end   ratio {ratio:.2f}x")
     print(f"  SubmitJobs (batches)  : {conv['batch_submit_per_s']:8,.0f} jobs/s submitted")
     print(f"  SubmitJob one by one  : {conv['single_submit_per_s']:8,.0f} jobs/s submitted")
     print(f"  submit -> claimed     : p50 {statistics.median(lat):.1f} ms   p99 {pct(lat, 99):.1f} ms "

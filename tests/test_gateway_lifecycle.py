@@ -11,7 +11,7 @@ import redis
 
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
-from tests.support.grpc_helpers import submit_request, wait_state
+from tests.support.grpc_helpers import submit_request
 from tests.support.processes import Stack
 
 WATCHERS = 1000
