@@ -518,3 +518,39 @@ def test_e2e_demo_runs_the_example_job_and_cleans_up(up_env: tuple[dict[str, str
     pids = demo.pids()
     assert set(pids) == {"redis-server", "gateway", "executor"}
     assert_all_gone(mark, pids)
+
+
+@needs_redis
+def test_e2e_up_killed_with_sigkill_leaves_no_orphans(up_env: tuple[dict[str, str], str]) -> None:
+    """The children get SIGTERM from the kernel when `up` dies (PR_SET_PDEATHSIG)."""
+    env, mark = up_env
+    up = start_conveyor("up", env=env)
+    try:
+        up.wait_line("Conveyor is up", 60)
+        pids = up.pids()
+    finally:
+        up.proc.kill()
+        up.proc.wait(10)
+    assert_all_gone(mark, pids, timeout=60)
+
+
+def test_e2e_up_uses_a_configured_redis_instead_of_its_own(
+    up_env: tuple[dict[str, str], str], redis_url: str, tmp_path: Path
+) -> None:
+    env, mark = up_env
+    env = {**env, "CONVEYOR_REDIS_URL": redis_url, "CONVEYOR_KEY_PREFIX": f"up{uuid.uuid4().hex[:6]}"}
+    up = start_conveyor("up", env=env)
+    try:
+        up.wait_line("Conveyor is up", 60)
+        assert f"using Redis at {redis_url} (CONVEYOR_REDIS_URL)" in up.output
+        pids = up.pids()
+        assert set(pids) == {"gateway", "executor"}
+        done = run_cli("submit", "-", "--watch", env=env, stdin='{"noop": {"sleep": "0.05s"}}')
+        assert done.returncode == 0, done.stdout + done.stderr
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.finish(60) == 0, up.output
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+    assert not (tmp_path / "data" / "redis").exists()
+    assert_all_gone(mark, pids)
