@@ -18,6 +18,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -554,3 +555,19 @@ def test_e2e_up_uses_a_configured_redis_instead_of_its_own(
             up.proc.kill()
     assert not (tmp_path / "data" / "redis").exists()
     assert_all_gone(mark, pids)
+
+
+def test_up_refuses_a_port_in_use(up_env: tuple[dict[str, str], str], tmp_path: Path) -> None:
+    env, _ = up_env
+    host, port = env["CONVEYOR_GRPC_ADDR"].split(":")
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as a gRPC server does
+        busy.bind((host, int(port)))
+        busy.listen()
+        result = run_cli("up", env=env)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: cannot listen on {host}:{port}: Address already in use "
+        "(is another gateway running? set CONVEYOR_GRPC_ADDR or --grpc-addr)\n"
+    )
+    assert not (tmp_path / "data").exists()  # refused before starting anything

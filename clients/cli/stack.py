@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class LocalStack:
             raise
 
     async def _start(self, ready_timeout: float) -> None:
+        _check_free(self.grpc_addr)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CONVEYOR_DATA_DIR": str(self.data_dir), **self.env}
         env["CONVEYOR_GRPC_ADDR"] = self.grpc_addr
@@ -164,7 +166,9 @@ class LocalStack:
 
     async def _wait_serving(self, limit: float) -> None:
         async def serving() -> None:
-            async with AsyncConveyorClient(self.target, timeout=1.0) as client:
+            # Retry the connection quickly: the gateway is expected up within seconds.
+            fast = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
+            async with AsyncConveyorClient(self.target, timeout=1.0, options=fast) as client:
                 while True:
                     try:
                         if await client.health() == "SERVING":
@@ -239,6 +243,28 @@ class LocalStack:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._exits.values(), return_exceptions=True)
+
+
+def _check_free(addr: str) -> None:
+    """Refuse a listen address already in use. gRPC servers set SO_REUSEPORT, so a
+    second gateway could bind the same port and share it with the first; a probe
+    socket without that option fails to bind instead."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, ValueError) as err:
+        raise StackError(f"cannot listen on {addr!r}: {err}") from err
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as err:
+            raise StackError(
+                f"cannot listen on {addr}: {err.strerror} (is another gateway running? "
+                "set CONVEYOR_GRPC_ADDR or --grpc-addr)"
+            ) from err
 
 
 def _exit_text(code: int | None) -> str:
