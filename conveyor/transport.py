@@ -1,5 +1,7 @@
-"""Dramatiq as Conveyor's transport: the gateway hands jobs over as messages that
+"""Dramatiq as Conveyor's transport: admission hands jobs over as messages that
 carry only (job id, attempt); the executor's actor loads the job from the store.
+The store's Lua scripts write those messages straight into this broker's queue, in
+the same atomic step as the admission decision (admit() in store/lua/_lib.lua).
 
 Dramatiq's Redis consumer polls an idle queue with a growing sleep (up to the
 worker timeout, a second by default). Here an idle consumer instead blocks on a
@@ -9,18 +11,17 @@ idle executor picks a job up within milliseconds without busy polling.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+import threading
 from typing import Any
 
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from conveyor.store.records import Handover
+from conveyor.settings import Settings
+from conveyor.store.records import AdmissionConfig
 
 #: The one Dramatiq queue every Conveyor job travels on. Conveyor's own queues,
 #: priorities and limits are decided by admission in the store, not here.
@@ -28,11 +29,10 @@ TRANSPORT_QUEUE = "conveyor-jobs"
 RUN_JOB_ACTOR = "run_job"
 #: Longest an idle consumer blocks before re-checking (shutdown, missed wakes).
 IDLE_BLOCK_SECONDS = 1.0
-#: Wake tokens kept at most: more would only wake consumers for nothing.
-MAX_WAKE_TOKENS = 64
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
+    """The list idle consumers block on; admit() in store/lua/_lib.lua pushes to it."""
     return f"{namespace}:{queue_name}.wake"
 
 
@@ -56,19 +56,12 @@ class WakeableRedisBroker(RedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakeableConsumer
 
-    def wake(self, queue_name: str, count: int) -> None:
-        """Wake up to `count` idle consumers of `queue_name`."""
-        if count <= 0:
-            return
-        key = wake_key(self.namespace, queue_name)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.lpush(key, *(["1"] * min(count, MAX_WAKE_TOKENS)))
-        pipe.ltrim(key, 0, MAX_WAKE_TOKENS - 1)
-        pipe.execute()
-
 
 class _WakeableConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer with the idle sleep replaced by a BLPOP on the wake list."""
+    """Dramatiq's Redis consumer without idle polling: with room for work and nothing
+    to fetch it blocks on the wake list (BLPOP); full (every prefetched message still
+    running) it waits for an ack to free room, instead of Dramatiq's growing sleep
+    (which, under load, left slots idle for up to the worker timeout)."""
 
     def __init__(self, broker: WakeableRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
@@ -80,6 +73,19 @@ class _WakeableConsumer(_RedisConsumer):
                 connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs
             )
         )
+        self._room = threading.Event()
+
+    def ack(self, message: Any) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self._room.set()
+
+    def nack(self, message: Any) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self._room.set()
 
     def __next__(self) -> Any:
         try:
@@ -92,18 +98,16 @@ class _WakeableConsumer(_RedisConsumer):
                     message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
-                messages = []
-                if self.outstanding_message_count < self.prefetch:
-                    self.message_cache = messages = self.broker.do_fetch(
-                        self.queue_name, self.prefetch - self.outstanding_message_count
-                    )
-                if messages:
-                    continue
                 if self.outstanding_message_count >= self.prefetch:
-                    # Full: wait for our own work to finish, as Dramatiq does.
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    time.sleep(backoff_ms / 1000)
+                    self._room.clear()
+                    if self.outstanding_message_count >= self.prefetch:
+                        self._room.wait(IDLE_BLOCK_SECONDS)
                     return None
+                self.message_cache = self.broker.do_fetch(
+                    self.queue_name, self.prefetch - self.outstanding_message_count
+                )
+                if self.message_cache:
+                    continue
                 self._wake_client.blpop([self._wake_key], timeout=IDLE_BLOCK_SECONDS)
                 return None
         except redis.ConnectionError as exc:
@@ -121,25 +125,19 @@ def make_broker(url: str, key_prefix: str, *, middleware: list[Any] | None = Non
     hold several Conveyor deployments, each with its own prefix). Middleware is the
     executor's choice: none of Dramatiq's defaults, since retries and time limits
     are Conveyor's own."""
-    return WakeableRedisBroker(url=url, namespace=f"{key_prefix}:dramatiq", middleware=middleware or [])
+    return WakeableRedisBroker(url=url, namespace=transport_namespace(key_prefix), middleware=middleware or [])
 
 
-class Handoff:
-    """Gives handed-over jobs to the executors as Dramatiq messages (sync; the
-    gateway calls it from a worker thread)."""
+def transport_namespace(key_prefix: str) -> str:
+    return f"{key_prefix}:dramatiq"
 
-    def __init__(self, broker: WakeableRedisBroker) -> None:
-        self.broker = broker
-        broker.declare_queue(TRANSPORT_QUEUE)
 
-    def send(self, handovers: Sequence[Handover]) -> None:
-        for h in handovers:
-            message: Message[Any] = Message(
-                queue_name=TRANSPORT_QUEUE,
-                actor_name=RUN_JOB_ACTOR,
-                args=(h.job_id, h.attempt),
-                kwargs={},
-                options={},
-            )
-            self.broker.enqueue(message)
-        self.broker.wake(TRANSPORT_QUEUE, len(handovers))
+def admission_config(settings: Settings) -> AdmissionConfig:
+    """What the store needs to hand jobs over to this transport."""
+    return AdmissionConfig(
+        transport_namespace=transport_namespace(settings.key_prefix),
+        transport_queue=TRANSPORT_QUEUE,
+        actor_name=RUN_JOB_ACTOR,
+        default_concurrency=settings.queue_concurrency,
+        handover_timeout_ms=int(settings.handover_timeout_seconds * 1000),
+    )

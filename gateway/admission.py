@@ -1,5 +1,6 @@
 """Admission: decides what runs next. Waiting jobs stay in the store's priority
-order and are handed to the executors only as they have free slots (dispatch.lua);
+order and are handed to the executors only as they have free slots (admit() in the
+store's Lua; executors also refill their own freed slots as they finish a job);
 due delayed jobs are promoted; jobs handed over but never claimed, and jobs whose
 executor died, are recovered (reap.lua). Every gateway runs this loop; the scripts
 are atomic, so several gateways never hand the same job over twice."""
@@ -14,11 +15,9 @@ import structlog
 from google.rpc import code_pb2
 from redis.exceptions import RedisError
 
-from conveyor.settings import Settings
 from conveyor.statuses import status_bytes
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import EventRecord, EventType
-from conveyor.transport import Handoff
 
 log = structlog.get_logger("gateway.admission")
 
@@ -31,10 +30,8 @@ LOST_EXECUTOR = status_bytes(
 
 
 class Admission:
-    def __init__(self, store: JobStore, handoff: Handoff, settings: Settings) -> None:
+    def __init__(self, store: JobStore) -> None:
         self._store = store
-        self._handoff = handoff
-        self._settings = settings
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.handed_over = 0
@@ -76,15 +73,8 @@ class Admission:
                 await asyncio.sleep(0.5)
 
     async def _dispatch(self) -> None:
-        s = self._settings
         while True:
-            handovers = await self._store.dispatch(
-                DISPATCH_BATCH, s.queue_concurrency, int(s.handover_timeout_seconds * 1000)
-            )
-            if not handovers:
-                return
-            # If this fails the jobs stay handed over and reap.lua puts them back in line.
-            await asyncio.to_thread(self._handoff.send, handovers)
+            handovers = await self._store.dispatch(DISPATCH_BATCH)
             self.handed_over += len(handovers)
             if len(handovers) < DISPATCH_BATCH:
                 return

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore, connect
-from conveyor.transport import Handoff, make_broker
+from conveyor.transport import admission_config
 from conveyor.v1 import job_service_pb2, job_service_pb2_grpc, queue_service_pb2, queue_service_pb2_grpc
 from gateway.admission import Admission
 from gateway.errors import ErrorInterceptor
@@ -38,11 +38,10 @@ class Gateway:
         self.settings = settings
         url = settings.effective_redis_url
         self.client = connect(url, max_connections=64, client_name="conveyor-gateway")
-        self.store = JobStore(self.client, settings.key_prefix)
+        self.store = JobStore(self.client, settings.key_prefix, admission_config(settings))
         # The one blocking reader of the event stream: one connection, whatever the watchers.
         self.hub = EventHub(self.store, connect(url, max_connections=1, client_name="conveyor-gateway-events"))
-        self.broker = make_broker(url, settings.key_prefix)
-        self.admission = Admission(self.store, Handoff(self.broker), settings)
+        self.admission = Admission(self.store)
         self.hub.add_listener(self.admission.on_events)
         self.health = HealthServicer()
         self.runtime = GatewayRuntime(
@@ -98,7 +97,6 @@ class Gateway:
         await self.hub.close()
         await self.server.stop(self.settings.shutdown_grace_seconds)
         await self.client.aclose()
-        self.broker.close()
         log.info("gateway stopped")
 
 

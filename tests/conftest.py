@@ -11,6 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from conveyor.store.job_store import JobStore, connect
+from conveyor.store.records import AdmissionConfig
+from conveyor.transport import RUN_JOB_ACTOR, TRANSPORT_QUEUE, transport_namespace
 from conveyor.v1 import job_service_pb2_grpc, queue_service_pb2_grpc
 from tests.support.processes import Process, Stack, stack_env, start_redis
 
@@ -33,7 +35,8 @@ async def store(redis_url: str) -> AsyncIterator[JobStore]:
     import uuid
 
     client = connect(redis_url)
-    yield JobStore(client, prefix=f"s{uuid.uuid4().hex[:8]}")
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    yield JobStore(client, prefix, AdmissionConfig(transport_namespace(prefix), TRANSPORT_QUEUE, RUN_JOB_ACTOR))
     await client.aclose()
 
 

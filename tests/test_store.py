@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 
 import pytest
+from dramatiq.message import Message
 
 from conveyor.errors import FailedPrecondition, NotFound
 from conveyor.store.job_store import JobStore
@@ -54,11 +56,11 @@ async def test_dispatch_hands_over_only_free_slots_in_priority_order(store: JobS
     jobs = [new(priority=p) for p in (Priority.LOW, Priority.CRITICAL, Priority.NORMAL)]
     for j in jobs:
         await store.submit(j)
-    assert await store.dispatch(10, 16, 10_000) == []  # no executor: no slots
+    assert await store.dispatch(10) == []  # no executor: no slots
     await register(store, slots=2)
-    handed = await store.dispatch(10, 16, 10_000)
+    handed = await store.dispatch(10)
     assert [h.job_id for h in handed] == [jobs[1].id, jobs[2].id]
-    assert await store.dispatch(10, 16, 10_000) == []  # both slots taken
+    assert await store.dispatch(10) == []  # both slots taken
     assert (await store.get(jobs[0].id)).position == 1
     await assert_counters_match(store, "default")
 
@@ -67,14 +69,15 @@ async def test_queue_concurrency_limits_a_queue(store: JobStore) -> None:
     for _ in range(3):
         await store.submit(new(queue="narrow"))
     await register(store, slots=10)
-    assert len(await store.dispatch(10, 1, 10_000)) == 1
+    store.admission = replace(store.admission, default_concurrency=1)
+    assert len(await store.dispatch(10)) == 1
 
 
 async def test_a_delivery_claims_once(store: JobStore) -> None:
     job = new()
     await store.submit(job)
     await register(store, 1)
-    (h,) = await store.dispatch(10, 16, 10_000)
+    (h,) = await store.dispatch(10)
     claim = await store.claim(h.job_id, h.attempt, "ex", 10_000)
     assert not isinstance(claim, str) and claim.attempt == 1
     assert await store.claim(h.job_id, h.attempt, "ex", 10_000) == "state ACTIVE"
@@ -89,12 +92,13 @@ async def test_unclaimed_handover_goes_back_to_its_place(store: JobStore) -> Non
     await store.submit(first)
     await store.submit(second)
     await register(store, 1)
-    (h,) = await store.dispatch(10, 16, handover_timeout_ms=50)
+    store.admission = replace(store.admission, handover_timeout_ms=50)
+    (h,) = await store.dispatch(10)
     assert h.job_id == first.id
     await asyncio.sleep(0.1)
     assert await store.reap(b"lost") == (1, 0)
     assert (await store.get(first.id)).position == 1  # ahead of `second` again
-    (again,) = await store.dispatch(10, 16, 10_000)
+    (again,) = await store.dispatch(10)
     assert again == h  # same attempt: the old message and the new one cannot both run
     await assert_counters_match(store, "default")
 
@@ -104,7 +108,7 @@ async def test_stalled_job_is_recovered_then_fails_when_attempts_run_out(store: 
     await store.submit(job)
     await register(store, 1)
     for attempt in (1, 2):
-        (h,) = await store.dispatch(10, 16, 10_000)
+        (h,) = await store.dispatch(10)
         assert h.attempt == attempt
         claim = await store.claim(h.job_id, h.attempt, "ex", stall_timeout_ms=50)
         assert not isinstance(claim, str)
@@ -119,7 +123,7 @@ async def test_heartbeat_keeps_a_running_job_and_reports_cancel(store: JobStore)
     job = new()
     await store.submit(job)
     await register(store, 1)
-    (h,) = await store.dispatch(10, 16, 10_000)
+    (h,) = await store.dispatch(10)
     await store.claim(h.job_id, h.attempt, "ex", stall_timeout_ms=300)
     for _ in range(3):
         await asyncio.sleep(0.15)
@@ -167,7 +171,33 @@ async def test_concurrent_dispatchers_never_hand_a_job_over_twice(store: JobStor
     jobs = [new() for _ in range(200)]
     await store.submit_many(jobs)
     await register(store, 1000)
-    results = await asyncio.gather(*(store.dispatch(7, 1000, 10_000) for _ in range(60)))
+    store.admission = replace(store.admission, default_concurrency=1000)
+    results = await asyncio.gather(*(store.dispatch(7) for _ in range(60)))
     handed = [h.job_id for batch in results for h in batch]
     assert len(handed) == len(set(handed)) == 200
     await assert_counters_match(store, "default")
+
+
+async def test_hand_over_writes_a_dramatiq_message_and_finish_refills_the_slot(store: JobStore) -> None:
+    first, second = new(), new()
+    await store.submit(first)
+    await store.submit(second)
+    await register(store, 1)
+    (h,) = await store.dispatch()
+    a = store.admission
+    queue_key = f"{a.transport_namespace}:{a.transport_queue}"
+    (mid,) = await store.client.lrange(queue_key, 0, -1)
+    message = Message.decode(await store.client.hget(f"{queue_key}.msgs", mid))
+    assert (message.actor_name, message.queue_name, message.args) == (a.actor_name, a.transport_queue, (first.id, 1))
+    assert message.options["redis_message_id"] == mid.decode()
+    assert await store.client.llen(f"{queue_key}.wake") == 1  # an idle consumer is woken
+
+    claim = await store.claim(h.job_id, h.attempt, "ex", 10_000)
+    assert not isinstance(claim, str)
+    await store.complete(first.id, 1, b"")
+    # The slot went to the next job in the same script: its message is queued.
+    ids = await store.client.lrange(queue_key, 0, -1)
+    assert len(ids) == 2
+    nxt = Message.decode(await store.client.hget(f"{queue_key}.msgs", ids[-1]))
+    assert nxt.args == (second.id, 1)
+    assert (await store.get(second.id)).handed_over

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 from conveyor.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
+    AdmissionConfig,
     Claim,
     EventRecord,
     Handover,
@@ -54,11 +55,12 @@ def _decode_token(token: str) -> tuple[float, int]:
 
 
 class JobStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "cv") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, admission: AdmissionConfig) -> None:
         # redis-py types every reply as a wide union; replies are parsed here by shape.
         self.client: Any = client
         self.prefix = prefix
         self.keys = Keys(prefix)
+        self.admission = admission
         self._scripts = register_scripts(client)
 
     async def _run(self, name: str, *args: Any, client: Any = None) -> Any:
@@ -207,8 +209,10 @@ class JobStore:
 
     # ---- admission ------------------------------------------------------------------
 
-    async def dispatch(self, max_jobs: int, default_concurrency: int, handover_timeout_ms: int) -> list[Handover]:
-        flat = await self._run("dispatch", max_jobs, default_concurrency, handover_timeout_ms)
+    async def dispatch(self, max_jobs: int | None = None) -> list[Handover]:
+        """Hand waiting jobs to the executors' free slots: each becomes a Dramatiq
+        message in the same atomic step (admit() in lua/_lib.lua)."""
+        flat = await self._run("dispatch", *self.admission.args(max_jobs))
         return [Handover(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def promote_due(self, max_jobs: int = 1000) -> int:
@@ -260,7 +264,8 @@ class JobStore:
         return await self._finish(job_id, attempt, "cancelled", error, 0)
 
     async def _finish(self, job_id: str, attempt: int, outcome: str, payload: bytes, retry_at_ms: int) -> State | None:
-        reply = await self._run("finish", job_id, attempt, outcome, payload, retry_at_ms)
+        # The freed slot is refilled in the same script.
+        reply = await self._run("finish", job_id, attempt, outcome, payload, retry_at_ms, *self.admission.args())
         return State(reply.decode()) if reply else None
 
     async def live_executors(self) -> list[dict[str, Any]]:

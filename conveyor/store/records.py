@@ -175,6 +175,24 @@ class QueueRecord:
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    """How admission hands jobs over: its limits, and the Dramatiq queue the Lua
+    scripts write hand-over messages into (see conveyor/transport.py)."""
+
+    transport_namespace: str
+    transport_queue: str
+    actor_name: str
+    default_concurrency: int = 16
+    handover_timeout_ms: int = 10_000
+    batch: int = 500
+
+    def args(self, max_jobs: int | None = None) -> list[str | int]:
+        """The six transport arguments of the Lua scripts (transport_args in _lib.lua)."""
+        return [max_jobs or self.batch, self.default_concurrency, self.handover_timeout_ms,
+                self.transport_namespace, self.transport_queue, self.actor_name]
+
+
+@dataclass(frozen=True)
 class Handover:
     """A job admission handed to the executors: run attempt `attempt` of job `job_id`."""
 

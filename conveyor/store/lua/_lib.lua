@@ -96,3 +96,91 @@ local function leave_inflight(id, q)
     redis.call('HINCRBY', k_queue(q), 'inflight', -1)
   end
 end
+
+-- ---- admission and hand-over ------------------------------------------------------
+
+-- Where handed-over jobs go: a Dramatiq queue. The transport arguments are six ARGV
+-- values starting at `i`: max jobs, default queue concurrency, hand-over timeout ms,
+-- Dramatiq namespace, Dramatiq queue, actor name.
+local function transport_args(i)
+  return {max = tonumber(ARGV[i]), limit = tonumber(ARGV[i + 1]), handover_ms = tonumber(ARGV[i + 2]),
+          ns = ARGV[i + 3], queue = ARGV[i + 4], actor = ARGV[i + 5]}
+end
+
+-- Write the Dramatiq message "run attempt `attempt` of job `id`" straight into the
+-- broker's queue (its layout: <ns>:<queue> list of ids, <ns>:<queue>.msgs hash), in
+-- the same atomic step that marks the job handed over: a job is never handed over
+-- without its message, nor sent twice for one hand-over.
+local function hand_over(id, attempt, now, t)
+  local n = redis.call('HINCRBY', k_job(id), 'handovers', 1)
+  local mid = id .. '-' .. attempt .. '-' .. n
+  local msg = cjson.encode({queue_name = t.queue, actor_name = t.actor, args = {id, attempt}, kwargs = {},
+                            options = {redis_message_id = mid}, message_id = mid, message_timestamp = now})
+  local qkey = t.ns .. ':' .. t.queue
+  redis.call('HSET', qkey .. '.msgs', mid, msg)
+  redis.call('RPUSH', qkey, mid)
+end
+
+-- Admission: hand waiting jobs to the executors, only as many as they have free
+-- slots, and only as many of one queue as its concurrency allows. Queues take
+-- turns, one job each, highest priority (then oldest) first within a queue.
+-- Returns a flat list {id1, attempt1, id2, attempt2, ...}.
+local function admit(t, now)
+  -- Live executors and their slots; forget the silent ones.
+  for _, ex in ipairs(redis.call('ZRANGEBYSCORE', K_EXECUTORS, '-inf', now)) do
+    redis.call('ZREM', K_EXECUTORS, ex)
+    redis.call('DEL', P .. ':executor:' .. ex)
+  end
+  local capacity = 0
+  for _, ex in ipairs(redis.call('ZRANGE', K_EXECUTORS, 0, -1)) do
+    capacity = capacity + (tonumber(hget(P .. ':executor:' .. ex, 'slots')) or 0)
+  end
+  local free = math.min(capacity - redis.call('ZCARD', K_INFLIGHT), t.max)
+  local out = {}
+  if free <= 0 then return out end
+
+  local open = {}
+  for _, q in ipairs(redis.call('SMEMBERS', K_READY_QUEUES)) do
+    local paused, limit, inflight = unpack(redis.call('HMGET', k_queue(q), 'paused', 'concurrency', 'inflight'))
+    limit = tonumber(limit) or t.limit
+    if limit <= 0 then limit = t.limit end
+    if paused ~= '1' then
+      open[#open + 1] = {q = q, room = limit - (tonumber(inflight) or 0)}
+    end
+  end
+
+  local progress = true
+  while free > 0 and progress do
+    progress = false
+    for _, entry in ipairs(open) do
+      if free > 0 and entry.room > 0 then
+        local popped = redis.call('ZPOPMIN', k_index(entry.q, 'waiting'))
+        if #popped == 0 then
+          entry.room = 0
+          redis.call('SREM', K_READY_QUEUES, entry.q)
+        else
+          local id = popped[1]
+          local attempt = tonumber(hget(k_job(id), 'attempt')) + 1
+          redis.call('HSET', k_job(id), 'handed', 1)
+          redis.call('ZADD', K_INFLIGHT, int(now + t.handover_ms), id)
+          redis.call('HINCRBY', k_queue(entry.q), 'inflight', 1)
+          hand_over(id, attempt, now, t)
+          out[#out + 1] = id
+          out[#out + 1] = attempt
+          entry.room = entry.room - 1
+          free = free - 1
+          progress = true
+        end
+      end
+    end
+  end
+  if #out > 0 then
+    -- Wake as many idle consumers as there are new messages (bounded).
+    local wake = t.ns .. ':' .. t.queue .. '.wake'
+    local tokens = {}
+    for i = 1, math.min(#out / 2, 64) do tokens[i] = '1' end
+    redis.call('LPUSH', wake, unpack(tokens))
+    redis.call('LTRIM', wake, 0, 63)
+  end
+  return out
+end

@@ -1,4 +1,6 @@
--- A running attempt ends. ARGV: prefix, id, attempt, outcome, payload, retry_at ms
+-- A running attempt ends, and its slot goes to the next waiting job at once (no
+-- round trip through a gateway). ARGV: prefix, id, attempt, outcome, payload,
+-- retry_at ms, then the six transport arguments (see transport_args).
 --   outcome 'completed': payload is the serialized result
 --   outcome 'failed':    payload is the serialized error; retry_at > 0 asks for a retry
 --                        (granted while attempts remain and no cancel was asked)
@@ -35,4 +37,5 @@ local fields = {}
 if to ~= 'COMPLETED' then fields = {'e', payload} end
 if to == 'COMPLETED' then fields = {'p', 100} end
 emit(id, q, 'state', to, tonumber(attempt), fields, now)
+admit(transport_args(7), now)
 return to
