@@ -43,6 +43,10 @@ class FailedPrecondition(ConveyorError):
     reason = "FAILED_PRECONDITION"
 
 
+class AlreadyExists(ConveyorError):
+    reason = "ALREADY_EXISTS"
+
+
 class ResourceExhausted(ConveyorError):
     reason = "RESOURCE_EXHAUSTED"
 

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     max_file_bytes: int = 5 * 1024 * 1024
     max_artifact_bytes: int = 50 * 1024 * 1024
 
+    # --- history ---------------------------------------------------------------------
+    keep_completed: int = Field(default=100, description="Completed jobs kept per queue.")
+    keep_failed: int = Field(default=200, description="Failed (and cancelled) jobs kept per queue.")
+    keep_max_age_seconds: float = Field(default=7 * 24 * 3600, description="Finished jobs kept at most this long.")
+
     # --- files and logs ------------------------------------------------------------
     data_dir: Path = Path(".conveyor")
     artifact_dir: Path | None = None

@@ -21,7 +21,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from conveyor.settings import Settings
-from conveyor.store.records import AdmissionConfig
+from conveyor.store.records import StorePolicy
 
 #: The one Dramatiq queue every Conveyor job travels on. Conveyor's own queues,
 #: priorities and limits are decided by admission in the store, not here.
@@ -132,12 +132,15 @@ def transport_namespace(key_prefix: str) -> str:
     return f"{key_prefix}:dramatiq"
 
 
-def admission_config(settings: Settings) -> AdmissionConfig:
-    """What the store needs to hand jobs over to this transport."""
-    return AdmissionConfig(
+def store_policy(settings: Settings) -> StorePolicy:
+    """What the store needs to hand jobs over to this transport, and its retention."""
+    return StorePolicy(
         transport_namespace=transport_namespace(settings.key_prefix),
         transport_queue=TRANSPORT_QUEUE,
         actor_name=RUN_JOB_ACTOR,
         default_concurrency=settings.queue_concurrency,
         handover_timeout_ms=int(settings.handover_timeout_seconds * 1000),
+        keep_completed=settings.keep_completed,
+        keep_failed=settings.keep_failed,
+        max_age_ms=int(settings.keep_max_age_seconds * 1000),
     )

@@ -27,7 +27,7 @@ from conveyor.settings import Settings
 from conveyor.statuses import status_bytes
 from conveyor.store.job_store import JobStore, connect
 from conveyor.store.records import Claim
-from conveyor.transport import admission_config
+from conveyor.transport import store_policy
 from conveyor.v1 import job_pb2, job_service_pb2
 from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskRunner
@@ -75,7 +75,7 @@ class ExecutorRuntime:
     async def start(self) -> None:
         s = self.settings
         client = connect(s.effective_redis_url, max_connections=max(8, self.slots * 2), client_name="conveyor-executor")
-        self._store = JobStore(client, s.key_prefix, admission_config(s))
+        self._store = JobStore(client, s.key_prefix, store_policy(s))
         await self.store.client.ping()
         artifacts = LocalArtifactStore(s.artifact_root)
         # Shared by every worker on the host: each browser dir names its creator, and

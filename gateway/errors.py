@@ -12,8 +12,10 @@ import structlog
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from redis.exceptions import RedisError
 
 from conveyor.errors import (
+    AlreadyExists,
     ConveyorError,
     FailedPrecondition,
     InvalidArgument,
@@ -28,6 +30,7 @@ log = structlog.get_logger("gateway.errors")
 CODES: dict[type[ConveyorError], int] = {
     InvalidArgument: code_pb2.INVALID_ARGUMENT,
     NotFound: code_pb2.NOT_FOUND,
+    AlreadyExists: code_pb2.ALREADY_EXISTS,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     Unavailable: code_pb2.UNAVAILABLE,
@@ -38,6 +41,13 @@ def _pack(msg: Any) -> any_pb2.Any:
     out = any_pb2.Any()
     out.Pack(msg)
     return out
+
+
+class ResourceUnavailable(Unavailable):
+    """Unavailable with a retry delay: a transient store failure."""
+
+    reason = "STORE_UNAVAILABLE"
+    retry_after_seconds = 1.0
 
 
 def to_status(exc: ConveyorError) -> status_pb2.Status:
@@ -54,7 +64,7 @@ def to_status(exc: ConveyorError) -> status_pb2.Status:
                 )
             )
         )
-    if isinstance(exc, ResourceExhausted):
+    if isinstance(exc, (ResourceExhausted, ResourceUnavailable)):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(exc.retry_after_seconds * 1000))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
@@ -67,6 +77,9 @@ def internal_status() -> status_pb2.Status:
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    if isinstance(exc, (RedisError, OSError)):
+        log.warning("store unavailable", method=method, error=f"{type(exc).__name__}: {exc}")
+        exc = ResourceUnavailable("the job store is unreachable right now; retry shortly")
     if isinstance(exc, ConveyorError):
         status = to_status(exc)
         log.info("request refused", method=method, code=code_pb2.Code.Name(status.code), error=exc.message)

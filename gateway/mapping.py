@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import status_pb2
 
 from conveyor.store.records import (
+    AttemptRecord,
     EventRecord,
     EventType,
+    ExecutorRecord,
     JobRecord,
     NewJob,
     Priority,
@@ -17,7 +21,8 @@ from conveyor.store.records import (
     State,
     Submitted,
 )
-from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
+from conveyor.store.schedule_store import NewSchedule, ScheduleRecord
+from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2, schedule_service_pb2
 
 STATE_TO_PROTO = {
     State.WAITING: job_pb2.JOB_STATE_WAITING,
@@ -65,6 +70,10 @@ def new_job(
         run_at_ms = request.run_at.ToMilliseconds()
     elif request.HasField("delay"):
         run_at_ms = now_ms + duration_ms(request.delay)
+    hosts = sorted({
+        (urlsplit(step.navigate.url).hostname or "").lower()
+        for step in request.browser.steps if step.WhichOneof("action") == "navigate"
+    } - {""})
     return NewJob(
         id=uuid.uuid4().hex,
         queue=request.queue or "default",
@@ -77,6 +86,11 @@ def new_job(
         kind=task_kind(request),
         request_id=request.request_id,
         labels=dict(request.labels),
+        dedup_key=request.dedup_key,
+        dedup_window_ms=duration_ms(request.dedup_window) if request.HasField("dedup_window") else 0,
+        dedup_return_existing=request.dedup_return_existing,
+        depends_on=tuple(request.depends_on),
+        hosts=tuple(hosts),
     )
 
 
@@ -86,7 +100,24 @@ def submitted_to_proto(s: Submitted) -> job_service_pb2.SubmitJobResponse:
     )
 
 
-def job_to_proto(rec: JobRecord) -> job_pb2.Job:
+def _duration(ms: int) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromMilliseconds(ms)
+    return d
+
+
+def attempt_to_proto(a: AttemptRecord) -> job_pb2.AttemptRecord:
+    out = job_pb2.AttemptRecord(attempt=a.attempt, outcome=STATE_TO_PROTO[a.outcome], worker=a.worker)
+    for field, ms in (("start_time", a.start_ms), ("end_time", a.end_ms)):
+        ts = _ts(ms)
+        if ts is not None:
+            getattr(out, field).CopyFrom(ts)
+    if a.error is not None:
+        out.error.ParseFromString(a.error)
+    return out
+
+
+def job_to_proto(rec: JobRecord, *, estimated_start_ms: int = 0) -> job_pb2.Job:
     job = job_pb2.Job(
         id=rec.id,
         queue=rec.queue,
@@ -101,12 +132,16 @@ def job_to_proto(rec: JobRecord) -> job_pb2.Job:
         owner=rec.owner,
         last_sequence=rec.last_sequence,
         cancel_requested=rec.cancel_requested and not rec.state.terminal,
+        depends_on=rec.depends_on,
+        dedup_key=rec.dedup_key,
+        attempts=[attempt_to_proto(a) for a in rec.attempts],
     )
     for field, ms in (
         ("create_time", rec.created_ms),
         ("start_time", rec.started_ms),
         ("end_time", rec.ended_ms),
         ("run_time", rec.run_at_ms if rec.state is State.DELAYED else 0),
+        ("estimated_start_time", estimated_start_ms),
     ):
         ts = _ts(ms)
         if ts is not None:
@@ -148,17 +183,94 @@ def event_to_proto(ev: EventRecord) -> job_pb2.JobEvent:
 
 
 def queue_to_proto(q: QueueRecord) -> queue_service_pb2.Queue:
-    c = q.counts
+    c, s = q.counts, q.stats
     return queue_service_pb2.Queue(
         name=q.name,
         paused=q.paused,
         concurrency=q.concurrency,
+        host_rate_limit=q.host_rate_limit,
         counts=queue_service_pb2.QueueCounts(
-            waiting=c.waiting,
-            delayed=c.delayed,
-            active=c.active,
-            completed=c.completed,
-            failed=c.failed,
-            cancelled=c.cancelled,
+            waiting=c.waiting, delayed=c.delayed, active=c.active,
+            completed=c.completed, failed=c.failed, cancelled=c.cancelled,
+        ),
+        stats=queue_service_pb2.QueueStats(
+            completed_per_minute=s.completed_per_minute,
+            failed_per_minute=s.failed_per_minute,
+            completed_last_hour=sum(s.completed_per_minute),
+            failed_last_hour=sum(s.failed_per_minute),
+            wait_time_p50=_duration(s.percentile("wait", 50)),
+            wait_time_p95=_duration(s.percentile("wait", 95)),
+            wait_time_p99=_duration(s.percentile("wait", 99)),
+            run_time_p50=_duration(s.percentile("run", 50)),
+            run_time_p95=_duration(s.percentile("run", 95)),
+            run_time_p99=_duration(s.percentile("run", 99)),
         ),
     )
+
+
+def worker_to_proto(w: ExecutorRecord) -> queue_service_pb2.Worker:
+    out = queue_service_pb2.Worker(
+        id=w.id, host=w.host, pid=w.pid, slots=w.slots, running_job_ids=w.running_job_ids,
+        jobs_completed=w.completed,
+    )
+    ts = _ts(w.seen_ms)
+    if ts is not None:
+        out.last_heartbeat_time.CopyFrom(ts)
+    return out
+
+
+# ---- schedules -------------------------------------------------------------------------
+
+
+def new_schedule(
+    request: schedule_service_pb2.CreateScheduleRequest,
+    *,
+    owner: str,
+    schedule_id: str,
+    default_max_attempts: int,
+    default_timeout_ms: int,
+) -> NewSchedule:
+    """A validated CreateScheduleRequest as the store's NewSchedule: the template as
+    the job create_job() makes at each occurrence (which sets its id, request id,
+    schedule_id label and start time)."""
+    template = request.template
+    job = new_job(
+        template,
+        owner=owner,
+        now_ms=0,
+        default_max_attempts=default_max_attempts,
+        default_timeout_ms=default_timeout_ms,
+    )
+    return NewSchedule(
+        id=schedule_id,
+        owner=owner,
+        name=request.name,
+        cron=" ".join(request.cron.split()),
+        time_zone=request.time_zone or "UTC",
+        template=job.spec,
+        job=dataclasses.replace(job, id="", run_at_ms=0),
+        delay_ms=duration_ms(template.delay) if template.HasField("delay") else 0,
+    )
+
+
+def schedule_to_proto(rec: ScheduleRecord) -> schedule_service_pb2.Schedule:
+    out = schedule_service_pb2.Schedule(
+        id=rec.id,
+        name=rec.name,
+        cron=rec.cron,
+        time_zone=rec.time_zone,
+        template=job_service_pb2.SubmitJobRequest.FromString(rec.template),
+        paused=rec.paused,
+        last_job_id=rec.last_job_id,
+        owner=rec.owner,
+        run_count=rec.run_count,
+    )
+    for field, ms in (
+        ("next_run_time", 0 if rec.paused else rec.next_run_ms),
+        ("last_run_time", rec.last_run_ms),
+        ("create_time", rec.created_ms),
+    ):
+        ts = _ts(ms)
+        if ts is not None:
+            getattr(out, field).CopyFrom(ts)
+    return out

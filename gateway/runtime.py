@@ -10,6 +10,7 @@ from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore
 from gateway.admission import Admission
 from gateway.event_hub import EventHub
+from gateway.janitor import Janitor
 from gateway.validation import Limits
 
 
@@ -20,4 +21,5 @@ class GatewayRuntime:
     hub: EventHub
     admission: Admission
     artifacts: ArtifactStore
+    janitor: Janitor
     limits: Limits

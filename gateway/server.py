@@ -15,14 +15,25 @@ from grpc_reflection.v1alpha import reflection
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore, connect
-from conveyor.transport import admission_config
-from conveyor.v1 import job_service_pb2, job_service_pb2_grpc, queue_service_pb2, queue_service_pb2_grpc
+from conveyor.store.schedule_store import ScheduleStore
+from conveyor.transport import store_policy
+from conveyor.v1 import (
+    job_service_pb2,
+    job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
+)
 from gateway.admission import Admission
 from gateway.errors import ErrorInterceptor
 from gateway.event_hub import EventHub
+from gateway.janitor import Janitor
 from gateway.runtime import GatewayRuntime
+from gateway.schedules import ScheduleFiring
 from gateway.servicers.jobs import JobServicer
 from gateway.servicers.queues import QueueServicer
+from gateway.servicers.schedules import ScheduleServicer
 from gateway.validation import Limits
 
 log = structlog.get_logger("gateway")
@@ -30,6 +41,7 @@ log = structlog.get_logger("gateway")
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+    schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
 
 
@@ -38,18 +50,23 @@ class Gateway:
         self.settings = settings
         url = settings.effective_redis_url
         self.client = connect(url, max_connections=64, client_name="conveyor-gateway")
-        self.store = JobStore(self.client, settings.key_prefix, admission_config(settings))
+        self.store = JobStore(self.client, settings.key_prefix, store_policy(settings))
         # The one blocking reader of the event stream: one connection, whatever the watchers.
         self.hub = EventHub(self.store, connect(url, max_connections=1, client_name="conveyor-gateway-events"))
         self.admission = Admission(self.store)
         self.hub.add_listener(self.admission.on_events)
+        self.schedules = ScheduleStore(self.client, settings.key_prefix)
+        self.firing = ScheduleFiring(self.schedules, self.admission.wake)
         self.health = HealthServicer()
+        artifacts = LocalArtifactStore(settings.artifact_root)
+        self.janitor = Janitor(self.store, artifacts)
         self.runtime = GatewayRuntime(
             settings=settings,
             store=self.store,
             hub=self.hub,
             admission=self.admission,
-            artifacts=LocalArtifactStore(settings.artifact_root),
+            artifacts=artifacts,
+            janitor=self.janitor,
             limits=Limits(
                 max_steps=settings.max_steps,
                 max_file_bytes=settings.max_file_bytes,
@@ -69,6 +86,9 @@ class Gateway:
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.runtime), self.server)
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.runtime), self.server)
+        schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            ScheduleServicer(self.runtime, self.schedules, self.firing), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -83,6 +103,8 @@ class Gateway:
             raise RuntimeError(f"cannot listen on {self.settings.grpc_addr}")
         await self.hub.start()
         await self.admission.start()
+        await self.janitor.start()
+        await self.firing.start()
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -93,7 +115,9 @@ class Gateway:
         unary calls finish (up to the grace period)."""
         log.info("gateway stopping")
         await self.health.enter_graceful_shutdown()
+        await self.firing.close()
         await self.admission.close()
+        await self.janitor.close()
         await self.hub.close()
         await self.server.stop(self.settings.shutdown_grace_seconds)
         await self.client.aclose()

@@ -22,6 +22,8 @@ MAX_ATTEMPTS = 100
 MAX_LABELS = 64
 MAX_REQUEST_ID = 128
 MAX_TEXT = 100_000
+MAX_DEPENDENCIES = 100
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TARGETED = ("click", "fill", "type", "clear", "press", "hover", "select", "check", "uncheck", "upload")
 
 
@@ -60,6 +62,18 @@ def validate_submit(req: job_service_pb2.SubmitJobRequest, limits: Limits, prefi
     for key in req.labels:
         if not key or len(key) > 63:
             bad(f"labels[{key!r}]", "label keys are 1 to 63 characters")
+
+    if req.dedup_key and len(req.dedup_key) > MAX_REQUEST_ID:
+        bad("dedup_key", f"at most {MAX_REQUEST_ID} characters")
+    if req.HasField("dedup_window") and not req.dedup_key:
+        bad("dedup_window", "needs a dedup_key")
+    if req.HasField("dedup_window") and duration_ms(req.dedup_window) < 0:
+        bad("dedup_window", "must not be negative")
+    if len(req.depends_on) > MAX_DEPENDENCIES:
+        bad("depends_on", f"at most {MAX_DEPENDENCIES} jobs")
+    for i, dep in enumerate(req.depends_on):
+        if not JOB_ID.match(dep):
+            bad(f"depends_on[{i}]", "a job id")
 
     kind = req.WhichOneof("task")
     if kind is None:

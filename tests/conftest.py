@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conveyor.store.job_store import JobStore, connect
-from conveyor.store.records import AdmissionConfig
+from conveyor.store.records import StorePolicy
 from conveyor.transport import RUN_JOB_ACTOR, TRANSPORT_QUEUE, transport_namespace
 from conveyor.v1 import job_service_pb2_grpc, queue_service_pb2_grpc
 from tests.support.processes import Process, Stack, stack_env, start_redis
@@ -36,7 +36,7 @@ async def store(redis_url: str) -> AsyncIterator[JobStore]:
 
     client = connect(redis_url)
     prefix = f"s{uuid.uuid4().hex[:8]}"
-    yield JobStore(client, prefix, AdmissionConfig(transport_namespace(prefix), TRANSPORT_QUEUE, RUN_JOB_ACTOR))
+    yield JobStore(client, prefix, StorePolicy(transport_namespace(prefix), TRANSPORT_QUEUE, RUN_JOB_ACTOR))
     await client.aclose()
 
 
@@ -50,6 +50,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     s.start_executor()
     yield s
     s.stop()
+    s.print_problems()
 
 
 @pytest.fixture
@@ -65,6 +66,7 @@ def make_stack(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]
     yield make
     for s in made:
         s.stop()
+        s.print_problems()
 
 
 @pytest.fixture

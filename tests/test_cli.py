@@ -176,7 +176,7 @@ STREAM = [
     job_service_pb2.WatchJobResponse(job=job_pb2.Job(id="j", state=job_pb2.JOB_STATE_WAITING, position=2)),
     _event(1, job_pb2.JOB_STATE_ACTIVE),
     _event(2, job_pb2.JOB_STATE_ACTIVE, 50, "click #submit", step=2, name="press it"),
-    job_service_pb2.WatchJobResponse(heartbeat=job_service_pb2.Heartbeat()),
+    job_service_pb2.WatchJobResponse(heartbeat=job_pb2.Heartbeat()),
     _event(3, job_pb2.JOB_STATE_COMPLETED, 100),
 ]
 

@@ -31,7 +31,7 @@ async def assert_counters_match(store: JobStore, queue: str) -> None:
     in two per-state indexes."""
     ids = [m.decode() for m in await store.client.zrange(store.keys.queue_index(queue, "jobs"), 0, -1)]
     jobs = [j for j in await store.get_many(ids) if j is not None]
-    q = await store.get_queue(queue, 16)
+    q = await store.get_queue(queue)
     for state in State:
         assert getattr(q.counts, state.value.lower()) == sum(1 for j in jobs if j.state is state), state
     members: dict[str, int] = {}
@@ -69,7 +69,7 @@ async def test_queue_concurrency_limits_a_queue(store: JobStore) -> None:
     for _ in range(3):
         await store.submit(new(queue="narrow"))
     await register(store, slots=10)
-    store.admission = replace(store.admission, default_concurrency=1)
+    store.policy = replace(store.policy, default_concurrency=1)
     assert len(await store.dispatch(10)) == 1
 
 
@@ -92,7 +92,7 @@ async def test_unclaimed_handover_goes_back_to_its_place(store: JobStore) -> Non
     await store.submit(first)
     await store.submit(second)
     await register(store, 1)
-    store.admission = replace(store.admission, handover_timeout_ms=50)
+    store.policy = replace(store.policy, handover_timeout_ms=50)
     (h,) = await store.dispatch(10)
     assert h.job_id == first.id
     await asyncio.sleep(0.1)
@@ -149,7 +149,7 @@ async def test_request_id_is_idempotent(store: JobStore) -> None:
     a = await store.submit(new(request_id="r1"))
     b = await store.submit(new(request_id="r1"))
     assert b.id == a.id and b.existing
-    q = await store.get_queue("default", 16)
+    q = await store.get_queue("default")
     assert q.counts.waiting == 1
 
 
@@ -171,7 +171,7 @@ async def test_concurrent_dispatchers_never_hand_a_job_over_twice(store: JobStor
     jobs = [new() for _ in range(200)]
     await store.submit_many(jobs)
     await register(store, 1000)
-    store.admission = replace(store.admission, default_concurrency=1000)
+    store.policy = replace(store.policy, default_concurrency=1000)
     results = await asyncio.gather(*(store.dispatch(7) for _ in range(60)))
     handed = [h.job_id for batch in results for h in batch]
     assert len(handed) == len(set(handed)) == 200
@@ -184,7 +184,7 @@ async def test_hand_over_writes_a_dramatiq_message_and_finish_refills_the_slot(s
     await store.submit(second)
     await register(store, 1)
     (h,) = await store.dispatch()
-    a = store.admission
+    a = store.policy
     queue_key = f"{a.transport_namespace}:{a.transport_queue}"
     (mid,) = await store.client.lrange(queue_key, 0, -1)
     message = Message.decode(await store.client.hget(f"{queue_key}.msgs", mid))

@@ -14,17 +14,26 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from conveyor.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from conveyor.errors import (
+    AlreadyExists,
+    ConveyorError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
-    AdmissionConfig,
     Claim,
     EventRecord,
+    ExecutorRecord,
     Handover,
     JobRecord,
     NewJob,
     QueueRecord,
+    QueueStats,
     State,
+    StorePolicy,
     Submitted,
 )
 from conveyor.store.scripts import register_scripts
@@ -42,6 +51,21 @@ def connect(url: str, *, max_connections: int = 32, client_name: str | None = No
     return aioredis.Redis(connection_pool=pool)
 
 
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _duplicate(job: NewJob, exc: ResponseError) -> ConveyorError:
+    reply = str(exc)
+    if not reply.startswith("duplicate:"):
+        raise exc
+    other = reply.split(":", 1)[1]
+    return AlreadyExists(
+        f"a job with dedup key {job.dedup_key!r} is already waiting, running or within its window: {other}",
+        reason="DUPLICATE_JOB", metadata={"existing_job_id": other, "dedup_key": job.dedup_key},
+    )
+
+
 def _encode_token(score: float, skip: int) -> str:
     return base64.urlsafe_b64encode(json.dumps([score, skip]).encode()).decode()
 
@@ -55,12 +79,12 @@ def _decode_token(token: str) -> tuple[float, int]:
 
 
 class JobStore:
-    def __init__(self, client: aioredis.Redis, prefix: str, admission: AdmissionConfig) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, policy: StorePolicy) -> None:
         # redis-py types every reply as a wide union; replies are parsed here by shape.
         self.client: Any = client
         self.prefix = prefix
         self.keys = Keys(prefix)
-        self.admission = admission
+        self.policy = policy
         self._scripts = register_scripts(client)
 
     async def _run(self, name: str, *args: Any, client: Any = None) -> Any:
@@ -68,11 +92,9 @@ class JobStore:
 
     # ---- submit -------------------------------------------------------------------
 
-    def _submit_args(self, job: NewJob) -> list[Any]:
-        return [
-            job.id, job.queue, job.owner, int(job.priority), job.max_attempts, job.timeout_ms,
-            job.run_at_ms, job.spec, job.request_id, job.kind, json.dumps(job.labels),
-        ]
+    @staticmethod
+    def _submit_args(job: NewJob) -> list[Any]:
+        return [job.to_json(), job.spec]
 
     @staticmethod
     def _submitted(reply: list[Any]) -> Submitted:
@@ -82,16 +104,24 @@ class JobStore:
         )
 
     async def submit(self, job: NewJob) -> Submitted:
-        return self._submitted(await self._run("submit", *self._submit_args(job)))
+        try:
+            return self._submitted(await self._run("submit", *self._submit_args(job)))
+        except ResponseError as exc:
+            raise _duplicate(job, exc) from None
 
-    async def submit_many(self, jobs: Sequence[NewJob]) -> list[Submitted]:
-        """Many submits in one pipelined round trip (each its own atomic script)."""
+    async def submit_many(self, jobs: Sequence[NewJob]) -> list[Submitted | ConveyorError]:
+        """Many submits in one pipelined round trip (each its own atomic script). A job
+        refused by its deduplication key is an AlreadyExists in its place."""
         if not jobs:
             return []
         pipe = self.client.pipeline(transaction=False)
         for job in jobs:
             await self._run("submit", *self._submit_args(job), client=pipe)
-        return [self._submitted(r) for r in await pipe.execute()]
+        replies = await pipe.execute(raise_on_error=False)
+        return [
+            _duplicate(job, r) if isinstance(r, ResponseError) else self._submitted(r)
+            for job, r in zip(jobs, replies, strict=True)
+        ]
 
     # ---- read -----------------------------------------------------------------------
 
@@ -100,13 +130,12 @@ class JobStore:
             return []
         replies = await self._run("get", *job_ids)
         out: list[JobRecord | None] = []
-        for flat in replies:
-            if not flat:
+        for reply in replies:
+            if not reply:
                 out.append(None)
                 continue
-            h = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
-            h[b"_position"] = str(h[b"_position"]).encode() if isinstance(h[b"_position"], int) else h[b"_position"]
-            out.append(JobRecord.from_hash(h))
+            flat, attempts = reply
+            out.append(JobRecord.from_hash(_pairs(flat), _pairs(attempts)))
         return out
 
     async def get(self, job_id: str) -> JobRecord:
@@ -148,6 +177,13 @@ class JobStore:
         rows = await self.client.xrange(self.keys.job_events(job_id), f"(0-{after_sequence}", "+", count=count)
         return [EventRecord.from_fields(fields) for _, fields in rows]
 
+    async def queue_events_after(self, queue: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
+        """A queue's events after a queue sequence (the stream keeps the last ~10,000)."""
+        rows = await self.client.xrange(
+            self.keys.queue_index(queue, "events"), f"(0-{after_sequence}", "+", count=count
+        )
+        return [EventRecord.from_fields(fields) for _, fields in rows]
+
     async def latest_event_id(self) -> str:
         """The id of the newest event of the global stream ('0-0' when empty)."""
         rows = await self.client.xrevrange(self.keys.events, count=1)
@@ -164,25 +200,63 @@ class JobStore:
         _, rows = reply[0]
         return rows[-1][0].decode(), [EventRecord.from_fields(f) for _, f in rows]
 
-    async def get_queue(self, name: str, default_concurrency: int) -> QueueRecord:
+    async def get_queue(self, name: str, *, with_stats: bool = False) -> QueueRecord:
+        """A queue's settings and counters (and, with_stats, its throughput and timing
+        samples): a fixed number of small reads, whatever the number of jobs."""
         if await self.client.zscore(self.keys.queues, name) is None:
             raise NotFound(f"queue {name!r} not found", metadata={"queue": name})
-        h = await self.client.hgetall(self.keys.queue(name))
-        return QueueRecord.from_hash(name, h, default_concurrency)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.queue(name))
+        if with_stats:
+            pipe.hgetall(self.keys.queue_index(name, "throughput"))
+            pipe.lrange(self.keys.queue_index(name, "wait-ms"), 0, -1)
+            pipe.lrange(self.keys.queue_index(name, "run-ms"), 0, -1)
+            pipe.time()
+        replies = await pipe.execute()
+        stats = None
+        if with_stats:
+            throughput, wait, run, (now_s, _) = replies[1:]
+            stats = _queue_stats(throughput, wait, run, now_s * 1000)
+        return QueueRecord.from_hash(name, replies[0], self.policy.default_concurrency, stats)
 
-    async def list_queues(self, default_concurrency: int) -> list[QueueRecord]:
+    async def list_queues(self) -> list[QueueRecord]:
         names = [n.decode() for n in await self.client.zrange(self.keys.queues, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.queue(name))
         hashes = await pipe.execute()
-        return [QueueRecord.from_hash(n, h, default_concurrency) for n, h in zip(names, hashes, strict=True)]
+        return [
+            QueueRecord.from_hash(n, h, self.policy.default_concurrency) for n, h in zip(names, hashes, strict=True)
+        ]
+
+    async def update_queue(self, name: str, **fields: int) -> QueueRecord:
+        """Set paused / concurrency / host_rate_limit (the queue is created on first use)."""
+        flat: list[Any] = []
+        for key, value in fields.items():
+            flat += [key, int(value)]
+        await self._run("queue_update", name, *flat)
+        return await self.get_queue(name)
+
+    async def clean_queue(self, name: str, state: State, ended_before_ms: int, limit: int) -> int:
+        return int(await self._run("clean", name, state.value, ended_before_ms, limit))
+
+    async def retry_failed(self, name: str, limit: int) -> int:
+        return int(await self._run("retry_failed", name, limit))
+
+    async def take_deleted(self, count: int = 100) -> list[str]:
+        """Ids of deleted jobs whose artifacts are still to be removed."""
+        ids = await self.client.lpop(f"{self.prefix}:gc", count)
+        return [i.decode() for i in ids or []]
+
+    async def now_ms(self) -> int:
+        now_s, now_us = await self.client.time()
+        return int(now_s * 1000 + now_us // 1000)
 
     # ---- client actions -------------------------------------------------------------
 
     async def cancel(self, job_id: str, error: bytes) -> State:
         try:
-            return State((await self._run("cancel", job_id, error)).decode())
+            return State((await self._run("cancel", job_id, error, *self.policy.args())).decode())
         except ResponseError as exc:
             self._raise_for(job_id, str(exc), "cancel")
             raise
@@ -212,14 +286,14 @@ class JobStore:
     async def dispatch(self, max_jobs: int | None = None) -> list[Handover]:
         """Hand waiting jobs to the executors' free slots: each becomes a Dramatiq
         message in the same atomic step (admit() in lua/_lib.lua)."""
-        flat = await self._run("dispatch", *self.admission.args(max_jobs))
+        flat = await self._run("dispatch", *self.policy.args(max_jobs))
         return [Handover(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def promote_due(self, max_jobs: int = 1000) -> int:
         return int(await self._run("promote", max_jobs))
 
     async def reap(self, lost_error: bytes, max_jobs: int = 1000) -> tuple[int, int]:
-        requeued, failed = await self._run("reap", max_jobs, lost_error)
+        requeued, failed = await self._run("reap", max_jobs, lost_error, *self.policy.args())
         return int(requeued), int(failed)
 
     # ---- executor side ----------------------------------------------------------------
@@ -265,18 +339,25 @@ class JobStore:
 
     async def _finish(self, job_id: str, attempt: int, outcome: str, payload: bytes, retry_at_ms: int) -> State | None:
         # The freed slot is refilled in the same script.
-        reply = await self._run("finish", job_id, attempt, outcome, payload, retry_at_ms, *self.admission.args())
+        reply = await self._run("finish", job_id, attempt, outcome, payload, retry_at_ms, *self.policy.args())
         return State(reply.decode()) if reply else None
 
-    async def live_executors(self) -> list[dict[str, Any]]:
-        now_s, now_us = await self.client.time()
-        now_ms = now_s * 1000 + now_us // 1000
+    async def live_executors(self) -> list[ExecutorRecord]:
+        now_ms = await self.now_ms()
         ids = [i.decode() for i in await self.client.zrangebyscore(self.keys.executors, now_ms, "+inf")]
-        out = []
+        pipe = self.client.pipeline(transaction=False)
         for executor_id in ids:
-            h = await self.client.hgetall(self.keys.executor(executor_id))
-            if h:
-                info = json.loads(h.get(b"info", b"{}"))
-                out.append({"id": executor_id, "slots": int(h.get(b"slots", 0)),
-                            "running": int(float(h.get(b"running", 0))), "seen_ms": int(h.get(b"seen", 0)), **info})
-        return out
+            pipe.hgetall(self.keys.executor(executor_id))
+        return [ExecutorRecord.from_hash(i, h) for i, h in zip(ids, await pipe.execute(), strict=True) if h]
+
+
+def _queue_stats(throughput: dict[bytes, bytes], wait: list[bytes], run: list[bytes], now_ms: int) -> QueueStats:
+    """The last 60 minutes of the throughput ring (oldest first), and the samples."""
+    minute = now_ms // 60000
+    completed, failed = [], []
+    for m in range(minute - 59, minute + 1):
+        slot = m % 60
+        fresh = throughput.get(f"m:{slot}".encode()) == str(m).encode()
+        completed.append(int(throughput.get(f"c:{slot}".encode(), 0)) if fresh else 0)
+        failed.append(int(throughput.get(f"f:{slot}".encode(), 0)) if fresh else 0)
+    return QueueStats(tuple(completed), tuple(failed), tuple(int(w) for w in wait), tuple(int(r) for r in run))

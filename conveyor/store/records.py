@@ -41,6 +41,29 @@ def _i(value: bytes | None) -> int:
 
 
 @dataclass(frozen=True)
+class AttemptRecord:
+    attempt: int
+    start_ms: int
+    end_ms: int
+    outcome: State
+    error: bytes | None
+    worker: str
+
+    @classmethod
+    def from_hash(cls, h: dict[bytes, bytes]) -> list[AttemptRecord]:
+        by_attempt: dict[int, dict[str, bytes]] = {}
+        for key, value in h.items():
+            n, _, name = key.decode().partition(":")
+            by_attempt.setdefault(int(n), {})[name] = value
+        return [
+            cls(attempt=n, start_ms=_i(f.get("start")), end_ms=_i(f.get("end")),
+                outcome=State(_s(f.get("outcome")) or State.ACTIVE.value), error=f.get("error") or None,
+                worker=_s(f.get("worker")))
+            for n, f in sorted(by_attempt.items())
+        ]
+
+
+@dataclass(frozen=True)
 class JobRecord:
     id: str
     queue: str
@@ -68,10 +91,15 @@ class JobRecord:
     worker: str
     request_id: str
     position: int
+    ready_ms: int = 0
+    depends_on: tuple[str, ...] = ()
+    dedup_key: str = ""
+    attempts: tuple[AttemptRecord, ...] = ()
 
     @classmethod
-    def from_hash(cls, h: dict[bytes, bytes]) -> JobRecord:
+    def from_hash(cls, h: dict[bytes, bytes], attempts: dict[bytes, bytes] | None = None) -> JobRecord:
         labels = h.get(b"labels")
+        deps = h.get(b"depends_on")
         return cls(
             id=_s(h[b"id"]),
             queue=_s(h[b"queue"]),
@@ -99,6 +127,10 @@ class JobRecord:
             worker=_s(h.get(b"worker")),
             request_id=_s(h.get(b"request_id")),
             position=_i(h.get(b"_position")),
+            ready_ms=_i(h.get(b"ready")),
+            depends_on=tuple(json.loads(deps)) if deps else (),
+            dedup_key=_s(h.get(b"dedup")).rsplit(":", 1)[-1] if h.get(b"dedup") else "",
+            attempts=tuple(AttemptRecord.from_hash(attempts or {})),
         )
 
 
@@ -157,27 +189,54 @@ class QueueCounts:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    completed_per_minute: tuple[int, ...] = ()
+    failed_per_minute: tuple[int, ...] = ()
+    wait_ms: tuple[int, ...] = ()  # recent samples, any order
+    run_ms: tuple[int, ...] = ()
+
+    def percentile(self, kind: str, p: float) -> int:
+        values = sorted(self.wait_ms if kind == "wait" else self.run_ms)
+        if not values:
+            return 0
+        return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+    @property
+    def mean_run_ms(self) -> float:
+        return sum(self.run_ms) / len(self.run_ms) if self.run_ms else 0.0
+
+
+@dataclass(frozen=True)
 class QueueRecord:
     name: str
     paused: bool
     concurrency: int
     counts: QueueCounts = field(default_factory=QueueCounts)
+    host_rate_limit: int = 0
+    stats: QueueStats = field(default_factory=QueueStats)
+    last_sequence: int = 0
 
     @classmethod
-    def from_hash(cls, name: str, h: dict[bytes, bytes], default_concurrency: int) -> QueueRecord:
+    def from_hash(
+        cls, name: str, h: dict[bytes, bytes], default_concurrency: int, stats: QueueStats | None = None
+    ) -> QueueRecord:
         counts = QueueCounts(**{s.value.lower(): _i(h.get(s.value.encode())) for s in State})
         return cls(
             name=name,
             paused=h.get(b"paused") == b"1",
             concurrency=_i(h.get(b"concurrency")) or default_concurrency,
             counts=counts,
+            host_rate_limit=_i(h.get(b"host_rate_limit")),
+            stats=stats or QueueStats(),
+            last_sequence=_i(h.get(b"qseq")),
         )
 
 
 @dataclass(frozen=True)
-class AdmissionConfig:
-    """How admission hands jobs over: its limits, and the Dramatiq queue the Lua
-    scripts write hand-over messages into (see conveyor/transport.py)."""
+class StorePolicy:
+    """What the Lua scripts need beyond a job: how admission hands jobs over (its
+    limits, and the Dramatiq queue it writes hand-over messages into, see
+    conveyor/transport.py) and how much finished history a queue keeps."""
 
     transport_namespace: str
     transport_queue: str
@@ -185,11 +244,15 @@ class AdmissionConfig:
     default_concurrency: int = 16
     handover_timeout_ms: int = 10_000
     batch: int = 500
+    keep_completed: int = 100
+    keep_failed: int = 200
+    max_age_ms: int = 7 * 24 * 3600 * 1000
 
     def args(self, max_jobs: int | None = None) -> list[str | int]:
-        """The six transport arguments of the Lua scripts (transport_args in _lib.lua)."""
+        """The policy arguments of the Lua scripts (transport_args in lua/_lib.lua)."""
         return [max_jobs or self.batch, self.default_concurrency, self.handover_timeout_ms,
-                self.transport_namespace, self.transport_queue, self.actor_name]
+                self.transport_namespace, self.transport_queue, self.actor_name,
+                self.keep_completed, self.keep_failed, self.max_age_ms]
 
 
 @dataclass(frozen=True)
@@ -228,6 +291,27 @@ class NewJob:
     kind: str
     request_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    dedup_key: str = ""
+    dedup_window_ms: int = 0
+    dedup_return_existing: bool = False
+    depends_on: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        """The job as create_job() in lua/_lib.lua reads it (the spec travels apart: it is bytes)."""
+        data: dict[str, object] = {
+            "id": self.id, "queue": self.queue, "owner": self.owner, "priority": int(self.priority),
+            "max_attempts": self.max_attempts, "timeout_ms": self.timeout_ms, "run_at": self.run_at_ms,
+            "request_id": self.request_id, "kind": self.kind, "labels": self.labels,
+        }
+        if self.dedup_key:
+            data.update(dedup_key=self.dedup_key, dedup_window_ms=self.dedup_window_ms,
+                        dedup_return_existing=self.dedup_return_existing)
+        if self.depends_on:
+            data["depends_on"] = list(self.depends_on)
+        if self.hosts:
+            data["hosts"] = list(self.hosts)
+        return json.dumps(data)
 
 
 @dataclass(frozen=True)
@@ -236,3 +320,29 @@ class Submitted:
     state: State
     position: int
     existing: bool
+
+
+@dataclass(frozen=True)
+class ExecutorRecord:
+    """One live executor worker process, as its heartbeat registered it."""
+
+    id: str
+    slots: int
+    running_job_ids: tuple[str, ...]
+    seen_ms: int
+    host: str
+    pid: int
+    completed: int
+
+    @classmethod
+    def from_hash(cls, executor_id: str, h: dict[bytes, bytes]) -> ExecutorRecord:
+        info = json.loads(h.get(b"info", b"{}"))
+        return cls(
+            id=executor_id,
+            slots=_i(h.get(b"slots")),
+            running_job_ids=tuple(json.loads(h.get(b"jobs", b"[]"))),
+            seen_ms=_i(h.get(b"seen")),
+            host=str(info.get("host", "")),
+            pid=int(info.get("pid", 0)),
+            completed=int(info.get("completed", 0)),
+        )

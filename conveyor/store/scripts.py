@@ -12,6 +12,8 @@ LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = (
     "submit", "dispatch", "claim", "heartbeat", "progress", "finish",
     "cancel", "retry", "promote", "reap", "get",
+    "queue_update", "clean", "retry_failed",
+    "schedule_create", "schedule_fire", "schedule_delete", "schedule_pause", "schedule_resume",
 )
 
 

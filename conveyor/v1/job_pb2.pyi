@@ -163,6 +163,10 @@ class Job(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    ESTIMATED_START_TIME_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DEDUP_KEY_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     BROWSER_FIELD_NUMBER: _builtins.int
     NOOP_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
@@ -188,6 +192,7 @@ class Job(_message.Message):
     """The sequence number of the last event of this job."""
     cancel_requested: _builtins.bool
     """Set once a cancel was asked for an ACTIVE job, until it ends."""
+    dedup_key: _builtins.str
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -204,6 +209,20 @@ class Job(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def estimated_start_time(self) -> _timestamp_pb2.Timestamp:
+        """While WAITING in line: when it is expected to start, from the queue's recent
+        run times and its free slots.
+        """
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The jobs this one waits for."""
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRecord]:
+        """Every attempt so far, oldest first, with how it ended."""
+
     @_builtins.property
     def browser(self) -> _task_pb2.BrowserTask: ...
     @_builtins.property
@@ -237,20 +256,87 @@ class Job(_message.Message):
         owner: _builtins.str = ...,
         last_sequence: _builtins.int = ...,
         cancel_requested: _builtins.bool = ...,
+        estimated_start_time: _timestamp_pb2.Timestamp | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        dedup_key: _builtins.str = ...,
+        attempts: _abc.Iterable[Global___AttemptRecord] | None = ...,
         browser: _task_pb2.BrowserTask | None = ...,
         noop: _task_pb2.NoopTask | None = ...,
         result: Global___JobResult | None = ...,
         error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "noop", b"noop", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "estimated_start_time", b"estimated_start_time", "noop", b"noop", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "browser", b"browser", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "noop", b"noop", "owner", b"owner", "position", b"position", "priority", b"priority", "progress", b"progress", "progress_message", b"progress_message", "queue", b"queue", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "browser", b"browser", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "dedup_key", b"dedup_key", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "estimated_start_time", b"estimated_start_time", "id", b"id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "noop", b"noop", "owner", b"owner", "position", b"position", "priority", b"priority", "progress", b"progress", "progress_message", b"progress_message", "queue", b"queue", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["browser", "noop"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_task) -> _WhichOneofReturnType_task | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    """Sent on an idle stream (WatchJob, WatchQueue) so clients and proxies know it is alive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class AttemptRecord(_message.Message):
+    """One attempt of a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    outcome: Global___JobState.ValueType
+    """COMPLETED, FAILED (whether retried or not), CANCELLED, or ACTIVE while it runs."""
+    worker: _builtins.str
+    """The executor that ran it."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def error(self) -> _status_pb2.Status: ...
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        outcome: Global___JobState.ValueType = ...,
+        error: _status_pb2.Status | None = ...,
+        worker: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "outcome", b"outcome", "start_time", b"start_time", "worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttemptRecord: _TypeAlias = AttemptRecord  # noqa: Y015
 
 @_typing.final
 class JobResult(_message.Message):

@@ -26,9 +26,10 @@ from conveyor.v1 import job_pb2 as conveyor_dot_v1_dot_job__pb2
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onveyor/v1/job_service.proto\x12\x0b\x63onveyor.v1\x1a\x15\x63onveyor/v1/job.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x03\n\x10SubmitJobRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\'\n\x08priority\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.Priority\x12\x14\n\x0cmax_attempts\x18\x03 \x01(\x05\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05\x64\x65lay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x06run_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x39\n\x06labels\x18\x08 \x03(\x0b\x32).conveyor.v1.SubmitJobRequest.LabelsEntry\x12+\n\x07\x62rowser\x18\n \x01(\x0b\x32\x18.conveyor.v1.BrowserTaskH\x00\x12%\n\x04noop\x18\x0b \x01(\x0b\x32\x15.conveyor.v1.NoopTaskH\x00\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04task\"i\n\x11SubmitJobResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x10\n\x08\x65xisting\x18\x04 \x01(\x08\"D\n\x11SubmitJobsRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.conveyor.v1.SubmitJobRequest\"E\n\x12SubmitJobsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.conveyor.v1.SubmitJobResponse\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Job\"m\n\x0fListJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.conveyor.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"\x90\x01\n\x10WatchJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobH\x00\x12&\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.conveyor.v1.JobEventH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.conveyor.v1.HeartbeatH\x00\x42\x06\n\x04kind\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x0eWaitJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\">\n\x0fWaitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Job\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Job\"\x1d\n\x0fRetryJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"1\n\x10RetryJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Job\"2\n\x12GetArtifactRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"M\n\x13GetArtifactResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x32\xad\x05\n\nJobService\x12J\n\tSubmitJob\x12\x1d.conveyor.v1.SubmitJobRequest\x1a\x1e.conveyor.v1.SubmitJobResponse\x12M\n\nSubmitJobs\x12\x1e.conveyor.v1.SubmitJobsRequest\x1a\x1f.conveyor.v1.SubmitJobsResponse\x12\x41\n\x06GetJob\x12\x1a.conveyor.v1.GetJobRequest\x1a\x1b.conveyor.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.conveyor.v1.ListJobsRequest\x1a\x1d.conveyor.v1.ListJobsResponse\x12I\n\x08WatchJob\x12\x1c.conveyor.v1.WatchJobRequest\x1a\x1d.conveyor.v1.WatchJobResponse0\x01\x12\x44\n\x07WaitJob\x12\x1b.conveyor.v1.WaitJobRequest\x1a\x1c.conveyor.v1.WaitJobResponse\x12J\n\tCancelJob\x12\x1d.conveyor.v1.CancelJobRequest\x1a\x1e.conveyor.v1.CancelJobResponse\x12G\n\x08RetryJob\x12\x1c.conveyor.v1.RetryJobRequest\x1a\x1d.conveyor.v1.RetryJobResponse\x12R\n\x0bGetArtifact\x12\x1f.conveyor.v1.GetArtifactRequest\x1a .conveyor.v1.GetArtifactResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onveyor/v1/job_service.proto\x12\x0b\x63onveyor.v1\x1a\x15\x63onveyor/v1/job.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xb3\x04\n\x10SubmitJobRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\'\n\x08priority\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.Priority\x12\x14\n\x0cmax_attempts\x18\x03 \x01(\x05\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05\x64\x65lay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x06run_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x39\n\x06labels\x18\x08 \x03(\x0b\x32).conveyor.v1.SubmitJobRequest.LabelsEntry\x12+\n\x07\x62rowser\x18\n \x01(\x0b\x32\x18.conveyor.v1.BrowserTaskH\x00\x12%\n\x04noop\x18\x0b \x01(\x0b\x32\x15.conveyor.v1.NoopTaskH\x00\x12\x11\n\tdedup_key\x18\x0c \x01(\t\x12/\n\x0c\x64\x65\x64up_window\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1d\n\x15\x64\x65\x64up_return_existing\x18\x0e \x01(\x08\x12\x12\n\ndepends_on\x18\x0f \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04task\"i\n\x11SubmitJobResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x10\n\x08\x65xisting\x18\x04 \x01(\x08\"[\n\x11SubmitJobsRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.conveyor.v1.SubmitJobRequest\x12\x15\n\rallow_partial\x18\x02 \x01(\x08\"s\n\x12SubmitJobsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.conveyor.v1.SubmitJobResponse\x12,\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1c.conveyor.v1.SubmitJobsError\"C\n\x0fSubmitJobsError\x12\r\n\x05index\x18\x01 \x01(\x05\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Job\"m\n\x0fListJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.conveyor.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"\x90\x01\n\x10WatchJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobH\x00\x12&\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.conveyor.v1.JobEventH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.conveyor.v1.HeartbeatH\x00\x42\x06\n\x04kind\"H\n\x0eWaitJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\">\n\x0fWaitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Job\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Job\"\x1d\n\x0fRetryJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"1\n\x10RetryJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.Job\"2\n\x12GetArtifactRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"M\n\x13GetArtifactResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x32\xad\x05\n\nJobService\x12J\n\tSubmitJob\x12\x1d.conveyor.v1.SubmitJobRequest\x1a\x1e.conveyor.v1.SubmitJobResponse\x12M\n\nSubmitJobs\x12\x1e.conveyor.v1.SubmitJobsRequest\x1a\x1f.conveyor.v1.SubmitJobsResponse\x12\x41\n\x06GetJob\x12\x1a.conveyor.v1.GetJobRequest\x1a\x1b.conveyor.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.conveyor.v1.ListJobsRequest\x1a\x1d.conveyor.v1.ListJobsResponse\x12I\n\x08WatchJob\x12\x1c.conveyor.v1.WatchJobRequest\x1a\x1d.conveyor.v1.WatchJobResponse0\x01\x12\x44\n\x07WaitJob\x12\x1b.conveyor.v1.WaitJobRequest\x1a\x1c.conveyor.v1.WaitJobResponse\x12J\n\tCancelJob\x12\x1d.conveyor.v1.CancelJobRequest\x1a\x1e.conveyor.v1.CancelJobResponse\x12G\n\x08RetryJob\x12\x1c.conveyor.v1.RetryJobRequest\x1a\x1d.conveyor.v1.RetryJobResponse\x12R\n\x0bGetArtifact\x12\x1f.conveyor.v1.GetArtifactRequest\x1a .conveyor.v1.GetArtifactResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,46 +38,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITJOBREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_SUBMITJOBREQUEST']._serialized_start=159
-  _globals['_SUBMITJOBREQUEST']._serialized_end=603
-  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_start=550
-  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_end=595
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=605
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=710
-  _globals['_SUBMITJOBSREQUEST']._serialized_start=712
-  _globals['_SUBMITJOBSREQUEST']._serialized_end=780
-  _globals['_SUBMITJOBSRESPONSE']._serialized_start=782
-  _globals['_SUBMITJOBSRESPONSE']._serialized_end=851
-  _globals['_GETJOBREQUEST']._serialized_start=853
-  _globals['_GETJOBREQUEST']._serialized_end=880
-  _globals['_GETJOBRESPONSE']._serialized_start=882
-  _globals['_GETJOBRESPONSE']._serialized_end=929
-  _globals['_LISTJOBSREQUEST']._serialized_start=931
-  _globals['_LISTJOBSREQUEST']._serialized_end=1040
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1042
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1117
-  _globals['_WATCHJOBREQUEST']._serialized_start=1119
-  _globals['_WATCHJOBREQUEST']._serialized_end=1196
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1199
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1343
-  _globals['_HEARTBEAT']._serialized_start=1345
-  _globals['_HEARTBEAT']._serialized_end=1398
-  _globals['_WAITJOBREQUEST']._serialized_start=1400
-  _globals['_WAITJOBREQUEST']._serialized_end=1472
-  _globals['_WAITJOBRESPONSE']._serialized_start=1474
-  _globals['_WAITJOBRESPONSE']._serialized_end=1536
-  _globals['_CANCELJOBREQUEST']._serialized_start=1538
-  _globals['_CANCELJOBREQUEST']._serialized_end=1568
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1570
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1620
-  _globals['_RETRYJOBREQUEST']._serialized_start=1622
-  _globals['_RETRYJOBREQUEST']._serialized_end=1651
-  _globals['_RETRYJOBRESPONSE']._serialized_start=1653
-  _globals['_RETRYJOBRESPONSE']._serialized_end=1702
-  _globals['_GETARTIFACTREQUEST']._serialized_start=1704
-  _globals['_GETARTIFACTREQUEST']._serialized_end=1754
-  _globals['_GETARTIFACTRESPONSE']._serialized_start=1756
-  _globals['_GETARTIFACTRESPONSE']._serialized_end=1833
-  _globals['_JOBSERVICE']._serialized_start=1836
-  _globals['_JOBSERVICE']._serialized_end=2521
+  _globals['_SUBMITJOBREQUEST']._serialized_start=184
+  _globals['_SUBMITJOBREQUEST']._serialized_end=747
+  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_start=694
+  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_end=739
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=749
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=854
+  _globals['_SUBMITJOBSREQUEST']._serialized_start=856
+  _globals['_SUBMITJOBSREQUEST']._serialized_end=947
+  _globals['_SUBMITJOBSRESPONSE']._serialized_start=949
+  _globals['_SUBMITJOBSRESPONSE']._serialized_end=1064
+  _globals['_SUBMITJOBSERROR']._serialized_start=1066
+  _globals['_SUBMITJOBSERROR']._serialized_end=1133
+  _globals['_GETJOBREQUEST']._serialized_start=1135
+  _globals['_GETJOBREQUEST']._serialized_end=1162
+  _globals['_GETJOBRESPONSE']._serialized_start=1164
+  _globals['_GETJOBRESPONSE']._serialized_end=1211
+  _globals['_LISTJOBSREQUEST']._serialized_start=1213
+  _globals['_LISTJOBSREQUEST']._serialized_end=1322
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1324
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1399
+  _globals['_WATCHJOBREQUEST']._serialized_start=1401
+  _globals['_WATCHJOBREQUEST']._serialized_end=1478
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1481
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1625
+  _globals['_WAITJOBREQUEST']._serialized_start=1627
+  _globals['_WAITJOBREQUEST']._serialized_end=1699
+  _globals['_WAITJOBRESPONSE']._serialized_start=1701
+  _globals['_WAITJOBRESPONSE']._serialized_end=1763
+  _globals['_CANCELJOBREQUEST']._serialized_start=1765
+  _globals['_CANCELJOBREQUEST']._serialized_end=1795
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1797
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1847
+  _globals['_RETRYJOBREQUEST']._serialized_start=1849
+  _globals['_RETRYJOBREQUEST']._serialized_end=1878
+  _globals['_RETRYJOBRESPONSE']._serialized_start=1880
+  _globals['_RETRYJOBRESPONSE']._serialized_end=1929
+  _globals['_GETARTIFACTREQUEST']._serialized_start=1931
+  _globals['_GETARTIFACTREQUEST']._serialized_end=1981
+  _globals['_GETARTIFACTRESPONSE']._serialized_start=1983
+  _globals['_GETARTIFACTRESPONSE']._serialized_end=2060
+  _globals['_JOBSERVICE']._serialized_start=2063
+  _globals['_JOBSERVICE']._serialized_end=2748
 # @@protoc_insertion_point(module_scope)

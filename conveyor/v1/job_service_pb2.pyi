@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -56,6 +57,10 @@ class SubmitJobRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     BROWSER_FIELD_NUMBER: _builtins.int
     NOOP_FIELD_NUMBER: _builtins.int
+    DEDUP_KEY_FIELD_NUMBER: _builtins.int
+    DEDUP_WINDOW_FIELD_NUMBER: _builtins.int
+    DEDUP_RETURN_EXISTING_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue; "default" when empty. Letters, digits, '-', '_', '.', at most 64."""
     priority: _job_pb2.Priority.ValueType
@@ -63,6 +68,12 @@ class SubmitJobRequest(_message.Message):
     """Attempts before the job fails for good; the server default (3) when 0."""
     request_id: _builtins.str
     """Idempotency key: the same request id returns the same job (for 24 h)."""
+    dedup_key: _builtins.str
+    """Deduplication: while a job of the same queue with this key is waiting, delayed or
+    active, or younger than `dedup_window`, a second one is refused with
+    ALREADY_EXISTS, or (with `dedup_return_existing`) answered with the first one.
+    """
+    dedup_return_existing: _builtins.bool
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """The time limit of one attempt; the server default when unset."""
@@ -81,6 +92,14 @@ class SubmitJobRequest(_message.Message):
     def browser(self) -> _task_pb2.BrowserTask: ...
     @_builtins.property
     def noop(self) -> _task_pb2.NoopTask: ...
+    @_builtins.property
+    def dedup_window(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Jobs (ids) that must COMPLETE before this one may start. Until then the job is
+        DELAYED; if one of them fails for good or is cancelled, this job is CANCELLED.
+        """
+
     def __init__(
         self,
         *,
@@ -94,10 +113,14 @@ class SubmitJobRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         browser: _task_pb2.BrowserTask | None = ...,
         noop: _task_pb2.NoopTask | None = ...,
+        dedup_key: _builtins.str = ...,
+        dedup_window: _duration_pb2.Duration | None = ...,
+        dedup_return_existing: _builtins.bool = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "delay", b"delay", "noop", b"noop", "run_at", b"run_at", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "dedup_window", b"dedup_window", "delay", b"delay", "noop", b"noop", "run_at", b"run_at", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "delay", b"delay", "labels", b"labels", "max_attempts", b"max_attempts", "noop", b"noop", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "run_at", b"run_at", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "dedup_key", b"dedup_key", "dedup_return_existing", b"dedup_return_existing", "dedup_window", b"dedup_window", "delay", b"delay", "depends_on", b"depends_on", "labels", b"labels", "max_attempts", b"max_attempts", "noop", b"noop", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "run_at", b"run_at", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["browser", "noop"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
@@ -140,16 +163,25 @@ class SubmitJobsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    allow_partial: _builtins.bool
+    """False (default): if any request is invalid, none is submitted (INVALID_ARGUMENT
+    naming each bad field as requests[i].field). True: the valid ones are submitted
+    and each refused one is reported in `errors` by index.
+    """
     @_builtins.property
-    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobRequest]: ...
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobRequest]:
+        """At most 1000."""
+
     def __init__(
         self,
         *,
         requests: _abc.Iterable[Global___SubmitJobRequest] | None = ...,
+        allow_partial: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -160,22 +192,53 @@ class SubmitJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobResponse]:
-        """One per request, in order."""
+        """One per request, in order; an empty id where the request was refused."""
+
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobsError]:
+        """The refused requests (only with allow_partial, or for deduplication)."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___SubmitJobResponse] | None = ...,
+        errors: _abc.Iterable[Global___SubmitJobsError] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitJobsResponse: _TypeAlias = SubmitJobsResponse  # noqa: Y015
+
+@_typing.final
+class SubmitJobsError(_message.Message):
+    """Why one request of a batch was refused."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    @_builtins.property
+    def error(self) -> _status_pb2.Status: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitJobsError: _TypeAlias = SubmitJobsError  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):
@@ -309,13 +372,13 @@ class WatchJobResponse(_message.Message):
     @_builtins.property
     def event(self) -> _job_pb2.JobEvent: ...
     @_builtins.property
-    def heartbeat(self) -> Global___Heartbeat: ...
+    def heartbeat(self) -> _job_pb2.Heartbeat: ...
     def __init__(
         self,
         *,
         job: _job_pb2.Job | None = ...,
         event: _job_pb2.JobEvent | None = ...,
-        heartbeat: Global___Heartbeat | None = ...,
+        heartbeat: _job_pb2.Heartbeat | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "job", b"job", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -326,28 +389,6 @@ class WatchJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___WatchJobResponse: _TypeAlias = WatchJobResponse  # noqa: Y015
-
-@_typing.final
-class Heartbeat(_message.Message):
-    """Sent on an idle stream so clients and proxies know it is alive."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    TIME_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
-    def __init__(
-        self,
-        *,
-        time: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
 class WaitJobRequest(_message.Message):

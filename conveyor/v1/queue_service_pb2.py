@@ -22,27 +22,62 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from conveyor.v1 import job_pb2 as conveyor_dot_v1_dot_job__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/queue_service.proto\x12\x0b\x63onveyor.v1\"d\n\x05Queue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\x12(\n\x06\x63ounts\x18\x03 \x01(\x0b\x32\x18.conveyor.v1.QueueCounts\x12\x13\n\x0b\x63oncurrency\x18\x04 \x01(\x05\"u\n\x0bQueueCounts\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07\x64\x65layed\x18\x02 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x03\x12\x11\n\tcompleted\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x11\n\tcancelled\x18\x06 \x01(\x03\":\n\x11ListQueuesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListQueuesResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Queue\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x0fGetQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"5\n\x10GetQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue2\xa6\x01\n\x0cQueueService\x12M\n\nListQueues\x12\x1e.conveyor.v1.ListQueuesRequest\x1a\x1f.conveyor.v1.ListQueuesResponse\x12G\n\x08GetQueue\x12\x1c.conveyor.v1.GetQueueRequest\x1a\x1d.conveyor.v1.GetQueueResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/queue_service.proto\x12\x0b\x63onveyor.v1\x1a\x15\x63onveyor/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\x05Queue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\x12(\n\x06\x63ounts\x18\x03 \x01(\x0b\x32\x18.conveyor.v1.QueueCounts\x12\x13\n\x0b\x63oncurrency\x18\x04 \x01(\x05\x12&\n\x05stats\x18\x05 \x01(\x0b\x32\x17.conveyor.v1.QueueStats\x12\x17\n\x0fhost_rate_limit\x18\x06 \x01(\x05\"u\n\x0bQueueCounts\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07\x64\x65layed\x18\x02 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x03\x12\x11\n\tcompleted\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x11\n\tcancelled\x18\x06 \x01(\x03\"\xa5\x03\n\nQueueStats\x12\x1c\n\x14\x63ompleted_per_minute\x18\x01 \x03(\x03\x12\x19\n\x11\x66\x61iled_per_minute\x18\x02 \x03(\x03\x12\x1b\n\x13\x63ompleted_last_hour\x18\x03 \x01(\x03\x12\x18\n\x10\x66\x61iled_last_hour\x18\x04 \x01(\x03\x12\x30\n\rwait_time_p50\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rwait_time_p95\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rwait_time_p99\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0crun_time_p50\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0crun_time_p95\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0crun_time_p99\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\":\n\x11ListQueuesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListQueuesResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Queue\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x0fGetQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"5\n\x10GetQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"\x7f\n\x12UpdateQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x18\n\x0b\x63oncurrency\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1c\n\x0fhost_rate_limit\x18\x03 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_concurrencyB\x12\n\x10_host_rate_limit\"8\n\x13UpdateQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"\"\n\x11PauseQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"7\n\x12PauseQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"#\n\x12ResumeQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"8\n\x13ResumeQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"\x86\x01\n\x11\x43leanQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12-\n\nolder_than\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05limit\x18\x04 \x01(\x05\"%\n\x12\x43leanQueueResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"6\n\x16RetryFailedJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"*\n\x17RetryFailedJobsResponse\x12\x0f\n\x07retried\x18\x01 \x01(\x03\"R\n\x11WatchQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"q\n\x12WatchQueueResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.JobEventH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.conveyor.v1.HeartbeatH\x00\x42\x06\n\x04kind\"\x14\n\x12ListWorkersRequest\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker\"\xa8\x01\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x17\n\x0frunning_job_ids\x18\x05 \x03(\t\x12\x37\n\x13last_heartbeat_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ejobs_completed\x18\x07 \x01(\x03\x32\xe9\x05\n\x0cQueueService\x12M\n\nListQueues\x12\x1e.conveyor.v1.ListQueuesRequest\x1a\x1f.conveyor.v1.ListQueuesResponse\x12G\n\x08GetQueue\x12\x1c.conveyor.v1.GetQueueRequest\x1a\x1d.conveyor.v1.GetQueueResponse\x12P\n\x0bUpdateQueue\x12\x1f.conveyor.v1.UpdateQueueRequest\x1a .conveyor.v1.UpdateQueueResponse\x12M\n\nPauseQueue\x12\x1e.conveyor.v1.PauseQueueRequest\x1a\x1f.conveyor.v1.PauseQueueResponse\x12P\n\x0bResumeQueue\x12\x1f.conveyor.v1.ResumeQueueRequest\x1a .conveyor.v1.ResumeQueueResponse\x12M\n\nCleanQueue\x12\x1e.conveyor.v1.CleanQueueRequest\x1a\x1f.conveyor.v1.CleanQueueResponse\x12\\\n\x0fRetryFailedJobs\x12#.conveyor.v1.RetryFailedJobsRequest\x1a$.conveyor.v1.RetryFailedJobsResponse\x12O\n\nWatchQueue\x12\x1e.conveyor.v1.WatchQueueRequest\x1a\x1f.conveyor.v1.WatchQueueResponse0\x01\x12P\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.queue_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUEUE']._serialized_start=48
-  _globals['_QUEUE']._serialized_end=148
-  _globals['_QUEUECOUNTS']._serialized_start=150
-  _globals['_QUEUECOUNTS']._serialized_end=267
-  _globals['_LISTQUEUESREQUEST']._serialized_start=269
-  _globals['_LISTQUEUESREQUEST']._serialized_end=327
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=329
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=410
-  _globals['_GETQUEUEREQUEST']._serialized_start=412
-  _globals['_GETQUEUEREQUEST']._serialized_end=444
-  _globals['_GETQUEUERESPONSE']._serialized_start=446
-  _globals['_GETQUEUERESPONSE']._serialized_end=499
-  _globals['_QUEUESERVICE']._serialized_start=502
-  _globals['_QUEUESERVICE']._serialized_end=668
+  _globals['_QUEUE']._serialized_start=137
+  _globals['_QUEUE']._serialized_end=302
+  _globals['_QUEUECOUNTS']._serialized_start=304
+  _globals['_QUEUECOUNTS']._serialized_end=421
+  _globals['_QUEUESTATS']._serialized_start=424
+  _globals['_QUEUESTATS']._serialized_end=845
+  _globals['_LISTQUEUESREQUEST']._serialized_start=847
+  _globals['_LISTQUEUESREQUEST']._serialized_end=905
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=907
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=988
+  _globals['_GETQUEUEREQUEST']._serialized_start=990
+  _globals['_GETQUEUEREQUEST']._serialized_end=1022
+  _globals['_GETQUEUERESPONSE']._serialized_start=1024
+  _globals['_GETQUEUERESPONSE']._serialized_end=1077
+  _globals['_UPDATEQUEUEREQUEST']._serialized_start=1079
+  _globals['_UPDATEQUEUEREQUEST']._serialized_end=1206
+  _globals['_UPDATEQUEUERESPONSE']._serialized_start=1208
+  _globals['_UPDATEQUEUERESPONSE']._serialized_end=1264
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=1266
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=1300
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=1302
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=1357
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=1359
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=1394
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=1396
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=1452
+  _globals['_CLEANQUEUEREQUEST']._serialized_start=1455
+  _globals['_CLEANQUEUEREQUEST']._serialized_end=1589
+  _globals['_CLEANQUEUERESPONSE']._serialized_start=1591
+  _globals['_CLEANQUEUERESPONSE']._serialized_end=1628
+  _globals['_RETRYFAILEDJOBSREQUEST']._serialized_start=1630
+  _globals['_RETRYFAILEDJOBSREQUEST']._serialized_end=1684
+  _globals['_RETRYFAILEDJOBSRESPONSE']._serialized_start=1686
+  _globals['_RETRYFAILEDJOBSRESPONSE']._serialized_end=1728
+  _globals['_WATCHQUEUEREQUEST']._serialized_start=1730
+  _globals['_WATCHQUEUEREQUEST']._serialized_end=1812
+  _globals['_WATCHQUEUERESPONSE']._serialized_start=1814
+  _globals['_WATCHQUEUERESPONSE']._serialized_end=1927
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1929
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1949
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1951
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=2010
+  _globals['_WORKER']._serialized_start=2013
+  _globals['_WORKER']._serialized_end=2181
+  _globals['_QUEUESERVICE']._serialized_start=2184
+  _globals['_QUEUESERVICE']._serialized_end=2929
 # @@protoc_insertion_point(module_scope)

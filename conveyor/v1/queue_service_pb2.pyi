@@ -4,8 +4,11 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from conveyor.v1 import job_pb2 as _job_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -26,12 +29,20 @@ class Queue(_message.Message):
     PAUSED_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
+    HOST_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     paused: _builtins.bool
     concurrency: _builtins.int
     """Jobs of this queue that may run at once."""
+    host_rate_limit: _builtins.int
+    """At most this many navigations per second to one host by the queue's browser
+    jobs; 0: no limit.
+    """
     @_builtins.property
     def counts(self) -> Global___QueueCounts: ...
+    @_builtins.property
+    def stats(self) -> Global___QueueStats: ...
     def __init__(
         self,
         *,
@@ -39,10 +50,12 @@ class Queue(_message.Message):
         paused: _builtins.bool = ...,
         counts: Global___QueueCounts | None = ...,
         concurrency: _builtins.int = ...,
+        stats: Global___QueueStats | None = ...,
+        host_rate_limit: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "counts", b"counts", "name", b"name", "paused", b"paused"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "counts", b"counts", "host_rate_limit", b"host_rate_limit", "name", b"name", "paused", b"paused", "stats", b"stats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -83,6 +96,71 @@ class QueueCounts(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueCounts: _TypeAlias = QueueCounts  # noqa: Y015
+
+@_typing.final
+class QueueStats(_message.Message):
+    """Throughput and timing, kept as the jobs end (never by scanning jobs)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETED_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    FAILED_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    COMPLETED_LAST_HOUR_FIELD_NUMBER: _builtins.int
+    FAILED_LAST_HOUR_FIELD_NUMBER: _builtins.int
+    WAIT_TIME_P50_FIELD_NUMBER: _builtins.int
+    WAIT_TIME_P95_FIELD_NUMBER: _builtins.int
+    WAIT_TIME_P99_FIELD_NUMBER: _builtins.int
+    RUN_TIME_P50_FIELD_NUMBER: _builtins.int
+    RUN_TIME_P95_FIELD_NUMBER: _builtins.int
+    RUN_TIME_P99_FIELD_NUMBER: _builtins.int
+    completed_last_hour: _builtins.int
+    """Totals over the last hour."""
+    failed_last_hour: _builtins.int
+    @_builtins.property
+    def completed_per_minute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Jobs completed and failed for good in each of the last 60 minutes, oldest first
+        (the current, partial minute last).
+        """
+
+    @_builtins.property
+    def failed_per_minute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def wait_time_p50(self) -> _duration_pb2.Duration:
+        """Percentiles over the most recent jobs (up to 1000): time from entering the line
+        to starting, and time running.
+        """
+
+    @_builtins.property
+    def wait_time_p95(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def wait_time_p99(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def run_time_p50(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def run_time_p95(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def run_time_p99(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        completed_per_minute: _abc.Iterable[_builtins.int] | None = ...,
+        failed_per_minute: _abc.Iterable[_builtins.int] | None = ...,
+        completed_last_hour: _builtins.int = ...,
+        failed_last_hour: _builtins.int = ...,
+        wait_time_p50: _duration_pb2.Duration | None = ...,
+        wait_time_p95: _duration_pb2.Duration | None = ...,
+        wait_time_p99: _duration_pb2.Duration | None = ...,
+        run_time_p50: _duration_pb2.Duration | None = ...,
+        run_time_p95: _duration_pb2.Duration | None = ...,
+        run_time_p99: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run_time_p50", b"run_time_p50", "run_time_p95", b"run_time_p95", "run_time_p99", b"run_time_p99", "wait_time_p50", b"wait_time_p50", "wait_time_p95", b"wait_time_p95", "wait_time_p99", b"wait_time_p99"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_last_hour", b"completed_last_hour", "completed_per_minute", b"completed_per_minute", "failed_last_hour", b"failed_last_hour", "failed_per_minute", b"failed_per_minute", "run_time_p50", b"run_time_p50", "run_time_p95", b"run_time_p95", "run_time_p99", b"run_time_p99", "wait_time_p50", b"wait_time_p50", "wait_time_p95", b"wait_time_p95", "wait_time_p99", b"wait_time_p99"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
 
 @_typing.final
 class ListQueuesRequest(_message.Message):
@@ -167,3 +245,361 @@ class GetQueueResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetQueueResponse: _TypeAlias = GetQueueResponse  # noqa: Y015
+
+@_typing.final
+class UpdateQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    HOST_RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    concurrency: _builtins.int
+    """Set when present; 0 returns to the server default."""
+    host_rate_limit: _builtins.int
+    """Set when present; 0 removes the limit."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        concurrency: _builtins.int | None = ...,
+        host_rate_limit: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_host_rate_limit", b"_host_rate_limit", "concurrency", b"concurrency", "host_rate_limit", b"host_rate_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_host_rate_limit", b"_host_rate_limit", "concurrency", b"concurrency", "host_rate_limit", b"host_rate_limit", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__concurrency: _TypeAlias = _typing.Literal["concurrency"]  # noqa: Y015
+    _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015
+    _WhichOneofReturnType__host_rate_limit: _TypeAlias = _typing.Literal["host_rate_limit"]  # noqa: Y015
+    _WhichOneofArgType__host_rate_limit: _TypeAlias = _typing.Literal["_host_rate_limit", b"_host_rate_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency) -> _WhichOneofReturnType__concurrency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__host_rate_limit) -> _WhichOneofReturnType__host_rate_limit | None: ...
+
+Global___UpdateQueueRequest: _TypeAlias = UpdateQueueRequest  # noqa: Y015
+
+@_typing.final
+class UpdateQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue: ...
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQueueResponse: _TypeAlias = UpdateQueueResponse  # noqa: Y015
+
+@_typing.final
+class PauseQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseQueueRequest: _TypeAlias = PauseQueueRequest  # noqa: Y015
+
+@_typing.final
+class PauseQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue: ...
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseQueueResponse: _TypeAlias = PauseQueueResponse  # noqa: Y015
+
+@_typing.final
+class ResumeQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeQueueRequest: _TypeAlias = ResumeQueueRequest  # noqa: Y015
+
+@_typing.final
+class ResumeQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue: ...
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeQueueResponse: _TypeAlias = ResumeQueueResponse  # noqa: Y015
+
+@_typing.final
+class CleanQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OLDER_THAN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    state: _job_pb2.JobState.ValueType
+    """COMPLETED, FAILED or CANCELLED."""
+    limit: _builtins.int
+    """At most this many (default and maximum 10000)."""
+    @_builtins.property
+    def older_than(self) -> _duration_pb2.Duration:
+        """Only jobs that ended longer ago than this (0: all of that state)."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        state: _job_pb2.JobState.ValueType = ...,
+        older_than: _duration_pb2.Duration | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["older_than", b"older_than"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "older_than", b"older_than", "queue", b"queue", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleanQueueRequest: _TypeAlias = CleanQueueRequest  # noqa: Y015
+
+@_typing.final
+class CleanQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleanQueueResponse: _TypeAlias = CleanQueueResponse  # noqa: Y015
+
+@_typing.final
+class RetryFailedJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    limit: _builtins.int
+    """At most this many (default and maximum 10000)."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryFailedJobsRequest: _TypeAlias = RetryFailedJobsRequest  # noqa: Y015
+
+@_typing.final
+class RetryFailedJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRIED_FIELD_NUMBER: _builtins.int
+    retried: _builtins.int
+    def __init__(
+        self,
+        *,
+        retried: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retried", b"retried"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryFailedJobsResponse: _TypeAlias = RetryFailedJobsResponse  # noqa: Y015
+
+@_typing.final
+class WatchQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    after_sequence: _builtins.int
+    """Resume after this queue sequence number (JobEvent.queue_sequence). Unset: from
+    now on.
+    """
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        after_sequence: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "after_sequence", b"after_sequence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "after_sequence", b"after_sequence", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after_sequence: _TypeAlias = _typing.Literal["after_sequence"]  # noqa: Y015
+    _WhichOneofArgType__after_sequence: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_sequence) -> _WhichOneofReturnType__after_sequence | None: ...
+
+Global___WatchQueueRequest: _TypeAlias = WatchQueueRequest  # noqa: Y015
+
+@_typing.final
+class WatchQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _job_pb2.JobEvent: ...
+    @_builtins.property
+    def heartbeat(self) -> _job_pb2.Heartbeat: ...
+    def __init__(
+        self,
+        *,
+        event: _job_pb2.JobEvent | None = ...,
+        heartbeat: _job_pb2.Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["event", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___WatchQueueResponse: _TypeAlias = WatchQueueResponse  # noqa: Y015
+
+@_typing.final
+class ListWorkersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkersRequest: _TypeAlias = ListWorkersRequest  # noqa: Y015
+
+@_typing.final
+class ListWorkersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Worker]: ...
+    def __init__(
+        self,
+        *,
+        workers: _abc.Iterable[Global___Worker] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkersResponse: _TypeAlias = ListWorkersResponse  # noqa: Y015
+
+@_typing.final
+class Worker(_message.Message):
+    """One executor worker process."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    RUNNING_JOB_IDS_FIELD_NUMBER: _builtins.int
+    LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
+    JOBS_COMPLETED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    host: _builtins.str
+    pid: _builtins.int
+    slots: _builtins.int
+    """Jobs it can run at once."""
+    jobs_completed: _builtins.int
+    @_builtins.property
+    def running_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The jobs it runs now."""
+
+    @_builtins.property
+    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        host: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        slots: _builtins.int = ...,
+        running_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        last_heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
+        jobs_completed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat_time", b"last_heartbeat_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "id", b"id", "jobs_completed", b"jobs_completed", "last_heartbeat_time", b"last_heartbeat_time", "pid", b"pid", "running_job_ids", b"running_job_ids", "slots", b"slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Worker: _TypeAlias = Worker  # noqa: Y015

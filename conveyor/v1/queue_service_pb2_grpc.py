@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class QueueServiceStub:
-    """Queues: their counts and their state.
+    """Queues: their counts, statistics and state; the executors that serve them.
     """
 
     def __init__(self, channel):
@@ -45,10 +45,45 @@ class QueueServiceStub:
                 request_serializer=conveyor_dot_v1_dot_queue__service__pb2.GetQueueRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.GetQueueResponse.FromString,
                 _registered_method=True)
+        self.UpdateQueue = channel.unary_unary(
+                '/conveyor.v1.QueueService/UpdateQueue',
+                request_serializer=conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.FromString,
+                _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/conveyor.v1.QueueService/PauseQueue',
+                request_serializer=conveyor_dot_v1_dot_queue__service__pb2.PauseQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.PauseQueueResponse.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/conveyor.v1.QueueService/ResumeQueue',
+                request_serializer=conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.FromString,
+                _registered_method=True)
+        self.CleanQueue = channel.unary_unary(
+                '/conveyor.v1.QueueService/CleanQueue',
+                request_serializer=conveyor_dot_v1_dot_queue__service__pb2.CleanQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.CleanQueueResponse.FromString,
+                _registered_method=True)
+        self.RetryFailedJobs = channel.unary_unary(
+                '/conveyor.v1.QueueService/RetryFailedJobs',
+                request_serializer=conveyor_dot_v1_dot_queue__service__pb2.RetryFailedJobsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.RetryFailedJobsResponse.FromString,
+                _registered_method=True)
+        self.WatchQueue = channel.unary_stream(
+                '/conveyor.v1.QueueService/WatchQueue',
+                request_serializer=conveyor_dot_v1_dot_queue__service__pb2.WatchQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.WatchQueueResponse.FromString,
+                _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/conveyor.v1.QueueService/ListWorkers',
+                request_serializer=conveyor_dot_v1_dot_queue__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
-    """Queues: their counts and their state.
+    """Queues: their counts, statistics and state; the executors that serve them.
     """
 
     def ListQueues(self, request, context):
@@ -59,7 +94,57 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetQueue(self, request, context):
-        """One queue with its counts per state.
+        """One queue with its counts per state and its statistics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateQueue(self, request, context):
+        """Set a queue's concurrency limit or per-host navigation rate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseQueue(self, request, context):
+        """No new job of the queue starts until it is resumed; running ones finish and
+        submissions are still accepted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CleanQueue(self, request, context):
+        """Delete the queue's finished jobs of one state older than a given age, with their
+        events and artifacts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryFailedJobs(self, request, context):
+        """Give every FAILED job of the queue a fresh set of attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchQueue(self, request, context):
+        """Every event of the queue's jobs, in order; resumable with after_sequence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkers(self, request, context):
+        """The executors alive now.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +163,41 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.GetQueueRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_queue__service__pb2.GetQueueResponse.SerializeToString,
             ),
+            'UpdateQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateQueue,
+                    request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.PauseQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_queue__service__pb2.PauseQueueResponse.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'CleanQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.CleanQueue,
+                    request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.CleanQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_queue__service__pb2.CleanQueueResponse.SerializeToString,
+            ),
+            'RetryFailedJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryFailedJobs,
+                    request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.RetryFailedJobsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_queue__service__pb2.RetryFailedJobsResponse.SerializeToString,
+            ),
+            'WatchQueue': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchQueue,
+                    request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.WatchQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_queue__service__pb2.WatchQueueResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_queue__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'conveyor.v1.QueueService', rpc_method_handlers)
@@ -87,7 +207,7 @@ def add_QueueServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueueService:
-    """Queues: their counts and their state.
+    """Queues: their counts, statistics and state; the executors that serve them.
     """
 
     @staticmethod
@@ -134,6 +254,195 @@ class QueueService:
             '/conveyor.v1.QueueService/GetQueue',
             conveyor_dot_v1_dot_queue__service__pb2.GetQueueRequest.SerializeToString,
             conveyor_dot_v1_dot_queue__service__pb2.GetQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.QueueService/UpdateQueue',
+            conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.QueueService/PauseQueue',
+            conveyor_dot_v1_dot_queue__service__pb2.PauseQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_queue__service__pb2.PauseQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.QueueService/ResumeQueue',
+            conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CleanQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.QueueService/CleanQueue',
+            conveyor_dot_v1_dot_queue__service__pb2.CleanQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_queue__service__pb2.CleanQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryFailedJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.QueueService/RetryFailedJobs',
+            conveyor_dot_v1_dot_queue__service__pb2.RetryFailedJobsRequest.SerializeToString,
+            conveyor_dot_v1_dot_queue__service__pb2.RetryFailedJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/conveyor.v1.QueueService/WatchQueue',
+            conveyor_dot_v1_dot_queue__service__pb2.WatchQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_queue__service__pb2.WatchQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.QueueService/ListWorkers',
+            conveyor_dot_v1_dot_queue__service__pb2.ListWorkersRequest.SerializeToString,
+            conveyor_dot_v1_dot_queue__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class QueueServiceStub:
-    """Queues: their counts and their state."""
+    """Queues: their counts, statistics and state; the executors that serve them."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -36,20 +36,54 @@ class QueueServiceStub:
     ListQueues: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListQueuesRequest, _queue_service_pb2.ListQueuesResponse]
     """Every queue that has had a job."""
     GetQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueRequest, _queue_service_pb2.GetQueueResponse]
-    """One queue with its counts per state."""
+    """One queue with its counts per state and its statistics."""
+    UpdateQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.UpdateQueueRequest, _queue_service_pb2.UpdateQueueResponse]
+    """Set a queue's concurrency limit or per-host navigation rate."""
+    PauseQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.PauseQueueRequest, _queue_service_pb2.PauseQueueResponse]
+    """No new job of the queue starts until it is resumed; running ones finish and
+    submissions are still accepted.
+    """
+    ResumeQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]
+    CleanQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.CleanQueueRequest, _queue_service_pb2.CleanQueueResponse]
+    """Delete the queue's finished jobs of one state older than a given age, with their
+    events and artifacts.
+    """
+    RetryFailedJobs: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.RetryFailedJobsRequest, _queue_service_pb2.RetryFailedJobsResponse]
+    """Give every FAILED job of the queue a fresh set of attempts."""
+    WatchQueue: _grpc.UnaryStreamMultiCallable[_queue_service_pb2.WatchQueueRequest, _queue_service_pb2.WatchQueueResponse]
+    """Every event of the queue's jobs, in order; resumable with after_sequence."""
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListWorkersRequest, _queue_service_pb2.ListWorkersResponse]
+    """The executors alive now."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
-    """Queues: their counts and their state."""
+    """Queues: their counts, statistics and state; the executors that serve them."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListQueues: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListQueuesRequest, _queue_service_pb2.ListQueuesResponse]  # type: ignore[assignment]
     """Every queue that has had a job."""
     GetQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueRequest, _queue_service_pb2.GetQueueResponse]  # type: ignore[assignment]
-    """One queue with its counts per state."""
+    """One queue with its counts per state and its statistics."""
+    UpdateQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.UpdateQueueRequest, _queue_service_pb2.UpdateQueueResponse]  # type: ignore[assignment]
+    """Set a queue's concurrency limit or per-host navigation rate."""
+    PauseQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.PauseQueueRequest, _queue_service_pb2.PauseQueueResponse]  # type: ignore[assignment]
+    """No new job of the queue starts until it is resumed; running ones finish and
+    submissions are still accepted.
+    """
+    ResumeQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]  # type: ignore[assignment]
+    CleanQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.CleanQueueRequest, _queue_service_pb2.CleanQueueResponse]  # type: ignore[assignment]
+    """Delete the queue's finished jobs of one state older than a given age, with their
+    events and artifacts.
+    """
+    RetryFailedJobs: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RetryFailedJobsRequest, _queue_service_pb2.RetryFailedJobsResponse]  # type: ignore[assignment]
+    """Give every FAILED job of the queue a fresh set of attempts."""
+    WatchQueue: _aio.UnaryStreamMultiCallable[_queue_service_pb2.WatchQueueRequest, _queue_service_pb2.WatchQueueResponse]  # type: ignore[assignment]
+    """Every event of the queue's jobs, in order; resumable with after_sequence."""
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListWorkersRequest, _queue_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """The executors alive now."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Queues: their counts and their state."""
+    """Queues: their counts, statistics and state; the executors that serve them."""
 
     @_abc_1.abstractmethod
     def ListQueues(
@@ -65,6 +99,65 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.GetQueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.GetQueueResponse, _abc.Awaitable[_queue_service_pb2.GetQueueResponse]]:
-        """One queue with its counts per state."""
+        """One queue with its counts per state and its statistics."""
+
+    @_abc_1.abstractmethod
+    def UpdateQueue(
+        self,
+        request: _queue_service_pb2.UpdateQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.UpdateQueueResponse, _abc.Awaitable[_queue_service_pb2.UpdateQueueResponse]]:
+        """Set a queue's concurrency limit or per-host navigation rate."""
+
+    @_abc_1.abstractmethod
+    def PauseQueue(
+        self,
+        request: _queue_service_pb2.PauseQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.PauseQueueResponse, _abc.Awaitable[_queue_service_pb2.PauseQueueResponse]]:
+        """No new job of the queue starts until it is resumed; running ones finish and
+        submissions are still accepted.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeQueue(
+        self,
+        request: _queue_service_pb2.ResumeQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ResumeQueueResponse, _abc.Awaitable[_queue_service_pb2.ResumeQueueResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CleanQueue(
+        self,
+        request: _queue_service_pb2.CleanQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.CleanQueueResponse, _abc.Awaitable[_queue_service_pb2.CleanQueueResponse]]:
+        """Delete the queue's finished jobs of one state older than a given age, with their
+        events and artifacts.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryFailedJobs(
+        self,
+        request: _queue_service_pb2.RetryFailedJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.RetryFailedJobsResponse, _abc.Awaitable[_queue_service_pb2.RetryFailedJobsResponse]]:
+        """Give every FAILED job of the queue a fresh set of attempts."""
+
+    @_abc_1.abstractmethod
+    def WatchQueue(
+        self,
+        request: _queue_service_pb2.WatchQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_queue_service_pb2.WatchQueueResponse], _abc.AsyncIterator[_queue_service_pb2.WatchQueueResponse]]:
+        """Every event of the queue's jobs, in order; resumable with after_sequence."""
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _queue_service_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ListWorkersResponse, _abc.Awaitable[_queue_service_pb2.ListWorkersResponse]]:
+        """The executors alive now."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

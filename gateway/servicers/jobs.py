@@ -4,7 +4,6 @@ errors and mapped to statuses by gateway.errors.ErrorInterceptor."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
 
@@ -12,11 +11,13 @@ import grpc
 from google.protobuf import timestamp_pb2
 from google.rpc import code_pb2
 
-from conveyor.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
+from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument, NotFound, Unavailable
 from conveyor.statuses import status_bytes
-from conveyor.store.records import EventRecord, JobRecord
+from conveyor.store.records import EventRecord, JobRecord, NewJob
+from conveyor.v1 import job_pb2, job_service_pb2_grpc
 from conveyor.v1 import job_service_pb2 as pb
-from conveyor.v1 import job_service_pb2_grpc
+from gateway.errors import to_status
+from gateway.estimates import estimate_start_ms
 from gateway.event_hub import HubClosed, Subscription
 from gateway.mapping import (
     STATE_FROM_PROTO,
@@ -27,9 +28,8 @@ from gateway.mapping import (
     submitted_to_proto,
 )
 from gateway.runtime import GatewayRuntime
-from gateway.validation import validate_submit
+from gateway.validation import JOB_ID, validate_submit
 
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_BATCH = 1000
 WAIT_DEFAULT_S = 30.0
 WAIT_MAX_S = 300.0
@@ -62,18 +62,35 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     # ---- submit -----------------------------------------------------------------
 
+    def _new_job(self, request: pb.SubmitJobRequest, owner: str, now_ms: int) -> NewJob:
+        s = self.rt.settings
+        return new_job(
+            request,
+            owner=owner,
+            now_ms=now_ms,
+            default_max_attempts=s.default_max_attempts,
+            default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
+        )
+
+    async def _check_dependencies(
+        self, request: pb.SubmitJobRequest, owner: str, prefix: str = ""
+    ) -> list[FieldViolation]:
+        """Each job named in depends_on exists and is the caller's."""
+        if not request.depends_on:
+            return []
+        deps = await self.rt.store.get_many(list(request.depends_on))
+        return [
+            FieldViolation(f"{prefix}depends_on[{i}]", f"no job {dep_id!r}")
+            for i, (dep_id, dep) in enumerate(zip(request.depends_on, deps, strict=True))
+            if dep is None or dep.owner != owner
+        ]
+
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.SubmitJobResponse:
-        violations = validate_submit(request, self.rt.limits)
+        owner = caller_owner(context)
+        violations = validate_submit(request, self.rt.limits) or await self._check_dependencies(request, owner)
         if violations:
             raise InvalidArgument(violations)
-        job = new_job(
-            request,
-            owner=caller_owner(context),
-            now_ms=int(time.time() * 1000),
-            default_max_attempts=self.rt.settings.default_max_attempts,
-            default_timeout_ms=int(self.rt.settings.default_job_timeout_seconds * 1000),
-        )
-        submitted = await self.rt.store.submit(job)
+        submitted = await self.rt.store.submit(self._new_job(request, owner, int(time.time() * 1000)))
         self.rt.admission.wake()
         return submitted_to_proto(submitted)
 
@@ -84,33 +101,38 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             raise InvalidArgument(FieldViolation("requests", "at least one request is required"))
         if len(request.requests) > MAX_BATCH:
             raise InvalidArgument(FieldViolation("requests", f"at most {MAX_BATCH} requests per call"))
-        violations: list[FieldViolation] = []
-        for i, req in enumerate(request.requests):
-            violations += validate_submit(req, self.rt.limits, prefix=f"requests[{i}].")
-        if violations:
-            raise InvalidArgument(violations)
         owner = caller_owner(context)
+        refused: dict[int, list[FieldViolation]] = {}
+        for i, req in enumerate(request.requests):
+            prefix = f"requests[{i}]."
+            found = validate_submit(req, self.rt.limits, prefix) or await self._check_dependencies(req, owner, prefix)
+            if found:
+                refused[i] = found
+        if refused and not request.allow_partial:
+            raise InvalidArgument([v for found in refused.values() for v in found])
         now_ms = int(time.time() * 1000)
-        s = self.rt.settings
-        jobs = [
-            new_job(
-                req,
-                owner=owner,
-                now_ms=now_ms,
-                default_max_attempts=s.default_max_attempts,
-                default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
-            )
-            for req in request.requests
-        ]
-        submitted = await self.rt.store.submit_many(jobs)
+        accepted = [i for i in range(len(request.requests)) if i not in refused]
+        outcomes = await self.rt.store.submit_many(
+            [self._new_job(request.requests[i], owner, now_ms) for i in accepted]
+        )
         self.rt.admission.wake()
-        return pb.SubmitJobsResponse(results=[submitted_to_proto(x) for x in submitted])
+        response = pb.SubmitJobsResponse(results=[pb.SubmitJobResponse() for _ in request.requests])
+        for i, found in refused.items():
+            response.errors.add(index=i, error=to_status(InvalidArgument(found)))
+        for i, outcome in zip(accepted, outcomes, strict=True):
+            if isinstance(outcome, ConveyorError):
+                response.errors.add(index=i, error=to_status(outcome))
+            else:
+                response.results[i].CopyFrom(submitted_to_proto(outcome))
+        response.errors.sort(key=lambda e: e.index)
+        return response
 
     # ---- read ---------------------------------------------------------------------
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
         job = await self._owned(request.id, caller_owner(context))
-        return pb.GetJobResponse(job=job_to_proto(job))
+        eta = await estimate_start_ms(self.rt.store, job) if job.position else 0
+        return pb.GetJobResponse(job=job_to_proto(job, estimated_start_ms=eta))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         if request.page_size < 0:
@@ -146,7 +168,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                 if event is None:
                     hb = timestamp_pb2.Timestamp()
                     hb.GetCurrentTime()
-                    yield pb.WatchJobResponse(heartbeat=pb.Heartbeat(time=hb))
+                    yield pb.WatchJobResponse(heartbeat=job_pb2.Heartbeat(time=hb))
                     continue
                 yield pb.WatchJobResponse(event=event_to_proto(event))
                 if event.terminal:

@@ -1,23 +1,37 @@
-"""QueueService: queue counts and state, from counters (never by scanning jobs)."""
+"""QueueService: queue counts, statistics and controls, answered from counters and
+bounded samples (never by scanning jobs); the live executors."""
 
 from __future__ import annotations
 
-import grpc
+from collections.abc import AsyncIterator
 
-from conveyor.errors import FieldViolation, InvalidArgument
+import grpc
+from google.protobuf import timestamp_pb2
+
+from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
+from conveyor.store.records import EventRecord
+from conveyor.v1 import job_pb2, queue_service_pb2_grpc
 from conveyor.v1 import queue_service_pb2 as pb
-from conveyor.v1 import queue_service_pb2_grpc
-from gateway.mapping import queue_to_proto
+from gateway.event_hub import HubClosed
+from gateway.mapping import STATE_FROM_PROTO, duration_ms, event_to_proto, queue_to_proto, worker_to_proto
 from gateway.runtime import GatewayRuntime
 from gateway.validation import QUEUE_NAME
 
 MAX_PAGE = 1000
+MAX_BULK = 10_000
+MAX_CONCURRENCY = 100_000
 
 
 def _check_queue(name: str) -> str:
     if not QUEUE_NAME.match(name):
         raise InvalidArgument(FieldViolation("queue", "a queue name is required"))
     return name
+
+
+def _bulk_limit(limit: int) -> int:
+    if not 0 <= limit <= MAX_BULK:
+        raise InvalidArgument(FieldViolation("limit", f"between 1 and {MAX_BULK} (0 for {MAX_BULK})"))
+    return limit or MAX_BULK
 
 
 class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
@@ -30,7 +44,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         if request.page_size < 0:
             raise InvalidArgument(FieldViolation("page_size", "must not be negative"))
         size = min(request.page_size or 100, MAX_PAGE)
-        queues = await self.rt.store.list_queues(self.rt.settings.queue_concurrency)
+        queues = await self.rt.store.list_queues()
         names = [q.name for q in queues]
         start = 0
         if request.page_token:
@@ -42,5 +56,102 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         return pb.ListQueuesResponse(queues=[queue_to_proto(q) for q in page], next_page_token=token)
 
     async def GetQueue(self, request: pb.GetQueueRequest, context: grpc.aio.ServicerContext) -> pb.GetQueueResponse:
-        q = await self.rt.store.get_queue(_check_queue(request.queue), self.rt.settings.queue_concurrency)
+        q = await self.rt.store.get_queue(_check_queue(request.queue), with_stats=True)
         return pb.GetQueueResponse(queue=queue_to_proto(q))
+
+    async def UpdateQueue(
+        self, request: pb.UpdateQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateQueueResponse:
+        fields: dict[str, int] = {}
+        if request.HasField("concurrency"):
+            if not 0 <= request.concurrency <= MAX_CONCURRENCY:
+                raise InvalidArgument(FieldViolation("concurrency", f"between 0 and {MAX_CONCURRENCY}"))
+            fields["concurrency"] = request.concurrency
+        if request.HasField("host_rate_limit"):
+            if request.host_rate_limit < 0:
+                raise InvalidArgument(FieldViolation("host_rate_limit", "must not be negative"))
+            fields["host_rate_limit"] = request.host_rate_limit
+        if not fields:
+            raise InvalidArgument(FieldViolation("concurrency", "give concurrency and/or host_rate_limit"))
+        q = await self.rt.store.update_queue(_check_queue(request.queue), **fields)
+        self.rt.admission.wake()
+        return pb.UpdateQueueResponse(queue=queue_to_proto(q))
+
+    async def PauseQueue(
+        self, request: pb.PauseQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseQueueResponse:
+        q = await self.rt.store.update_queue(_check_queue(request.queue), paused=1)
+        return pb.PauseQueueResponse(queue=queue_to_proto(q))
+
+    async def ResumeQueue(
+        self, request: pb.ResumeQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeQueueResponse:
+        q = await self.rt.store.update_queue(_check_queue(request.queue), paused=0)
+        self.rt.admission.wake()
+        return pb.ResumeQueueResponse(queue=queue_to_proto(q))
+
+    async def CleanQueue(
+        self, request: pb.CleanQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CleanQueueResponse:
+        name = _check_queue(request.queue)
+        state = STATE_FROM_PROTO.get(request.state)
+        if state is None or not state.terminal:
+            raise InvalidArgument(
+                FieldViolation("state", "JOB_STATE_COMPLETED, JOB_STATE_FAILED or JOB_STATE_CANCELLED")
+            )
+        older = duration_ms(request.older_than) if request.HasField("older_than") else 0
+        if older < 0:
+            raise InvalidArgument(FieldViolation("older_than", "must not be negative"))
+        await self.rt.store.get_queue(name)  # NOT_FOUND for an unknown queue
+        before = await self.rt.store.now_ms() - older
+        deleted = await self.rt.store.clean_queue(name, state, before, _bulk_limit(request.limit))
+        self.rt.janitor.wake()
+        return pb.CleanQueueResponse(deleted=deleted)
+
+    async def RetryFailedJobs(
+        self, request: pb.RetryFailedJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetryFailedJobsResponse:
+        name = _check_queue(request.queue)
+        await self.rt.store.get_queue(name)
+        retried = await self.rt.store.retry_failed(name, _bulk_limit(request.limit))
+        self.rt.admission.wake()
+        return pb.RetryFailedJobsResponse(retried=retried)
+
+    async def WatchQueue(
+        self, request: pb.WatchQueueRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchQueueResponse]:
+        name = _check_queue(request.queue)
+        if request.HasField("after_sequence") and request.after_sequence < 0:
+            raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
+        store, hub = self.rt.store, self.rt.hub
+        sub = hub.subscribe(f"queue:{name}")
+        try:
+            queue = await store.get_queue(name)
+            last = request.after_sequence if request.HasField("after_sequence") else queue.last_sequence
+            heartbeat = self.rt.settings.watch_heartbeat_seconds
+            for ev in await store.queue_events_after(name, last):
+                yield pb.WatchQueueResponse(event=event_to_proto(ev))
+                last = ev.queue_sequence
+            while True:
+                live: EventRecord | None = await sub.next(heartbeat)
+                if sub.take_overflow() or (live is not None and live.queue_sequence > last + 1):
+                    for ev in await store.queue_events_after(name, last):
+                        yield pb.WatchQueueResponse(event=event_to_proto(ev))
+                        last = ev.queue_sequence
+                elif live is None:
+                    now = timestamp_pb2.Timestamp()
+                    now.GetCurrentTime()
+                    yield pb.WatchQueueResponse(heartbeat=job_pb2.Heartbeat(time=now))
+                elif live.queue_sequence > last:
+                    yield pb.WatchQueueResponse(event=event_to_proto(live))
+                    last = live.queue_sequence
+        except HubClosed:
+            raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
+        finally:
+            hub.unsubscribe(sub)
+
+    async def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWorkersResponse:
+        workers = await self.rt.store.live_executors()
+        return pb.ListWorkersResponse(workers=[worker_to_proto(w) for w in workers])

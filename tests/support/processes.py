@@ -168,8 +168,15 @@ class Stack:
         return p
 
     def stop(self) -> None:
-        for p in [*self.executors, *( [self.gateway] if self.gateway else [])]:
+        for p in [*self.executors, *([self.gateway] if self.gateway else [])]:
             p.stop()
+
+    def print_problems(self) -> None:
+        """Print the services' warning and error lines (pytest shows them when a test fails)."""
+        for p in [*([self.gateway] if self.gateway else []), *self.executors]:
+            for line in p.log().splitlines():
+                if '"level": "error"' in line or '"level": "warning"' in line or "Traceback" in line:
+                    print(f"[{p.name} {p.pid}] {line[:3000]}")
 
 
 def stack_env(redis_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:

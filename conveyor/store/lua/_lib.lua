@@ -24,9 +24,37 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local redis_now_ms = now_ms
 
 -- Integers as exact decimal strings (tostring would switch to exponent form).
 local function int(n) return string.format('%.0f', n) end
+
+-- ---- google.rpc.Status, encoded here for errors a script decides itself ---------------
+
+local function varint(n)
+  local out = {}
+  repeat
+    local b = n % 128
+    n = math.floor(n / 128)
+    if n > 0 then b = b + 128 end
+    out[#out + 1] = string.char(b)
+  until n == 0
+  return table.concat(out)
+end
+
+local function pb_bytes(field, value)
+  return string.char(field * 8 + 2) .. varint(#value) .. value
+end
+
+-- Status{code, message, details: [Any(ErrorInfo{reason, domain, metadata})]}
+local function status_bytes(code, reason, message, metadata)
+  local info = pb_bytes(1, reason) .. pb_bytes(2, 'conveyor.dev')
+  for k, v in pairs(metadata or {}) do
+    info = info .. pb_bytes(3, pb_bytes(1, k) .. pb_bytes(2, v))
+  end
+  local any = pb_bytes(1, 'type.googleapis.com/google.rpc.ErrorInfo') .. pb_bytes(2, info)
+  return string.char(8) .. varint(code) .. pb_bytes(2, message) .. pb_bytes(3, any)
+end
 
 local function hget(key, field) return redis.call('HGET', key, field) end
 
@@ -64,7 +92,9 @@ local function move(id, q, from, to, now, to_score)
     redis.call('HINCRBY', kq, to, 1)
     local idx = STATE_INDEX[to]
     if idx then redis.call('ZADD', k_index(q, idx), int(to_score or now), id) end
-    if to == 'DELAYED' then redis.call('ZADD', K_DELAYED, int(to_score), id) end
+    -- A DELAYED job with a due time is promoted by promote.lua; one without (waiting
+    -- for the jobs it depends on) is released by release_dependents().
+    if to == 'DELAYED' and to_score then redis.call('ZADD', K_DELAYED, int(to_score), id) end
     redis.call('HSET', k_job(id), 'state', to)
   end
 end
@@ -81,6 +111,7 @@ local function enter_line(id, q, keep_place)
   end
   redis.call('ZADD', k_index(q, 'waiting'), int(score), id)
   redis.call('SADD', K_READY_QUEUES, q)
+  if not keep_place then redis.call('HSET', kj, 'ready', int(redis_now_ms())) end
 end
 
 -- 1-based place in line, or 0.
@@ -99,12 +130,15 @@ end
 
 -- ---- admission and hand-over ------------------------------------------------------
 
--- Where handed-over jobs go: a Dramatiq queue. The transport arguments are six ARGV
--- values starting at `i`: max jobs, default queue concurrency, hand-over timeout ms,
--- Dramatiq namespace, Dramatiq queue, actor name.
+-- Where handed-over jobs go (a Dramatiq queue), and how many finished jobs a queue
+-- keeps. The policy arguments are nine ARGV values starting at `i`: max jobs, default
+-- queue concurrency, hand-over timeout ms, Dramatiq namespace, Dramatiq queue, actor
+-- name, completed jobs kept, failed/cancelled jobs kept, max age ms of finished jobs.
 local function transport_args(i)
   return {max = tonumber(ARGV[i]), limit = tonumber(ARGV[i + 1]), handover_ms = tonumber(ARGV[i + 2]),
-          ns = ARGV[i + 3], queue = ARGV[i + 4], actor = ARGV[i + 5]}
+          ns = ARGV[i + 3], queue = ARGV[i + 4], actor = ARGV[i + 5],
+          keep_completed = tonumber(ARGV[i + 6]), keep_failed = tonumber(ARGV[i + 7]),
+          max_age_ms = tonumber(ARGV[i + 8])}
 end
 
 -- Write the Dramatiq message "run attempt `attempt` of job `id`" straight into the
@@ -183,4 +217,242 @@ local function admit(t, now)
     redis.call('LTRIM', wake, 0, 63)
   end
   return out
+end
+
+-- ---- creating jobs, and jobs that wait for others -----------------------------------
+
+local function dedup_key(owner, q, key) return P .. ':dedup:' .. owner .. ':' .. q .. ':' .. key end
+
+-- Create a job. `j` (decoded JSON): id, queue, owner, priority, max_attempts,
+-- timeout_ms, run_at (ms; 0 now), request_id, kind, labels (object), and optionally
+-- dedup_key, dedup_window_ms, dedup_return_existing, depends_on (array of ids),
+-- hosts (array). `spec` is the serialized request.
+-- Returns {id, state, position, existing (0|1)}, or an error reply
+-- 'duplicate:<id>' when a deduplication key refuses the job.
+local function create_job(j, spec, now)
+  local id, q, owner = j.id, j.queue, j.owner
+  local k_req
+  if j.request_id and j.request_id ~= '' then
+    k_req = P .. ':req:' .. owner .. ':' .. j.request_id
+    local existing = redis.call('GET', k_req)
+    if existing and redis.call('EXISTS', k_job(existing)) == 1 then
+      local eq = hget(k_job(existing), 'queue')
+      return {existing, hget(k_job(existing), 'state'), position(existing, eq), 1}
+    end
+  end
+  local k_dedup
+  if j.dedup_key and j.dedup_key ~= '' then
+    k_dedup = dedup_key(owner, q, j.dedup_key)
+    local other = redis.call('GET', k_dedup)
+    if other then
+      local st, created = unpack(redis.call('HMGET', k_job(other), 'state', 'created'))
+      local window = tonumber(j.dedup_window_ms) or 0
+      if st and (not TERMINAL[st] or tonumber(created) + window > now) then
+        if j.dedup_return_existing then
+          return {other, st, position(other, q), 1}
+        end
+        return redis.error_reply('duplicate:' .. other)
+      end
+    end
+    redis.call('SET', k_dedup, id)
+  end
+  if k_req then redis.call('SET', k_req, id, 'EX', 86400) end
+
+  local kj = k_job(id)
+  redis.call('HSET', kj, 'id', id, 'queue', q, 'owner', owner, 'priority', j.priority,
+    'attempt', 0, 'limit', j.max_attempts, 'max', j.max_attempts, 'timeout_ms', j.timeout_ms,
+    'created', int(now), 'progress', 0, 'seq', 0, 'spec', spec, 'kind', j.kind,
+    'labels', cjson.encode(j.labels or {}), 'request_id', j.request_id or '', 'cancel', 0, 'handed', 0)
+  if k_dedup then redis.call('HSET', kj, 'dedup', k_dedup) end
+  if j.hosts and #j.hosts > 0 then redis.call('HSET', kj, 'hosts', cjson.encode(j.hosts)) end
+  redis.call('ZADD', K_JOBS, int(now), id)
+  redis.call('ZADD', k_index(q, 'jobs'), int(now), id)
+  redis.call('ZADD', K_QUEUES, 'NX', int(now), q)
+
+  -- Dependencies: completed ones are met; a failed or cancelled one cancels this job.
+  local pending, broken = 0, nil
+  for _, dep in ipairs(j.depends_on or {}) do
+    local st = hget(k_job(dep), 'state')
+    if st == 'FAILED' or st == 'CANCELLED' or not st then
+      broken = broken or dep
+    elseif st ~= 'COMPLETED' then
+      pending = pending + 1
+      redis.call('SADD', k_job(dep) .. ':dependents', id)
+    end
+  end
+  if j.depends_on and #j.depends_on > 0 then
+    redis.call('HSET', kj, 'depends_on', cjson.encode(j.depends_on), 'deps_pending', pending)
+  end
+
+  local run_at = tonumber(j.run_at) or 0
+  if run_at > now then redis.call('HSET', kj, 'run_at', int(run_at)) end
+  local state, fields = nil, {}
+  if broken then
+    state = 'CANCELLED'
+    local err = status_bytes(1, 'DEPENDENCY_FAILED', 'job ' .. broken .. ', which this job depends on, failed, ' ..
+      'was cancelled or does not exist', {dependency = broken})
+    redis.call('HSET', kj, 'error', err, 'ended', int(now))
+    move(id, q, nil, 'CANCELLED', now)
+    fields = {'e', err}
+  elseif pending > 0 then
+    state = 'DELAYED'
+    move(id, q, nil, 'DELAYED', now, nil)
+    fields = {'m', 'waiting for ' .. pending .. ' job(s) it depends on'}
+  elseif run_at > now then
+    state = 'DELAYED'
+    move(id, q, nil, 'DELAYED', now, run_at)
+  else
+    state = 'WAITING'
+    move(id, q, nil, 'WAITING', now)
+    enter_line(id, q, false)
+  end
+  emit(id, q, 'state', state, 0, fields, now)
+  return {id, state, position(id, q), 0}
+end
+
+-- A job completed: its dependents with nothing else pending become due (WAITING, or
+-- DELAYED until their own run_at).
+local function release_dependents(id, now)
+  local k_deps = k_job(id) .. ':dependents'
+  for _, child in ipairs(redis.call('SMEMBERS', k_deps)) do
+    local kc = k_job(child)
+    local st, q = unpack(redis.call('HMGET', kc, 'state', 'queue'))
+    if st == 'DELAYED' and redis.call('HINCRBY', kc, 'deps_pending', -1) <= 0 then
+      local run_at = tonumber(hget(kc, 'run_at')) or 0
+      if run_at > now then
+        redis.call('ZADD', K_DELAYED, int(run_at), child)
+        redis.call('ZADD', k_index(q, 'delayed'), int(run_at), child)
+      else
+        move(child, q, 'DELAYED', 'WAITING', now)
+        enter_line(child, q, false)
+        emit(child, q, 'state', 'WAITING', 0, {'m', 'the jobs it depends on completed'}, now)
+      end
+    end
+  end
+  redis.call('DEL', k_deps)
+end
+
+-- A job failed for good or was cancelled: every job waiting on it (and on those, in
+-- turn) is CANCELLED, with the reason.
+local function cancel_dependents(id, now)
+  local todo = {id}
+  while #todo > 0 do
+    local parent = table.remove(todo)
+    local k_deps = k_job(parent) .. ':dependents'
+    for _, child in ipairs(redis.call('SMEMBERS', k_deps)) do
+      local kc = k_job(child)
+      local st, q = unpack(redis.call('HMGET', kc, 'state', 'queue'))
+      if st == 'DELAYED' then
+        local err = status_bytes(1, 'DEPENDENCY_FAILED', 'job ' .. parent .. ', which this job depends on, ' ..
+          'failed or was cancelled', {dependency = parent})
+        redis.call('HSET', kc, 'error', err, 'ended', int(now))
+        move(child, q, 'DELAYED', 'CANCELLED', now)
+        emit(child, q, 'state', 'CANCELLED', 0, {'e', err}, now)
+        todo[#todo + 1] = child
+      end
+    end
+    redis.call('DEL', k_deps)
+  end
+end
+
+-- After a job reached a terminal state: settle the jobs that depend on it.
+local function settle_dependents(id, state, now)
+  if state == 'COMPLETED' then
+    release_dependents(id, now)
+  elseif state == 'FAILED' or state == 'CANCELLED' then
+    cancel_dependents(id, now)
+  end
+end
+
+-- ---- statistics, history, retention ---------------------------------------------------
+
+local SAMPLES = 1000
+
+-- A timing sample (ms) of a queue: 'wait' (ready to started) or 'run' (started to ended).
+local function sample(q, kind, ms)
+  local key = k_index(q, kind .. '-ms')
+  redis.call('LPUSH', key, int(ms))
+  redis.call('LTRIM', key, 0, SAMPLES - 1)
+end
+
+-- Count a job that ended (COMPLETED, or FAILED for good) in its minute: a ring of 60
+-- minutes per queue ('c:<slot>', 'f:<slot>', and 'm:<slot>' the minute it holds).
+local function count_end(q, state, now)
+  if state ~= 'COMPLETED' and state ~= 'FAILED' then return end
+  local key = k_index(q, 'throughput')
+  local minute = math.floor(now / 60000)
+  local slot = minute % 60
+  if tonumber(redis.call('HGET', key, 'm:' .. slot)) ~= minute then
+    redis.call('HSET', key, 'm:' .. slot, minute, 'c:' .. slot, 0, 'f:' .. slot, 0)
+  end
+  redis.call('HINCRBY', key, (state == 'COMPLETED' and 'c:' or 'f:') .. slot, 1)
+end
+
+-- The record of one attempt, in the job's attempts hash ('<n>:<field>').
+local function record_attempt(id, attempt, fields)
+  local flat = {}
+  for k, v in pairs(fields) do
+    flat[#flat + 1] = attempt .. ':' .. k
+    flat[#flat + 1] = v
+  end
+  redis.call('HSET', k_job(id) .. ':attempts', unpack(flat))
+end
+
+-- Delete a job and everything of it: hash, events, attempts, indexes, counters, its
+-- request-id and dedup keys; its id goes to the gc list so its artifacts follow.
+local function delete_job(id)
+  local kj = k_job(id)
+  local q, state, owner, request_id, dedup = unpack(redis.call('HMGET', kj, 'queue', 'state', 'owner',
+    'request_id', 'dedup'))
+  if not q then return 0 end
+  if not TERMINAL[state] then return 0 end  -- only jobs that have ended
+  move(id, q, state, nil, 0)
+  redis.call('ZREM', K_JOBS, id)
+  redis.call('ZREM', k_index(q, 'jobs'), id)
+  if request_id and request_id ~= '' then
+    local k_req = P .. ':req:' .. owner .. ':' .. request_id
+    if redis.call('GET', k_req) == id then redis.call('DEL', k_req) end
+  end
+  if dedup and redis.call('GET', dedup) == id then redis.call('DEL', dedup) end
+  redis.call('DEL', kj, k_job_events(id), kj .. ':attempts', kj .. ':dependents')
+  redis.call('RPUSH', P .. ':gc', id)
+  return 1
+end
+
+-- Keep a queue's history bounded: the newest `keep` jobs of a finished state, none
+-- older than max_age_ms.
+local function trim_history(q, state, t, now)
+  local keep = state == 'COMPLETED' and t.keep_completed or t.keep_failed
+  local idx = k_index(q, STATE_INDEX[state])
+  local excess = redis.call('ZCARD', idx) - keep
+  if excess > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', idx, 0, math.min(excess, 100) - 1)) do delete_job(old) end
+  end
+  if t.max_age_ms > 0 then
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now - t.max_age_ms, 'LIMIT', 0, 100)) do
+      delete_job(old)
+    end
+  end
+end
+
+-- A job reached `state` for good (COMPLETED, FAILED or CANCELLED): count it, settle
+-- the jobs that depend on it, and keep its queue's history bounded.
+local function settle(id, q, state, t, now)
+  count_end(q, state, now)
+  settle_dependents(id, state, now)
+  trim_history(q, state, t, now)
+end
+
+-- Give a FAILED or CANCELLED job a fresh set of attempts (its attempt number keeps
+-- counting). Returns nil, or the state that refuses it.
+local function retry_job(id, now)
+  local kj = k_job(id)
+  local state, q, attempt, per_set = unpack(redis.call('HMGET', kj, 'state', 'queue', 'attempt', 'max'))
+  if state ~= 'FAILED' and state ~= 'CANCELLED' then return state or 'missing' end
+  redis.call('HSET', kj, 'limit', tonumber(attempt) + tonumber(per_set), 'cancel', 0, 'progress', 0, 'pmsg', '')
+  redis.call('HDEL', kj, 'ended', 'result', 'error', 'started', 'run_at', 'score')
+  move(id, q, state, 'WAITING', now)
+  enter_line(id, q, false)
+  emit(id, q, 'state', 'WAITING', tonumber(attempt), {'m', 'retry requested'}, now)
+  return nil
 end

@@ -1,7 +1,7 @@
 -- Cancel a job. WAITING and DELAYED jobs are CANCELLED at once; for an ACTIVE one
 -- the cancel flag is set and its executor is told (pub/sub; its heartbeat also
 -- sees the flag), and it confirms with finish(cancelled).
--- ARGV: prefix, id, serialized error. Returns the state after the call, or
+-- ARGV: prefix, id, serialized error, then the policy arguments. Returns the state after the call, or
 -- {err = 'terminal:<STATE>'} for a job that has already ended, or {err = 'missing'}.
 local id, payload = ARGV[2], ARGV[3]
 local kj = k_job(id)
@@ -25,4 +25,5 @@ end
 redis.call('HSET', kj, 'error', payload, 'ended', int(now), 'handed', 0, 'cancel', 1)
 move(id, q, state, 'CANCELLED', now)
 emit(id, q, 'state', 'CANCELLED', tonumber(attempt), {'e', payload}, now)
+settle(id, q, 'CANCELLED', transport_args(4), now)
 return 'CANCELLED'

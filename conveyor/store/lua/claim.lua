@@ -11,6 +11,8 @@ if state ~= 'WAITING' then return {0, 'state ' .. state} end
 if handed ~= '1' then return {0, 'not handed over'} end
 if tonumber(cur) + 1 ~= attempt then return {0, 'attempt ' .. attempt .. ' is stale'} end
 local now = now_ms()
+sample(q, 'wait', now - (tonumber(hget(kj, 'ready')) or now))
+record_attempt(id, attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'})
 redis.call('HSET', kj, 'attempt', attempt, 'handed', 0, 'started', int(now), 'worker', executor,
   'progress', 0, 'pmsg', '')
 redis.call('HDEL', kj, 'run_at')

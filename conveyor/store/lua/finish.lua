@@ -1,6 +1,6 @@
 -- A running attempt ends, and its slot goes to the next waiting job at once (no
 -- round trip through a gateway). ARGV: prefix, id, attempt, outcome, payload,
--- retry_at ms, then the six transport arguments (see transport_args).
+-- retry_at ms, then the policy arguments (see transport_args).
 --   outcome 'completed': payload is the serialized result
 --   outcome 'failed':    payload is the serialized error; retry_at > 0 asks for a retry
 --                        (granted while attempts remain and no cancel was asked)
@@ -8,11 +8,14 @@
 -- Returns the job's new state, or '' when the attempt no longer runs (nothing changes).
 local id, attempt, outcome, payload = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local retry_at = tonumber(ARGV[6])
+local t = transport_args(7)
 local kj = k_job(id)
-local state, cur, q, limit, cancel = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'queue', 'limit', 'cancel'))
+local state, cur, q, limit, cancel, started = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'queue', 'limit',
+  'cancel', 'started'))
 if state ~= 'ACTIVE' or cur ~= attempt then return '' end
 local now = now_ms()
 leave_inflight(id, q)
+sample(q, 'run', now - (tonumber(started) or now))
 local to
 if outcome == 'completed' then
   to = 'COMPLETED'
@@ -28,6 +31,9 @@ else
   to = 'FAILED'
   redis.call('HSET', kj, 'error', payload, 'ended', int(now))
 end
+local record = {['end'] = int(now), outcome = (to == 'DELAYED') and 'FAILED' or to}
+if to ~= 'COMPLETED' then record.error = payload end
+record_attempt(id, attempt, record)
 if to == 'DELAYED' then
   move(id, q, 'ACTIVE', to, now, retry_at)
 else
@@ -37,5 +43,6 @@ local fields = {}
 if to ~= 'COMPLETED' then fields = {'e', payload} end
 if to == 'COMPLETED' then fields = {'p', 100} end
 emit(id, q, 'state', to, tonumber(attempt), fields, now)
-admit(transport_args(7), now)
+if to ~= 'DELAYED' then settle(id, q, to, t, now) end
+admit(t, now)
 return to

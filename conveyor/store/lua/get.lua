@@ -1,5 +1,6 @@
--- Read jobs with their place in line, atomically. ARGV: prefix, id...
--- Returns, per id, the job hash as a flat list with '_position' appended ({} if missing).
+-- Read jobs with their place in line and their attempts, atomically. ARGV: prefix, id...
+-- Returns, per id, {job hash as a flat list with '_position' appended, attempts hash
+-- as a flat list} ({} if missing).
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
@@ -7,8 +8,10 @@ for i = 2, #ARGV do
   if #flat > 0 then
     local q = hget(k_job(id), 'queue')
     flat[#flat + 1] = '_position'
-    flat[#flat + 1] = position(id, q)
+    flat[#flat + 1] = tostring(position(id, q))
+    out[#out + 1] = {flat, redis.call('HGETALL', k_job(id) .. ':attempts')}
+  else
+    out[#out + 1] = {}
   end
-  out[#out + 1] = flat
 end
 return out

@@ -8,7 +8,9 @@ local ttl_ms, stall_ms, info = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local now = now_ms()
 redis.call('ZADD', K_EXECUTORS, int(now + ttl_ms), executor)
 local kx = P .. ':executor:' .. executor
-redis.call('HSET', kx, 'slots', slots, 'info', info, 'seen', int(now), 'running', (#ARGV - 6) / 2)
+local running = {}
+for i = 7, #ARGV, 2 do running[#running + 1] = ARGV[i] end
+redis.call('HSET', kx, 'slots', slots, 'info', info, 'seen', int(now), 'jobs', cjson.encode(running))
 redis.call('PEXPIRE', kx, int(ttl_ms * 10))
 local stop = {}
 for i = 7, #ARGV, 2 do

@@ -2,8 +2,10 @@
 --   handed over but never claimed -> back in line, at its old place;
 --   ACTIVE with no heartbeat (its executor died) -> back in line at its old place
 --   while attempts remain, else FAILED; CANCELLED if a cancel was asked.
--- ARGV: prefix, max jobs, serialized error for lost executors. Returns {requeued, failed}.
+-- ARGV: prefix, max jobs, serialized error for lost executors, then the policy
+-- arguments. Returns {requeued, failed}.
 local limit, payload = tonumber(ARGV[2]), ARGV[3]
+local t = transport_args(4)
 local now = now_ms()
 local requeued, failed = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT', 0, limit)) do
@@ -25,6 +27,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT'
       elseif a < tonumber(limit_a) then to = 'WAITING'
       else to = 'FAILED' end
       redis.call('HSET', kj, 'error', payload)
+      record_attempt(id, a, {['end'] = int(now), outcome = (to == 'WAITING') and 'FAILED' or to, error = payload})
       if to == 'WAITING' then
         move(id, q, 'ACTIVE', 'WAITING', now)
         enter_line(id, q, true)
@@ -35,6 +38,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT'
         failed = failed + 1
       end
       emit(id, q, 'state', to, a, {'e', payload}, now)
+      if to ~= 'WAITING' then settle(id, q, to, t, now) end
     end
   end
 end
