@@ -155,6 +155,39 @@ local function hand_over(id, attempt, now, t)
   redis.call('RPUSH', qkey, mid)
 end
 
+-- The next job of a queue's line that may start now, taken out of the line; nil when
+-- the line is empty or everything within reach is held back by the queue's per-host
+-- navigation rate (`rate` per second; the job's hosts are those it navigates to).
+local RATE_SCAN = 50
+local function take_next(q, rate, now)
+  local line = k_index(q, 'waiting')
+  if rate <= 0 then
+    return redis.call('ZPOPMIN', line)[1]
+  end
+  local sec = math.floor(now / 1000)
+  for _, id in ipairs(redis.call('ZRANGE', line, 0, RATE_SCAN - 1)) do
+    local hosts = hget(k_job(id), 'hosts')
+    local windows, ok = {}, true
+    for _, host in ipairs(hosts and cjson.decode(hosts) or {}) do
+      local window = P .. ':rate:' .. q .. ':' .. host .. ':' .. sec
+      if (tonumber(redis.call('GET', window)) or 0) >= rate then
+        ok = false
+        break
+      end
+      windows[#windows + 1] = window
+    end
+    if ok then
+      for _, window in ipairs(windows) do
+        redis.call('INCR', window)
+        redis.call('PEXPIRE', window, 2000)
+      end
+      redis.call('ZREM', line, id)
+      return id
+    end
+  end
+  return nil
+end
+
 -- Admission: hand waiting jobs to the executors, only as many as they have free
 -- slots, and only as many of one queue as its concurrency allows. Queues take
 -- turns, one job each, highest priority (then oldest) first within a queue.
@@ -175,11 +208,12 @@ local function admit(t, now)
 
   local open = {}
   for _, q in ipairs(redis.call('SMEMBERS', K_READY_QUEUES)) do
-    local paused, limit, inflight = unpack(redis.call('HMGET', k_queue(q), 'paused', 'concurrency', 'inflight'))
+    local paused, limit, inflight, rate = unpack(redis.call('HMGET', k_queue(q), 'paused', 'concurrency',
+      'inflight', 'host_rate_limit'))
     limit = tonumber(limit) or t.limit
     if limit <= 0 then limit = t.limit end
     if paused ~= '1' then
-      open[#open + 1] = {q = q, room = limit - (tonumber(inflight) or 0)}
+      open[#open + 1] = {q = q, room = limit - (tonumber(inflight) or 0), rate = tonumber(rate) or 0}
     end
   end
 
@@ -188,12 +222,13 @@ local function admit(t, now)
     progress = false
     for _, entry in ipairs(open) do
       if free > 0 and entry.room > 0 then
-        local popped = redis.call('ZPOPMIN', k_index(entry.q, 'waiting'))
-        if #popped == 0 then
+        local id = take_next(entry.q, entry.rate, now)
+        if not id then
           entry.room = 0
-          redis.call('SREM', K_READY_QUEUES, entry.q)
+          if redis.call('ZCARD', k_index(entry.q, 'waiting')) == 0 then
+            redis.call('SREM', K_READY_QUEUES, entry.q)
+          end
         else
-          local id = popped[1]
           local attempt = tonumber(hget(k_job(id), 'attempt')) + 1
           redis.call('HSET', k_job(id), 'handed', 1)
           redis.call('ZADD', K_INFLIGHT, int(now + t.handover_ms), id)
@@ -245,9 +280,9 @@ local function create_job(j, spec, now)
     k_dedup = dedup_key(owner, q, j.dedup_key)
     local other = redis.call('GET', k_dedup)
     if other then
-      local st, created = unpack(redis.call('HMGET', k_job(other), 'state', 'created'))
-      local window = tonumber(j.dedup_window_ms) or 0
-      if st and (not TERMINAL[st] or tonumber(created) + window > now) then
+      -- The key is held while its job has not ended, and until the end of its window.
+      local st, held_until = unpack(redis.call('HMGET', k_job(other), 'state', 'dedup_until'))
+      if st and (not TERMINAL[st] or (tonumber(held_until) or 0) > now) then
         if j.dedup_return_existing then
           return {other, st, position(other, q), 1}
         end
@@ -263,7 +298,9 @@ local function create_job(j, spec, now)
     'attempt', 0, 'limit', j.max_attempts, 'max', j.max_attempts, 'timeout_ms', j.timeout_ms,
     'created', int(now), 'progress', 0, 'seq', 0, 'spec', spec, 'kind', j.kind,
     'labels', cjson.encode(j.labels or {}), 'request_id', j.request_id or '', 'cancel', 0, 'handed', 0)
-  if k_dedup then redis.call('HSET', kj, 'dedup', k_dedup) end
+  if k_dedup then
+    redis.call('HSET', kj, 'dedup', k_dedup, 'dedup_until', int(now + (tonumber(j.dedup_window_ms) or 0)))
+  end
   if j.hosts and #j.hosts > 0 then redis.call('HSET', kj, 'hosts', cjson.encode(j.hosts)) end
   redis.call('ZADD', K_JOBS, int(now), id)
   redis.call('ZADD', k_index(q, 'jobs'), int(now), id)
