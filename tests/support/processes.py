@@ -113,8 +113,13 @@ class Stack:
     redis_url: str
     env: dict[str, str]
     log_dir: Path
-    gateway: Process | None = None
+    gateways: list[Process] = field(default_factory=list)
+    gateway_targets: list[str] = field(default_factory=list)
     executors: list[Process] = field(default_factory=list)
+
+    @property
+    def gateway(self) -> Process | None:
+        return self.gateways[0] if self.gateways else None
 
     @property
     def grpc_target(self) -> str:
@@ -143,8 +148,15 @@ class Stack:
                     return False
 
         wait_for(serving, 30, "gateway health SERVING", interval=0.1)
-        self.gateway = p
+        self.gateways.append(p)
+        self.gateway_targets.append(target)
         return p
+
+    def start_second_gateway(self) -> str:
+        """Another gateway on the same Redis and prefix; returns its address."""
+        addr = f"127.0.0.1:{free_port()}"
+        self.start_gateway(CONVEYOR_GRPC_ADDR=addr)
+        return addr
 
     def executor_ids(self) -> list[str]:
         with self.redis() as r:
@@ -168,12 +180,12 @@ class Stack:
         return p
 
     def stop(self) -> None:
-        for p in [*self.executors, *([self.gateway] if self.gateway else [])]:
+        for p in [*self.executors, *self.gateways]:
             p.stop()
 
     def print_problems(self) -> None:
         """Print the services' warning and error lines (pytest shows them when a test fails)."""
-        for p in [*([self.gateway] if self.gateway else []), *self.executors]:
+        for p in [*self.gateways, *self.executors]:
             for line in p.log().splitlines():
                 if '"level": "error"' in line or '"level": "warning"' in line or "Traceback" in line:
                     print(f"[{p.name} {p.pid}] {line[:3000]}")
