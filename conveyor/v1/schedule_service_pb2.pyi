@@ -54,7 +54,7 @@ class Schedule(_message.Message):
     @_builtins.property
     def template(self) -> _job_service_pb2.SubmitJobRequest:
         """The job submitted at each occurrence. Each job also gets the label
-        `schedule_id`; a `delay` in the template counts from the occurrence.
+        `schedule_id`; a `delay` in the template counts from when the job is submitted.
         """
 
     @_builtins.property

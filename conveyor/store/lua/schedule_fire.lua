@@ -38,7 +38,8 @@ if delay > 0 then j.run_at = now + delay end
 local created = create_job(j, hget(ks, 'template'), now)
 local out
 if created.err then
-  local other = string.match(created.err, '^duplicate:(.*)$')
+  -- (Redis 7 gives error replies without a code an 'ERR ' prefix.)
+  local other = string.match(created.err, '^[A-Z]* ?duplicate:(.+)$')
   if not other then return created end
   out = {'', 'DUPLICATE', 0, other}
 else
