@@ -1,8 +1,11 @@
-"""Per-browser directories under the pool's run dir: `browser-<token>/` holding the
-profile (`profile/`), a scratch HOME and TMPDIR (`home/`, `tmp/`), and a marker file
-naming the process that created it. The marker is how a later run recognises its own
-leftovers: a marked directory whose creator is gone is removed (after killing, by
-pid, any process still running from it). Unmarked directories are never touched.
+"""Per-browser directories: `browser-<token>/` under the pool's run dir holds the
+profile (`profile/`) and a scratch HOME (`home/`); the browser's TMPDIR is a short
+`cvb-<token>/` in the system temp dir, because Chromium puts a unix socket there and
+socket paths are limited to 107 bytes. Both carry a marker file naming the process
+that created them and the run dir they belong to. The marker is how a later run
+recognises its own leftovers: a marked directory whose creator is gone is removed
+(after killing, by pid, any process still running from it). Unmarked directories are
+never touched.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -20,13 +25,21 @@ from executor.browser.processes import browser_processes, kill_pids, process_sta
 
 MARKER_FILE = ".conveyor-browser"
 DIR_PREFIX = "browser-"
+SCRATCH_PREFIX = "cvb-"
 
 log = structlog.get_logger()
+
+
+def scratch_root() -> Path:
+    """Where browsers' TMPDIRs go: short paths (/tmp when there is one)."""
+    tmp = Path("/tmp")
+    return tmp if tmp.is_dir() and os.access(tmp, os.W_OK) else Path(tempfile.gettempdir())
 
 
 @dataclass(frozen=True)
 class BrowserDir:
     root: Path
+    scratch: Path
 
     @property
     def profile(self) -> Path:
@@ -38,7 +51,7 @@ class BrowserDir:
 
     @property
     def tmp(self) -> Path:
-        return self.root / "tmp"
+        return self.scratch
 
     @property
     def marker(self) -> str:
@@ -56,54 +69,94 @@ class BrowserDir:
         }
 
     def remove(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _owner() -> dict[str, int | None]:
+def _marker(run_dir: Path, root: Path, scratch: Path) -> str:
     pid = os.getpid()
-    return {"pid": pid, "start_time": process_start_time(pid)}
+    return json.dumps(
+        {
+            "pid": pid,
+            "start_time": process_start_time(pid),
+            "run_dir": str(run_dir.resolve()),
+            "root": str(root),
+            "scratch": str(scratch),
+        }
+    )
 
 
 def create_browser_dir(run_dir: Path) -> BrowserDir:
     run_dir.mkdir(parents=True, exist_ok=True)
-    root = run_dir / f"{DIR_PREFIX}{secrets.token_hex(8)}"
-    root.mkdir(mode=0o700)
-    (root / MARKER_FILE).write_text(json.dumps(_owner()))
-    made = BrowserDir(root)
-    for sub in (made.profile, made.home, made.tmp):
+    token = secrets.token_hex(8)
+    root = run_dir.resolve() / f"{DIR_PREFIX}{token}"
+    scratch = scratch_root() / f"{SCRATCH_PREFIX}{token}"
+    marker = _marker(run_dir, root, scratch)
+    for made in (root, scratch):
+        made.mkdir(mode=0o700)
+        (made / MARKER_FILE).write_text(marker)
+    browser_dir = BrowserDir(root, scratch)
+    for sub in (browser_dir.profile, browser_dir.home):
         sub.mkdir(mode=0o700)
-    return made
+    return browser_dir
 
 
-def _owner_is_alive(marker_path: Path) -> bool:
+def _read_marker(marker_path: Path) -> dict[str, Any] | None:
     try:
         owner = json.loads(marker_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _owner_is_alive(owner: dict[str, Any]) -> bool:
+    try:
         pid = int(owner["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return False
     started = process_start_time(pid)
     return started is not None and started == owner.get("start_time")
 
 
+def _leftovers(run_dir: Path) -> list[BrowserDir]:
+    """Marked browser dirs of this run dir whose creating process is gone."""
+    found: dict[Path, BrowserDir] = {}
+    mine = str(run_dir.resolve())
+    candidates = [e for e in run_dir.iterdir() if e.name.startswith(DIR_PREFIX)]
+    candidates += [e for e in scratch_root().iterdir() if e.name.startswith(SCRATCH_PREFIX)]
+    for entry in candidates:
+        marker_path = entry / MARKER_FILE
+        if entry.is_symlink() or not marker_path.is_file():
+            continue
+        owner = _read_marker(marker_path)
+        if owner is None or owner.get("run_dir") != mine or _owner_is_alive(owner):
+            continue
+        root, scratch = Path(str(owner.get("root"))), Path(str(owner.get("scratch")))
+        # Only ever the two places this module creates, and only our own files.
+        if entry not in (root, scratch) or entry.stat().st_uid != os.getuid():
+            continue
+        if not (root.parent == run_dir.resolve() and root.name.startswith(DIR_PREFIX)):
+            continue
+        if not (scratch.parent == scratch_root() and scratch.name.startswith(SCRATCH_PREFIX)):
+            continue
+        found.setdefault(root, BrowserDir(root, scratch))
+    return list(found.values())
+
+
 def sweep_leftovers(run_dir: Path) -> list[Path]:
     """Remove marked browser dirs whose creating process is gone (earlier runs of
     this executor), killing by pid any process still running from them."""
-    removed: list[Path] = []
     if not run_dir.is_dir():
-        return removed
-    for entry in sorted(run_dir.iterdir()):
-        marker_path = entry / MARKER_FILE
-        if not (entry.name.startswith(DIR_PREFIX) and entry.is_dir() and marker_path.is_file()):
-            continue
-        if _owner_is_alive(marker_path):
-            continue
-        leftover = BrowserDir(entry)
+        return []
+    removed: list[Path] = []
+    for leftover in _leftovers(run_dir):
         pids = [p.pid for p in browser_processes(None, leftover.marker)]
+        pids += [p.pid for p in browser_processes(None, f"{leftover.scratch}{os.sep}")]
         if pids:
-            log.warning("browser_leftover_processes_killed", dir=str(entry), pids=pids)
-            kill_pids(pids)
+            log.warning("browser_leftover_processes_killed", dir=str(leftover.root), pids=pids)
+            kill_pids(sorted(set(pids)))
         leftover.remove()
-        removed.append(entry)
+        removed.append(leftover.root)
     if removed:
         log.info("browser_leftovers_removed", count=len(removed), run_dir=str(run_dir))
     return removed

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import Callable
@@ -58,8 +59,10 @@ class PolicyProxy:
         *,
         on_refused: RefusalListener | None = None,
         connect_timeout_seconds: float = 15.0,
+        refusal_log_level: int = logging.INFO,
     ) -> None:
         self.policy = policy
+        self.refusal_log_level = refusal_log_level
         self.on_refused = on_refused
         self.connect_timeout = connect_timeout_seconds
         self.refused: dict[tuple[str, int], Decision] = {}
@@ -161,7 +164,10 @@ class PolicyProxy:
         decision = await self.policy.check_host(host, port)
         if not decision.allowed:
             self.refused[(decision.host or host, port)] = decision
-            log.info("url_policy_refused_connection", host=host, port=port, reason=decision.reason)
+            log.log(
+                self.refusal_log_level, "url_policy_refused_connection",
+                host=host, port=port, reason=decision.reason,
+            )
             if self.on_refused is not None:
                 self.on_refused(host, port, decision)
             raise _Refused(REPLY_NOT_ALLOWED)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -61,12 +62,10 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--dns-prefetch-disable",
     "--metrics-recording-only",
+    # WebRTC only through the proxy (which speaks no UDP): no STUN packets to anywhere.
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
-    "--force-webrtc-ip-handling-policy",
-    "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,"
-    "AutofillServerCommunication,CertificateTransparencyComponentUpdater,"
-    "NetworkTimeServiceQuerying,InterestFeedContentSuggestions,NetworkPrediction,"
-    "PrivacySandboxSettings4,WebTransport",
+    # No --disable-features here: Chromium reads only the last one, and Playwright
+    # passes its own list.
 ]
 PROCESS_EXIT_WAIT_SECONDS = 3.0
 
@@ -124,7 +123,7 @@ class BrowserPool:
         self._browsers: list[_PooledBrowser] = []
         self._cond = asyncio.Condition()
         self._background: set[asyncio.Task[None]] = set()
-        self._deny_proxy = PolicyProxy(_RefuseAll())
+        self._deny_proxy = PolicyProxy(_RefuseAll(), refusal_log_level=logging.DEBUG)
         self._started = False
         self._closed = False
         self.launches = 0

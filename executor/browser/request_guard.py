@@ -64,9 +64,16 @@ class RequestGuard:
 
     # --- handlers -----------------------------------------------------------------------
 
+    async def _decide(self, url: str, *, websocket: bool = False) -> Decision:
+        try:
+            return await self.policy.check_url(url, websocket=websocket)
+        except Exception as exc:  # a check that breaks refuses
+            log.exception("url_policy_check_failed", url=url[:300])
+            return Decision(False, f"the URL could not be checked ({type(exc).__name__})")
+
     async def _on_route(self, route: Route, request: Request) -> None:
         try:
-            decision = await self.policy.check_url(request.url)
+            decision = await self._decide(request.url)
             if decision.allowed:
                 await route.continue_()
                 return
@@ -78,7 +85,7 @@ class RequestGuard:
 
     async def _on_websocket(self, websocket: WebSocketRoute) -> None:
         try:
-            decision = await self.policy.check_url(websocket.url, websocket=True)
+            decision = await self._decide(websocket.url, websocket=True)
             if decision.allowed:
                 websocket.connect_to_server()
                 return

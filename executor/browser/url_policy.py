@@ -306,6 +306,6 @@ class UrlPolicy:
         try:
             async with asyncio.timeout(self._resolve_timeout):
                 addresses = await self._resolver(host, port)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: bad IDNA names
             return Decision(False, f"{host} could not be resolved ({exc or 'timeout'})", host)
         return check_addresses(host, addresses)
