@@ -89,18 +89,10 @@ class BrowserTaskRunner:
         self, job_id: str, task: task_pb2.BrowserTask, report: Report
     ) -> job_pb2.JobResult:
         steps = list(task.steps)
-        if not steps:
-            raise _task_error("a browser task needs at least one step")
-        if len(steps) > self.settings.max_steps:
-            raise _task_error(
-                f"the task has {len(steps)} steps, more than the limit of {self.settings.max_steps}",
-                "TOO_MANY_STEPS",
-            )
         try:
-            files = check_files(list(task.files), self.settings.max_file_bytes)
-        except StepFailure as failure:
-            raise JobError(failure.detail, code=failure.code, reason=failure.reason,
-                           retryable=False) from None
+            files = self._check_task(steps, task)
+        except JobError as error:
+            raise BrowserTaskFailed(error, job_pb2.JobResult()) from None
         stager = UploadStager(files, self.staging_root, job_id)
         outputs = JobOutputs(job_id, self.artifacts, self.settings.max_artifact_bytes, stager)
         started = time.monotonic()
@@ -126,6 +118,22 @@ class BrowserTaskRunner:
         log.info("browser_task_completed", job_id=job_id, steps=len(steps),
                  seconds=round(time.monotonic() - started, 3))
         return outputs.result
+
+    def _check_task(
+        self, steps: list[task_pb2.Step], task: task_pb2.BrowserTask
+    ) -> dict[str, task_pb2.File]:
+        if not steps:
+            raise _task_error("a browser task needs at least one step")
+        if len(steps) > self.settings.max_steps:
+            raise _task_error(
+                f"the task has {len(steps)} steps, more than the limit of {self.settings.max_steps}",
+                "TOO_MANY_STEPS",
+            )
+        try:
+            return check_files(list(task.files), self.settings.max_file_bytes)
+        except StepFailure as failure:
+            raise JobError(failure.detail, code=failure.code, reason=failure.reason,
+                           retryable=False) from None
 
     # --- steps ------------------------------------------------------------------------------
 
