@@ -1,0 +1,246 @@
+"""The browser pool: isolation between jobs, crashes, recycling, the context cap,
+and nothing left behind (processes, profile and scratch directories)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.rpc import code_pb2
+
+from conveyor.artifacts import LocalArtifactStore
+from executor.browser.browser_dirs import MARKER_FILE, SCRATCH_PREFIX, scratch_root
+from executor.browser.pool import BrowserPool
+from executor.browser.processes import pid_alive, process_start_time
+from executor.browser.runner import BrowserTaskFailed, BrowserTaskRunner
+from tests.browser.helpers import browser_task, make_settings, new_job_id, run_steps, values_of
+
+PoolFactory = Callable[..., BrowserPool]
+
+
+@pytest.fixture
+async def make_pool(tmp_path: Path) -> AsyncIterator[PoolFactory]:
+    """Pools of a test's own (closed at the end even if the test fails)."""
+    made: list[BrowserPool] = []
+
+    def make(**overrides: Any) -> BrowserPool:
+        settings = make_settings(tmp_path, **overrides)
+        pool = BrowserPool(settings, run_dir=tmp_path / "browsers")
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        await pool.close()
+
+
+def runner_for(pool: BrowserPool, tmp_path: Path) -> BrowserTaskRunner:
+    return BrowserTaskRunner(pool, LocalArtifactStore(tmp_path / "artifacts"), pool.settings)
+
+
+def scratch_dirs_of(pool_run_dir: Path) -> list[Path]:
+    """Scratch dirs (in the system temp dir) whose marker names this run dir."""
+    found = []
+    for entry in scratch_root().iterdir():
+        marker = entry / MARKER_FILE
+        if entry.name.startswith(SCRATCH_PREFIX) and marker.is_file():
+            try:
+                owner = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                continue
+            if owner.get("run_dir") == str(pool_run_dir.resolve()):
+                found.append(entry)
+    return found
+
+
+async def test_jobs_in_the_same_browser_share_no_cookies_or_storage(
+    make_pool: PoolFactory, tmp_path: Path, pages_url: str
+) -> None:
+    pool = make_pool(max_concurrent_browsers=1)
+    await pool.start()
+    runner = runner_for(pool, tmp_path)
+    storage = f"{pages_url}/storage.html"
+    first = await run_steps(
+        runner,
+        [
+            {"navigate": {"url": storage}},
+            {"expect": {"target": {"selector": "#seen"}, "textEquals": "cookie=none storage=none"}},
+            {"click": {"target": {"selector": "#remember"}}},
+            # Within one job the page does see what it stored.
+            {"navigate": {"url": storage}},
+            {"extract": {"target": {"selector": "#seen"}, "key": "seen"}},
+        ],
+    )
+    assert values_of(first) == {"seen": "cookie=visitor=ada storage=ada"}
+
+    # A second job, while another job's context with the cookie is still open.
+    async with pool.context() as other:
+        await other.page.goto(storage)
+        await other.page.click("#remember")
+        second = await run_steps(
+            runner, [{"navigate": {"url": storage}}, {"extract": {"target": {"selector": "#seen"}, "key": "seen"}}]
+        )
+    assert values_of(second) == {"seen": "cookie=none storage=none"}
+    assert pool.launches == 1  # all of it in one browser
+
+
+async def test_killed_browser_fails_the_job_retryably_and_is_relaunched(
+    make_pool: PoolFactory, tmp_path: Path, pages_url: str
+) -> None:
+    pool = make_pool(max_concurrent_browsers=1)
+    await pool.start()
+    runner = runner_for(pool, tmp_path)
+    in_long_step = asyncio.Event()
+
+    async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
+        if step_index == 1:
+            in_long_step.set()
+
+    task = browser_task(
+        [
+            {"navigate": {"url": f"{pages_url}/late.html?delay=60000"}},
+            {"timeout": "30s", "wait": {"target": {"selector": "#late"}}},
+        ]
+    )
+    job = asyncio.create_task(runner.run(new_job_id(), task, report))
+    async with asyncio.timeout(20):
+        await in_long_step.wait()
+        (main_pid,) = pool.browser_main_pids()
+        first_pids = pool.chromium_pids()
+        assert main_pid in first_pids and len(first_pids) > 1
+        os.kill(main_pid, signal.SIGKILL)
+        with pytest.raises(BrowserTaskFailed) as caught:
+            await job
+    error = caught.value
+    assert (error.reason, error.retryable, error.code) == ("BROWSER_CRASHED", True, code_pb2.UNAVAILABLE)
+    assert error.message.startswith("steps[1] 'wait #late' (wait '#late'): the browser crashed")
+    assert pool.crashes == 1
+
+    # The next job gets a new browser; the dead one's processes and dirs are gone.
+    result = await run_steps(
+        runner, [{"navigate": {"url": f"{pages_url}/form.html"}}, {"expect": {"titleContains": "Form"}}]
+    )
+    assert len(result.steps) == 2
+    assert pool.launches == 2
+    assert pool.browser_main_pids() != [main_pid]
+    assert not [pid for pid in first_pids if pid_alive(pid)]
+    assert len(list((tmp_path / "browsers").iterdir())) == 1
+
+
+async def test_many_jobs_leave_no_processes_or_directories(
+    make_pool: PoolFactory, tmp_path: Path, pages_url: str
+) -> None:
+    pool = make_pool(max_concurrent_browsers=2, contexts_per_browser=2, browser_recycle_after=3)
+    await pool.start()
+    runner = runner_for(pool, tmp_path)
+    seen_pids: set[int] = set()
+    steps: list[dict[str, Any]] = [
+        {"navigate": {"url": f"{pages_url}/list.html"}},
+        {"extract": {"target": {"selector": "li.item"}, "key": "names", "all": True}},
+    ]
+
+    async def one_job() -> None:
+        result = await run_steps(runner, steps)
+        assert values_of(result)["names"] == ["Apple", "Banana", "Cherry"]
+        seen_pids.update(pool.chromium_pids())
+
+    for _ in range(4):
+        await asyncio.gather(*(one_job() for _ in range(4)))
+    assert pool.launches >= 5  # 16 contexts, recycled every 3
+    assert pool.stats().open_contexts == 0
+    await pool.close()
+    assert seen_pids
+    assert not [pid for pid in seen_pids if pid_alive(pid)]
+    assert list((tmp_path / "browsers").iterdir()) == []
+    assert scratch_dirs_of(tmp_path / "browsers") == []
+
+
+async def test_recycled_browser_is_closed_after_its_last_context(
+    make_pool: PoolFactory, pages_url: str
+) -> None:
+    pool = make_pool(max_concurrent_browsers=1, browser_recycle_after=2)
+    await pool.start()
+    pids: list[list[int]] = []
+    for _ in range(3):
+        async with pool.context() as session:
+            await session.page.goto(f"{pages_url}/form.html")
+            pids.append(pool.browser_main_pids())
+    assert pids[0] == pids[1] != pids[2]
+    assert pool.launches == 2
+    assert not pid_alive(pids[0][0])
+
+
+async def test_contexts_per_browser_is_a_cap(make_pool: PoolFactory) -> None:
+    pool = make_pool(max_concurrent_browsers=1, contexts_per_browser=1)
+    await pool.start()
+    second_in = asyncio.Event()
+    release_second = asyncio.Event()
+
+    async def second() -> None:
+        async with pool.context():
+            second_in.set()
+            await release_second.wait()
+
+    async with pool.context():
+        waiter = asyncio.create_task(second())
+        # The second job waits for room while the first holds the only slot.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await second_in.wait()
+        assert pool.stats().open_contexts == 1
+    async with asyncio.timeout(10):
+        await second_in.wait()
+        assert pool.stats().open_contexts == 1
+        release_second.set()
+        await waiter
+    assert pool.launches == 1
+
+
+async def test_start_removes_only_its_own_leftovers(make_pool: PoolFactory, tmp_path: Path) -> None:
+    run_dir = tmp_path / "browsers"
+    run_dir.mkdir()
+    # A process that has exited: the "earlier run" that left things behind.
+    dead = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await dead.wait()
+    dead_owner = {"pid": dead.pid, "start_time": 1}
+    me = {"pid": os.getpid(), "start_time": process_start_time(os.getpid())}
+
+    def marked(name: str, owner: dict[str, Any], scratch_name: str) -> tuple[Path, Path]:
+        root, scratch = run_dir.resolve() / name, scratch_root() / scratch_name
+        marker = json.dumps({**owner, "run_dir": str(run_dir.resolve()), "root": str(root), "scratch": str(scratch)})
+        for made in (root, scratch):
+            made.mkdir()
+            (made / MARKER_FILE).write_text(marker)
+        return root, scratch
+
+    token = os.urandom(6).hex()
+    left_root, left_scratch = marked(f"browser-{token}1", dead_owner, f"{SCRATCH_PREFIX}{token}1")
+    live_root, live_scratch = marked(f"browser-{token}2", me, f"{SCRATCH_PREFIX}{token}2")
+    unmarked = run_dir / f"browser-{token}3"
+    unmarked.mkdir()
+    # A process still running from the leftover directory (by its command line).
+    straggler = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(60)", f"{left_root}/profile"
+    )
+    try:
+        pool = make_pool()
+        await pool.start()
+        async with asyncio.timeout(10):
+            assert await straggler.wait() == -signal.SIGKILL
+        assert not left_root.exists() and not left_scratch.exists()
+        assert live_root.exists() and live_scratch.exists() and unmarked.exists()
+    finally:
+        if straggler.returncode is None:
+            straggler.kill()
+            await straggler.wait()
+        for path in (live_root, live_scratch):
+            for child in path.iterdir():
+                child.unlink()
+            path.rmdir()
