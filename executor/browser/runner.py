@@ -41,7 +41,7 @@ from executor.browser.steps import (
 )
 from executor.browser.targets import check_selector
 from executor.browser.timing import Deadline
-from executor.browser.uploads import UploadStager, check_files
+from executor.browser.uploads import UploadStager, check_files, sweep_staging
 from executor.errors import JobError
 
 log = structlog.get_logger()
@@ -83,7 +83,10 @@ class BrowserTaskRunner:
         self.pool = pool
         self.artifacts = artifacts
         self.settings = settings
-        self.staging_root = staging_root or Path(settings.data_dir) / "staging"
+        self.staging_root = (staging_root or Path(settings.data_dir) / "staging").resolve()
+        removed = sweep_staging(self.staging_root)
+        if removed:
+            log.info("upload_staging_leftovers_removed", count=len(removed))
 
     async def run(
         self, job_id: str, task: task_pb2.BrowserTask, report: Report

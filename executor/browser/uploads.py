@@ -1,9 +1,12 @@
 """Files for `upload` steps: only those sent with the task (`browser.files`), bounded
-in size, written to a staging directory of the job's own that is removed after it."""
+in size, written to a staging directory of the job's own that is removed after it.
+Staging directories are named after the process that made them (`p<pid>-...`), so
+that `sweep_staging` can remove those a dead process left behind."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import tempfile
@@ -12,9 +15,24 @@ from pathlib import Path
 from google.rpc import code_pb2
 
 from conveyor.v1 import task_pb2
+from executor.browser.processes import pid_alive
 from executor.browser.step_errors import StepFailure
 
 _PLAIN_NAME = re.compile(r"^[^/\\\x00]{1,255}$")
+_STAGING_DIR = re.compile(r"^p(\d+)-")
+
+
+def sweep_staging(staging_root: Path) -> list[Path]:
+    """Remove staging directories whose process is gone (a crashed executor's)."""
+    removed: list[Path] = []
+    if not staging_root.is_dir():
+        return removed
+    for entry in staging_root.iterdir():
+        match = _STAGING_DIR.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not pid_alive(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _invalid_files(detail: str) -> StepFailure:
@@ -69,7 +87,9 @@ class UploadStager:
         if self._dir is None:
             self.staging_root.mkdir(parents=True, exist_ok=True)
             safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", self.job_id)[:64]
-            self._dir = Path(tempfile.mkdtemp(prefix=f"{safe_id}-", dir=self.staging_root))
+            self._dir = Path(
+                tempfile.mkdtemp(prefix=f"p{os.getpid()}-{safe_id}-", dir=self.staging_root)
+            )
         paths = []
         for name in names:
             path = self._dir / name

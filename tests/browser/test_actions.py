@@ -3,10 +3,16 @@ afterwards (read back with `extract` or `expect`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import sys
+from pathlib import Path
 
 from conveyor.artifacts import LocalArtifactStore
+from conveyor.settings import Settings
 from conveyor.v1 import job_pb2
+from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskRunner
 from tests.browser.helpers import Progress, run_steps, values_of
 
@@ -247,7 +253,7 @@ async def test_screenshots_of_page_and_element(
     assert sizes["step-02-fullpage.png"] > sizes["step-01-screenshot.png"] > sizes["step-03-element.png"]
 
 
-async def test_upload_files_sent_with_the_task(runner: BrowserTaskRunner, pages_url: str, settings: object) -> None:
+async def test_upload_files_sent_with_the_task(runner: BrowserTaskRunner, pages_url: str) -> None:
     report = b"%PDF-1.4 test report\n" * 10
     notes = b"some notes"
     result = await run_steps(
@@ -265,3 +271,20 @@ async def test_upload_files_sent_with_the_task(runner: BrowserTaskRunner, pages_
     assert values_of(result) == {
         "uploaded": f"report.pdf {len(report)} bytes; notes.txt {len(notes)} bytes"
     }
+    # The job's staging directory is gone with the job.
+    assert entries(runner.staging_root) == []
+
+
+def entries(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+async def test_staging_left_by_a_dead_process_is_removed(
+    pool: BrowserPool, artifacts: LocalArtifactStore, settings: Settings, tmp_path: Path
+) -> None:
+    dead = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await dead.wait()
+    for name in (f"p{dead.pid}-job-1-abc", f"p{os.getpid()}-job-2-def", "unrelated"):
+        (tmp_path / name).mkdir()
+    BrowserTaskRunner(pool, artifacts, settings, staging_root=tmp_path)
+    assert entries(tmp_path) == [f"p{os.getpid()}-job-2-def", "unrelated"]
