@@ -5,6 +5,7 @@ decoding of rich errors. The SDK against the real gateway is covered by test_cli
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -89,12 +90,23 @@ class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
     async def SubmitJobs(
         self, request: job_service_pb2.SubmitJobsRequest, context: Any
     ) -> job_service_pb2.SubmitJobsResponse:
-        return job_service_pb2.SubmitJobsResponse(
+        """Requests for the queue "bad queue" are refused: the whole call, or (with
+        allow_partial) just them, by index."""
+        bad = [i for i, r in enumerate(request.requests) if r.queue == "bad queue"]
+        if bad and not request.allow_partial:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"requests[{bad[0]}].queue: invalid")
+        response = job_service_pb2.SubmitJobsResponse(
             results=[
-                job_service_pb2.SubmitJobResponse(id=f"batch-{i}", position=i + 1)
+                job_service_pb2.SubmitJobResponse() if i in bad else job_service_pb2.SubmitJobResponse(
+                    id=f"batch-{i}", position=i + 1
+                )
                 for i, _ in enumerate(request.requests)
             ]
-        )
+        )  # fmt: skip
+        for i in bad:
+            status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"requests[{i}].queue: invalid")
+            response.errors.add(index=i, error=status)
+        return response
 
     async def GetJob(self, request: job_service_pb2.GetJobRequest, context: Any) -> job_service_pb2.GetJobResponse:
         self._record(context)
@@ -159,6 +171,10 @@ class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
 
 
 class FakeQueues(queue_service_pb2_grpc.QueueServiceServicer):
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.watch_requests: list[queue_service_pb2.WatchQueueRequest] = []
+
     async def ListQueues(
         self, request: queue_service_pb2.ListQueuesRequest, context: Any
     ) -> queue_service_pb2.ListQueuesResponse:
@@ -173,26 +189,87 @@ class FakeQueues(queue_service_pb2_grpc.QueueServiceServicer):
             queue=queue_service_pb2.Queue(name=request.queue, counts=queue_service_pb2.QueueCounts(waiting=7))
         )
 
+    async def UpdateQueue(
+        self, request: queue_service_pb2.UpdateQueueRequest, context: Any
+    ) -> queue_service_pb2.UpdateQueueResponse:
+        self.requests.append(request)
+        return queue_service_pb2.UpdateQueueResponse(
+            queue=queue_service_pb2.Queue(
+                name=request.queue, concurrency=request.concurrency or 4, host_rate_limit=request.host_rate_limit
+            )
+        )
+
+    async def PauseQueue(
+        self, request: queue_service_pb2.PauseQueueRequest, context: Any
+    ) -> queue_service_pb2.PauseQueueResponse:
+        self.requests.append(request)
+        return queue_service_pb2.PauseQueueResponse(queue=queue_service_pb2.Queue(name=request.queue, paused=True))
+
+    async def ResumeQueue(
+        self, request: queue_service_pb2.ResumeQueueRequest, context: Any
+    ) -> queue_service_pb2.ResumeQueueResponse:
+        self.requests.append(request)
+        return queue_service_pb2.ResumeQueueResponse(queue=queue_service_pb2.Queue(name=request.queue, paused=False))
+
+    async def CleanQueue(
+        self, request: queue_service_pb2.CleanQueueRequest, context: Any
+    ) -> queue_service_pb2.CleanQueueResponse:
+        self.requests.append(request)
+        return queue_service_pb2.CleanQueueResponse(deleted=3)
+
+    async def RetryFailedJobs(
+        self, request: queue_service_pb2.RetryFailedJobsRequest, context: Any
+    ) -> queue_service_pb2.RetryFailedJobsResponse:
+        self.requests.append(request)
+        return queue_service_pb2.RetryFailedJobsResponse(retried=2)
+
+    async def WatchQueue(
+        self, request: queue_service_pb2.WatchQueueRequest, context: Any
+    ) -> AsyncIterator[queue_service_pb2.WatchQueueResponse]:
+        """Queue events 11..14 (after 10 unless resumed) with a heartbeat first; the
+        first stream breaks (UNAVAILABLE) after event 12; the last one stays open."""
+        self.watch_requests.append(request)
+        after = request.after_sequence if request.HasField("after_sequence") else 10
+        yield queue_service_pb2.WatchQueueResponse(heartbeat=job_pb2.Heartbeat())
+        for seq in range(after + 1, 15):
+            event = job_pb2.JobEvent(queue_sequence=seq, sequence=seq - 10, job_id=f"j{seq}", queue=request.queue)
+            yield queue_service_pb2.WatchQueueResponse(event=event)
+            if len(self.watch_requests) == 1 and seq == 12:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway shutting down")
+        await asyncio.Event().wait()  # a queue's stream never ends by itself
+
+    async def ListWorkers(
+        self, request: queue_service_pb2.ListWorkersRequest, context: Any
+    ) -> queue_service_pb2.ListWorkersResponse:
+        return queue_service_pb2.ListWorkersResponse(
+            workers=[
+                queue_service_pb2.Worker(id="w1", host="h", pid=10, slots=4, running_job_ids=["j1"]),
+                queue_service_pb2.Worker(id="w2", host="h", pid=11, slots=4),
+            ]
+        )
+
 
 class Fake:
-    def __init__(self, target: str, jobs: FakeJobs) -> None:
+    def __init__(self, target: str, jobs: FakeJobs, queues: FakeQueues) -> None:
         self.target = target
         self.jobs = jobs
+        self.queues = queues
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[Fake]:
     server = grpc.aio.server()
     jobs = FakeJobs()
+    queues = FakeQueues()
     job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
-    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(FakeQueues(), server)
+    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queues, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        yield Fake(f"127.0.0.1:{port}", jobs)
+        yield Fake(f"127.0.0.1:{port}", jobs, queues)
     finally:
         await server.stop(None)
 
@@ -221,7 +298,8 @@ async def test_submit_sends_the_request_and_the_api_key(fake: Fake) -> None:
         response = await client.submit(EXAMPLE)
         assert (response.id, response.position) == ("job-1", 1)
         many = await client.submit_many([{"noop": {}}, {"noop": {"sleep": "1s"}}])
-        assert [r.id for r in many] == ["batch-0", "batch-1"]
+        assert [r.id for r in many.results] == ["batch-0", "batch-1"]
+        assert not many.errors
     assert fake.jobs.submitted[0] == to_submit_request(EXAMPLE)
     assert fake.jobs.metadata[0]["authorization"] == "Bearer k-123"
     assert fake.jobs.metadata[0]["user-agent"].startswith("conveyor-python/")
@@ -299,6 +377,81 @@ async def test_artifact_cancel_retry_queues_health(fake: Fake) -> None:
         assert await client.health() == "SERVING"
 
 
+async def test_submit_many_all_or_none_or_partial(fake: Fake) -> None:
+    batch: list[dict[str, Any]] = [{"noop": {}}, {"queue": "bad queue", "noop": {}}, {"noop": {}}]
+    async with AsyncConveyorClient(fake.target) as client:
+        with pytest.raises(ConveyorRpcError) as caught:
+            await client.submit_many(batch)
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "requests[1].queue" in caught.value.message
+
+        partial = await client.submit_many(batch, allow_partial=True)
+    assert [r.id for r in partial.results] == ["batch-0", "", "batch-2"]
+    assert [(e.index, e.error.code) for e in partial.errors] == [(1, code_pb2.INVALID_ARGUMENT)]
+    assert "requests[1].queue" in partial.errors[0].error.message
+
+
+async def test_queue_controls_send_what_was_given(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        assert (await client.pause_queue("q")).paused
+        assert not (await client.resume_queue("q")).paused
+        updated = await client.update_queue("q", host_rate_limit=5)
+        assert (updated.concurrency, updated.host_rate_limit) == (4, 5)
+        await client.update_queue("q", concurrency=0)  # 0 is sent: back to the server default
+        with pytest.raises(ValueError, match="concurrency and/or host_rate_limit"):
+            await client.update_queue("q")
+        assert await client.clean_queue("q", "completed", older_than=3600, limit=50) == 3
+        assert await client.clean_queue("q", "CANCELLED", older_than=dt.timedelta(milliseconds=1500)) == 3
+        assert await client.clean_queue("q", job_pb2.JOB_STATE_FAILED) == 3
+        with pytest.raises(ValueError, match="unknown job state"):
+            await client.clean_queue("q", "done")
+        assert await client.retry_failed("q", limit=10) == 2
+    pause, resume, rate, conc, clean_old, clean_ms, clean_all, retry = fake.queues.requests
+    assert (pause.queue, resume.queue) == ("q", "q")
+    assert not rate.HasField("concurrency") and rate.host_rate_limit == 5
+    assert conc.HasField("concurrency") and conc.concurrency == 0 and not conc.HasField("host_rate_limit")
+    assert (clean_old.state, clean_old.older_than.seconds, clean_old.limit) == (job_pb2.JOB_STATE_COMPLETED, 3600, 50)
+    assert clean_ms.state == job_pb2.JOB_STATE_CANCELLED
+    assert (clean_ms.older_than.seconds, clean_ms.older_than.nanos) == (1, 500_000_000)
+    assert clean_all.state == job_pb2.JOB_STATE_FAILED and not clean_all.HasField("older_than")
+    assert (retry.queue, retry.limit) == ("q", 10)
+
+
+async def test_workers(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        workers = await client.workers()
+    assert [(w.id, list(w.running_job_ids)) for w in workers] == [("w1", ["j1"]), ("w2", [])]
+
+
+async def _queue_events(client: AsyncConveyorClient, name: str, count: int, **kw: Any) -> list[int]:
+    """The queue sequences of the first `count` events (the stream stays open)."""
+    seen: list[int] = []
+    async for message in client.watch_queue(name, **kw):
+        if message.WhichOneof("kind") == "event":
+            seen.append(message.event.queue_sequence)
+            if len(seen) == count:
+                break
+    return seen
+
+
+async def test_watch_queue_resumes_after_the_last_queue_sequence(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        assert await asyncio.wait_for(_queue_events(client, "q", 4), 10) == [11, 12, 13, 14]
+    first, second = fake.queues.watch_requests
+    assert not first.HasField("after_sequence")  # from now on
+    assert (second.queue, second.after_sequence) == ("q", 12)  # resumed: nothing missed, nothing twice
+
+
+async def test_watch_queue_from_a_sequence_and_without_reconnect(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        with pytest.raises(ConveyorRpcError) as caught:
+            await asyncio.wait_for(_queue_events(client, "q", 4, after_sequence=10, reconnect=False), 10)
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        # A fresh watch replays what follows the sequence given.
+        assert await asyncio.wait_for(_queue_events(client, "q", 2, after_sequence=12), 10) == [13, 14]
+    assert [r.after_sequence for r in fake.queues.watch_requests] == [10, 12]
+
+
 async def test_unreachable_gateway_is_unavailable() -> None:
     async with AsyncConveyorClient("127.0.0.1:1", timeout=5) as client:
         with pytest.raises(ConveyorRpcError) as caught:
@@ -319,6 +472,20 @@ async def test_the_sync_client_has_the_same_surface(fake: Fake) -> None:
             assert client.health() == "SERVING"
             with pytest.raises(ConveyorRpcError, match="NOT_FOUND"):
                 client.get("nope")
+            batch = client.submit_many([{"noop": {}}, {"queue": "bad queue", "noop": {}}], allow_partial=True)
+            assert [e.index for e in batch.errors] == [1]
+            assert client.pause_queue("q").paused and not client.resume_queue("q").paused
+            assert client.update_queue("q", concurrency=2).concurrency == 2
+            assert client.clean_queue("q", "failed", older_than=60) == 3
+            assert client.retry_failed("q") == 2
+            assert [w.id for w in client.workers()] == ["w1", "w2"]
+            seen = []
+            for message in client.watch_queue("q"):
+                if message.HasField("event"):
+                    seen.append(message.event.queue_sequence)
+                    if len(seen) == 4:
+                        break
+            assert seen == [11, 12, 13, 14]
 
     await asyncio.to_thread(use)
     assert fake.jobs.metadata[0]["authorization"] == "Bearer s"

@@ -12,24 +12,33 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
+import re
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 import grpc
+from google.rpc import status_pb2
 
 from clients.cli.files import JobFileError, read_job_file
 from clients.cli.render import (
     JOB_HEADERS,
+    WORKER_HEADERS,
     WatchPrinter,
     job_row,
     print_outcome,
+    print_queue,
     print_table,
+    queue_event_line,
     state_name,
+    status_text,
     to_json,
+    worker_row,
 )
 from clients.sdk import DEFAULT_TARGET, AsyncConveyorClient, ConveyorRpcError
 from clients.sdk._common import to_state
@@ -64,11 +73,19 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         if args.request_id:
             request.request_id = args.request_id
     async with _client(args) as client:
-        if len(requests) == 1:
+        refused: dict[int, status_pb2.Status] = {}
+        if len(requests) == 1 and not args.allow_partial:
             results = [await client.submit(requests[0])]
         else:
-            results = await client.submit_many(requests)
-        for result in results:
+            response = await client.submit_many(requests, allow_partial=args.allow_partial)
+            results = list(response.results)
+            refused = {e.index: e.error for e in response.errors}
+        for index, result in enumerate(results):
+            if index in refused:
+                # In order with the others; on stderr with -q, so stdout stays ids only.
+                line = f"request {index} refused: {status_text(refused[index])}"
+                print(line, file=sys.stderr if args.quiet else sys.stdout, flush=True)
+                continue
             if args.quiet:
                 print(result.id, flush=True)
                 continue
@@ -78,11 +95,12 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             if result.existing:
                 text += " (an existing job with this request id)"
             print(text, flush=True)
+        code = 1 if refused else 0
         if not args.watch:
-            return 0
-        code = 0
-        for result in results:
-            code = max(code, await _watch(client, result.id, sys.stdout, quiet=args.quiet, state=result.state))
+            return code
+        for index, result in enumerate(results):
+            if index not in refused:
+                code = max(code, await _watch(client, result.id, sys.stdout, quiet=args.quiet, state=result.state))
         return code
 
 
@@ -184,6 +202,81 @@ async def cmd_queues(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_queue(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        queue = await client.queue(args.name)
+    if args.json:
+        print(to_json(queue))
+    else:
+        print_queue(queue, sys.stdout)
+    return 0
+
+
+async def cmd_pause(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        queue = await client.pause_queue(args.name)
+    running = f", {queue.counts.active} active will finish" if queue.counts.active else ""
+    print(f"queue {queue.name}: paused ({queue.counts.waiting} waiting{running})")
+    return 0
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        queue = await client.resume_queue(args.name)
+    print(f"queue {queue.name}: resumed ({queue.counts.waiting} waiting)")
+    return 0
+
+
+async def cmd_queue_set(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        queue = await client.update_queue(args.name, args.concurrency, args.host_rate_limit)
+    rate = f"{queue.host_rate_limit} navigations/s per host" if queue.host_rate_limit else "none"
+    print(f"queue {queue.name}: concurrency {queue.concurrency}, host rate limit {rate}")
+    return 0
+
+
+async def cmd_clean(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        deleted = await client.clean_queue(args.name, args.state, args.older_than, args.limit)
+    age = f" that ended more than {_age_text(args.older_than)} ago" if args.older_than else ""
+    print(f"queue {args.name}: deleted {deleted} {args.state} job{'' if deleted == 1 else 's'}{age}")
+    return 0
+
+
+async def cmd_retry_failed(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        retried = await client.retry_failed(args.name, args.limit)
+    print(f"queue {args.name}: retried {retried} failed job{'' if retried == 1 else 's'}")
+    return 0
+
+
+async def cmd_watch_queue(args: argparse.Namespace) -> int:
+    """Runs until interrupted; one line per event, flushed as it comes."""
+    async with _client(args) as client:
+        async for message in client.watch_queue(args.name, after_sequence=args.after):
+            if message.WhichOneof("kind") != "event":
+                continue  # heartbeats only prove the stream is alive
+            if args.json:
+                print(json.dumps(json.loads(to_json(message.event)), separators=(",", ":")), flush=True)
+            else:
+                print(queue_event_line(message.event), flush=True)
+    return 0
+
+
+async def cmd_workers(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        workers = await client.workers()
+    if args.json:
+        for worker in workers:
+            print(json.dumps(json.loads(to_json(worker)), separators=(",", ":")))
+    elif workers:
+        now = time.time()
+        print_table([worker_row(w, now) for w in workers], WORKER_HEADERS, sys.stdout)
+    else:
+        print("no workers alive", file=sys.stderr)
+    return 0
+
+
 async def cmd_artifact(args: argparse.Namespace) -> int:
     output = args.output or Path(args.name).name
     async with _client(args) as client:
@@ -237,6 +330,42 @@ def _priority(name: str) -> job_pb2.Priority.ValueType:
         raise CliError(f"unknown priority {name!r}") from None
 
 
+_AGE_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_AGE_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_age(text: str) -> float:
+    """Seconds from "90s", "15m", "1h30m", "2d" or a plain number of seconds."""
+    value = text.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _AGE_PART.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            raise argparse.ArgumentTypeError(f"not a duration: {text!r} (say 90s, 15m, 1h30m or 2d)") from None
+        seconds = sum(float(n) * _AGE_UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r}")
+    return seconds
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
 # --- parser ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -272,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", help="override the priority (critical, high, normal, low, bulk)")
     p.add_argument("--request-id", help="idempotency key: the same id gives the same job")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the job id")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="batch: submit the valid requests and report each refused one by index (exit 1 if any was refused)",
+    )
 
     p = command("watch", cmd_watch, "Follow a job's progress to its end.")
     p.add_argument("id")
@@ -295,6 +429,54 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("queues", cmd_queues, "Queues and their counts per state.")
     p.add_argument("name", nargs="?", help="one queue only")
     p.add_argument("--json", action="store_true")
+
+    p = command("queue", cmd_queue, "One queue in detail: settings, counts, last hour, wait and run times.")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="the Queue message as JSON")
+
+    p = command("pause", cmd_pause, "Pause a queue: no new job starts (running ones finish; submits still work).")
+    p.add_argument("name")
+
+    p = command("resume", cmd_resume, "Resume a paused queue.")
+    p.add_argument("name")
+
+    p = command("queue-set", cmd_queue_set, "Change a queue's concurrency and/or per-host navigation rate limit.")
+    p.add_argument("name")
+    p.add_argument(
+        "--concurrency", type=_non_negative, help="jobs of the queue that may run at once (0: the server default)"
+    )
+    p.add_argument(
+        "--host-rate-limit",
+        type=_non_negative,
+        help="navigations per second to one host by the queue's browser jobs (0: no limit)",
+    )
+
+    p = command("clean", cmd_clean, "Delete a queue's finished jobs of one state, with their events and artifacts.")
+    p.add_argument("name")
+    p.add_argument("--state", required=True, choices=["completed", "failed", "cancelled"])
+    p.add_argument(
+        "--older-than", type=parse_age, default=None, help="only jobs that ended longer ago (90s, 15m, 1h, 2d)"
+    )
+    p.add_argument("--limit", type=_non_negative, default=0, help="at most this many (default: the server maximum)")
+
+    p = command("retry-failed", cmd_retry_failed, "Give every FAILED job of a queue a fresh set of attempts.")
+    p.add_argument("name")
+    p.add_argument("--limit", type=_non_negative, default=0, help="at most this many (default: the server maximum)")
+
+    p = command(
+        "watch-queue",
+        cmd_watch_queue,
+        "Follow every event of a queue's jobs (time, #queue sequence, job, state and progress, message) "
+        "until interrupted.",
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--after", type=_non_negative, default=None, help="replay the events after this queue sequence first"
+    )
+    p.add_argument("--json", action="store_true", help="one JobEvent as JSON per line")
+
+    p = command("workers", cmd_workers, "The executor workers alive now.")
+    p.add_argument("--json", action="store_true", help="one Worker as JSON per line")
 
     p = command("artifact", cmd_artifact, "Download an artifact (a screenshot) of a job.")
     p.add_argument("job")
@@ -353,7 +535,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "queue-set" and args.concurrency is None and args.host_rate_limit is None:
+        parser.error("queue-set: give --concurrency and/or --host-rate-limit")
     try:
         code: int = asyncio.run(args.handler(args))
         return code

@@ -7,9 +7,10 @@ import shutil
 from collections.abc import Sequence
 from typing import TextIO
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
+from google.rpc import code_pb2, status_pb2
 
-from conveyor.v1 import job_pb2, job_service_pb2
+from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 
 BAR_WIDTH = 30
 
@@ -27,6 +28,15 @@ def priority_name(priority: int) -> str:
         return job_pb2.Priority.Name(priority).removeprefix("PRIORITY_")  # type: ignore[arg-type]
     except ValueError:
         return str(priority)
+
+
+def status_text(status: status_pb2.Status) -> str:
+    """ "INVALID_ARGUMENT: ..." for a google.rpc.Status."""
+    try:
+        code = str(code_pb2.Code.Name(status.code))
+    except ValueError:
+        code = f"code {status.code}"
+    return f"{code}: {status.message or '(no message)'}"
 
 
 def to_json(message: object) -> str:
@@ -179,6 +189,16 @@ def print_outcome(job: job_pb2.Job, out: TextIO, *, artifact_hint: bool = True) 
         print("blocked by the URL policy:", file=out)
         for url in result.blocked_urls:
             print(f"  {url}", file=out)
+    if len(job.attempts) > 1:
+        print("attempts:", file=out)
+        for attempt in job.attempts:
+            line = f"  {attempt.attempt:>2}. {state_name(attempt.outcome):<9}"
+            took = _seconds(attempt.start_time, attempt.end_time)
+            if took is not None:
+                line += f"  {took:.2f} s"
+            if attempt.error.code or attempt.error.message:
+                line += f"  {attempt.error.message or f'code {attempt.error.code}'}"
+            print(line.rstrip(), file=out)
     out.flush()
 
 
@@ -203,3 +223,80 @@ def job_row(job: job_pb2.Job) -> list[str]:
 
 
 JOB_HEADERS = ["ID", "QUEUE", "STATE", "PRIORITY", "PROGRESS", "ATTEMPT", "CREATED"]
+
+
+# --- queues and workers ----------------------------------------------------------------
+def _duration_text(d: duration_pb2.Duration) -> str:
+    seconds = d.ToNanoseconds() / 1e9
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _percentiles(p50: duration_pb2.Duration, p95: duration_pb2.Duration, p99: duration_pb2.Duration) -> str:
+    return ", ".join(f"{name} {_duration_text(d)}" for name, d in (("p50", p50), ("p95", p95), ("p99", p99)))
+
+
+def print_queue(queue: queue_service_pb2.Queue, out: TextIO) -> None:
+    """One queue in detail: its settings, counts per state and statistics."""
+    c, s = queue.counts, queue.stats
+    rate = f"{queue.host_rate_limit} navigations/s per host" if queue.host_rate_limit else "none"
+    samples = any(d.seconds or d.nanos for d in (s.wait_time_p99, s.run_time_p99))
+    rows = [
+        ("paused", "yes" if queue.paused else "no"),
+        ("concurrency", str(queue.concurrency)),
+        ("host rate limit", rate),
+        (
+            "jobs",
+            f"waiting {c.waiting}, delayed {c.delayed}, active {c.active}, "
+            f"completed {c.completed}, failed {c.failed}, cancelled {c.cancelled}",
+        ),
+        ("last hour", f"completed {s.completed_last_hour}, failed {s.failed_last_hour}"),
+        ("wait time", _percentiles(s.wait_time_p50, s.wait_time_p95, s.wait_time_p99) if samples else "-"),
+        ("run time", _percentiles(s.run_time_p50, s.run_time_p95, s.run_time_p99) if samples else "-"),
+    ]
+    print(f"queue {queue.name}", file=out)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}", file=out)
+    out.flush()
+
+
+def age_text(ts: timestamp_pb2.Timestamp, now: float) -> str:
+    """How long ago `ts` was, from `now` (seconds since the epoch): "0.4 s ago"."""
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    age = max(0.0, now - ts.ToNanoseconds() / 1e9)
+    return f"{age:.1f} s ago" if age < 120 else f"{age / 60:.0f} min ago"
+
+
+def worker_row(worker: queue_service_pb2.Worker, now: float) -> list[str]:
+    return [
+        worker.id,
+        worker.host,
+        str(worker.pid),
+        str(worker.slots),
+        ",".join(worker.running_job_ids) or "-",
+        str(worker.jobs_completed),
+        age_text(worker.last_heartbeat_time, now),
+    ]
+
+
+WORKER_HEADERS = ["ID", "HOST", "PID", "SLOTS", "RUNNING", "COMPLETED", "HEARTBEAT"]
+
+
+def queue_event_line(event: job_pb2.JobEvent) -> str:
+    """One line per WatchQueue event: time (UTC), queue sequence, job, state and
+    progress, then the message, step or error."""
+    when = event.time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if event.time.seconds else "-"
+    text = f"{when}  #{event.queue_sequence}  {event.job_id}  {state_name(event.state)} {event.progress}%"
+    if event.type == job_pb2.JOB_EVENT_TYPE_STATE_CHANGED and event.attempt:
+        text += f" (attempt {event.attempt})"
+    detail = event.message or WatchPrinter._step_text(event)
+    if detail:
+        text += f"  {detail}"
+    if event.error.message:
+        text += f"  error: {event.error.message}"
+    return text

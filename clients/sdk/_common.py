@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, json_format
 
-from conveyor.v1 import job_pb2, job_service_pb2
+from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
@@ -93,10 +93,44 @@ def to_state(state: str | int | None) -> job_pb2.JobState.ValueType:
         raise ValueError(f"unknown job state {state!r}; one of {names}") from None
 
 
-def duration(seconds: float) -> duration_pb2.Duration:
+def duration(seconds: float | dt.timedelta) -> duration_pb2.Duration:
+    """A Duration from seconds or a timedelta."""
+    if isinstance(seconds, dt.timedelta):
+        seconds = seconds.total_seconds()
     d = duration_pb2.Duration()
     d.FromNanoseconds(round(seconds * 1e9))
     return d
+
+
+def update_queue_request(
+    name: str, concurrency: int | None, host_rate_limit: int | None
+) -> queue_service_pb2.UpdateQueueRequest:
+    """Only the settings given are sent (the fields are `optional`); 0 sets a setting
+    back to its default (concurrency) or removes it (host_rate_limit)."""
+    if concurrency is None and host_rate_limit is None:
+        raise ValueError("give concurrency and/or host_rate_limit")
+    request = queue_service_pb2.UpdateQueueRequest(queue=name)
+    if concurrency is not None:
+        request.concurrency = concurrency
+    if host_rate_limit is not None:
+        request.host_rate_limit = host_rate_limit
+    return request
+
+
+def clean_queue_request(
+    name: str, state: str | int, older_than: float | dt.timedelta | None, limit: int
+) -> queue_service_pb2.CleanQueueRequest:
+    request = queue_service_pb2.CleanQueueRequest(queue=name, state=to_state(state), limit=limit)
+    if older_than is not None:
+        request.older_than.CopyFrom(duration(older_than))
+    return request
+
+
+def watch_queue_request(name: str, after_sequence: int | None) -> queue_service_pb2.WatchQueueRequest:
+    request = queue_service_pb2.WatchQueueRequest(queue=name)
+    if after_sequence is not None:
+        request.after_sequence = after_sequence
+    return request
 
 
 TERMINAL_STATES = frozenset({job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED})

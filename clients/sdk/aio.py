@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
@@ -20,10 +21,13 @@ from clients.sdk._common import (
     JobRequest,
     call_metadata,
     channel_options,
+    clean_queue_request,
     duration,
     is_terminal,
     to_state,
     to_submit_request,
+    update_queue_request,
+    watch_queue_request,
 )
 from clients.sdk.errors import ConveyorRpcError
 from conveyor.v1 import (
@@ -118,12 +122,25 @@ class AsyncConveyorClient:
         return result
 
     async def submit_many(
-        self, requests: Iterable[JobRequest], *, timeout: float | None = _UNSET
-    ) -> list[job_service_pb2.SubmitJobResponse]:
-        """Submit jobs in one call: all or none (the error names each bad request)."""
-        batch = job_service_pb2.SubmitJobsRequest(requests=[to_submit_request(r) for r in requests])
+        self,
+        requests: Iterable[JobRequest],
+        *,
+        allow_partial: bool = False,
+        timeout: float | None = _UNSET,
+    ) -> job_service_pb2.SubmitJobsResponse:
+        """Submit jobs in one call. `results` has one entry per request, in order.
+
+        Without `allow_partial` it is all or none: one invalid request fails the call
+        (INVALID_ARGUMENT naming each bad field as `requests[i].field`). With it, the
+        valid ones are submitted and each refused one is in `errors` (index and a
+        `google.rpc.Status`) with an empty id in `results`. Requests refused for
+        deduplication are reported in `errors` either way.
+        """
+        batch = job_service_pb2.SubmitJobsRequest(
+            requests=[to_submit_request(r) for r in requests], allow_partial=allow_partial
+        )
         response: job_service_pb2.SubmitJobsResponse = await self._call(self._jobs.SubmitJobs, batch, timeout)
-        return list(response.results)
+        return response
 
     async def get(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
         response: job_service_pb2.GetJobResponse = await self._call(
@@ -239,10 +256,109 @@ class AsyncConveyorClient:
             request.page_token = response.next_page_token
 
     async def queue(self, name: str = "default") -> queue_service_pb2.Queue:
+        """One queue: paused, counts per state, concurrency, rate limit and `stats`."""
         response: queue_service_pb2.GetQueueResponse = await self._call(
             self._queues.GetQueue, queue_service_pb2.GetQueueRequest(queue=name)
         )
         return response.queue
+
+    async def update_queue(
+        self,
+        name: str,
+        concurrency: int | None = None,
+        host_rate_limit: int | None = None,
+        *,
+        timeout: float | None = _UNSET,
+    ) -> queue_service_pb2.Queue:
+        """Set the queue's concurrency (0: the server default) and/or its per-host
+        navigation rate limit (per second; 0: no limit). Only what is given changes."""
+        response: queue_service_pb2.UpdateQueueResponse = await self._call(
+            self._queues.UpdateQueue, update_queue_request(name, concurrency, host_rate_limit), timeout
+        )
+        return response.queue
+
+    async def pause_queue(self, name: str, *, timeout: float | None = _UNSET) -> queue_service_pb2.Queue:
+        """No new job of the queue starts until it is resumed (submissions are still
+        accepted; running jobs finish)."""
+        response: queue_service_pb2.PauseQueueResponse = await self._call(
+            self._queues.PauseQueue, queue_service_pb2.PauseQueueRequest(queue=name), timeout
+        )
+        return response.queue
+
+    async def resume_queue(self, name: str, *, timeout: float | None = _UNSET) -> queue_service_pb2.Queue:
+        response: queue_service_pb2.ResumeQueueResponse = await self._call(
+            self._queues.ResumeQueue, queue_service_pb2.ResumeQueueRequest(queue=name), timeout
+        )
+        return response.queue
+
+    async def clean_queue(
+        self,
+        name: str,
+        state: str | int,
+        older_than: float | dt.timedelta | None = None,
+        limit: int = 0,
+        *,
+        timeout: float | None = _UNSET,
+    ) -> int:
+        """Delete the queue's jobs in `state` (completed, failed or cancelled) that
+        ended more than `older_than` (seconds or a timedelta; None: any time) ago,
+        with their events and artifacts; at most `limit` (0: the server maximum).
+        Returns how many were deleted."""
+        response: queue_service_pb2.CleanQueueResponse = await self._call(
+            self._queues.CleanQueue, clean_queue_request(name, state, older_than, limit), timeout
+        )
+        return int(response.deleted)
+
+    async def retry_failed(self, name: str, limit: int = 0, *, timeout: float | None = _UNSET) -> int:
+        """Give every FAILED job of the queue (at most `limit`; 0: the server maximum)
+        a fresh set of attempts. Returns how many were retried."""
+        response: queue_service_pb2.RetryFailedJobsResponse = await self._call(
+            self._queues.RetryFailedJobs, queue_service_pb2.RetryFailedJobsRequest(queue=name, limit=limit), timeout
+        )
+        return int(response.retried)
+
+    async def watch_queue(
+        self,
+        name: str,
+        after_sequence: int | None = None,
+        *,
+        reconnect: bool = True,
+        max_reconnects: int = 5,
+    ) -> AsyncIterator[queue_service_pb2.WatchQueueResponse]:
+        """Every event of the queue's jobs, in order, and heartbeats while idle; the
+        stream does not end by itself (leave the loop, or cancel, to stop).
+
+        `after_sequence` (a `JobEvent.queue_sequence`) replays the events after it;
+        None starts from now. With `reconnect`, a stream cut by UNAVAILABLE is resumed
+        after the last queue_sequence seen, so nothing is missed or repeated. (Before
+        the first event there is no sequence to resume from: such a reconnect starts
+        from now again, or from `after_sequence` if given.)
+        """
+        last = after_sequence
+        failures = 0
+        while True:
+            call = self._queues.WatchQueue(watch_queue_request(name, last), metadata=self._metadata)
+            try:
+                async for message in call:
+                    failures = 0
+                    if message.WhichOneof("kind") == "event":
+                        last = message.event.queue_sequence
+                    yield message
+                return
+            except grpc.aio.AioRpcError as err:
+                if not reconnect or err.code() not in RECONNECT_CODES or failures >= max_reconnects:
+                    raise ConveyorRpcError.from_grpc(err) from err
+            finally:
+                call.cancel()
+            failures += 1
+            await asyncio.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+
+    async def workers(self, *, timeout: float | None = _UNSET) -> builtins.list[queue_service_pb2.Worker]:
+        """The executor worker processes alive now (slots, running jobs, heartbeat)."""
+        response: queue_service_pb2.ListWorkersResponse = await self._call(
+            self._queues.ListWorkers, queue_service_pb2.ListWorkersRequest(), timeout
+        )
+        return builtins.list(response.workers)
 
     # --- health ------------------------------------------------------------------------
     async def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -19,10 +20,13 @@ from clients.sdk._common import (
     JobRequest,
     call_metadata,
     channel_options,
+    clean_queue_request,
     duration,
     is_terminal,
     to_state,
     to_submit_request,
+    update_queue_request,
+    watch_queue_request,
 )
 from clients.sdk.errors import ConveyorRpcError
 from conveyor.v1 import (
@@ -93,11 +97,17 @@ class ConveyorClient:
         return result
 
     def submit_many(
-        self, requests: Iterable[JobRequest], *, timeout: float | None = _UNSET
-    ) -> list[job_service_pb2.SubmitJobResponse]:
-        batch = job_service_pb2.SubmitJobsRequest(requests=[to_submit_request(r) for r in requests])
+        self,
+        requests: Iterable[JobRequest],
+        *,
+        allow_partial: bool = False,
+        timeout: float | None = _UNSET,
+    ) -> job_service_pb2.SubmitJobsResponse:
+        batch = job_service_pb2.SubmitJobsRequest(
+            requests=[to_submit_request(r) for r in requests], allow_partial=allow_partial
+        )
         response: job_service_pb2.SubmitJobsResponse = self._call(self._jobs.SubmitJobs, batch, timeout)
-        return list(response.results)
+        return response
 
     def get(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
         response: job_service_pb2.GetJobResponse = self._call(
@@ -209,6 +219,84 @@ class ConveyorClient:
             self._queues.GetQueue, queue_service_pb2.GetQueueRequest(queue=name)
         )
         return response.queue
+
+    def update_queue(
+        self,
+        name: str,
+        concurrency: int | None = None,
+        host_rate_limit: int | None = None,
+        *,
+        timeout: float | None = _UNSET,
+    ) -> queue_service_pb2.Queue:
+        response: queue_service_pb2.UpdateQueueResponse = self._call(
+            self._queues.UpdateQueue, update_queue_request(name, concurrency, host_rate_limit), timeout
+        )
+        return response.queue
+
+    def pause_queue(self, name: str, *, timeout: float | None = _UNSET) -> queue_service_pb2.Queue:
+        response: queue_service_pb2.PauseQueueResponse = self._call(
+            self._queues.PauseQueue, queue_service_pb2.PauseQueueRequest(queue=name), timeout
+        )
+        return response.queue
+
+    def resume_queue(self, name: str, *, timeout: float | None = _UNSET) -> queue_service_pb2.Queue:
+        response: queue_service_pb2.ResumeQueueResponse = self._call(
+            self._queues.ResumeQueue, queue_service_pb2.ResumeQueueRequest(queue=name), timeout
+        )
+        return response.queue
+
+    def clean_queue(
+        self,
+        name: str,
+        state: str | int,
+        older_than: float | dt.timedelta | None = None,
+        limit: int = 0,
+        *,
+        timeout: float | None = _UNSET,
+    ) -> int:
+        response: queue_service_pb2.CleanQueueResponse = self._call(
+            self._queues.CleanQueue, clean_queue_request(name, state, older_than, limit), timeout
+        )
+        return int(response.deleted)
+
+    def retry_failed(self, name: str, limit: int = 0, *, timeout: float | None = _UNSET) -> int:
+        response: queue_service_pb2.RetryFailedJobsResponse = self._call(
+            self._queues.RetryFailedJobs, queue_service_pb2.RetryFailedJobsRequest(queue=name, limit=limit), timeout
+        )
+        return int(response.retried)
+
+    def watch_queue(
+        self,
+        name: str,
+        after_sequence: int | None = None,
+        *,
+        reconnect: bool = True,
+        max_reconnects: int = 5,
+    ) -> Iterator[queue_service_pb2.WatchQueueResponse]:
+        last = after_sequence
+        failures = 0
+        while True:
+            call = self._queues.WatchQueue(watch_queue_request(name, last), metadata=self._metadata)
+            try:
+                for message in call:
+                    failures = 0
+                    if message.WhichOneof("kind") == "event":
+                        last = message.event.queue_sequence
+                    yield message
+                return
+            except grpc.RpcError as err:
+                if not reconnect or err.code() not in RECONNECT_CODES or failures >= max_reconnects:
+                    raise ConveyorRpcError.from_grpc(err) from err
+            finally:
+                call.cancel()
+            failures += 1
+            time.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+
+    def workers(self, *, timeout: float | None = _UNSET) -> builtins.list[queue_service_pb2.Worker]:
+        response: queue_service_pb2.ListWorkersResponse = self._call(
+            self._queues.ListWorkers, queue_service_pb2.ListWorkersRequest(), timeout
+        )
+        return builtins.list(response.workers)
 
     def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
