@@ -45,9 +45,18 @@ def run_plain_dramatiq(redis_url: str, jobs: int, processes: int, threads: int, 
     r.delete(plain_actor.COUNTER_KEY)
     worker = spawn(
         "dramatiq",
-        [sys.executable, "-m", "dramatiq", "bench.plain_actor", "--processes", str(processes),
-         "--threads", str(threads)],
-        env, log_dir,
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "bench.plain_actor",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+        ],
+        env,
+        log_dir,
     )
     try:
         # Warm up: the worker is ready once it has run one message.
@@ -151,12 +160,24 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     redis_proc, url = start_redis(tmp / "redis")
-    stack = Stack(url, stack_env(url, tmp / "data", CONVEYOR_EXECUTOR_PROCESSES=str(ns.processes),
-                                 CONVEYOR_EXECUTOR_SLOTS=str(ns.slots), CONVEYOR_QUEUE_CONCURRENCY="1000",
-                                 CONVEYOR_LOG_LEVEL="WARNING"), tmp / "logs")
+    stack = Stack(
+        url,
+        stack_env(
+            url,
+            tmp / "data",
+            CONVEYOR_EXECUTOR_PROCESSES=str(ns.processes),
+            CONVEYOR_EXECUTOR_SLOTS=str(ns.slots),
+            CONVEYOR_QUEUE_CONCURRENCY="1000",
+            CONVEYOR_KEEP_COMPLETED="1000000",
+            CONVEYOR_LOG_LEVEL="WARNING",
+        ),
+        tmp / "logs",
+    )
     try:
-        print(f"no-op jobs: {ns.jobs}, {ns.processes} processes x {ns.slots} slots, one redis-server, "
-              f"{os.cpu_count()} cores")
+        print(
+            f"no-op jobs: {ns.jobs}, {ns.processes} processes x {ns.slots} slots, one redis-server, "
+            f"{os.cpu_count()} cores"
+        )
         plain = run_plain_dramatiq(url, ns.jobs, ns.processes, ns.slots, tmp / "logs")
         stack.start_gateway()
         stack.start_executor()
@@ -170,8 +191,10 @@ def main() -> None:
     print(f"  conveyor (watched)    : {conv['e2e_per_s']:8,.0f} jobs/s end to end   ratio {ratio:.2f}x")
     print(f"  SubmitJobs (batches)  : {conv['batch_submit_per_s']:8,.0f} jobs/s submitted")
     print(f"  SubmitJob one by one  : {conv['single_submit_per_s']:8,.0f} jobs/s submitted")
-    print(f"  submit -> claimed     : p50 {statistics.median(lat):.1f} ms   p99 {pct(lat, 99):.1f} ms "
-          f"({len(lat)} samples, idle executor)")
+    print(
+        f"  submit -> claimed     : p50 {statistics.median(lat):.1f} ms   p99 {pct(lat, 99):.1f} ms "
+        f"({len(lat)} samples, idle executor)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -24,6 +25,7 @@ log = structlog.get_logger("executor.worker")
 #: How long a stopping worker lets running jobs finish before leaving them to be
 #: recovered by the store (stall detection) on another executor.
 STOP_GRACE_MS = 10_000
+SWITCH_INTERVAL_S = 0.0005
 
 
 class RuntimeMiddleware(AsyncIO):
@@ -64,6 +66,9 @@ def build_worker(settings: Settings, worker_index: int) -> tuple[dramatiq.Worker
 
 
 def run_worker(worker_index: int) -> None:
+    # Jobs hop between threads (consumer -> worker thread -> event loop and back);
+    # with the default 5 ms GIL switch interval each hop can wait that long.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, service="executor")
     structlog.contextvars.bind_contextvars(worker=worker_index)

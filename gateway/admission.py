@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from conveyor.statuses import status_bytes
 from conveyor.store.job_store import JobStore
-from conveyor.store.records import EventRecord, EventType
+from conveyor.store.records import EventRecord, EventType, State
 
 log = structlog.get_logger("gateway.admission")
 
@@ -40,8 +40,10 @@ class Admission:
         self._wake.set()
 
     def on_events(self, events: Sequence[EventRecord]) -> None:
-        """Hub listener: any state change may free a slot or add a waiting job."""
-        if any(ev.type is EventType.STATE for ev in events):
+        """Hub listener: a job that joined a line (another gateway's submit, a retry)
+        may be admitted now. Freed slots need no wake-up: finishing a job refills its
+        slot in the same script."""
+        if any(ev.type is EventType.STATE and ev.state is State.WAITING for ev in events):
             self._wake.set()
 
     async def start(self) -> None:
@@ -55,13 +57,15 @@ class Admission:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        last_reap = 0.0
+        last_reap = last_tick = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
             self._wake.clear()
             try:
-                await self._store.promote_due()
+                if loop.time() - last_tick >= TICK_SECONDS:
+                    last_tick = loop.time()
+                    await self._store.promote_due()
                 if loop.time() - last_reap >= REAP_EVERY_SECONDS:
                     last_reap = loop.time()
                     requeued, failed = await self._store.reap(LOST_EXECUTOR)
