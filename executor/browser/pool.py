@@ -35,7 +35,14 @@ from playwright.async_api import Error as PlaywrightError
 from conveyor.settings import Settings
 from executor.browser.browser_dirs import BrowserDir, create_browser_dir, sweep_leftovers
 from executor.browser.policy_proxy import PolicyProxy
-from executor.browser.processes import browser_processes, find_main_pid, kill_pids, process_table
+from executor.browser.processes import (
+    browser_processes,
+    find_main_pid,
+    kill_pids,
+    pid_alive,
+    process_table,
+    read_process,
+)
 from executor.browser.request_guard import RequestGuard
 from executor.browser.session import BrowserSession, browser_crashed
 from executor.browser.url_policy import Decision, UrlPolicy
@@ -128,6 +135,9 @@ class BrowserPool:
         self._closed = False
         self.launches = 0
         self.crashes = 0
+        self.driver_restarts = 0
+        self._driver_pid: int | None = None
+        self._driver_lock = asyncio.Lock()
 
     # --- life -------------------------------------------------------------------------
 
@@ -220,6 +230,7 @@ class BrowserPool:
         return pooled
 
     async def _acquire(self) -> _PooledBrowser:
+        await self._ensure_driver()
         cap = max(1, self.settings.contexts_per_browser)
         limit = max(1, self.settings.max_concurrent_browsers)
         async with self._cond:
@@ -290,9 +301,30 @@ class BrowserPool:
                 f"Chromium could not be started: {str(exc).splitlines()[0]}", "BROWSER_LAUNCH_FAILED"
             ) from exc
         pooled.pid = await asyncio.to_thread(find_main_pid, pooled.dir.profile)
+        if self._driver_pid is None and pooled.pid is not None:
+            self._driver_pid = _driver_pid_of(pooled.pid)
         self.launches += 1
         log.info("browser_launched", browser=pooled.id, pid=pooled.pid,
                  seconds=round(time.monotonic() - started, 3))
+
+    async def _ensure_driver(self) -> None:
+        """Restart Playwright's driver (a node process, the browsers' parent) if it
+        died: its browsers are gone with it, and it sends no "disconnected" events."""
+        if not self._owns_playwright or self._driver_pid is None or pid_alive(self._driver_pid):
+            return
+        async with self._driver_lock:
+            if self._driver_pid is None or pid_alive(self._driver_pid):
+                return
+            log.error("playwright_driver_died", pid=self._driver_pid)
+            for pooled in list(self._browsers):
+                if not pooled.gone.is_set():
+                    self._on_disconnected(pooled)
+            old, self._playwright, self._driver_pid = self._playwright, None, None
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.stop()
+            self._playwright = await async_playwright().start()
+            self.driver_restarts += 1
 
     def _on_disconnected(self, pooled: _PooledBrowser) -> None:
         pooled.gone.set()
@@ -382,18 +414,28 @@ class BrowserPool:
 
     async def _close_session(self, pooled: _PooledBrowser, session: BrowserSession) -> None:
         pooled.sessions.discard(session)
-        if not pooled.gone.is_set():
-            await _close_context(session.context)
+        if not pooled.gone.is_set() and not await _close_context(session.context):
+            # A browser that cannot close a context is not to be trusted with more.
+            pooled.retiring = True
         if session.proxy is not None:
             await session.proxy.close()
 
 
-async def _close_context(context: BrowserContext) -> None:
+def _driver_pid_of(browser_pid: int) -> int | None:
+    """The Playwright driver that launched a browser: its parent, if that is one."""
+    browser = read_process(browser_pid)
+    driver = read_process(browser.ppid) if browser is not None else None
+    return driver.pid if driver is not None and "run-driver" in driver.cmdline else None
+
+
+async def _close_context(context: BrowserContext) -> bool:
     try:
         async with asyncio.timeout(10):
             await context.close()
     except (TimeoutError, PlaywrightError) as exc:
         log.warning("browser_context_close_failed", error=str(exc)[:200])
+        return False
+    return True
 
 
 async def _reap_processes(pooled: _PooledBrowser) -> None:
@@ -416,7 +458,7 @@ async def _reap_processes(pooled: _PooledBrowser) -> None:
             log.error("browser_processes_survived", browser=pooled.id, pids=pids)
 
 
-async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
+async def _shielded(coro: Coroutine[Any, Any, object]) -> None:
     """Run clean-up to the end even if the caller is cancelled meanwhile."""
     task = asyncio.ensure_future(coro)
     try:

@@ -18,7 +18,7 @@ from google.rpc import code_pb2
 from conveyor.artifacts import LocalArtifactStore
 from executor.browser.browser_dirs import MARKER_FILE, SCRATCH_PREFIX, scratch_root
 from executor.browser.pool import BrowserPool
-from executor.browser.processes import pid_alive, process_start_time
+from executor.browser.processes import pid_alive, process_start_time, read_process
 from executor.browser.runner import BrowserTaskFailed, BrowserTaskRunner
 from tests.browser.helpers import browser_task, make_settings, new_job_id, run_steps, values_of
 
@@ -244,3 +244,43 @@ async def test_start_removes_only_its_own_leftovers(make_pool: PoolFactory, tmp_
             for child in path.iterdir():
                 child.unlink()
             path.rmdir()
+
+
+async def test_dead_playwright_driver_is_restarted(
+    make_pool: PoolFactory, tmp_path: Path, pages_url: str
+) -> None:
+    pool = make_pool(max_concurrent_browsers=1)
+    await pool.start()
+    runner = runner_for(pool, tmp_path)
+    in_long_step = asyncio.Event()
+
+    async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
+        if step_index == 1:
+            in_long_step.set()
+
+    task = browser_task(
+        [
+            {"navigate": {"url": f"{pages_url}/late.html?delay=60000"}},
+            {"timeout": "30s", "wait": {"target": {"selector": "#late"}}},
+        ]
+    )
+    job = asyncio.create_task(runner.run(new_job_id(), task, report))
+    async with asyncio.timeout(20):
+        await in_long_step.wait()
+        (main_pid,) = pool.browser_main_pids()
+        browser = read_process(main_pid)
+        assert browser is not None
+        driver = read_process(browser.ppid)
+        assert driver is not None and "run-driver" in driver.cmdline
+        old_pids = pool.chromium_pids()
+        os.kill(driver.pid, signal.SIGKILL)  # the node process Playwright talks to
+        with pytest.raises(BrowserTaskFailed) as caught:
+            await job
+    assert (caught.value.reason, caught.value.retryable) == ("BROWSER_CRASHED", True)
+
+    result = await run_steps(runner, [{"navigate": {"url": f"{pages_url}/form.html"}}])
+    assert len(result.steps) == 1
+    assert pool.driver_restarts == 1 and pool.launches == 2
+    await pool.close()
+    assert not [pid for pid in old_pids if pid_alive(pid)]
+    assert list((tmp_path / "browsers").iterdir()) == []
