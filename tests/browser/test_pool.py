@@ -18,8 +18,9 @@ from google.rpc import code_pb2
 from conveyor.artifacts import LocalArtifactStore
 from executor.browser.browser_dirs import MARKER_FILE, SCRATCH_PREFIX, scratch_root
 from executor.browser.pool import BrowserPool
-from executor.browser.processes import pid_alive, process_start_time, read_process
+from executor.browser.processes import pid_alive, process_start_time, process_table, read_process
 from executor.browser.runner import BrowserTaskFailed, BrowserTaskRunner
+from executor.errors import JobError
 from tests.browser.helpers import browser_task, make_settings, new_job_id, run_steps, values_of
 
 PoolFactory = Callable[..., BrowserPool]
@@ -284,3 +285,27 @@ async def test_dead_playwright_driver_is_restarted(
     await pool.close()
     assert not [pid for pid in old_pids if pid_alive(pid)]
     assert list((tmp_path / "browsers").iterdir()) == []
+
+
+async def test_launch_timeout_and_failure_leave_nothing_behind(make_pool: PoolFactory, tmp_path: Path) -> None:
+    hanging = tmp_path / "hanging-chromium"
+    hanging.write_text("#!/bin/sh\nsleep 60\n")
+    hanging.chmod(0o755)
+    pool = make_pool(chromium_path=str(hanging), browser_launch_timeout_seconds=1.0)
+    await pool.start()
+    with pytest.raises(JobError) as caught:
+        async with pool.context():
+            pass
+    assert (caught.value.reason, caught.value.retryable) == ("BROWSER_LAUNCH_TIMEOUT", True)
+    assert pool.chromium_pids() == []
+    assert list((tmp_path / "browsers").iterdir()) == []
+    assert scratch_dirs_of(tmp_path / "browsers") == []
+    # Nothing of the script is still running (it named its profile dir, our marker).
+    assert not [p for p in process_table() if p.alive and str(tmp_path / "browsers") in p.cmdline]
+
+    missing = make_pool(chromium_path=str(tmp_path / "no-such-chromium"))
+    await missing.start()
+    with pytest.raises(JobError) as caught:
+        async with missing.context():
+            pass
+    assert (caught.value.reason, caught.value.retryable) == ("BROWSER_LAUNCH_FAILED", True)
