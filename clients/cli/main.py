@@ -478,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("workers", cmd_workers, "The executor workers alive now.")
     p.add_argument("--json", action="store_true", help="one Worker as JSON per line")
 
+    from clients.cli.schedules import add_schedule_commands
+
+    add_schedule_commands(sub, remote)
+
     p = command("artifact", cmd_artifact, "Download an artifact (a screenshot) of a job.")
     p.add_argument("job")
     p.add_argument("name")

@@ -29,6 +29,8 @@ from clients.sdk._common import (
     update_queue_request,
     watch_queue_request,
 )
+from clients.sdk._schedules import Schedule, ScheduleRequest, schedule_stub, to_create_schedule_request
+from clients.sdk._schedules import pb as schedule_pb
 from clients.sdk.errors import ConveyorRpcError
 from conveyor.v1 import (
     job_pb2,
@@ -75,6 +77,7 @@ class AsyncConveyorClient:
         self._metadata = call_metadata(api_key)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        self._schedules = schedule_stub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     async def __aenter__(self) -> AsyncConveyorClient:
@@ -365,3 +368,47 @@ class AsyncConveyorClient:
         """The gateway's grpc.health.v1 status: "SERVING", "NOT_SERVING", ..."""
         response = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    # --- schedules ---------------------------------------------------------------------
+    async def create_schedule(self, request: ScheduleRequest, *, timeout: float | None = _UNSET) -> Schedule:
+        """Create a schedule: a CreateScheduleRequest, or a dict in the protobuf JSON
+        mapping such as `{"cron": "*/5 * * * *", "timeZone": "Europe/Berlin",
+        "template": {"noop": {}}}`. The answer has its `id` and `next_run_time`."""
+        response: schedule_pb.CreateScheduleResponse = await self._call(
+            self._schedules.CreateSchedule, to_create_schedule_request(request), timeout
+        )
+        return response.schedule
+
+    async def list_schedules(self, *, page_size: int = 0) -> builtins.list[Schedule]:
+        """Every schedule of the caller, oldest first (all pages)."""
+        request = schedule_pb.ListSchedulesRequest(page_size=page_size)
+        out: builtins.list[Schedule] = []
+        while True:
+            response: schedule_pb.ListSchedulesResponse = await self._call(self._schedules.ListSchedules, request)
+            out.extend(response.schedules)
+            if not response.next_page_token:
+                return out
+            request.page_token = response.next_page_token
+
+    async def get_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+        response: schedule_pb.GetScheduleResponse = await self._call(
+            self._schedules.GetSchedule, schedule_pb.GetScheduleRequest(id=schedule_id), timeout
+        )
+        return response.schedule
+
+    async def delete_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> None:
+        """Delete a schedule (the jobs it submitted stay)."""
+        await self._call(self._schedules.DeleteSchedule, schedule_pb.DeleteScheduleRequest(id=schedule_id), timeout)
+
+    async def pause_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+        response: schedule_pb.PauseScheduleResponse = await self._call(
+            self._schedules.PauseSchedule, schedule_pb.PauseScheduleRequest(id=schedule_id), timeout
+        )
+        return response.schedule
+
+    async def resume_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+        """Resume a paused schedule; its next run is the first occurrence from now on."""
+        response: schedule_pb.ResumeScheduleResponse = await self._call(
+            self._schedules.ResumeSchedule, schedule_pb.ResumeScheduleRequest(id=schedule_id), timeout
+        )
+        return response.schedule
