@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -174,8 +175,9 @@ class JobStore:
         return jobs, token
 
     async def events_after(self, job_id: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
-        rows = await self.client.xrange(self.keys.job_events(job_id), f"(0-{after_sequence}", "+", count=count)
-        return [EventRecord.from_fields(fields) for _, fields in rows]
+        # Event n is element n - 1 of the job's log.
+        rows = await self.client.lrange(self.keys.job_events(job_id), after_sequence, after_sequence + count - 1)
+        return [EventRecord.from_fields(msgpack.unpackb(row, raw=True)) for row in rows]
 
     async def queue_events_after(self, queue: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
         """A queue's events after a queue sequence (the stream keeps the last ~10,000)."""

@@ -64,15 +64,18 @@ local STATE_INDEX = {DELAYED = 'delayed', ACTIVE = 'active', COMPLETED = 'comple
                      FAILED = 'failed', CANCELLED = 'cancelled'}
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
 
--- Append an event to the job's stream (id 0-<seq>), the queue's stream (id 0-<qseq>)
--- and the global stream. `fields` is a flat list of extra field/value pairs.
+-- Append an event to the job's log (a list: event <seq> is element seq - 1, one
+-- msgpack map each), the queue's stream (id 0-<qseq>) and the global stream read by
+-- the gateways. `fields` is a flat list of extra field/value pairs.
 local function emit(id, q, etype, state, attempt, fields, now)
   local seq = redis.call('HINCRBY', k_job(id), 'seq', 1)
   local qseq = redis.call('HINCRBY', k_queue(q), 'qseq', 1)
   local entry = {'j', id, 'q', q, 's', seq, 'qs', qseq, 't', etype, 'st', state,
                  'a', attempt, 'ts', int(now)}
   for i = 1, #fields do entry[#entry + 1] = fields[i] end
-  redis.call('XADD', k_job_events(id), '0-' .. seq, unpack(entry))
+  local record = {}
+  for i = 1, #entry, 2 do record[entry[i]] = tostring(entry[i + 1]) end
+  redis.call('RPUSH', k_job_events(id), cmsgpack.pack(record))
   redis.call('XADD', k_index(q, 'events'), 'MAXLEN', '~', QUEUE_EVENTS_MAXLEN, '0-' .. qseq, unpack(entry))
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(entry))
   return seq
