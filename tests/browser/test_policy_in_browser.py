@@ -123,9 +123,10 @@ async def test_other_schemes_are_refused(localhost_runner: BrowserTaskRunner) ->
         assert_policy_violation(error, url)
 
 
-async def test_webrtc_sends_no_udp(localhost_runner: BrowserTaskRunner, pages_port: int) -> None:
-    """A page's WebRTC (STUN over UDP, which no proxy carries) must not reach an
-    address the policy refuses: here a UDP socket of the test on 127.0.0.1."""
+async def test_webrtc_and_webtransport_send_no_udp(localhost_runner: BrowserTaskRunner, pages_port: int) -> None:
+    """A page's WebRTC (STUN) and WebTransport (QUIC) go over UDP, which no proxy
+    carries: they must not reach an address the policy refuses -- here a UDP socket of
+    the test on 127.0.0.1."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     listener.setblocking(False)
@@ -150,7 +151,20 @@ async def test_webrtc_sends_no_udp(localhost_runner: BrowserTaskRunner, pages_po
                 }""",
                 listener.getsockname()[1],
             )
+            transport = await session.page.evaluate(
+                """async (port) => {
+                    if (typeof WebTransport === "undefined") return "unsupported";
+                    try {
+                        await new WebTransport("https://127.0.0.1:" + port + "/probe").ready;
+                        return "connected";
+                    } catch (error) {
+                        return "refused";
+                    }
+                }""",
+                listener.getsockname()[1],
+            )
         assert candidates == []
+        assert transport == "refused"
         with pytest.raises(BlockingIOError):
             listener.recvfrom(2048)
     finally:
