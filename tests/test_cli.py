@@ -1,15 +1,18 @@
 """The `conveyor` CLI.
 
-- Job files (JSON, YAML, batches) and the rendering of progress and outcomes: no
-  server needed.
+- Job files (JSON, YAML, batches) and the rendering of progress, outcomes (with
+  attempts), queue details, queue events and workers: no server needed.
 - End to end (tests named `test_e2e_*`): `.venv/bin/conveyor` run as a real
   subprocess against the `stack` fixture (a real gateway and executor on a real
-  Redis), and `conveyor up` / `conveyor demo` run whole, with every process they
+  Redis): jobs (submit, partial batches, watch, get, list, retry, cancel) and queue
+  operations (queue, pause/resume, queue-set, clean, retry-failed, watch-queue,
+  workers); and `conveyor up` / `conveyor demo` run whole, with every process they
   start checked gone afterwards.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -29,12 +32,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
+from google.rpc import status_pb2
 
 from clients.cli.files import JobFileError, parse_job_text, read_job_file
-from clients.cli.render import WatchPrinter, print_outcome
+from clients.cli.main import parse_age
+from clients.cli.render import (
+    WatchPrinter,
+    print_outcome,
+    print_queue,
+    queue_event_line,
+    status_text,
+    worker_row,
+)
 from conveyor.embedded_redis import pid_alive
-from conveyor.v1 import job_pb2, job_service_pb2
+from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
+from tests.support.grpc_helpers import unique_queue
 from tests.support.processes import Stack, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,6 +238,97 @@ def test_the_outcome_shows_steps_values_and_artifacts() -> None:
     assert '  all = ["a", "b"]' in text
     assert "  step-6.png  image/png  1234 bytes" in text
     assert "conveyor artifact j1 step-6.png -o step-6.png" in text
+    assert "attempts:" not in text  # one attempt: nothing to tell
+
+
+def test_the_outcome_lists_the_attempts_when_there_were_several() -> None:
+    job = job_pb2.Job(id="j2", state=job_pb2.JOB_STATE_COMPLETED, attempt=2, max_attempts=3)
+    first = job.attempts.add(attempt=1, outcome=job_pb2.JOB_STATE_FAILED, worker="w1")
+    first.start_time.FromMilliseconds(1_000)
+    first.end_time.FromMilliseconds(1_250)
+    first.error.code, first.error.message = 14, "noop: failing attempt 1"
+    job.attempts.add(attempt=2, outcome=job_pb2.JOB_STATE_COMPLETED)
+    out = io.StringIO()
+    print_outcome(job, out)
+    assert out.getvalue().splitlines()[-3:] == [
+        "attempts:",
+        "   1. FAILED     0.25 s  noop: failing attempt 1",
+        "   2. COMPLETED",
+    ]
+
+
+def _ms(ms: int) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromMilliseconds(ms)
+    return d
+
+
+def test_queue_details_show_settings_counts_and_stats() -> None:
+    queue = queue_service_pb2.Queue(
+        name="web",
+        paused=True,
+        concurrency=8,
+        host_rate_limit=2,
+        counts=queue_service_pb2.QueueCounts(waiting=3, active=1, completed=40, failed=2),
+        stats=queue_service_pb2.QueueStats(
+            completed_last_hour=40, failed_last_hour=2,
+            wait_time_p50=_ms(12), wait_time_p95=_ms(800), wait_time_p99=_ms(1500),
+            run_time_p50=_ms(2_000), run_time_p95=_ms(150_000), run_time_p99=_ms(300_000),
+        ),
+    )  # fmt: skip
+    out = io.StringIO()
+    print_queue(queue, out)
+    assert out.getvalue().splitlines() == [
+        "queue web",
+        "  paused           yes",
+        "  concurrency      8",
+        "  host rate limit  2 navigations/s per host",
+        "  jobs             waiting 3, delayed 0, active 1, completed 40, failed 2, cancelled 0",
+        "  last hour        completed 40, failed 2",
+        "  wait time        p50 12 ms, p95 800 ms, p99 1.50 s",
+        "  run time         p50 2.00 s, p95 2.5 min, p99 5.0 min",
+    ]
+    empty = io.StringIO()
+    print_queue(queue_service_pb2.Queue(name="new", concurrency=4), empty)
+    assert "  host rate limit  none" in empty.getvalue()
+    assert "  wait time        -" in empty.getvalue()  # no samples yet, not "0 ms"
+
+
+def test_queue_events_workers_and_statuses_are_one_line_each() -> None:
+    event = job_pb2.JobEvent(
+        queue_sequence=42, job_id="j9", state=job_pb2.JOB_STATE_ACTIVE, progress=50,
+        type=job_pb2.JOB_EVENT_TYPE_PROGRESS, step_index=1, step_name="fill #name",
+    )  # fmt: skip
+    event.time.FromMilliseconds(1_700_000_000_123)
+    assert queue_event_line(event) == "2023-11-14 22:13:20.123  #42  j9  ACTIVE 50%  step 2 fill #name"
+    failed = job_pb2.JobEvent(
+        queue_sequence=43, job_id="j9", state=job_pb2.JOB_STATE_DELAYED, attempt=1,
+        type=job_pb2.JOB_EVENT_TYPE_STATE_CHANGED,
+    )  # fmt: skip
+    failed.error.message = "navigation timeout"
+    assert queue_event_line(failed) == "-  #43  j9  DELAYED 0% (attempt 1)  error: navigation timeout"
+
+    worker = queue_service_pb2.Worker(id="w1", host="box", pid=7, slots=4, running_job_ids=["a", "b"])
+    worker.last_heartbeat_time.FromSeconds(1000)
+    assert worker_row(worker, now=1002.5) == ["w1", "box", "7", "4", "a,b", "0", "2.5 s ago"]
+    assert worker_row(queue_service_pb2.Worker(id="w2"), now=1)[4:] == ["-", "0", "-"]
+
+    assert status_text(status_pb2.Status(code=3, message="requests[1].queue: bad")) == (
+        "INVALID_ARGUMENT: requests[1].queue: bad"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("1h30m", 5400), ("2d", 172800), ("250ms", 0.25)]
+)
+def test_ages_for_clean(text: str, seconds: float) -> None:
+    assert parse_age(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1x", "h", "1h 30m", "-5", "nan", "5m1"])
+def test_bad_ages_are_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_age(text)
 
 
 # --- end to end: the CLI against a real gateway and executor ------------------------------
@@ -311,6 +415,217 @@ def test_e2e_server_errors_are_one_line_with_the_code(stack: Stack) -> None:
     again = run_cli("cancel", job_id, *target)
     assert again.returncode == 1 and again.stderr.startswith("error: FAILED_PRECONDITION: ")
     assert run_cli("watch", job_id, *target).returncode == 1  # ended, but not COMPLETED
+
+
+# --- end to end: queue operations ----------------------------------------------------------
+def _queue_detail(text: str) -> dict[str, str]:
+    """`conveyor queue` output as {"paused": "yes", "jobs": "waiting 1, ...", ...}."""
+    out: dict[str, str] = {}
+    for line in text.splitlines()[1:]:
+        key, value = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        out[key] = value
+    return out
+
+
+def test_e2e_pause_holds_a_job_until_resume(stack: Stack) -> None:
+    q = unique_queue("cli")
+    target = ["--target", stack.grpc_target]
+    paused = run_cli("pause", q, *target)
+    assert (paused.returncode, paused.stdout) == (0, f"queue {q}: paused (0 waiting)\n"), paused.stderr
+
+    submitted = run_cli("submit", "-", "-q", "--queue", q, *target, stdin='{"noop": {}}')
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+
+    shown = run_cli("queue", q, *target)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"queue {q}\n")
+    detail = _queue_detail(shown.stdout)
+    assert detail["paused"] == "yes"
+    assert detail["jobs"] == "waiting 1, delayed 0, active 0, completed 0, failed 0, cancelled 0"
+    assert detail["last hour"] == "completed 0, failed 0"
+    assert detail["wait time"] == detail["run time"] == "-"
+    assert json.loads(run_cli("get", job_id, *target).stdout)["state"] == "JOB_STATE_WAITING"
+    assert json.loads(run_cli("queue", q, "--json", *target).stdout)["paused"] is True
+
+    resumed = run_cli("resume", q, *target)
+    assert (resumed.returncode, resumed.stdout) == (0, f"queue {q}: resumed (1 waiting)\n"), resumed.stderr
+    watched = run_cli("watch", job_id, *target)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert f"job {job_id}: COMPLETED" in watched.stdout
+
+    detail = _queue_detail(run_cli("queue", q, *target).stdout)
+    assert detail["paused"] == "no"
+    assert detail["jobs"] == "waiting 0, delayed 0, active 0, completed 1, failed 0, cancelled 0"
+    assert detail["last hour"] == "completed 1, failed 0"
+    assert re.fullmatch(r"p50 \S+ m?s, p95 \S+ m?s, p99 \S+ m?s", detail["run time"]), detail
+
+
+def test_e2e_queue_set_changes_concurrency_and_rate_limit(stack: Stack) -> None:
+    q = unique_queue("cli")
+    target = ["--target", stack.grpc_target]
+    changed = run_cli("queue-set", q, "--concurrency", "2", "--host-rate-limit", "5", *target)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout == f"queue {q}: concurrency 2, host rate limit 5 navigations/s per host\n"
+    got = json.loads(run_cli("queue", q, "--json", *target).stdout)
+    assert (got["concurrency"], got["hostRateLimit"]) == (2, 5)
+
+    # Only what is given changes; 0 removes the rate limit.
+    again = run_cli("queue-set", q, "--host-rate-limit", "0", *target)
+    assert again.stdout == f"queue {q}: concurrency 2, host rate limit none\n", again.stderr
+    detail = _queue_detail(run_cli("queue", q, *target).stdout)
+    assert (detail["concurrency"], detail["host rate limit"]) == ("2", "none")
+
+    nothing = run_cli("queue-set", q, *target)
+    assert nothing.returncode == 2 and "give --concurrency and/or --host-rate-limit" in nothing.stderr
+    assert run_cli("queue-set", q, "--concurrency", "-1", *target).returncode == 2
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent
+    return False
+
+
+def test_e2e_workers_lists_the_executor(stack: Stack) -> None:
+    target = ["--target", stack.grpc_target]
+    alive = set(stack.executor_ids())
+    assert alive
+    table = run_cli("workers", *target)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["ID", "HOST", "PID", "SLOTS", "RUNNING", "COMPLETED", "HEARTBEAT"]
+    assert alive <= {row.split()[0] for row in rows}
+    assert all(re.search(r"\d+\.\d s ago$", row) for row in rows), rows
+
+    workers = [json.loads(line) for line in run_cli("workers", "--json", *target).stdout.splitlines()]
+    ours = [w for w in workers if w["id"] in alive]
+    assert ours and all(w["slots"] > 0 and w["host"] for w in ours)
+    executor = stack.executors[0]
+    assert any(_descends_from(w["pid"], executor.pid) for w in ours), (executor.pid, ours)
+
+
+def test_e2e_clean_deletes_completed_jobs(stack: Stack) -> None:
+    q = unique_queue("cli")
+    target = ["--target", stack.grpc_target]
+    done = run_cli("submit", "-", "-q", "--watch", "--queue", q, *target, stdin='{"noop": {}}')
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+
+    # Other states and younger jobs are left alone.
+    assert run_cli("clean", q, "--state", "failed", *target).stdout == f"queue {q}: deleted 0 failed jobs\n"
+    young = run_cli("clean", q, "--state", "completed", "--older-than", "1h", *target)
+    assert young.stdout == f"queue {q}: deleted 0 completed jobs that ended more than 1h ago\n", young.stderr
+    assert run_cli("get", job_id, *target).returncode == 0
+
+    cleaned = run_cli("clean", q, "--state", "completed", *target)
+    assert (cleaned.returncode, cleaned.stdout) == (0, f"queue {q}: deleted 1 completed job\n"), cleaned.stderr
+    gone = run_cli("get", job_id, *target)
+    assert gone.returncode == 1
+    assert gone.stderr.startswith("error: NOT_FOUND: ")
+    assert "completed 0," in _queue_detail(run_cli("queue", q, *target).stdout)["jobs"]
+
+    assert run_cli("clean", q, "--state", "waiting", *target).returncode == 2
+    assert run_cli("clean", q, "--state", "completed", "--older-than", "soon", *target).returncode == 2
+    unknown = run_cli("clean", unique_queue("never"), "--state", "completed", *target)
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: NOT_FOUND: ")
+
+
+def test_e2e_retry_failed_gives_failed_jobs_new_attempts(stack: Stack) -> None:
+    q = unique_queue("cli")
+    target = ["--target", stack.grpc_target]
+    body = json.dumps({"queue": q, "maxAttempts": 1, "noop": {"failFirstAttempts": 1}})
+    failed = run_cli("submit", "-", "-q", "--watch", *target, stdin=body)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    job_id = failed.stdout.strip()
+    assert "failed 1," in _queue_detail(run_cli("queue", q, *target).stdout)["jobs"]
+
+    retried = run_cli("retry-failed", q, *target)
+    assert (retried.returncode, retried.stdout) == (0, f"queue {q}: retried 1 failed job\n"), retried.stderr
+    # Attempt 2 is past failFirstAttempts; the summary tells both attempts.
+    watched = run_cli("watch", job_id, *target)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert f"job {job_id}: COMPLETED" in watched.stdout
+    attempts = watched.stdout.split("attempts:\n", 1)[1].splitlines()
+    assert re.fullmatch(r"   1\. FAILED +\d+\.\d\d s  \S.*", attempts[0]), attempts
+    assert re.fullmatch(r"   2\. COMPLETED +\d+\.\d\d s", attempts[1]), attempts
+
+    job = json.loads(run_cli("get", job_id, *target).stdout)
+    assert [(a["attempt"], a["outcome"]) for a in job["attempts"]] == [
+        (1, "JOB_STATE_FAILED"),
+        (2, "JOB_STATE_COMPLETED"),
+    ]
+    assert job["attempts"][0]["error"]["message"]
+    assert run_cli("retry-failed", q, *target).stdout == f"queue {q}: retried 0 failed jobs\n"
+
+
+def test_e2e_watch_queue_follows_the_jobs_of_a_queue(stack: Stack) -> None:
+    q = unique_queue("cli")
+    target = ["--target", stack.grpc_target]
+    first = run_cli("submit", "-", "-q", "--watch", "--queue", q, *target, stdin='{"noop": {}}')
+    assert first.returncode == 0, first.stderr
+    first_id = first.stdout.strip()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    watcher = start_conveyor("watch-queue", q, "--after", "0", *target, env={**env, "PYTHONUNBUFFERED": "1"})
+    try:
+        # --after 0 replays the first job's events; once its end is printed the stream is live.
+        watcher.wait_line(rf"  #\d+  {first_id}  COMPLETED 100%", 30)
+        second = run_cli("submit", "-", "-q", "--queue", q, *target, stdin='{"noop": {"sleep": "0.2s"}}')
+        assert second.returncode == 0, second.stderr
+        second_id = second.stdout.strip()
+        watcher.wait_line(rf"  #\d+  {second_id}  COMPLETED 100%", 30)
+    finally:
+        watcher.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends; by pid, our own child
+        try:
+            code = watcher.finish(15)
+        finally:
+            if watcher.proc.poll() is None:
+                watcher.proc.kill()
+                watcher.proc.wait(5)
+    assert code == 130, watcher.output
+    line = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})  #(\d+)  (\S+)  ([A-Z]+) (\d+)%.*")
+    events = [m.groups() for text in watcher.seen if (m := line.fullmatch(text.rstrip("\n")))]
+    sequences = [int(e[1]) for e in events]
+    assert sequences == list(range(1, len(events) + 1)), watcher.output  # from the start, nothing missed or twice
+    states = {job: [e[3] for e in events if e[2] == job] for job in (first_id, second_id)}
+    for job, seen in states.items():
+        assert "ACTIVE" in seen and seen[-1] == "COMPLETED", (job, watcher.output)
+    assert {e[2] for e in events} == {first_id, second_id}
+
+
+def test_e2e_submit_a_batch_with_allow_partial(stack: Stack, tmp_path: Path) -> None:
+    q = unique_queue("cli")
+    target = ["--target", stack.grpc_target]
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(
+        f"requests:\n  - {{queue: {q}, noop: {{}}}}\n  - {{queue: {q}, browser: {{steps: []}}}}\n"
+        f"  - {{queue: {q}, noop: {{}}}}\n"
+    )
+    whole = run_cli("submit", str(batch), *target)
+    assert whole.returncode == 1 and whole.stderr.startswith("error: INVALID_ARGUMENT: ")
+    assert "requests[1].browser.steps" in whole.stderr
+
+    partial = run_cli("submit", str(batch), "--allow-partial", *target)
+    assert partial.returncode == 1, partial.stderr
+    lines = partial.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("submitted job ") and lines[2].startswith("submitted job ")
+    assert lines[1].startswith("request 1 refused: INVALID_ARGUMENT: ")
+    assert "requests[1].browser.steps" in lines[1]
+
+    quiet = run_cli("submit", str(batch), "--allow-partial", "-q", *target)
+    assert quiet.returncode == 1
+    ids = quiet.stdout.split()
+    assert len(ids) == 2 and quiet.stderr.startswith("request 1 refused: INVALID_ARGUMENT: ")
+    listed = run_cli("list", "--queue", q, "--json", *target)
+    assert len(listed.stdout.splitlines()) == 4  # two of each partial batch, none of the refused one
 
 
 # --- end to end: conveyor up and conveyor demo ---------------------------------------------

@@ -1,6 +1,7 @@
 """The Python SDK against a scripted in-process gRPC server (real gRPC on loopback):
-request building, the API key, pagination, watch resumption, artifacts, and the
-decoding of rich errors. The SDK against the real gateway is covered by test_cli.py."""
+request building, the API key, pagination, watch and watch_queue resumption,
+partial batches, queue controls, workers, artifacts, and the decoding of rich errors.
+The SDK against the real gateway is covered by test_cli.py."""
 
 from __future__ import annotations
 
