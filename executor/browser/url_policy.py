@@ -183,10 +183,12 @@ def check_addresses(host: str, addresses: Sequence[IPAddress]) -> Decision:
     them is refused (a name with one public and one private address is refused)."""
     if not addresses:
         return Decision(False, "the host resolved to no address", host)
+    literal = parse_ip_host(host) is not None
     for address in addresses:
         why = address_refusal(address)
         if why:
-            return Decision(False, f"{host} resolves to {address} ({why})", host, tuple(addresses))
+            said = f"{host}: {why}" if literal else f"{host} resolves to {address} ({why})"
+            return Decision(False, said, host, tuple(addresses))
     return Decision(True, "public address", host, tuple(addresses))
 
 
