@@ -93,11 +93,15 @@ class ScheduleFiring:
             try:
                 round_ = await self._store.fire_due(FIRE_BATCH)
                 self._report(round_)
-                if round_.attempted >= FIRE_BATCH:
+                if round_.attempted >= FIRE_BATCH and round_.fired:
                     continue  # more may be due
                 until = await self._store.ms_until_due()
-                if until is not None:
+                if until is not None and until > 0:
                     wait = max(MIN_WAIT_SECONDS, min(wait, until / 1000))
+                elif until == 0 and not round_.failed:
+                    # Came due just now, or another gateway is firing it right now.
+                    wait = MIN_WAIT_SECONDS
+                # (One that failed is tried again at the next tick, not at once.)
             except (RedisError, OSError) as exc:
                 log.warning("schedules: could not reach redis", error=str(exc))
             except Exception:
@@ -107,6 +111,8 @@ class ScheduleFiring:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     def _report(self, round_: FireRound) -> None:
+        for schedule_id, error in round_.failed.items():
+            log.warning("schedule could not fire; retrying at the next tick", schedule_id=schedule_id, error=error)
         for f in round_.fired:
             self.fired += 1
             if f.duplicate_of:

@@ -48,7 +48,7 @@ from gateway.mapping import new_schedule
 from gateway.schedules import validate_schedule
 from gateway.validation import Limits
 from tests.support.grpc_helpers import field_violations, unique_queue, wait_state
-from tests.support.processes import Process, Stack, free_port
+from tests.support.processes import Process, Stack, free_port, stack_env
 
 pb = schedule_service_pb2
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -321,6 +321,23 @@ async def test_a_template_delay_counts_from_each_submission(schedules: ScheduleS
     assert now + 90_000 <= job.run_at_ms <= await schedules.now_ms() + 90_000
 
 
+async def test_a_schedule_that_cannot_fire_does_not_hold_up_the_others(
+    schedules: ScheduleStore, store: JobStore
+) -> None:
+    q = unique_queue()
+    broken = await add_schedule(schedules, {"cron": "* * * * *", "template": {"queue": q, "noop": {}}})
+    healthy = await add_schedule(schedules, {"cron": "* * * * *", "template": {"queue": q, "noop": {}}})
+    await store.client.hset(schedules.key(broken), "job", "{not json")
+    now = await schedules.now_ms()
+    await make_due(store.client, store.prefix, broken, now - 2000)
+    await make_due(store.client, store.prefix, healthy, now - 1000)
+    round_ = await schedules.fire_due()
+    assert [f.schedule_id for f in round_.fired] == [healthy]
+    assert list(round_.failed) == [broken]
+    # The broken one stays due (the loop tries it again at its next tick).
+    assert (await schedules.get(broken, "default")).next_run_ms == now - 2000
+
+
 async def test_schedules_belong_to_their_owner(schedules: ScheduleStore) -> None:
     sid = await add_schedule(schedules, {"cron": "* * * * *", "template": {"noop": {}}}, owner="tenant-a")
     assert (await schedules.get(sid, "tenant-a")).owner == "tenant-a"
@@ -357,20 +374,29 @@ class TwoGateways:
         return [self.first, self.second]
 
 
-@pytest.fixture
-async def two(make_stack: Callable[..., Stack]) -> AsyncIterator[TwoGateways]:
-    """Two gateway processes (two firing loops) and one executor under one prefix."""
-    stack = make_stack()
-    first = stack.start_gateway()
-    second_target = f"127.0.0.1:{free_port()}"
-    second = stack.start_gateway(CONVEYOR_GRPC_ADDR=second_target)
-    stack.start_executor()
+@pytest.fixture(scope="module")
+async def two(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TwoGateways]:
+    """Two gateway processes (two firing loops) and one executor under one prefix,
+    shared by this module's end-to-end tests (each uses queues of its own)."""
+    data = tmp_path_factory.mktemp("two-gateways")
+    stack = Stack(redis_url, stack_env(redis_url, data), data / "logs")
     client = aioredis.Redis.from_url(stack.redis_url)
+    first: Process | None = None
     try:
+        first = stack.start_gateway()
+        second_target = f"127.0.0.1:{free_port()}"
+        second = stack.start_gateway(CONVEYOR_GRPC_ADDR=second_target)
+        stack.start_executor()
         yield TwoGateways(stack, first, second, (stack.grpc_target, second_target), client)
     finally:
         await client.aclose()
-        first.stop()  # the stack itself stops the second gateway and the executor
+        stack.stop()  # the executor and the second gateway (the stack's last)
+        if first is not None:
+            first.stop()
+            for line in first.log().splitlines():
+                if '"level": "error"' in line or "Traceback" in line:
+                    print(f"[first gateway {first.pid}] {line[:3000]}")
+        stack.print_problems()
 
 
 @pytest.fixture
@@ -457,7 +483,8 @@ async def test_each_occurrence_fires_once_across_two_gateways(
     # Only later occurrences (a minute boundary passing during the test) may add jobs.
     others = [r for r in by_request if not r.endswith(f":{occurrence}")]
     assert all(int(r.rsplit(":", 1)[1]) > occurrence for r in others)
-    planted = [line for line in fired_log_lines(two) if line["occurrence_ms"] == occurrence]
+    lines = fired_log_lines(two)
+    planted = [line for line in lines if line["schedule_id"] in ids and line["occurrence_ms"] == occurrence]
     assert sorted(line["schedule_id"] for line in planted) == sorted(ids)
 
 

@@ -20,13 +20,13 @@ import re
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from conveyor.cron import next_run_ms
+from conveyor.cron import CronError, next_run_ms
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted
 from conveyor.store.records import NewJob, State
 from conveyor.store.scripts import register_scripts
@@ -131,6 +131,8 @@ class FireRound:
     fired: list[Fired]
     # Due schedules looked at (fired, or claimed by another gateway first).
     attempted: int
+    # Schedules whose occurrence could not be fired, and why.
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def _encode_token(last_id: str) -> str:
@@ -275,15 +277,22 @@ class ScheduleStore:
         )
 
     async def fire_due(self, limit: int = 100) -> FireRound:
-        """Fire every due occurrence (up to `limit` schedules)."""
+        """Fire every due occurrence (up to `limit` schedules). A schedule that cannot
+        be fired is reported in `failed` and does not hold up the others."""
         now = await self.now_ms()
         rows = await self.client.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit, withscores=True)
         fired = []
+        failed: dict[str, str] = {}
         for member, score in rows:
-            result = await self.fire(member.decode(), int(score), now)
+            schedule_id = member.decode()
+            try:
+                result = await self.fire(schedule_id, int(score), now)
+            except (ResponseError, CronError) as exc:
+                failed[schedule_id] = str(exc)
+                continue
             if result is not None:
                 fired.append(result)
-        return FireRound(fired, len(rows))
+        return FireRound(fired, len(rows), failed)
 
     async def ms_until_due(self) -> int | None:
         """Milliseconds until the earliest next run (0 if one is due), or None when
