@@ -8,7 +8,6 @@ are atomic, so several gateways never hand the same job over twice."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 import structlog
@@ -18,6 +17,7 @@ from redis.exceptions import RedisError
 from conveyor.statuses import status_bytes
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import EventRecord, EventType, State
+from gateway.background import BackgroundLoop
 
 log = structlog.get_logger("gateway.admission")
 
@@ -29,56 +29,38 @@ LOST_EXECUTOR = status_bytes(
 )
 
 
-class Admission:
-    def __init__(self, store: JobStore) -> None:
-        self._store = store
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.handed_over = 0
+class Admission(BackgroundLoop):
+    name = "admission"
 
-    def wake(self) -> None:
-        self._wake.set()
+    def __init__(self, store: JobStore) -> None:
+        super().__init__()
+        self._store = store
+        self.handed_over = 0
+        self._last_tick = self._last_reap = 0.0
 
     def on_events(self, events: Sequence[EventRecord]) -> None:
         """Hub listener: a job that joined a line (another gateway's submit, a retry)
         may be admitted now. Freed slots need no wake-up: finishing a job refills its
         slot in the same script."""
         if any(ev.type is EventType.STATE and ev.state is State.WAITING for ev in events):
-            self._wake.set()
+            self.wake()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="admission")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_reap = last_tick = 0.0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
-            self._wake.clear()
-            try:
-                if loop.time() - last_tick >= TICK_SECONDS:
-                    last_tick = loop.time()
-                    await self._store.promote_due()
-                if loop.time() - last_reap >= REAP_EVERY_SECONDS:
-                    last_reap = loop.time()
-                    requeued, failed = await self._store.reap(LOST_EXECUTOR)
-                    if requeued or failed:
-                        log.warning("recovered in-flight jobs", requeued=requeued, failed=failed)
-                await self._dispatch()
-            except (RedisError, OSError) as exc:
-                log.warning("admission could not reach redis", error=str(exc))
-                await asyncio.sleep(0.5)
-
-    async def _dispatch(self) -> None:
-        while True:
-            handovers = await self._store.dispatch(DISPATCH_BATCH)
-            self.handed_over += len(handovers)
-            if len(handovers) < DISPATCH_BATCH:
-                return
+    async def run_round(self) -> float:
+        now = asyncio.get_running_loop().time()
+        try:
+            if now - self._last_tick >= TICK_SECONDS:
+                self._last_tick = now
+                await self._store.promote_due()
+            if now - self._last_reap >= REAP_EVERY_SECONDS:
+                self._last_reap = now
+                requeued, failed = await self._store.reap(LOST_EXECUTOR)
+                if requeued or failed:
+                    log.warning("recovered in-flight jobs", requeued=requeued, failed=failed)
+            while True:
+                handovers = await self._store.dispatch(DISPATCH_BATCH)
+                self.handed_over += len(handovers)
+                if len(handovers) < DISPATCH_BATCH:
+                    break
+        except (RedisError, OSError) as exc:
+            log.warning("admission could not reach redis", error=str(exc))
+        return TICK_SECONDS

@@ -9,8 +9,6 @@ is closer than that, sleeps exactly until it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 
 import structlog
@@ -20,6 +18,7 @@ from conveyor.cron import CronError, check_cron, check_time_zone
 from conveyor.errors import FieldViolation
 from conveyor.store.schedule_store import FireRound, ScheduleStore
 from conveyor.v1 import schedule_service_pb2
+from gateway.background import BackgroundLoop
 from gateway.validation import Limits, validate_submit
 
 log = structlog.get_logger("gateway.schedules")
@@ -63,52 +62,37 @@ def validate_schedule(req: schedule_service_pb2.CreateScheduleRequest, limits: L
     return v
 
 
-class ScheduleFiring:
-    """The firing loop of one gateway."""
+class ScheduleFiring(BackgroundLoop):
+    """The firing loop of one gateway (woken when a schedule is created or resumed)."""
+
+    name = "schedule-firing"
 
     def __init__(self, store: ScheduleStore, on_fired: Callable[[], None] = lambda: None) -> None:
+        super().__init__()
         self._store = store
         self._on_fired = on_fired
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.fired = 0
 
-    def wake(self) -> None:
-        """Look again now (a schedule was created or resumed)."""
-        self._wake.set()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="schedule-firing")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            wait = TICK_SECONDS
-            try:
-                round_ = await self._store.fire_due(FIRE_BATCH)
-                self._report(round_)
-                if round_.attempted >= FIRE_BATCH and round_.fired:
-                    continue  # more may be due
-                until = await self._store.ms_until_due()
-                if until is not None and until > 0:
-                    wait = max(MIN_WAIT_SECONDS, min(wait, until / 1000))
-                elif until == 0 and not round_.failed:
-                    # Came due just now, or another gateway is firing it right now.
-                    wait = MIN_WAIT_SECONDS
-                # (One that failed is tried again at the next tick, not at once.)
-            except (RedisError, OSError) as exc:
-                log.warning("schedules: could not reach redis", error=str(exc))
-            except Exception:
-                # A bug must not stop every schedule of this gateway for good.
-                log.exception("schedules: firing failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+    async def run_round(self) -> float:
+        wait = TICK_SECONDS
+        try:
+            round_ = await self._store.fire_due(FIRE_BATCH)
+            self._report(round_)
+            if round_.attempted >= FIRE_BATCH and round_.fired:
+                return 0.0  # more may be due
+            until = await self._store.ms_until_due()
+            if until is not None and until > 0:
+                wait = max(MIN_WAIT_SECONDS, min(wait, until / 1000))
+            elif until == 0 and not round_.failed:
+                # Came due just now, or another gateway is firing it right now.
+                wait = MIN_WAIT_SECONDS
+            # (One that failed is tried again at the next tick, not at once.)
+        except (RedisError, OSError) as exc:
+            log.warning("schedules: could not reach redis", error=str(exc))
+        except Exception:
+            # A bug must not stop every schedule of this gateway for good.
+            log.exception("schedules: firing failed")
+        return wait
 
     def _report(self, round_: FireRound) -> None:
         for schedule_id, error in round_.failed.items():
