@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import functools
 import http.server
-import os
 import statistics
 import tempfile
 import threading
@@ -32,6 +31,7 @@ import grpc
 from google.protobuf import json_format
 
 from conveyor.artifacts import LocalArtifactStore
+from conveyor.processes import descendants
 from conveyor.settings import Settings
 from conveyor.v1 import job_pb2, job_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
@@ -96,23 +96,6 @@ async def stack_throughput(stack: Stack, base: str, jobs: int) -> float:
             done = (await stub.WaitJob(job_service_pb2.WaitJobRequest(id=job_id))).job
             assert done.state == job_pb2.JOB_STATE_COMPLETED, done.error.message
         return jobs / (time.perf_counter() - t)
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def pss_kib(pids: list[int]) -> int:

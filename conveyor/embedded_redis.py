@@ -26,6 +26,8 @@ from types import TracebackType
 
 import redis
 
+from conveyor.processes import pid_alive
+
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 
@@ -57,22 +59,6 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
 PDEATHSIG_PREEXEC = _pdeathsig_preexec()
 """Shared with the other launchers (see clients/cli/stack.py). Call Popen with it only
 from the main thread: Linux sends the signal when the *thread* that forked exits."""
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    # The state is the first field after the parenthesised command name.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class EmbeddedRedis:

@@ -1,9 +1,11 @@
-"""Chromium processes, tracked by pid through /proc (Linux).
+"""Processes, tracked by pid through /proc (Linux): the executor's Chromium, the
+embedded Redis, and the tests' and benches' own children. Nothing here ever looks
+processes up by name.
 
 A browser is known by its main pid (the process Playwright launched, which leads its
 own process group) and by its own directory, which appears in the command line of
 every process it starts (`--user-data-dir=...`, the crash handler's database under
-its HOME). Nothing here ever looks processes up by name.
+its HOME).
 """
 
 from __future__ import annotations
@@ -54,6 +56,22 @@ def process_table() -> list[ProcessInfo]:
             if info is not None:
                 table.append(info)
     return table
+
+
+def descendants(pid: int, table: list[ProcessInfo] | None = None) -> list[int]:
+    """The pids of every live process under `pid` (children, theirs, ...)."""
+    table = process_table() if table is None else table
+    children: dict[int, list[ProcessInfo]] = {}
+    for info in table:
+        children.setdefault(info.ppid, []).append(info)
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child.alive:
+                out.append(child.pid)
+            todo.append(child.pid)
+    return out
 
 
 def browser_processes(

@@ -45,7 +45,7 @@ from clients.cli.render import (
     status_text,
     worker_row,
 )
-from conveyor.embedded_redis import pid_alive
+from conveyor.processes import pid_alive
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 from tests.support.grpc_helpers import unique_queue
 from tests.support.processes import Stack, free_port

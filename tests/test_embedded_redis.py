@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from conveyor.embedded_redis import EmbeddedRedis, EmbeddedRedisError, pid_alive
+from conveyor.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from conveyor.processes import pid_alive
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import grpc
 
+from conveyor.processes import pid_alive
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.grpc_helpers import submit_request, wait_state
@@ -20,15 +21,6 @@ from tests.support.processes import Process, Stack, wait_for
 
 def worker_pids(executor: Process) -> list[int]:
     return [int(p) for p in re.findall(r'"pid": (\d+), "event": "worker started"', executor.log())]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 async def test_sigkilled_executor_loses_no_job(make_stack: Callable[..., Stack]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from executor.browser.processes import browser_processes, kill_pids, process_start_time
+from conveyor.processes import browser_processes, kill_pids, process_start_time
 
 MARKER_FILE = ".conveyor-browser"
 DIR_PREFIX = "browser-"

@@ -32,10 +32,7 @@ from google.rpc import code_pb2
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from conveyor.settings import Settings
-from executor.browser.browser_dirs import BrowserDir, create_browser_dir, sweep_leftovers
-from executor.browser.policy_proxy import PolicyProxy
-from executor.browser.processes import (
+from conveyor.processes import (
     browser_processes,
     find_main_pid,
     kill_pids,
@@ -43,6 +40,9 @@ from executor.browser.processes import (
     process_table,
     read_process,
 )
+from conveyor.settings import Settings
+from executor.browser.browser_dirs import BrowserDir, create_browser_dir, sweep_leftovers
+from executor.browser.policy_proxy import PolicyProxy
 from executor.browser.request_guard import RequestGuard
 from executor.browser.session import BrowserSession, browser_crashed
 from executor.browser.url_policy import Decision, UrlPolicy

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from google.rpc import code_pb2
 
+from conveyor.processes import pid_alive
 from conveyor.v1 import task_pb2
-from executor.browser.processes import pid_alive
 from executor.browser.step_errors import StepFailure
 
 _PLAIN_NAME = re.compile(r"^[^/\\\x00]{1,255}$")

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from conveyor.processes import descendants
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.grpc_helpers import submit_request, unique_queue, wait_state, watch_all
@@ -133,24 +134,6 @@ async def test_a_killed_browser_fails_the_attempt_and_the_retry_completes(
         retried = [m.event for m in history
                    if m.WhichOneof("kind") == "event" and m.event.state == job_pb2.JOB_STATE_DELAYED]
         assert retried and retried[0].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[-1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def wait_for_browser_pid(executor_pid: int) -> int:

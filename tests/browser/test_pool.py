@@ -16,9 +16,9 @@ import pytest
 from google.rpc import code_pb2
 
 from conveyor.artifacts import LocalArtifactStore
+from conveyor.processes import pid_alive, process_start_time, process_table, read_process
 from executor.browser.browser_dirs import MARKER_FILE, SCRATCH_PREFIX, scratch_root
 from executor.browser.pool import BrowserPool
-from executor.browser.processes import pid_alive, process_start_time, process_table, read_process
 from executor.browser.runner import BrowserTaskFailed, BrowserTaskRunner
 from executor.errors import JobError
 from tests.browser.helpers import browser_task, make_settings, new_job_id, run_steps, values_of
