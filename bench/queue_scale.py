@@ -76,7 +76,8 @@ async def answers(target: str, queue: str, job_id: str, calls: int) -> tuple[lis
 
 
 async def submit_shapes(target: str, n: int) -> tuple[float, float]:
-    req = job_service_pb2.SubmitJobRequest(queue="shapes", delay={"seconds": 3600}, noop=task_pb2.NoopTask())
+    req = job_service_pb2.SubmitJobRequest(queue="shapes", noop=task_pb2.NoopTask())
+    req.delay.FromSeconds(3600)  # parked: nothing runs them
     async with grpc.aio.insecure_channel(target) as ch:
         jobs = JobServiceStub(ch)
         t = time.perf_counter()
@@ -123,9 +124,9 @@ def main() -> None:
         print(f"filling a queue with {ns.waiting:,} waiting jobs ...", flush=True)
         took = asyncio.run(fill(url, stack.prefix, "big", ns.waiting))
         print(f"  filled in {took:.1f}s ({ns.waiting / took:,.0f} jobs/s through the submit script)")
-        r = redis.Redis.from_url(url)
-        middle = r.zrange(f"{stack.prefix}:q:big:waiting", ns.waiting // 2, ns.waiting // 2)[0].decode()
-        only = r.zrange(f"{stack.prefix}:q:small:waiting", 0, 0)[0].decode()
+        r = redis.Redis.from_url(url, decode_responses=True)
+        middle = str(r.zrange(f"{stack.prefix}:q:big:waiting", ns.waiting // 2, ns.waiting // 2)[0])
+        only = str(r.zrange(f"{stack.prefix}:q:small:waiting", 0, 0)[0])
         mem = r.info("memory")["used_memory_human"]
         q_small, j_small, _ = asyncio.run(answers(stack.grpc_target, "small", only, ns.calls))
         q_big, j_big, pos = asyncio.run(answers(stack.grpc_target, "big", middle, ns.calls))
