@@ -52,7 +52,10 @@ class Subscription:
         if self._closed:
             raise HubClosed
         try:
-            event = await asyncio.wait_for(self._queue.get(), timeout)
+            # asyncio.timeout, not wait_for: no extra task per wait, which matters
+            # with thousands of idle watchers.
+            async with asyncio.timeout(timeout):
+                event = await self._queue.get()
         except TimeoutError:
             return None
         if event is None:

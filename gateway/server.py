@@ -82,6 +82,7 @@ class Gateway:
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_concurrent_streams", 100_000),
             ],
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.runtime), self.server)
