@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     browser_launch_timeout_seconds: float = 30.0
     contexts_per_browser: int = Field(default=4, description="Contexts open at once in one browser.")
     browser_recycle_after: int = Field(default=200, description="Contexts before a browser is relaunched.")
+    prewarm_pages: bool = Field(
+        default=True, description="Keep one fresh context and page open per browser, ready for the next job."
+    )
     browser_new_page_timeout_seconds: float = Field(
         default=15.0, description="Opening a job's context and page may take this long."
     )

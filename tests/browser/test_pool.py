@@ -92,6 +92,40 @@ async def test_jobs_in_the_same_browser_share_no_cookies_or_storage(
     assert pool.launches == 1  # all of it in one browser
 
 
+async def wait_for_spare(pool: BrowserPool, count: int, timeout: float = 10.0) -> None:
+    """Poll the pool's stats (it has no event for this), bounded by `timeout`."""
+    async with asyncio.timeout(timeout):
+        while pool.stats().spare_pages != count:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_the_next_job_gets_a_page_opened_ahead_that_never_served(
+    make_pool: PoolFactory, pages_url: str
+) -> None:
+    pool = make_pool(max_concurrent_browsers=1)
+    await pool.start()
+    storage = f"{pages_url}/storage.html"
+    async with pool.context() as first:
+        await first.page.goto(storage)
+        await first.page.click("#remember")
+    await wait_for_spare(pool, 1)  # opened while the first job ran
+    async with pool.context() as second:
+        assert pool.stats().spare_pages == 0  # the job took it
+        assert second.page.url == "about:blank" and await second.context.cookies() == []
+        await second.page.goto(storage)
+        assert await second.page.text_content("#seen") == "cookie=none storage=none"
+    assert pool.launches == 1
+
+
+async def test_no_page_is_opened_ahead_when_prewarm_is_off_or_the_browser_retires(make_pool: PoolFactory) -> None:
+    for pool in (make_pool(prewarm_pages=False), make_pool(browser_recycle_after=1)):
+        await pool.start()
+        for _ in range(2):
+            async with pool.context():
+                stats = pool.stats()
+                assert (stats.spare_pages, stats.spares_being_opened) == (0, 0)
+
+
 async def test_killed_browser_fails_the_job_retryably_and_is_relaunched(
     make_pool: PoolFactory, tmp_path: Path, pages_url: str
 ) -> None:
