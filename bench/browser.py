@@ -5,7 +5,9 @@
 
 (a) In one executor process, the same trivial task (open a page on loopback, fill,
     click, read the greeting) through the same runner: once from a warm pool, once
-    with a pool that relaunches Chromium for every job (browser_recycle_after=1).
+    with a pool that relaunches Chromium for every job (browser_recycle_after=1);
+    both with jobs arriving 0.5 s apart (the warm pool opens the next page in
+    between) and back to back (no time for that).
 (b) Through the whole system (gateway + executor processes): browser jobs/s with
     CONVEYOR_EXECUTOR_SLOTS = 1, 2, 4.
 (c) With 4 jobs holding their pages open at once: the PSS of the executor worker and
@@ -62,7 +64,7 @@ def trivial_task(base: str, hold: str | None = None) -> dict[str, Any]:
     return {"browser": {"steps": steps}}
 
 
-async def runner_times(settings: Settings, data: Path, base: str, jobs: int) -> list[float]:
+async def runner_times(settings: Settings, data: Path, base: str, jobs: int, gap: float) -> list[float]:
     pool = BrowserPool(settings, run_dir=data / "browsers")
     await pool.start()
     runner = BrowserTaskRunner(pool, LocalArtifactStore(data / "artifacts"), settings)
@@ -75,6 +77,7 @@ async def runner_times(settings: Settings, data: Path, base: str, jobs: int) -> 
     try:
         await runner.run("warmup", task, report)
         for i in range(jobs):
+            await asyncio.sleep(gap)  # the next job arrives
             t = time.perf_counter()
             result = await runner.run(f"job-{i}", task, report)
             times.append((time.perf_counter() - t) * 1000)
@@ -147,11 +150,12 @@ def main() -> None:
     warm_settings = Settings(data_dir=tmp / "warm", allowed_hosts=["127.0.0.1"], max_concurrent_browsers=1)
     cold_settings = Settings(data_dir=tmp / "cold", allowed_hosts=["127.0.0.1"], max_concurrent_browsers=1,
                              browser_recycle_after=1)
-    warm = asyncio.run(runner_times(warm_settings, tmp / "warm", base, ns.jobs))
-    cold = asyncio.run(runner_times(cold_settings, tmp / "cold", base, max(5, ns.jobs // 3)))
-    print(f"trivial browser job, warm pool          : p50 {statistics.median(warm):7.1f} ms")
-    print(f"trivial browser job, browser per job    : p50 {statistics.median(cold):7.1f} ms   "
-          f"warm is {statistics.median(cold) / statistics.median(warm):.1f}x faster")
+    for gap, label in ((0.5, "jobs 0.5 s apart"), (0.0, "back to back")):
+        warm = asyncio.run(runner_times(warm_settings, tmp / "warm", base, ns.jobs, gap))
+        cold = asyncio.run(runner_times(cold_settings, tmp / "cold", base, max(5, ns.jobs // 3), gap))
+        print(f"trivial browser job, {label:16}: warm pool p50 {statistics.median(warm):6.1f} ms, "
+              f"browser per job p50 {statistics.median(cold):6.1f} ms: "
+              f"warm is {statistics.median(cold) / statistics.median(warm):.1f}x faster")
 
     redis_proc, url = start_redis(tmp / "redis")
     try:

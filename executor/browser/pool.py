@@ -195,12 +195,14 @@ class BrowserPool:
         session: BrowserSession | None = None
         try:
             session = self._take_spare(pooled) or await self._open_session(pooled)
-            self._prepare_spare(pooled)
             yield session
         finally:
             if session is not None:
                 await _shielded(self._close_session(pooled, session))
             await _shielded(self._release(pooled))
+            # After the job, not during it: on a busy host, opening a page beside a
+            # running job slows the job down.
+            self._prepare_spare(pooled)
 
     def chromium_pids(self) -> list[int]:
         """Pids of every live process of the pool's browsers (main processes, their
@@ -394,7 +396,8 @@ class BrowserPool:
 
     def _prepare_spare(self, pooled: _PooledBrowser) -> None:
         """Open the next job's context and page in the background, off its critical
-        path (a new context, its policy proxy and a page take ~0.2 s)."""
+        path: a new context, its policy proxy and a page take ~0.2 s, and Playwright's
+        first selector query in a page another ~0.1 s (done here too)."""
         if (
             self.settings.prewarm_pages
             and pooled.usable
@@ -406,10 +409,14 @@ class BrowserPool:
             self._spawn(self._fill_spare(pooled))
 
     async def _fill_spare(self, pooled: _PooledBrowser) -> None:
+        session: BrowserSession | None = None
         try:
             session = await self._open_session(pooled)
+            await session.page.locator(":root").count()  # loads Playwright's selector engine
         except Exception as exc:  # the next job simply opens its own
             log.debug("spare_page_failed", browser=pooled.id, error=str(exc)[:200])
+            if session is not None:
+                await self._close_session(pooled, session)
             return
         finally:
             pooled.preparing_spare = False

@@ -177,9 +177,11 @@ class BrowserTaskRunner:
     async def _check_selectors(
         self, session: BrowserSession, outputs: JobOutputs, steps: list[task_pb2.Step]
     ) -> None:
-        """Fail fast, before acting, on a selector Playwright cannot parse."""
-        checked: set[str] = set()
+        """Fail fast, before acting, on a selector Playwright cannot parse. Every
+        distinct selector is checked at once (one round trip to the browser, not one
+        each); the first bad one in step order is the one reported."""
         timeout = self.settings.default_step_timeout_seconds
+        first_use: dict[str, StepContext] = {}
         for index, step in enumerate(steps):
             action = step.WhichOneof("action")
             if action is None:
@@ -190,13 +192,26 @@ class BrowserTaskRunner:
             ctx = StepContext(session.page, session.guard, outputs, index, display_name(step),
                               action, Deadline(timeout), selector=target.selector)
             for selector in (target.selector, *target.fallbacks):
-                if not selector.strip() or selector in checked:
-                    continue
-                checked.add(selector)
-                try:
-                    await self._race(session, check_selector(session.page, selector), timeout)
-                except (StepFailure, JobError, PlaywrightError, TimeoutError) as exc:
-                    raise await self._step_error(exc, ctx, session) from None
+                if selector.strip():
+                    first_use.setdefault(selector, ctx)
+        if not first_use:
+            return
+        outcomes: list[BaseException | None] = []
+
+        async def check_all() -> None:
+            outcomes.extend(await asyncio.gather(
+                *(check_selector(session.page, selector) for selector in first_use), return_exceptions=True
+            ))
+
+        try:
+            await self._race(session, check_all(), timeout)
+        except (StepFailure, JobError, PlaywrightError, TimeoutError) as exc:
+            raise await self._step_error(exc, next(iter(first_use.values())), session) from None
+        for ctx, outcome in zip(first_use.values(), outcomes, strict=True):
+            if isinstance(outcome, (StepFailure, JobError, PlaywrightError, TimeoutError)):
+                raise await self._step_error(outcome, ctx, session) from None
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _race(
         self, session: BrowserSession, work: Coroutine[Any, Any, None], timeout: float

@@ -122,8 +122,9 @@ async def test_no_page_is_opened_ahead_when_prewarm_is_off_or_the_browser_retire
         await pool.start()
         for _ in range(2):
             async with pool.context():
-                stats = pool.stats()
-                assert (stats.spare_pages, stats.spares_being_opened) == (0, 0)
+                pass
+            stats = pool.stats()  # a spare would be on its way once the job ended
+            assert (stats.spare_pages, stats.spares_being_opened) == (0, 0)
 
 
 async def test_killed_browser_fails_the_job_retryably_and_is_relaunched(
