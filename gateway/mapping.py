@@ -189,6 +189,7 @@ def queue_to_proto(q: QueueRecord) -> queue_service_pb2.Queue:
         paused=q.paused,
         concurrency=q.concurrency,
         host_rate_limit=q.host_rate_limit,
+        last_sequence=q.last_sequence,
         counts=queue_service_pb2.QueueCounts(
             waiting=c.waiting, delayed=c.delayed, active=c.active,
             completed=c.completed, failed=c.failed, cancelled=c.cancelled,

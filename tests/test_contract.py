@@ -34,4 +34,7 @@ async def test_health_and_reflection_are_on(stack: Stack) -> None:
         names: list[str] = []
         async for resp in stub.ServerReflectionInfo(reqs):
             names += [s.name for s in resp.list_services_response.service]
-        assert {"conveyor.v1.JobService", "conveyor.v1.QueueService", "grpc.health.v1.Health"} <= set(names)
+        assert {
+            "conveyor.v1.JobService", "conveyor.v1.QueueService", "conveyor.v1.ScheduleService",
+            "grpc.health.v1.Health",
+        } <= set(names)

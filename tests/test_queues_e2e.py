@@ -221,6 +221,8 @@ async def test_watch_queue_streams_every_event_and_resumes(
                 break
     assert [e.queue_sequence for e in seen] == list(range(1, len(seen) + 1))
     assert {e.job_id for e in seen} == {first.id, second.id}
+    queue = (await queues.GetQueue(qpb.GetQueueRequest(queue=q))).queue
+    assert queue.last_sequence == seen[-1].queue_sequence
 
 
 async def test_queue_stats_and_workers(stubs: list[tuple[JobServiceStub, QueueServiceStub]], pair: Stack) -> None:

@@ -31,6 +31,7 @@ class Queue(_message.Message):
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
     HOST_RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     paused: _builtins.bool
     concurrency: _builtins.int
@@ -38,6 +39,10 @@ class Queue(_message.Message):
     host_rate_limit: _builtins.int
     """At most this many navigations per second to one host by the queue's browser
     jobs; 0: no limit.
+    """
+    last_sequence: _builtins.int
+    """The queue sequence of its newest event: WatchQueue with after_sequence set to it
+    resumes from here, nothing missed.
     """
     @_builtins.property
     def counts(self) -> Global___QueueCounts: ...
@@ -52,10 +57,11 @@ class Queue(_message.Message):
         concurrency: _builtins.int = ...,
         stats: Global___QueueStats | None = ...,
         host_rate_limit: _builtins.int = ...,
+        last_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "counts", b"counts", "host_rate_limit", b"host_rate_limit", "name", b"name", "paused", b"paused", "stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "counts", b"counts", "host_rate_limit", b"host_rate_limit", "last_sequence", b"last_sequence", "name", b"name", "paused", b"paused", "stats", b"stats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
