@@ -12,21 +12,18 @@ grace period. Nothing here ever signals a process it did not start.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 import redis
 
-from conveyor.processes import pid_alive
+from conveyor.processes import pdeathsig_preexec, pid_alive
 
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -36,27 +33,7 @@ class EmbeddedRedisError(RuntimeError):
     """redis-server is missing, would not start, or another one owns the data dir."""
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec_fn that asks Linux to SIGTERM the child when its parent dies, so a
-    SIGKILLed `conveyor up` leaves no orphans. Resolved in the parent: the child only
-    calls a function pointer between fork and exec."""
-    name = ctypes.util.find_library("c")
-    if not name or not hasattr(os, "fork") or os.uname().sysname != "Linux":
-        return None
-    try:
-        prctl = ctypes.CDLL(name, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    sig = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, sig, 0, 0, 0)
-
-    return preexec
-
-
-PDEATHSIG_PREEXEC = _pdeathsig_preexec()
+PDEATHSIG_PREEXEC = pdeathsig_preexec(signal.SIGTERM)
 """Shared with the other launchers (see clients/cli/stack.py). Call Popen with it only
 from the main thread: Linux sends the signal when the *thread* that forked exits."""
 

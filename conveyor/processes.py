@@ -11,8 +11,11 @@ its HOME).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,3 +132,25 @@ def process_start_time(pid: int) -> int | None:
         return None
     fields = stat[stat.rfind(")") + 2 :].split()
     return int(fields[19]) if len(fields) > 19 else None
+
+
+def pdeathsig_preexec(sig: int) -> Callable[[], None] | None:
+    """A Popen preexec_fn that asks Linux to send `sig` to the child when its parent
+    dies, so a killed launcher leaves no orphans (None where that is not available).
+    Resolved in the parent: the child only calls a function pointer between fork and
+    exec. Call Popen with it only from the main thread: Linux sends the signal when
+    the *thread* that forked exits."""
+    name = ctypes.util.find_library("c")
+    if not name or not hasattr(os, "fork") or os.uname().sysname != "Linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(name, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    signum = int(sig)
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signum, 0, 0, 0)
+
+    return preexec

@@ -5,7 +5,6 @@ executor leaves no orphan worker behind (their Chromium goes with them)."""
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import subprocess
 import sys
@@ -14,16 +13,17 @@ from dataclasses import dataclass
 
 import structlog
 
+from conveyor.processes import pdeathsig_preexec
+
 log = structlog.get_logger("executor.supervisor")
 
-PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX_S = 30.0
 HEALTHY_AFTER_S = 30.0
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+#: Workers die at once with their supervisor: a killed executor's jobs are then
+#: recovered by the store, not half-finished by orphans.
+DIE_WITH_SUPERVISOR = pdeathsig_preexec(signal.SIGKILL)
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Supervisor:
     def _spawn(self, index: int, failures: int = 0) -> Child:
         proc = subprocess.Popen(
             [sys.executable, "-m", "executor.worker", "--index", str(index)],
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=DIE_WITH_SUPERVISOR,
         )
         log.info("worker started", index=index, pid=proc.pid)
         child = Child(index, proc, time.monotonic(), failures)
