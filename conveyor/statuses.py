@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "conveyor.dev"
 
@@ -18,6 +18,11 @@ def make_status(code: int, reason: str, message: str, metadata: dict[str, str] |
 def status_bytes(code: int, reason: str, message: str, **metadata: str) -> bytes:
     data: bytes = make_status(code, reason, message, metadata).SerializeToString()
     return data
+
+
+#: The error a job cancelled through CancelJob records (by the gateway for a waiting
+#: job, by the executor for a running one).
+CANCELLED_BY_CLIENT = status_bytes(code_pb2.CANCELLED, "CANCELLED_BY_CLIENT", "the job was cancelled")
 
 
 def error_reason(status: status_pb2.Status) -> str:

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.settings import Settings
-from conveyor.statuses import status_bytes
+from conveyor.statuses import CANCELLED_BY_CLIENT
 from conveyor.store.job_store import JobStore, connect
 from conveyor.store.records import Claim
 from conveyor.transport import store_policy
@@ -38,7 +38,6 @@ from executor.tasks.noop import run_noop
 log = structlog.get_logger("executor")
 
 HEARTBEAT_SECONDS = 1.0
-CANCELLED_BY_CLIENT = status_bytes(code_pb2.CANCELLED, "CANCELLED_BY_CLIENT", "the job was cancelled")
 
 
 @dataclass
@@ -47,7 +46,6 @@ class RunningJob:
     attempt: int
     task: asyncio.Task[job_pb2.JobResult]
     stop_reason: str = ""
-    started: float = field(default_factory=time.monotonic)
 
 
 class ExecutorRuntime:

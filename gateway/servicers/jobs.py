@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.rpc import code_pb2
 
 from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument, NotFound, Unavailable
-from conveyor.statuses import status_bytes
+from conveyor.statuses import CANCELLED_BY_CLIENT
 from conveyor.store.records import EventRecord, JobRecord, NewJob
 from conveyor.v1 import job_pb2, job_service_pb2_grpc
 from conveyor.v1 import job_service_pb2 as pb
@@ -34,7 +33,6 @@ MAX_BATCH = 1000
 WAIT_DEFAULT_S = 30.0
 WAIT_MAX_S = 300.0
 CANCEL_CONFIRM_S = 3.0
-CANCELLED_BY_CLIENT = status_bytes(code_pb2.CANCELLED, "CANCELLED_BY_CLIENT", "the job was cancelled")
 
 
 def _check_id(value: str, field: str = "id") -> str:
