@@ -195,10 +195,8 @@ class ExecutorRuntime:
             self.executor_id, self.slots, int(self.settings.executor_ttl_seconds * 1000),
             self.stall_ms, info, running,
         )
-        for job_id in stop:
-            job = await self.store.get_many([job_id])
-            cancel = job[0] is not None and job[0].cancel_requested
-            self.stop_job(job_id, "cancel" if cancel else "lost")
+        for job_id, job in zip(stop, await self.store.get_many(stop), strict=True):
+            self.stop_job(job_id, "cancel" if job is not None and job.cancel_requested else "lost")
 
     async def _heartbeat_loop(self) -> None:
         while True:
