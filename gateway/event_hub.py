@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 import structlog
@@ -140,3 +140,31 @@ class EventHub:
                         sub.push(ev)
             for listener in self._listeners:
                 listener(events)
+
+
+async def follow(
+    sub: Subscription,
+    last: int,
+    *,
+    sequence_of: Callable[[EventRecord], int],
+    replay: Callable[[int], Awaitable[list[EventRecord]]],
+    heartbeat: float,
+) -> AsyncIterator[EventRecord | None]:
+    """Every event after sequence `last`, in order, once each: first replayed from the
+    store, then live from `sub` (subscribed before the caller read anything), replaying
+    again across any gap or overflow. Yields None after `heartbeat` seconds of quiet.
+    Serves WatchJob (per-job sequences) and WatchQueue (per-queue sequences)."""
+    for replayed in await replay(last):
+        yield replayed
+        last = sequence_of(replayed)
+    while True:
+        live = await sub.next(heartbeat)
+        if sub.take_overflow() or (live is not None and sequence_of(live) > last + 1):
+            for missed in await replay(last):
+                yield missed
+                last = sequence_of(missed)
+        elif live is None:
+            yield None
+        elif sequence_of(live) > last:
+            yield live
+            last = sequence_of(live)

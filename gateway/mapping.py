@@ -100,6 +100,12 @@ def submitted_to_proto(s: Submitted) -> job_service_pb2.SubmitJobResponse:
     )
 
 
+def heartbeat_now() -> job_pb2.Heartbeat:
+    now = timestamp_pb2.Timestamp()
+    now.GetCurrentTime()
+    return job_pb2.Heartbeat(time=now)
+
+
 def _duration(ms: int) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromMilliseconds(ms)

@@ -8,20 +8,20 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument, NotFound, Unavailable
 from conveyor.statuses import CANCELLED_BY_CLIENT
-from conveyor.store.records import EventRecord, JobRecord, NewJob
-from conveyor.v1 import job_pb2, job_service_pb2_grpc
+from conveyor.store.records import JobRecord, NewJob
 from conveyor.v1 import job_service_pb2 as pb
+from conveyor.v1 import job_service_pb2_grpc
 from gateway.errors import to_status
 from gateway.estimates import estimate_start_ms
-from gateway.event_hub import HubClosed, Subscription
+from gateway.event_hub import HubClosed, follow
 from gateway.mapping import (
     STATE_FROM_PROTO,
     duration_ms,
     event_to_proto,
+    heartbeat_now,
     job_to_proto,
     new_job,
     submitted_to_proto,
@@ -162,11 +162,13 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             last = request.after_sequence if request.HasField("after_sequence") else job.last_sequence
             if job.state.terminal and last >= job.last_sequence:
                 return
-            async for event in self._events(request.id, sub, last):
+            events = follow(
+                sub, last, sequence_of=lambda ev: ev.sequence, heartbeat=self.rt.settings.watch_heartbeat_seconds,
+                replay=lambda after: self.rt.store.events_after(request.id, after),
+            )
+            async for event in events:
                 if event is None:
-                    hb = timestamp_pb2.Timestamp()
-                    hb.GetCurrentTime()
-                    yield pb.WatchJobResponse(heartbeat=job_pb2.Heartbeat(time=hb))
+                    yield pb.WatchJobResponse(heartbeat=heartbeat_now())
                     continue
                 yield pb.WatchJobResponse(event=event_to_proto(event))
                 if event.terminal:
@@ -175,28 +177,6 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
         finally:
             hub.unsubscribe(sub)
-
-    async def _events(self, job_id: str, sub: Subscription, last: int) -> AsyncIterator[EventRecord | None]:
-        """Every event after `last`, in order, once each: first replayed from the job's
-        stream, then live from the hub (replaying again across any gap). Yields None
-        when the stream has been idle for a heartbeat interval."""
-        store = self.rt.store
-        for replayed in await store.events_after(job_id, last):
-            yield replayed
-            last = replayed.sequence
-        heartbeat = self.rt.settings.watch_heartbeat_seconds
-        while True:
-            ev = await sub.next(heartbeat)
-            if sub.take_overflow() or (ev is not None and ev.sequence > last + 1):
-                for missed in await store.events_after(job_id, last):
-                    yield missed
-                    last = missed.sequence
-                continue
-            if ev is None:
-                yield None
-            elif ev.sequence > last:
-                yield ev
-                last = ev.sequence
 
     async def _until_done(self, job_id: str, owner: str, timeout: float) -> JobRecord:
         """The job once terminal, or as it is when `timeout` passes."""

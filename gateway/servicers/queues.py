@@ -6,14 +6,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
-from conveyor.store.records import EventRecord
-from conveyor.v1 import job_pb2, queue_service_pb2_grpc
 from conveyor.v1 import queue_service_pb2 as pb
-from gateway.event_hub import HubClosed
-from gateway.mapping import STATE_FROM_PROTO, duration_ms, event_to_proto, queue_to_proto, worker_to_proto
+from conveyor.v1 import queue_service_pb2_grpc
+from gateway.event_hub import HubClosed, follow
+from gateway.mapping import (
+    STATE_FROM_PROTO,
+    duration_ms,
+    event_to_proto,
+    heartbeat_now,
+    queue_to_proto,
+    worker_to_proto,
+)
 from gateway.runtime import GatewayRuntime
 from gateway.validation import QUEUE_NAME
 
@@ -128,23 +133,16 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         try:
             queue = await store.get_queue(name)
             last = request.after_sequence if request.HasField("after_sequence") else queue.last_sequence
-            heartbeat = self.rt.settings.watch_heartbeat_seconds
-            for ev in await store.queue_events_after(name, last):
-                yield pb.WatchQueueResponse(event=event_to_proto(ev))
-                last = ev.queue_sequence
-            while True:
-                live: EventRecord | None = await sub.next(heartbeat)
-                if sub.take_overflow() or (live is not None and live.queue_sequence > last + 1):
-                    for ev in await store.queue_events_after(name, last):
-                        yield pb.WatchQueueResponse(event=event_to_proto(ev))
-                        last = ev.queue_sequence
-                elif live is None:
-                    now = timestamp_pb2.Timestamp()
-                    now.GetCurrentTime()
-                    yield pb.WatchQueueResponse(heartbeat=job_pb2.Heartbeat(time=now))
-                elif live.queue_sequence > last:
-                    yield pb.WatchQueueResponse(event=event_to_proto(live))
-                    last = live.queue_sequence
+            events = follow(
+                sub, last, sequence_of=lambda ev: ev.queue_sequence,
+                heartbeat=self.rt.settings.watch_heartbeat_seconds,
+                replay=lambda after: store.queue_events_after(name, after),
+            )
+            async for event in events:
+                if event is None:
+                    yield pb.WatchQueueResponse(heartbeat=heartbeat_now())
+                else:
+                    yield pb.WatchQueueResponse(event=event_to_proto(event))
         except HubClosed:
             raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
         finally:
