@@ -247,7 +247,7 @@ class JobStore:
 
     async def take_deleted(self, count: int = 100) -> list[str]:
         """Ids of deleted jobs whose artifacts are still to be removed."""
-        ids = await self.client.lpop(f"{self.prefix}:gc", count)
+        ids = await self.client.lpop(self.keys.deleted, count)
         return [i.decode() for i in ids or []]
 
     async def now_ms(self) -> int:

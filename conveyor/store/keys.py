@@ -49,5 +49,10 @@ class Keys:
         return f"{self.prefix}:executor:{executor_id}"
 
     @property
+    def deleted(self) -> str:
+        """Ids of deleted jobs whose artifacts are still to be removed (lua: P .. ':gc')."""
+        return f"{self.prefix}:gc"
+
+    @property
     def cancel_channel(self) -> str:
         return f"{self.prefix}:cancel"

@@ -24,7 +24,6 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local redis_now_ms = now_ms
 
 -- Integers as exact decimal strings (tostring would switch to exponent form).
 local function int(n) return string.format('%.0f', n) end
@@ -104,7 +103,7 @@ end
 
 -- Put a WAITING job in line: priority first, FIFO within a priority. A job that
 -- was already in line (a lost hand-over, a stalled run) keeps its old place.
-local function enter_line(id, q, keep_place)
+local function enter_line(id, q, keep_place, now)
   local kj = k_job(id)
   local score = keep_place and tonumber(hget(kj, 'score')) or nil
   if not score then
@@ -114,7 +113,7 @@ local function enter_line(id, q, keep_place)
   end
   redis.call('ZADD', k_index(q, 'waiting'), int(score), id)
   redis.call('SADD', K_READY_QUEUES, q)
-  if not keep_place then redis.call('HSET', kj, 'ready', int(redis_now_ms())) end
+  if not keep_place then redis.call('HSET', kj, 'ready', int(now)) end
 end
 
 -- 1-based place in line, or 0.
@@ -344,7 +343,7 @@ local function create_job(j, spec, now)
   else
     state = 'WAITING'
     move(id, q, nil, 'WAITING', now)
-    enter_line(id, q, false)
+    enter_line(id, q, false, now)
   end
   emit(id, q, 'state', state, 0, fields, now)
   return {id, state, position(id, q), 0}
@@ -364,7 +363,7 @@ local function release_dependents(id, now)
         redis.call('ZADD', k_index(q, 'delayed'), int(run_at), child)
       else
         move(child, q, 'DELAYED', 'WAITING', now)
-        enter_line(child, q, false)
+        enter_line(child, q, false, now)
         emit(child, q, 'state', 'WAITING', 0, {'m', 'the jobs it depends on completed'}, now)
       end
     end
@@ -492,7 +491,7 @@ local function retry_job(id, now)
   redis.call('HSET', kj, 'limit', tonumber(attempt) + tonumber(per_set), 'cancel', 0, 'progress', 0, 'pmsg', '')
   redis.call('HDEL', kj, 'ended', 'result', 'error', 'started', 'run_at', 'score')
   move(id, q, state, 'WAITING', now)
-  enter_line(id, q, false)
+  enter_line(id, q, false, now)
   emit(id, q, 'state', 'WAITING', tonumber(attempt), {'m', 'retry requested'}, now)
   return nil
 end

@@ -11,7 +11,7 @@ for _, id in ipairs(due) do
   else
     redis.call('HDEL', kj, 'run_at')
     move(id, q, 'DELAYED', 'WAITING', now)
-    enter_line(id, q, false)
+    enter_line(id, q, false, now)
     emit(id, q, 'state', 'WAITING', tonumber(attempt), {}, now)
   end
 end

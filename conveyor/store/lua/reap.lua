@@ -18,7 +18,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT'
     leave_inflight(id, q)
     if state == 'WAITING' and handed == '1' then
       redis.call('HSET', kj, 'handed', 0)
-      enter_line(id, q, true)
+      enter_line(id, q, true, now)
       requeued = requeued + 1
     elseif state == 'ACTIVE' then
       local a = tonumber(attempt)
@@ -30,7 +30,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT'
       record_attempt(id, a, {['end'] = int(now), outcome = (to == 'WAITING') and 'FAILED' or to, error = payload})
       if to == 'WAITING' then
         move(id, q, 'ACTIVE', 'WAITING', now)
-        enter_line(id, q, true)
+        enter_line(id, q, true, now)
         requeued = requeued + 1
       else
         redis.call('HSET', kj, 'ended', int(now))
