@@ -23,8 +23,9 @@ class RetryPolicy:
         factor = 1 + (rng or random).uniform(-self.jitter, self.jitter)
         return float(min(raw * factor, self.max_seconds))
 
-    def retry_at_ms(self, error: JobError, attempt: int, attempt_limit: int, now_ms: int) -> int:
-        """When to run the next attempt, or 0 for none (not retryable, or no attempts left)."""
+    def retry_delay_ms(self, error: JobError, attempt: int, attempt_limit: int) -> int | None:
+        """How long until the next attempt, or None for none (not retryable, or no
+        attempts left)."""
         if not error.retryable or attempt >= attempt_limit:
-            return 0
-        return now_ms + int(self.backoff_seconds(attempt) * 1000)
+            return None
+        return int(self.backoff_seconds(attempt) * 1000)

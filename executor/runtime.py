@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,11 +164,10 @@ class ExecutorRuntime:
                        reason="UNKNOWN_TASK", retryable=False)
 
     async def _failed(self, claim: Claim, err: JobError) -> None:
-        now_ms = int(time.time() * 1000)
-        retry_at = self.policy.retry_at_ms(err, claim.attempt, claim.attempt_limit, now_ms)
-        state = await self.store.fail(claim.job_id, claim.attempt, err.to_status().SerializeToString(), retry_at)
+        retry_in = self.policy.retry_delay_ms(err, claim.attempt, claim.attempt_limit)
+        state = await self.store.fail(claim.job_id, claim.attempt, err.to_status().SerializeToString(), retry_in)
         log.warning("job attempt failed", reason=err.reason, error=err.message, retryable=err.retryable,
-                    state=state and state.value, retry_in_ms=retry_at and retry_at - now_ms)
+                    state=state and state.value, retry_in_ms=retry_in)
 
     async def _stopped(self, claim: Claim, reason: str) -> None:
         if reason == "cancel":

@@ -88,7 +88,7 @@ async def test_a_failed_dependency_cancels_the_chain_with_the_reason(store: JobS
     grandchild = await store.submit(job(depends_on=(child.id,)))
     (h,) = await store.dispatch(1)
     await store.claim(h.job_id, h.attempt, "ex", 60_000)
-    assert await store.fail(parent.id, 1, b"boom", retry_at_ms=0) is State.FAILED
+    assert await store.fail(parent.id, 1, b"boom") is State.FAILED
     for dependent in (child.id, grandchild.id):
         rec = await store.get(dependent)
         assert rec.state is State.CANCELLED and rec.error is not None
@@ -112,7 +112,7 @@ async def test_attempts_are_recorded_with_their_errors(store: JobStore) -> None:
         job_id, got = await next_delivery(store)
         assert (job_id, got) == (j.id, attempt)
         await store.claim(j.id, attempt, f"ex-{attempt}", 60_000)
-        assert await store.fail(j.id, attempt, f"err {attempt}".encode(), retry_at_ms=1) is State.DELAYED
+        assert await store.fail(j.id, attempt, f"err {attempt}".encode(), retry_in_ms=0) is State.DELAYED
         await store.promote_due()
     await run_one(store)
     rec = await store.get(j.id)

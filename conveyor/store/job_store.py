@@ -331,17 +331,22 @@ class JobStore:
         return bool(await self._run("progress", job_id, attempt, progress, message, step_index, step_name))
 
     async def complete(self, job_id: str, attempt: int, result: bytes) -> State | None:
-        return await self._finish(job_id, attempt, "completed", result, 0)
+        return await self._finish(job_id, attempt, "completed", result)
 
-    async def fail(self, job_id: str, attempt: int, error: bytes, retry_at_ms: int = 0) -> State | None:
-        return await self._finish(job_id, attempt, "failed", error, retry_at_ms)
+    async def fail(self, job_id: str, attempt: int, error: bytes, retry_in_ms: int | None = None) -> State | None:
+        """The attempt failed; with `retry_in_ms`, the job is DELAYED that long (on
+        Redis's clock) while attempts remain, else FAILED."""
+        return await self._finish(job_id, attempt, "failed", error, retry_in_ms)
 
     async def mark_cancelled(self, job_id: str, attempt: int, error: bytes) -> State | None:
-        return await self._finish(job_id, attempt, "cancelled", error, 0)
+        return await self._finish(job_id, attempt, "cancelled", error)
 
-    async def _finish(self, job_id: str, attempt: int, outcome: str, payload: bytes, retry_at_ms: int) -> State | None:
+    async def _finish(
+        self, job_id: str, attempt: int, outcome: str, payload: bytes, retry_in_ms: int | None = None
+    ) -> State | None:
         # The freed slot is refilled in the same script.
-        reply = await self._run("finish", job_id, attempt, outcome, payload, retry_at_ms, *self.policy.args())
+        delay = -1 if retry_in_ms is None else retry_in_ms
+        reply = await self._run("finish", job_id, attempt, outcome, payload, delay, *self.policy.args())
         return State(reply.decode()) if reply else None
 
     async def live_executors(self) -> list[ExecutorRecord]:

@@ -1,19 +1,22 @@
 -- A running attempt ends, and its slot goes to the next waiting job at once (no
 -- round trip through a gateway). ARGV: prefix, id, attempt, outcome, payload,
--- retry_at ms, then the policy arguments (see transport_args).
+-- retry delay ms (-1: none), then the policy arguments (see transport_args).
 --   outcome 'completed': payload is the serialized result
---   outcome 'failed':    payload is the serialized error; retry_at > 0 asks for a retry
+--   outcome 'failed':    payload is the serialized error; a retry delay >= 0 asks for a retry
 --                        (granted while attempts remain and no cancel was asked)
 --   outcome 'cancelled': payload is the serialized error
 -- Returns the job's new state, or '' when the attempt no longer runs (nothing changes).
 local id, attempt, outcome, payload = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local retry_at = tonumber(ARGV[6])
+local retry_delay = tonumber(ARGV[6])
 local t = transport_args(7)
 local kj = k_job(id)
 local state, cur, q, limit, cancel, started = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'queue', 'limit',
   'cancel', 'started'))
 if state ~= 'ACTIVE' or cur ~= attempt then return '' end
 local now = now_ms()
+-- Due times are on Redis's clock, like every other time here, whatever the
+-- executor's clock says.
+local retry_at = now + retry_delay
 leave_inflight(id, q)
 sample(q, 'run', now - (tonumber(started) or now))
 local to
@@ -24,7 +27,7 @@ if outcome == 'completed' then
 elseif outcome == 'cancelled' or cancel == '1' then
   to = 'CANCELLED'
   redis.call('HSET', kj, 'error', payload, 'ended', int(now))
-elseif retry_at > 0 and tonumber(attempt) < tonumber(limit) then
+elseif retry_delay >= 0 and tonumber(attempt) < tonumber(limit) then
   to = 'DELAYED'
   redis.call('HSET', kj, 'error', payload, 'run_at', int(retry_at))
 else
