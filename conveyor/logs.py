@@ -30,7 +30,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", service: str = "co
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries that use stdlib logging (Dramatiq, grpc) go through the same renderer.

@@ -12,6 +12,7 @@ idle executor picks a job up within milliseconds without busy polling.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -30,6 +31,10 @@ RUN_JOB_ACTOR = "run_job"
 #: Longest an idle consumer blocks before re-checking (shutdown, missed wakes).
 IDLE_BLOCK_SECONDS = 1.0
 
+#: take(count, worker id) -> the data of up to `count` messages taken off a queue for
+#: that Dramatiq worker (see WakeableRedisBroker.takers).
+TakeMessages = Callable[[int, str], list[bytes]]
+
 
 def wake_key(namespace: str, queue_name: str) -> str:
     """The list idle consumers block on; admit() in store/lua/_lib.lua pushes to it."""
@@ -41,6 +46,11 @@ class WakeableRedisBroker(RedisBroker):
 
     Dramatiq's own recovery of a dead worker's unacked messages is tuned down from
     60 s to `heartbeat_timeout` (Conveyor also recovers stalled jobs in its store).
+
+    The executor may replace the consumer's fetch of a queue with a taker of its own
+    (`takers`, by queue name: it claims the jobs in the same script), and acknowledge
+    deliveries itself when it finishes their jobs: their Redis message ids go in
+    `acked_by_store`, and the consumer's own ack of those has nothing left to do.
     """
 
     def __init__(self, *, url: str, heartbeat_timeout_ms: int = 15_000, **kwargs: Any) -> None:
@@ -51,6 +61,8 @@ class WakeableRedisBroker(RedisBroker):
             maintenance_chance=10_000,
             **kwargs,
         )
+        self.takers: dict[str, TakeMessages] = {}
+        self.acked_by_store: set[str] = set()
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -76,8 +88,13 @@ class _WakeableConsumer(_RedisConsumer):
         self._room = threading.Event()
 
     def ack(self, message: Any) -> None:
+        redis_id = message.options.get("redis_message_id")
         try:
-            super().ack(message)  # type: ignore[no-untyped-call]
+            if redis_id in self.broker.acked_by_store:
+                self.broker.acked_by_store.discard(redis_id)
+                self.queued_message_ids.discard(message.message_id)
+            else:
+                super().ack(message)  # type: ignore[no-untyped-call]
         finally:
             self._room.set()
 
@@ -103,9 +120,12 @@ class _WakeableConsumer(_RedisConsumer):
                     if self.outstanding_message_count >= self.prefetch:
                         self._room.wait(IDLE_BLOCK_SECONDS)
                     return None
-                self.message_cache = self.broker.do_fetch(
-                    self.queue_name, self.prefetch - self.outstanding_message_count
-                )
+                room = self.prefetch - self.outstanding_message_count
+                take = self.broker.takers.get(self.queue_name)
+                if take is not None:
+                    self.message_cache = take(room, self.broker.broker_id)
+                else:
+                    self.message_cache = self.broker.do_fetch(self.queue_name, room)
                 if self.message_cache:
                     continue
                 self._wake_client.blpop([self._wake_key], timeout=IDLE_BLOCK_SECONDS)

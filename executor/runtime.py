@@ -55,6 +55,12 @@ class ExecutorRuntime:
         self.slots = settings.executor_slots
         self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
         self.running: dict[str, RunningJob] = {}
+        #: Jobs claimed as their message was taken off the queue (the consumer's
+        #: take), by (job id, attempt), waiting for their actor to run them.
+        self.taken: dict[tuple[str, int], Claim] = {}
+        #: Where finished deliveries' message ids go once the store acknowledged them
+        #: (the transport's `acked_by_store`, so the consumer's own ack skips them).
+        self.acked_by_store: set[str] = set()
         self.stall_ms = int(settings.stall_timeout_seconds * 1000)
         self._tasks: list[asyncio.Task[None]] = []
         self._store: JobStore | None = None
@@ -96,9 +102,11 @@ class ExecutorRuntime:
         if self._pool is not None:
             await self._pool.close()
         if self._store is not None:
-            # Unregister so admission stops counting these slots at once.
+            # Unregister so admission stops counting these slots at once (the next
+            # heartbeat or reap recounts every executor's slots anyway).
             with contextlib.suppress(RedisError, OSError):
-                await self.store.client.zrem(self.store.keys.executors, self.executor_id)
+                if await self.store.client.zrem(self.store.keys.executors, self.executor_id):
+                    await self.store.client.decrby(self.store.keys.capacity, self.slots)
             await self.store.client.aclose()
         log.info("executor worker stopped", executor_id=self.executor_id)
 
@@ -107,7 +115,9 @@ class ExecutorRuntime:
     async def run(self, job_id: str, attempt: int) -> None:
         """The actor body: run attempt `attempt` of `job_id` if it is still ours to run."""
         with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=attempt):
-            claim = await self.store.claim(job_id, attempt, self.executor_id, self.stall_ms)
+            claim = self.taken.pop((job_id, attempt), None) or await self.store.claim(
+                job_id, attempt, self.executor_id, self.stall_ms
+            )
             if isinstance(claim, str):
                 log.info("delivery skipped", reason=claim)
                 return
@@ -140,7 +150,10 @@ class ExecutorRuntime:
                 reason="EXECUTOR_ERROR", retryable=True,
             ))
         else:
-            state = await self.store.complete(claim.job_id, claim.attempt, result.SerializeToString())
+            state = await self.store.complete(
+                claim.job_id, claim.attempt, result.SerializeToString(), delivery=claim.delivery
+            )
+            self._acknowledged(claim)
             self.completed += 1
             log.info("job completed", state=state and state.value)
         finally:
@@ -165,16 +178,27 @@ class ExecutorRuntime:
 
     async def _failed(self, claim: Claim, err: JobError) -> None:
         retry_in = self.policy.retry_delay_ms(err, claim.attempt, claim.attempt_limit)
-        state = await self.store.fail(claim.job_id, claim.attempt, err.to_status().SerializeToString(), retry_in)
+        state = await self.store.fail(
+            claim.job_id, claim.attempt, err.to_status().SerializeToString(), retry_in, delivery=claim.delivery
+        )
+        self._acknowledged(claim)
         log.warning("job attempt failed", reason=err.reason, error=err.message, retryable=err.retryable,
                     state=state and state.value, retry_in_ms=retry_in)
 
     async def _stopped(self, claim: Claim, reason: str) -> None:
         if reason == "cancel":
-            state = await self.store.mark_cancelled(claim.job_id, claim.attempt, CANCELLED_BY_CLIENT)
+            state = await self.store.mark_cancelled(
+                claim.job_id, claim.attempt, CANCELLED_BY_CLIENT, delivery=claim.delivery
+            )
+            self._acknowledged(claim)
             log.info("job cancelled", state=state and state.value)
         else:
             log.warning("job stopped: no longer ours", reason=reason)
+
+    def _acknowledged(self, claim: Claim) -> None:
+        """The store acknowledged the claim's delivery as it finished the attempt."""
+        if claim.delivery is not None:
+            self.acked_by_store.add(claim.delivery.message_id)
 
     def stop_job(self, job_id: str, reason: str) -> None:
         running = self.running.get(job_id)

@@ -201,3 +201,46 @@ async def test_hand_over_writes_a_dramatiq_message_and_finish_refills_the_slot(s
     nxt = Message.decode(await store.client.hget(f"{queue_key}.msgs", ids[-1]))
     assert nxt.args == (second.id, 1)
     assert (await store.get(second.id)).handed_over
+
+
+async def test_take_claims_as_it_takes_skips_stale_deliveries_and_finish_acknowledges(
+    store: JobStore, redis_url: str
+) -> None:
+    """The executor's consumer takes messages and claims their jobs in one script; a
+    stale delivery is acknowledged there and never reaches a worker thread; finishing
+    the job acknowledges its delivery, leaving none of Dramatiq's bookkeeping behind."""
+    import redis
+
+    from conveyor.store.claim_taker import ClaimTaker
+
+    stale, fresh = new(), new()
+    await store.submit(stale)
+    await store.submit(fresh)
+    await register(store, 2)
+    assert len(await store.dispatch(10)) == 2
+    # `stale`'s attempt is claimed by another delivery first (a duplicate).
+    assert not isinstance(await store.claim(stale.id, 1, "other", 10_000), str)
+
+    a = store.policy
+    queue_key = f"{a.transport_namespace}:{a.transport_queue}"
+    acks = f"{a.transport_namespace}:__acks__.w1.{a.transport_queue}"
+    sync = redis.Redis.from_url(redis_url)
+    try:
+        taken = ClaimTaker(sync, store.prefix, a).take(10, "w1", "ex", 10_000)
+    finally:
+        sync.close()
+    assert len(taken) == 1
+    claim = taken[0].claim
+    assert claim is not None and claim.job_id == fresh.id and claim.attempt == 1 and claim.kind == "noop"
+    assert Message.decode(taken[0].data).args == (fresh.id, 1)
+    job = await store.get(fresh.id)
+    assert job.state is State.ACTIVE and job.attempt == 1
+    # Only the taken delivery is outstanding; the stale one is acknowledged and gone.
+    assert claim.delivery is not None
+    assert {m.decode() for m in await store.client.smembers(acks)} == {claim.delivery.message_id}
+    assert [k.decode() for k in await store.client.hkeys(f"{queue_key}.msgs")] == [claim.delivery.message_id]
+
+    assert await store.complete(fresh.id, 1, b"", delivery=claim.delivery) is State.COMPLETED
+    assert await store.client.scard(acks) == 0
+    assert await store.client.hlen(f"{queue_key}.msgs") == 0
+    await assert_counters_match(store, "default")

@@ -26,6 +26,7 @@ from conveyor.errors import (
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
     Claim,
+    Delivery,
     EventRecord,
     ExecutorRecord,
     Handover,
@@ -40,6 +41,9 @@ from conveyor.store.records import (
 from conveyor.store.scripts import register_scripts
 
 MAX_PAGE_SIZE = 1000
+#: The newest timing samples a queue's statistics use (SAMPLES in lua/_lib.lua; the
+#: lists are trimmed to that now and then, not on every push).
+TIMING_SAMPLES = 1000
 
 
 def connect(url: str, *, max_connections: int = 32, client_name: str | None = None) -> aioredis.Redis:
@@ -175,9 +179,14 @@ class JobStore:
         return jobs, token
 
     async def events_after(self, job_id: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
-        # Event n is element n - 1 of the job's log.
+        # Event n is element n - 1 of the job's log; its entries leave out the job id
+        # and the sequence, which are known from where they are.
         rows = await self.client.lrange(self.keys.job_events(job_id), after_sequence, after_sequence + count - 1)
-        return [EventRecord.from_fields(msgpack.unpackb(row, raw=True)) for row in rows]
+        job = job_id.encode()
+        return [
+            EventRecord.from_fields({**msgpack.unpackb(row, raw=True), b"j": job, b"s": b"%d" % (after_sequence + i)})
+            for i, row in enumerate(rows, start=1)
+        ]
 
     async def queue_events_after(self, queue: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
         """A queue's events after a queue sequence (the stream keeps the last ~10,000)."""
@@ -211,8 +220,8 @@ class JobStore:
         pipe.hgetall(self.keys.queue(name))
         if with_stats:
             pipe.hgetall(self.keys.queue_index(name, "throughput"))
-            pipe.lrange(self.keys.queue_index(name, "wait-ms"), 0, -1)
-            pipe.lrange(self.keys.queue_index(name, "run-ms"), 0, -1)
+            pipe.lrange(self.keys.queue_index(name, "wait-ms"), 0, TIMING_SAMPLES - 1)
+            pipe.lrange(self.keys.queue_index(name, "run-ms"), 0, TIMING_SAMPLES - 1)
             pipe.time()
         replies = await pipe.execute()
         stats = None
@@ -305,8 +314,7 @@ class JobStore:
         reply = await self._run("claim", job_id, attempt, executor_id, stall_timeout_ms)
         if int(reply[0]) != 1:
             return str(reply[1].decode())
-        _, spec, timeout_ms, limit, kind, queue = reply
-        return Claim(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode(), queue.decode())
+        return Claim.from_reply(job_id, attempt, reply)
 
     async def heartbeat(
         self,
@@ -330,23 +338,34 @@ class JobStore:
     ) -> bool:
         return bool(await self._run("progress", job_id, attempt, progress, message, step_index, step_name))
 
-    async def complete(self, job_id: str, attempt: int, result: bytes) -> State | None:
-        return await self._finish(job_id, attempt, "completed", result)
+    # The attempt's end. With the claim's `delivery`, its transport message is
+    # acknowledged in the same script; the freed slot is refilled there too.
 
-    async def fail(self, job_id: str, attempt: int, error: bytes, retry_in_ms: int | None = None) -> State | None:
+    async def complete(
+        self, job_id: str, attempt: int, result: bytes, *, delivery: Delivery | None = None
+    ) -> State | None:
+        return await self._finish(job_id, attempt, "completed", result, None, delivery)
+
+    async def fail(
+        self, job_id: str, attempt: int, error: bytes, retry_in_ms: int | None = None,
+        *, delivery: Delivery | None = None,
+    ) -> State | None:
         """The attempt failed; with `retry_in_ms`, the job is DELAYED that long (on
         Redis's clock) while attempts remain, else FAILED."""
-        return await self._finish(job_id, attempt, "failed", error, retry_in_ms)
+        return await self._finish(job_id, attempt, "failed", error, retry_in_ms, delivery)
 
-    async def mark_cancelled(self, job_id: str, attempt: int, error: bytes) -> State | None:
-        return await self._finish(job_id, attempt, "cancelled", error)
+    async def mark_cancelled(
+        self, job_id: str, attempt: int, error: bytes, *, delivery: Delivery | None = None
+    ) -> State | None:
+        return await self._finish(job_id, attempt, "cancelled", error, None, delivery)
 
     async def _finish(
-        self, job_id: str, attempt: int, outcome: str, payload: bytes, retry_in_ms: int | None = None
+        self, job_id: str, attempt: int, outcome: str, payload: bytes, retry_in_ms: int | None,
+        delivery: Delivery | None,
     ) -> State | None:
-        # The freed slot is refilled in the same script.
         delay = -1 if retry_in_ms is None else retry_in_ms
-        reply = await self._run("finish", job_id, attempt, outcome, payload, delay, *self.policy.args())
+        ack = [delivery.worker_id, delivery.message_id] if delivery else []
+        reply = await self._run("finish", job_id, attempt, outcome, payload, delay, *self.policy.args(), *ack)
         return State(reply.decode()) if reply else None
 
     async def live_executors(self) -> list[ExecutorRecord]:
@@ -359,12 +378,9 @@ class JobStore:
 
 
 def _queue_stats(throughput: dict[bytes, bytes], wait: list[bytes], run: list[bytes], now_ms: int) -> QueueStats:
-    """The last 60 minutes of the throughput ring (oldest first), and the samples."""
+    """The last 60 minutes of the per-minute counters (oldest first), and the samples."""
     minute = now_ms // 60000
-    completed, failed = [], []
-    for m in range(minute - 59, minute + 1):
-        slot = m % 60
-        fresh = throughput.get(f"m:{slot}".encode()) == str(m).encode()
-        completed.append(int(throughput.get(f"c:{slot}".encode(), 0)) if fresh else 0)
-        failed.append(int(throughput.get(f"f:{slot}".encode(), 0)) if fresh else 0)
+    minutes = range(minute - 59, minute + 1)
+    completed = [int(throughput.get(b"c:%d" % m, 0)) for m in minutes]
+    failed = [int(throughput.get(b"f:%d" % m, 0)) for m in minutes]
     return QueueStats(tuple(completed), tuple(failed), tuple(int(w) for w in wait), tuple(int(r) for r in run))

@@ -45,6 +45,11 @@ class Keys:
     def executors(self) -> str:
         return f"{self.prefix}:executors"
 
+    @property
+    def capacity(self) -> str:
+        """The live executors' slots, summed (lua: K_CAPACITY)."""
+        return f"{self.prefix}:capacity"
+
     def executor(self, executor_id: str) -> str:
         return f"{self.prefix}:executor:{executor_id}"
 

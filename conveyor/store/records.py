@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Any
 
 
 class State(StrEnum):
@@ -264,6 +265,15 @@ class Handover:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """The transport message that carried a hand-over: acknowledged by the store in the
+    same script that finishes the attempt (see finish.lua)."""
+
+    worker_id: str
+    message_id: str
+
+
+@dataclass(frozen=True)
 class Claim:
     """What an executor gets when its claim succeeds."""
 
@@ -274,6 +284,13 @@ class Claim:
     attempt_limit: int
     kind: str
     queue: str
+    delivery: Delivery | None = None
+
+    @classmethod
+    def from_reply(cls, job_id: str, attempt: int, reply: list[Any], delivery: Delivery | None = None) -> Claim:
+        """From claim_job's reply in lua/_lib.lua: {1, spec, timeout_ms, limit, kind, queue}."""
+        _, spec, timeout_ms, limit, kind, queue = reply
+        return cls(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode(), queue.decode(), delivery)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ local K_READY_QUEUES = P .. ':ready-queues'
 local K_INFLIGHT = P .. ':inflight'
 local K_DELAYED = P .. ':delayed'
 local K_EXECUTORS = P .. ':executors'
+local K_CAPACITY = P .. ':capacity'  -- the live executors' slots, summed by refresh_capacity()
 local K_EVENTS = P .. ':events'
 local K_CANCEL_CHANNEL = P .. ':cancel'
 
@@ -64,25 +65,26 @@ local STATE_INDEX = {DELAYED = 'delayed', ACTIVE = 'active', COMPLETED = 'comple
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
 
 -- Append an event to the job's log (a list: event <seq> is element seq - 1, one
--- msgpack map each), the queue's stream (id 0-<qseq>) and the global stream read by
--- the gateways. `fields` is a flat list of extra field/value pairs.
+-- msgpack map each, its sequence being its place), the queue's stream (id 0-<qseq>)
+-- and the global stream read by the gateways. `fields` is a flat list of extra
+-- field/value pairs.
 local function emit(id, q, etype, state, attempt, fields, now)
-  local seq = redis.call('HINCRBY', k_job(id), 'seq', 1)
   local qseq = redis.call('HINCRBY', k_queue(q), 'qseq', 1)
+  local record = {q = q, qs = tostring(qseq), t = etype, st = state, a = tostring(attempt), ts = int(now)}
+  for i = 1, #fields, 2 do record[fields[i]] = tostring(fields[i + 1]) end
+  local seq = redis.call('RPUSH', k_job_events(id), cmsgpack.pack(record))
   local entry = {'j', id, 'q', q, 's', seq, 'qs', qseq, 't', etype, 'st', state,
                  'a', attempt, 'ts', int(now)}
   for i = 1, #fields do entry[#entry + 1] = fields[i] end
-  local record = {}
-  for i = 1, #entry, 2 do record[entry[i]] = tostring(entry[i + 1]) end
-  redis.call('RPUSH', k_job_events(id), cmsgpack.pack(record))
   redis.call('XADD', k_index(q, 'events'), 'MAXLEN', '~', QUEUE_EVENTS_MAXLEN, '0-' .. qseq, unpack(entry))
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(entry))
   return seq
 end
 
 -- Move the per-queue counters and per-state indexes from one state to another.
--- `from` or `to` may be nil (a new job; a deleted job).
-local function move(id, q, from, to, now, to_score)
+-- `from` or `to` may be nil (a new job; a deleted job). `fields`, a flat list, is
+-- written to the job hash with its new state. Returns the queue's count of `to`.
+local function move(id, q, from, to, now, to_score, fields)
   local kq = k_queue(q)
   if from then
     redis.call('HINCRBY', kq, from, -1)
@@ -90,15 +92,17 @@ local function move(id, q, from, to, now, to_score)
     if idx then redis.call('ZREM', k_index(q, idx), id) end
     if from == 'DELAYED' then redis.call('ZREM', K_DELAYED, id) end
   end
+  local count
   if to then
-    redis.call('HINCRBY', kq, to, 1)
+    count = redis.call('HINCRBY', kq, to, 1)
     local idx = STATE_INDEX[to]
     if idx then redis.call('ZADD', k_index(q, idx), int(to_score or now), id) end
     -- A DELAYED job with a due time is promoted by promote.lua; one without (waiting
     -- for the jobs it depends on) is released by release_dependents().
     if to == 'DELAYED' and to_score then redis.call('ZADD', K_DELAYED, int(to_score), id) end
-    redis.call('HSET', k_job(id), 'state', to)
+    redis.call('HSET', k_job(id), 'state', to, unpack(fields or {}))
   end
+  return count
 end
 
 -- Put a WAITING job in line: priority first, FIFO within a priority. A job that
@@ -132,6 +136,21 @@ end
 
 -- ---- admission and hand-over ------------------------------------------------------
 
+-- Forget the executors that went silent, and sum the slots of the live ones into
+-- K_CAPACITY (read by every admit()). Run by every heartbeat and every reap, so a
+-- dead executor's slots stop counting within a second of its time-to-live.
+local function refresh_capacity(now)
+  for _, ex in ipairs(redis.call('ZRANGEBYSCORE', K_EXECUTORS, '-inf', now)) do
+    redis.call('ZREM', K_EXECUTORS, ex)
+    redis.call('DEL', P .. ':executor:' .. ex)
+  end
+  local capacity = 0
+  for _, ex in ipairs(redis.call('ZRANGE', K_EXECUTORS, 0, -1)) do
+    capacity = capacity + (tonumber(hget(P .. ':executor:' .. ex, 'slots')) or 0)
+  end
+  redis.call('SET', K_CAPACITY, capacity)
+end
+
 -- Where handed-over jobs go (a Dramatiq queue), and how many finished jobs a queue
 -- keeps. The policy arguments are nine ARGV values starting at `i`: max jobs, default
 -- queue concurrency, hand-over timeout ms, Dramatiq namespace, Dramatiq queue, actor
@@ -148,8 +167,9 @@ end
 -- the same atomic step that marks the job handed over: a job is never handed over
 -- without its message, nor sent twice for one hand-over.
 local function hand_over(id, attempt, now, t)
-  local n = redis.call('HINCRBY', k_job(id), 'handovers', 1)
-  local mid = id .. '-' .. attempt .. '-' .. n
+  -- Unique per hand-over: the same attempt is handed over again only after the
+  -- hand-over timeout.
+  local mid = id .. '-' .. attempt .. '-' .. int(now)
   local msg = cjson.encode({queue_name = t.queue, actor_name = t.actor, args = {id, attempt}, kwargs = {},
                             options = {redis_message_id = mid}, message_id = mid, message_timestamp = now})
   local qkey = t.ns .. ':' .. t.queue
@@ -195,15 +215,7 @@ end
 -- turns, one job each, highest priority (then oldest) first within a queue.
 -- Returns a flat list {id1, attempt1, id2, attempt2, ...}.
 local function admit(t, now)
-  -- Live executors and their slots; forget the silent ones.
-  for _, ex in ipairs(redis.call('ZRANGEBYSCORE', K_EXECUTORS, '-inf', now)) do
-    redis.call('ZREM', K_EXECUTORS, ex)
-    redis.call('DEL', P .. ':executor:' .. ex)
-  end
-  local capacity = 0
-  for _, ex in ipairs(redis.call('ZRANGE', K_EXECUTORS, 0, -1)) do
-    capacity = capacity + (tonumber(hget(P .. ':executor:' .. ex, 'slots')) or 0)
-  end
+  local capacity = tonumber(redis.call('GET', K_CAPACITY)) or 0
   local free = math.min(capacity - redis.call('ZCARD', K_INFLIGHT), t.max)
   local out = {}
   if free <= 0 then return out end
@@ -250,8 +262,7 @@ local function admit(t, now)
     local wake = t.ns .. ':' .. t.queue .. '.wake'
     local tokens = {}
     for i = 1, math.min(#out / 2, 64) do tokens[i] = '1' end
-    redis.call('LPUSH', wake, unpack(tokens))
-    redis.call('LTRIM', wake, 0, 63)
+    if redis.call('LPUSH', wake, unpack(tokens)) > 64 then redis.call('LTRIM', wake, 0, 63) end
   end
   return out
 end
@@ -295,15 +306,17 @@ local function create_job(j, spec, now)
   end
   if k_req then redis.call('SET', k_req, id, 'EX', 86400) end
 
-  local kj = k_job(id)
-  redis.call('HSET', kj, 'id', id, 'queue', q, 'owner', owner, 'priority', j.priority,
+  -- The job hash is written once, with its state (by move(), below).
+  local h = {'id', id, 'queue', q, 'owner', owner, 'priority', j.priority,
     'attempt', 0, 'limit', j.max_attempts, 'max', j.max_attempts, 'timeout_ms', j.timeout_ms,
-    'created', int(now), 'progress', 0, 'seq', 0, 'spec', spec, 'kind', j.kind,
-    'labels', cjson.encode(j.labels or {}), 'request_id', j.request_id or '', 'cancel', 0, 'handed', 0)
+    'created', int(now), 'progress', 0, 'spec', spec, 'kind', j.kind,
+    'labels', cjson.encode(j.labels or {}), 'request_id', j.request_id or '', 'cancel', 0, 'handed', 0}
+  local function set(k, v) h[#h + 1] = k; h[#h + 1] = v end
   if k_dedup then
-    redis.call('HSET', kj, 'dedup', k_dedup, 'dedup_until', int(now + (tonumber(j.dedup_window_ms) or 0)))
+    set('dedup', k_dedup)
+    set('dedup_until', int(now + (tonumber(j.dedup_window_ms) or 0)))
   end
-  if j.hosts and #j.hosts > 0 then redis.call('HSET', kj, 'hosts', cjson.encode(j.hosts)) end
+  if j.hosts and #j.hosts > 0 then set('hosts', cjson.encode(j.hosts)) end
   redis.call('ZADD', K_JOBS, int(now), id)
   redis.call('ZADD', k_index(q, 'jobs'), int(now), id)
   redis.call('ZADD', K_QUEUES, 'NX', int(now), q)
@@ -317,33 +330,41 @@ local function create_job(j, spec, now)
     elseif st ~= 'COMPLETED' then
       pending = pending + 1
       redis.call('SADD', k_job(dep) .. ':dependents', id)
+      redis.call('HSET', k_job(dep), 'has_dependents', 1)
     end
   end
   if j.depends_on and #j.depends_on > 0 then
-    redis.call('HSET', kj, 'depends_on', cjson.encode(j.depends_on), 'deps_pending', pending)
+    set('depends_on', cjson.encode(j.depends_on))
+    set('deps_pending', pending)
   end
 
   local run_at = tonumber(j.run_at) or 0
-  if run_at > now then redis.call('HSET', kj, 'run_at', int(run_at)) end
+  if run_at > now then set('run_at', int(run_at)) end
   local state, fields = nil, {}
   if broken then
     state = 'CANCELLED'
     local err = status_bytes(1, 'DEPENDENCY_FAILED', 'job ' .. broken .. ', which this job depends on, failed, ' ..
       'was cancelled or does not exist', {dependency = broken})
-    redis.call('HSET', kj, 'error', err, 'ended', int(now))
-    move(id, q, nil, 'CANCELLED', now)
+    set('error', err)
+    set('ended', int(now))
+    move(id, q, nil, 'CANCELLED', now, nil, h)
     fields = {'e', err}
   elseif pending > 0 then
     state = 'DELAYED'
-    move(id, q, nil, 'DELAYED', now, nil)
+    move(id, q, nil, 'DELAYED', now, nil, h)
     fields = {'m', 'waiting for ' .. pending .. ' job(s) it depends on'}
   elseif run_at > now then
     state = 'DELAYED'
-    move(id, q, nil, 'DELAYED', now, run_at)
+    move(id, q, nil, 'DELAYED', now, run_at, h)
   else
+    -- In line (as enter_line() does, with the place written with the rest of the hash).
     state = 'WAITING'
-    move(id, q, nil, 'WAITING', now)
-    enter_line(id, q, false, now)
+    local score = tonumber(j.priority) * PRIORITY_SHIFT + redis.call('HINCRBY', k_queue(q), 'fifo', 1)
+    set('score', int(score))
+    set('ready', int(now))
+    redis.call('ZADD', k_index(q, 'waiting'), int(score), id)
+    redis.call('SADD', K_READY_QUEUES, q)
+    move(id, q, nil, 'WAITING', now, nil, h)
   end
   emit(id, q, 'state', state, 0, fields, now)
   return {id, state, position(id, q), 0}
@@ -396,6 +417,7 @@ end
 
 -- After a job reached a terminal state: settle the jobs that depend on it.
 local function settle_dependents(id, state, now)
+  if hget(k_job(id), 'has_dependents') ~= '1' then return end
   if state == 'COMPLETED' then
     release_dependents(id, now)
   elseif state == 'FAILED' or state == 'CANCELLED' then
@@ -410,21 +432,24 @@ local SAMPLES = 1000
 -- A timing sample (ms) of a queue: 'wait' (ready to started) or 'run' (started to ended).
 local function sample(q, kind, ms)
   local key = k_index(q, kind .. '-ms')
-  redis.call('LPUSH', key, int(ms))
-  redis.call('LTRIM', key, 0, SAMPLES - 1)
+  if redis.call('LPUSH', key, int(ms)) > SAMPLES + 100 then redis.call('LTRIM', key, 0, SAMPLES - 1) end
 end
 
--- Count a job that ended (COMPLETED, or FAILED for good) in its minute: a ring of 60
--- minutes per queue ('c:<slot>', 'f:<slot>', and 'm:<slot>' the minute it holds).
+-- Count a job that ended (COMPLETED, or FAILED for good) in its minute: a hash per
+-- queue of 'c:<minute>' and 'f:<minute>' counters. The first count of a minute drops
+-- the counters older than an hour, so the hash stays small.
+local THROUGHPUT_MINUTES = 60
 local function count_end(q, state, now)
   if state ~= 'COMPLETED' and state ~= 'FAILED' then return end
   local key = k_index(q, 'throughput')
   local minute = math.floor(now / 60000)
-  local slot = minute % 60
-  if tonumber(redis.call('HGET', key, 'm:' .. slot)) ~= minute then
-    redis.call('HSET', key, 'm:' .. slot, minute, 'c:' .. slot, 0, 'f:' .. slot, 0)
+  if redis.call('HINCRBY', key, (state == 'COMPLETED' and 'c:' or 'f:') .. minute, 1) == 1 then
+    local stale = {}
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if tonumber(string.sub(field, 3)) <= minute - THROUGHPUT_MINUTES then stale[#stale + 1] = field end
+    end
+    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
   end
-  redis.call('HINCRBY', key, (state == 'COMPLETED' and 'c:' or 'f:') .. slot, 1)
 end
 
 -- The record of one attempt, in the job's attempts hash ('<n>:<field>').
@@ -459,11 +484,11 @@ local function delete_job(id)
 end
 
 -- Keep a queue's history bounded: the newest `keep` jobs of a finished state, none
--- older than max_age_ms.
-local function trim_history(q, state, t, now)
+-- older than max_age_ms. `count` is the queue's count of that state, when known.
+local function trim_history(q, state, t, now, count)
   local keep = state == 'COMPLETED' and t.keep_completed or t.keep_failed
   local idx = k_index(q, STATE_INDEX[state])
-  local excess = redis.call('ZCARD', idx) - keep
+  local excess = (count or redis.call('ZCARD', idx)) - keep
   if excess > 0 then
     for _, old in ipairs(redis.call('ZRANGE', idx, 0, math.min(excess, 100) - 1)) do delete_job(old) end
   end
@@ -475,11 +500,12 @@ local function trim_history(q, state, t, now)
 end
 
 -- A job reached `state` for good (COMPLETED, FAILED or CANCELLED): count it, settle
--- the jobs that depend on it, and keep its queue's history bounded.
-local function settle(id, q, state, t, now)
+-- the jobs that depend on it, and keep its queue's history bounded (`count`, the
+-- queue's count of jobs in that state, when the caller has it from move()).
+local function settle(id, q, state, t, now, count)
   count_end(q, state, now)
   settle_dependents(id, state, now)
-  trim_history(q, state, t, now)
+  trim_history(q, state, t, now, count)
 end
 
 -- Give a FAILED or CANCELLED job a fresh set of attempts (its attempt number keeps
@@ -494,4 +520,37 @@ local function retry_job(id, now)
   enter_line(id, q, false, now)
   emit(id, q, 'state', 'WAITING', tonumber(attempt), {'m', 'retry requested'}, now)
   return nil
+end
+
+-- ---- the executor side ------------------------------------------------------------------
+
+-- Claim attempt `attempt` of a handed-over job for `executor` (see claim.lua). Returns
+-- {1, spec, timeout_ms, limit, kind, queue} or {0, reason}.
+local function claim_job(id, attempt, executor, stall_ms, now)
+  local kj = k_job(id)
+  local state, handed, cur, q, ready, spec, timeout_ms, limit, kind, run_at = unpack(redis.call('HMGET', kj,
+    'state', 'handed', 'attempt', 'queue', 'ready', 'spec', 'timeout_ms', 'limit', 'kind', 'run_at'))
+  if not state then return {0, 'gone'} end
+  if state ~= 'WAITING' then return {0, 'state ' .. state} end
+  if handed ~= '1' then return {0, 'not handed over'} end
+  if tonumber(cur) + 1 ~= attempt then return {0, 'attempt ' .. attempt .. ' is stale'} end
+  sample(q, 'wait', now - (tonumber(ready) or now))
+  record_attempt(id, attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'})
+  if run_at then redis.call('HDEL', kj, 'run_at') end
+  redis.call('ZADD', K_INFLIGHT, int(now + stall_ms), id)
+  move(id, q, 'WAITING', 'ACTIVE', now, nil, {'attempt', attempt, 'handed', 0, 'started', int(now),
+    'worker', executor, 'progress', 0, 'pmsg', ''})
+  emit(id, q, 'state', 'ACTIVE', attempt, {}, now)
+  return {1, spec, timeout_ms, limit, kind, q}
+end
+
+-- Dramatiq's bookkeeping of a delivery (its Redis layout, see transport.py): the
+-- message a worker took sits in that worker's ack set and in the queue's message hash.
+local function dramatiq_acks(t, worker) return t.ns .. ':__acks__.' .. worker .. '.' .. t.queue end
+
+-- Acknowledge a delivery, as Dramatiq's own ack does.
+local function ack_delivery(t, worker, message_id)
+  if redis.call('SREM', dramatiq_acks(t, worker), message_id) > 0 then
+    redis.call('HDEL', t.ns .. ':' .. t.queue .. '.msgs', message_id)
+  end
 end

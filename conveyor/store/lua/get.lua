@@ -1,5 +1,5 @@
 -- Read jobs with their place in line and their attempts, atomically. ARGV: prefix, id...
--- Returns, per id, {job hash as a flat list with '_position' appended, attempts hash
+-- Returns, per id, {job hash as a flat list with '_position' and 'seq' appended, attempts hash
 -- as a flat list} ({} if missing).
 local out = {}
 for i = 2, #ARGV do
@@ -9,6 +9,8 @@ for i = 2, #ARGV do
     local q = hget(k_job(id), 'queue')
     flat[#flat + 1] = '_position'
     flat[#flat + 1] = tostring(position(id, q))
+    flat[#flat + 1] = 'seq'  -- event <seq> is element seq - 1 of the job's log
+    flat[#flat + 1] = tostring(redis.call('LLEN', k_job_events(id)))
     out[#out + 1] = {flat, redis.call('HGETALL', k_job(id) .. ':attempts')}
   else
     out[#out + 1] = {}

@@ -12,6 +12,7 @@ local running = {}
 for i = 7, #ARGV, 2 do running[#running + 1] = ARGV[i] end
 redis.call('HSET', kx, 'slots', slots, 'info', info, 'seen', int(now), 'jobs', cjson.encode(running))
 redis.call('PEXPIRE', kx, int(ttl_ms * 10))
+refresh_capacity(now)
 local stop = {}
 for i = 7, #ARGV, 2 do
   local id, attempt = ARGV[i], ARGV[i + 1]

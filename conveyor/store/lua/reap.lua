@@ -8,6 +8,7 @@ local limit, payload = tonumber(ARGV[2]), ARGV[3]
 local t = transport_args(4)
 local now = now_ms()
 local requeued, failed = 0, 0
+refresh_capacity(now)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT', 0, limit)) do
   local kj = k_job(id)
   local state, q, attempt, limit_a, cancel, handed = unpack(redis.call('HMGET', kj,

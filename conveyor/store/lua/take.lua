@@ -1,0 +1,41 @@
+-- An executor's consumer takes up to `count` handed-over messages off the Dramatiq
+-- queue and claims their jobs, in one step: Dramatiq's fetch (its heartbeat, pop,
+-- ack set, message hash; see dispatch.lua in Dramatiq) followed by claim_job for each.
+-- A message whose claim is refused (a duplicate or stale delivery) is acknowledged
+-- here and not returned, so a stale delivery costs the executor nothing.
+-- ARGV: prefix, count, Dramatiq worker id, executor id, stall timeout ms, then the
+-- policy arguments (see transport_args).
+-- Returns a flat list, 8 entries per message: data, message id, then
+-- 1, spec, timeout_ms, limit, kind, queue for a claimed job, or 0 and five empty
+-- strings for a message that is not a hand-over (the actor then claims it itself).
+local count, worker, executor, stall_ms = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
+local t = transport_args(6)
+local now = now_ms()
+local qkey = t.ns .. ':' .. t.queue
+redis.call('ZADD', t.ns .. ':__heartbeats__', int(now), worker)
+local acks = dramatiq_acks(t, worker)
+local out = {}
+for _ = 1, count do
+  local mid = redis.call('LPOP', qkey)
+  if not mid then break end
+  redis.call('SADD', acks, mid)
+  local data = redis.call('HGET', qkey .. '.msgs', mid)
+  if data then
+    local id, attempt = string.match(mid, '^(.+)-(%d+)-%d+$')
+    if not id then
+      for _, v in ipairs({data, mid, 0, '', '', '', '', ''}) do out[#out + 1] = v end
+    else
+      local claim = claim_job(id, tonumber(attempt), executor, stall_ms, now)
+      if claim[1] == 1 then
+        out[#out + 1] = data
+        out[#out + 1] = mid
+        for _, v in ipairs(claim) do out[#out + 1] = v end
+      else
+        ack_delivery(t, worker, mid)
+      end
+    end
+  else
+    redis.call('SREM', acks, mid)  -- acknowledged already (a duplicate id in the list)
+  end
+end
+return out
