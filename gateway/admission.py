@@ -8,7 +8,6 @@ are atomic, so several gateways never hand the same job over twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import structlog
 from google.rpc import code_pb2
@@ -16,7 +15,6 @@ from redis.exceptions import RedisError
 
 from conveyor.statuses import status_bytes
 from conveyor.store.job_store import JobStore
-from conveyor.store.records import EventRecord, EventType, State
 from gateway.background import BackgroundLoop
 
 log = structlog.get_logger("gateway.admission")
@@ -37,13 +35,6 @@ class Admission(BackgroundLoop):
         self._store = store
         self.handed_over = 0
         self._last_tick = self._last_reap = 0.0
-
-    def on_events(self, events: Sequence[EventRecord]) -> None:
-        """Hub listener: a job that joined a line (another gateway's submit, a retry)
-        may be admitted now. Freed slots need no wake-up: finishing a job refills its
-        slot in the same script."""
-        if any(ev.type is EventType.STATE and ev.state is State.WAITING for ev in events):
-            self.wake()
 
     async def run_round(self) -> float:
         now = asyncio.get_running_loop().time()

@@ -1,6 +1,6 @@
 """One shared reader of the global event stream per gateway process, fanning events
 out to every local watcher: thousands of WatchJob streams cost one blocking Redis
-connection, not one each.
+connection, not one each. With nobody watching, the reader rests (and reads nothing).
 
 Watchers subscribe *before* they read the job and replay its stream, then take live
 events from their subscription, dropping sequences they already sent. A subscriber
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
 import structlog
@@ -78,21 +78,27 @@ class EventHub:
         self._reader = reader
         self._block_ms = block_ms
         self._subs: dict[str, set[Subscription]] = {}
-        self._listeners: list[Callable[[Sequence[EventRecord]], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._last_id = "$"
+        # Set while the reader reads: from the first subscription until it finds none.
+        self._reading = asyncio.Event()
+        self._waking = asyncio.Lock()
+        self._closed = False
         self.events_read = 0
-
-    def add_listener(self, listener: Callable[[Sequence[EventRecord]], None]) -> None:
-        """Called (synchronously, on the loop) with every batch of events read."""
-        self._listeners.append(listener)
 
     @property
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
-    def subscribe(self, key: str) -> Subscription:
-        """Subscribe to a job id (or 'queue:<name>' for a queue's events)."""
+    async def subscribe(self, key: str) -> Subscription:
+        """Subscribe to a job id (or 'queue:<name>' for a queue's events). Every event
+        appended after this returns reaches the subscription."""
+        if not self._reading.is_set():
+            async with self._waking:
+                if not self._reading.is_set():
+                    # The reader rested: it resumes from the stream's end as it is now.
+                    self._last_id = await self._store.latest_event_id()
+                    self._reading.set()
         sub = Subscription(key)
         self._subs.setdefault(key, set()).add(sub)
         return sub
@@ -105,10 +111,12 @@ class EventHub:
                 del self._subs[sub.key]
 
     async def start(self) -> None:
-        self._last_id = await self._store.latest_event_id()
         self._task = asyncio.create_task(self._run(), name="event-hub")
 
     async def close(self) -> None:
+        # The flag, too: a cancel that lands inside redis-py's blocking read can be
+        # swallowed; the reader then leaves at the end of that read.
+        self._closed = True
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 sub.close()
@@ -120,7 +128,11 @@ class EventHub:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
+            if not self._subs:
+                self._reading.clear()
+                await self._reading.wait()
+                continue
             try:
                 self._last_id, events = await self._store.read_events(
                     self._last_id, block_ms=self._block_ms, client=self._reader
@@ -138,8 +150,6 @@ class EventHub:
                 for key in (ev.job_id, f"queue:{ev.queue}"):
                     for sub in self._subs.get(key, ()):
                         sub.push(ev)
-            for listener in self._listeners:
-                listener(events)
 
 
 async def follow(
@@ -153,16 +163,19 @@ async def follow(
     """Every event after sequence `last`, in order, once each: first replayed from the
     store, then live from `sub` (subscribed before the caller read anything), replaying
     again across any gap or overflow. Yields None after `heartbeat` seconds of quiet.
-    Serves WatchJob (per-job sequences) and WatchQueue (per-queue sequences)."""
-    for replayed in await replay(last):
-        yield replayed
-        last = sequence_of(replayed)
+    Serves WatchJob (per-job sequences) and WatchQueue (per-queue sequences); `replay`
+    returns a page of the events after a sequence (empty once there are none)."""
+    while page := await replay(last):
+        for replayed in page:
+            yield replayed
+            last = sequence_of(replayed)
     while True:
         live = await sub.next(heartbeat)
         if sub.take_overflow() or (live is not None and sequence_of(live) > last + 1):
-            for missed in await replay(last):
-                yield missed
-                last = sequence_of(missed)
+            while page := await replay(last):
+                for missed in page:
+                    yield missed
+                    last = sequence_of(missed)
         elif live is None:
             yield None
         elif sequence_of(live) > last:

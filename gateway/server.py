@@ -54,7 +54,6 @@ class Gateway:
         # The one blocking reader of the event stream: one connection, whatever the watchers.
         self.hub = EventHub(self.store, connect(url, max_connections=1, client_name="conveyor-gateway-events"))
         self.admission = Admission(self.store)
-        self.hub.add_listener(self.admission.on_events)
         self.schedules = ScheduleStore(self.client, settings.key_prefix)
         self.firing = ScheduleFiring(self.schedules, self.admission.wake)
         self.health = HealthServicer()

@@ -225,6 +225,37 @@ async def test_watch_queue_streams_every_event_and_resumes(
     assert queue.last_sequence == seen[-1].queue_sequence
 
 
+async def test_watch_queue_replays_a_long_backlog_whole(
+    stubs: list[tuple[JobServiceStub, QueueServiceStub]],
+) -> None:
+    """A watcher resuming far back gets every event, though the store replays them a
+    page (1,000) at a time and no live event comes after to reveal the rest."""
+    (jobs, queues), _ = stubs
+    q = unique_queue("backlog")
+    first = await jobs.SubmitJob(submit_request({"queue": q, "noop": {}}))  # creates the queue
+    await wait_state(jobs, first.id, {job_pb2.JOB_STATE_COMPLETED})
+    await queues.PauseQueue(qpb.PauseQueueRequest(queue=q))  # nothing more happens after the submits
+    try:
+        for _ in range(3):
+            batch = pb.SubmitJobsRequest(requests=[submit_request({"queue": q, "noop": {}})] * 400)
+            await jobs.SubmitJobs(batch)
+        total = (await queues.GetQueue(qpb.GetQueueRequest(queue=q))).queue.last_sequence
+        assert total >= 1_200
+        sequences: list[int] = []
+
+        async def follow() -> None:
+            async for msg in queues.WatchQueue(qpb.WatchQueueRequest(queue=q, after_sequence=0)):
+                if msg.WhichOneof("kind") == "event":
+                    sequences.append(msg.event.queue_sequence)
+                    if msg.event.queue_sequence == total:
+                        return
+
+        await asyncio.wait_for(follow(), 20)
+        assert sequences == list(range(1, total + 1))
+    finally:
+        await queues.ResumeQueue(qpb.ResumeQueueRequest(queue=q))
+
+
 async def test_queue_stats_and_workers(stubs: list[tuple[JobServiceStub, QueueServiceStub]], pair: Stack) -> None:
     jobs, queues = stubs[1]
     q = unique_queue("stats")

@@ -155,7 +155,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         if request.HasField("after_sequence") and request.after_sequence < 0:
             raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
         hub = self.rt.hub
-        sub = hub.subscribe(request.id)  # before reading, so nothing falls in between
+        sub = await hub.subscribe(request.id)  # before reading, so nothing falls in between
         try:
             job = await self._owned(request.id, caller_owner(context))
             yield pb.WatchJobResponse(job=job_to_proto(job))
@@ -180,7 +180,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     async def _until_done(self, job_id: str, owner: str, timeout: float) -> JobRecord:
         """The job once terminal, or as it is when `timeout` passes."""
-        sub = self.rt.hub.subscribe(job_id)
+        sub = await self.rt.hub.subscribe(job_id)
         try:
             job = await self._owned(job_id, owner)
             deadline = asyncio.get_running_loop().time() + timeout

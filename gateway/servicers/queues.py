@@ -129,7 +129,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         if request.HasField("after_sequence") and request.after_sequence < 0:
             raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
         store, hub = self.rt.store, self.rt.hub
-        sub = hub.subscribe(f"queue:{name}")
+        sub = await hub.subscribe(f"queue:{name}")
         try:
             queue = await store.get_queue(name)
             last = request.after_sequence if request.HasField("after_sequence") else queue.last_sequence
