@@ -124,7 +124,7 @@ async def test_expectations_of_value_count_title_and_url(runner: BrowserTaskRunn
     for expectation, actual in cases:
         error = await failure_of(
             runner,
-            [{"navigate": {"url": f"{pages_url}/form.html"}}, {"timeout": "0.3s", "expect": expectation}],
+            [{"navigate": {"url": f"{pages_url}/form.html"}}, {"timeout": "1s", "expect": expectation}],
         )
         assert error.reason == "EXPECTATION_FAILED"
         assert actual in error.message, error.message
