@@ -106,18 +106,27 @@ local function move(id, q, from, to, now, to_score, fields)
 end
 
 -- Put a WAITING job in line: priority first, FIFO within a priority. A job that
--- was already in line (a lost hand-over, a stalled run) keeps its old place.
-local function enter_line(id, q, keep_place, now)
+-- was already in line (a lost hand-over, a stalled run) keeps its old place. Its place
+-- ('score') and when it became ready go to its hash; a new job whose hash is still
+-- to be written passes its priority and `into`, the flat list of fields it will be
+-- written with, and they go there instead.
+local function enter_line(id, q, keep_place, now, priority, into)
   local kj = k_job(id)
   local score = keep_place and tonumber(hget(kj, 'score')) or nil
+  local fields = into or {}
   if not score then
-    local priority = tonumber(hget(kj, 'priority'))
+    priority = priority or tonumber(hget(kj, 'priority'))
     score = priority * PRIORITY_SHIFT + redis.call('HINCRBY', k_queue(q), 'fifo', 1)
-    redis.call('HSET', kj, 'score', int(score))
+    fields[#fields + 1] = 'score'
+    fields[#fields + 1] = int(score)
   end
   redis.call('ZADD', k_index(q, 'waiting'), int(score), id)
   redis.call('SADD', K_READY_QUEUES, q)
-  if not keep_place then redis.call('HSET', kj, 'ready', int(now)) end
+  if not keep_place then
+    fields[#fields + 1] = 'ready'
+    fields[#fields + 1] = int(now)
+  end
+  if not into and #fields > 0 then redis.call('HSET', kj, unpack(fields)) end
 end
 
 -- 1-based place in line, or 0.
@@ -357,13 +366,8 @@ local function create_job(j, spec, now)
     state = 'DELAYED'
     move(id, q, nil, 'DELAYED', now, run_at, h)
   else
-    -- In line (as enter_line() does, with the place written with the rest of the hash).
     state = 'WAITING'
-    local score = tonumber(j.priority) * PRIORITY_SHIFT + redis.call('HINCRBY', k_queue(q), 'fifo', 1)
-    set('score', int(score))
-    set('ready', int(now))
-    redis.call('ZADD', k_index(q, 'waiting'), int(score), id)
-    redis.call('SADD', K_READY_QUEUES, q)
+    enter_line(id, q, false, now, tonumber(j.priority), h)
     move(id, q, nil, 'WAITING', now, nil, h)
   end
   emit(id, q, 'state', state, 0, fields, now)
