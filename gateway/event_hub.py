@@ -1,16 +1,20 @@
-"""One shared reader of the global event stream per gateway process, fanning events
-out to every local watcher: thousands of WatchJob streams cost one blocking Redis
-connection, not one each. With nobody watching, the reader rests (and reads nothing).
+"""One shared reader of the watched queues' event streams per gateway process, fanning
+events out to every local watcher: thousands of watchers cost one blocking Redis
+connection, not one each. It reads only the streams of queues someone here watches
+(a job's watcher watches its job's queue); with nobody watching, it rests.
 
-Watchers subscribe *before* they read the job and replay its stream, then take live
-events from their subscription, dropping sequences they already sent. A subscriber
-that falls behind (its buffer full) is marked and replays from the job's stream.
+Watchers subscribe, then read what they need from the store (the job's log, the
+queue's stream) and replay it, then take live events from their subscription,
+dropping sequences they already sent. A subscriber that falls behind (its buffer
+full) is marked and replays from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -22,7 +26,11 @@ from conveyor.store.records import EventRecord
 
 log = structlog.get_logger("gateway.events")
 
-SUBSCRIPTION_BUFFER = 256
+#: Events a subscription holds for a watcher that has not taken them yet; past that
+#: it is marked behind and catches up from the store instead.
+SUBSCRIPTION_BUFFER = 4096
+#: Events read per stream per read.
+READ_COUNT = 1000
 
 
 class HubClosed(Exception):
@@ -30,45 +38,49 @@ class HubClosed(Exception):
 
 
 class Subscription:
-    def __init__(self, key: str) -> None:
+    """The live events of one job, or of one queue, for one watcher."""
+
+    def __init__(self, key: str, queue: str) -> None:
         self.key = key
+        self.queue = queue
         self.overflowed = False
-        self._queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(SUBSCRIPTION_BUFFER)
+        self._events: deque[EventRecord] = deque()
+        self._ready = asyncio.Event()
         self._closed = False
 
     def push(self, event: EventRecord) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._events) >= SUBSCRIPTION_BUFFER:
             self.overflowed = True
+            return
+        self._events.append(event)
+        self._ready.set()
 
     def close(self) -> None:
         self._closed = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+        self._ready.set()
 
-    async def next(self, timeout: float) -> EventRecord | None:
-        """The next event, or None when `timeout` passes first. Raises HubClosed."""
-        if self._closed:
-            raise HubClosed
-        try:
+    async def wait(self, timeout: float) -> list[EventRecord]:
+        """Every event that arrived since the last call, oldest first; an empty list
+        when `timeout` passes first. Raises HubClosed."""
+        if not self._events and not self._closed:
+            self._ready.clear()
             # asyncio.timeout, not wait_for: no extra task per wait, which matters
             # with thousands of idle watchers.
-            async with asyncio.timeout(timeout):
-                event = await self._queue.get()
-        except TimeoutError:
-            return None
-        if event is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
+        if self._closed:
             raise HubClosed
-        return event
+        events = list(self._events)
+        self._events.clear()
+        return events
 
     def take_overflow(self) -> bool:
         """True once after the buffer overflowed; the buffer is emptied then."""
         if not self.overflowed:
             return False
         self.overflowed = False
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._events.clear()
         return True
 
 
@@ -78,11 +90,15 @@ class EventHub:
         self._reader = reader
         self._block_ms = block_ms
         self._subs: dict[str, set[Subscription]] = {}
+        #: The watched queues: how many subscriptions each, and the queue sequence the
+        #: reader has read up to.
+        self._watchers: dict[str, int] = {}
+        self._read_up_to: dict[str, int] = {}
+        self._wake_key = store.keys.hub_wake(uuid.uuid4().hex)
+        self._wake_seen = "0-0"
         self._task: asyncio.Task[None] | None = None
-        self._last_id = "$"
-        # Set while the reader reads: from the first subscription until it finds none.
-        self._reading = asyncio.Event()
-        self._waking = asyncio.Lock()
+        self._reading = asyncio.Event()  # set while some queue is watched
+        self._adding = asyncio.Lock()
         self._closed = False
         self.events_read = 0
 
@@ -90,25 +106,49 @@ class EventHub:
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
-    async def subscribe(self, key: str) -> Subscription:
-        """Subscribe to a job id (or 'queue:<name>' for a queue's events). Every event
-        appended after this returns reaches the subscription."""
-        if not self._reading.is_set():
-            async with self._waking:
-                if not self._reading.is_set():
-                    # The reader rested: it resumes from the stream's end as it is now.
-                    self._last_id = await self._store.latest_event_id()
-                    self._reading.set()
-        sub = Subscription(key)
-        self._subs.setdefault(key, set()).add(sub)
+    async def subscribe_job(self, job_id: str, queue: str) -> Subscription:
+        """The events of job `job_id` (of queue `queue`) appended after this returns."""
+        return await self._subscribe(Subscription(job_id, queue))
+
+    async def subscribe_queue(self, queue: str) -> Subscription:
+        """The events of queue `queue` appended after this returns."""
+        return await self._subscribe(Subscription(f"queue:{queue}", queue))
+
+    async def _subscribe(self, sub: Subscription) -> Subscription:
+        if self._closed:
+            raise HubClosed
+        q = sub.queue
+        self._watchers[q] = self._watchers.get(q, 0) + 1
+        try:
+            if q not in self._read_up_to:
+                async with self._adding:
+                    if q not in self._read_up_to:
+                        # Read from the stream's end as it is now; the watcher replays
+                        # what came before from the store.
+                        self._read_up_to[q] = await self._store.queue_sequence(q)
+                        await self._store.wake_reader(self._wake_key)
+                        self._reading.set()
+        except BaseException:
+            self._forget(q)
+            raise
+        self._subs.setdefault(sub.key, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.key)
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.key]
+            self._forget(sub.queue)
+
+    def _forget(self, queue: str) -> None:
+        left = self._watchers.get(queue, 0) - 1
+        if left > 0:
+            self._watchers[queue] = left
+        else:
+            self._watchers.pop(queue, None)
+            self._read_up_to.pop(queue, None)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-hub")
@@ -117,6 +157,7 @@ class EventHub:
         # The flag, too: a cancel that lands inside redis-py's blocking read can be
         # swallowed; the reader then leaves at the end of that read.
         self._closed = True
+        self._reading.set()
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 sub.close()
@@ -129,13 +170,14 @@ class EventHub:
     async def _run(self) -> None:
         failures = 0
         while not self._closed:
-            if not self._subs:
+            if not self._read_up_to:
                 self._reading.clear()
                 await self._reading.wait()
                 continue
             try:
-                self._last_id, events = await self._store.read_events(
-                    self._last_id, block_ms=self._block_ms, client=self._reader
+                batches, self._wake_seen = await self._store.read_queue_events(
+                    dict(self._read_up_to), (self._wake_key, self._wake_seen),
+                    block_ms=self._block_ms, count=READ_COUNT, client=self._reader,
                 )
                 failures = 0
             except (RedisError, OSError) as exc:
@@ -143,12 +185,16 @@ class EventHub:
                 log.warning("event reader lost redis; retrying", error=str(exc), failures=failures)
                 await asyncio.sleep(min(0.1 * 2**failures, 2.0))
                 continue
-            if not events:
-                continue
-            self.events_read += len(events)
-            for ev in events:
-                for key in (ev.job_id, f"queue:{ev.queue}"):
-                    for sub in self._subs.get(key, ()):
+            for queue, events in batches.items():
+                if queue not in self._read_up_to:
+                    continue  # nobody here watches it any more
+                self._read_up_to[queue] = max(self._read_up_to[queue], events[-1].queue_sequence)
+                self.events_read += len(events)
+                queue_subs = self._subs.get(f"queue:{queue}", ())
+                for ev in events:
+                    for sub in queue_subs:
+                        sub.push(ev)
+                    for sub in self._subs.get(ev.job_id, ()):
                         sub.push(ev)
 
 
@@ -159,25 +205,39 @@ async def follow(
     sequence_of: Callable[[EventRecord], int],
     replay: Callable[[int], Awaitable[list[EventRecord]]],
     heartbeat: float,
-) -> AsyncIterator[EventRecord | None]:
-    """Every event after sequence `last`, in order, once each: first replayed from the
-    store, then live from `sub` (subscribed before the caller read anything), replaying
-    again across any gap or overflow. Yields None after `heartbeat` seconds of quiet.
-    Serves WatchJob (per-job sequences) and WatchQueue (per-queue sequences); `replay`
+) -> AsyncIterator[list[EventRecord]]:
+    """Every event after sequence `last`, in order, once each, in batches (the events
+    that were ready together): first replayed from the store, then live from `sub`
+    (subscribed before the caller read anything), replaying again across any gap or
+    overflow. Yields an empty batch after `heartbeat` seconds of quiet. Serves
+    WatchJob (per-job sequences) and WatchQueue (per-queue sequences); `replay`
     returns a page of the events after a sequence (empty once there are none)."""
-    while page := await replay(last):
-        for replayed in page:
-            yield replayed
-            last = sequence_of(replayed)
+
+    async def catch_up() -> AsyncIterator[list[EventRecord]]:
+        nonlocal last
+        while page := await replay(last):
+            yield page
+            last = sequence_of(page[-1])
+
+    async for page in catch_up():
+        yield page
     while True:
-        live = await sub.next(heartbeat)
-        if sub.take_overflow() or (live is not None and sequence_of(live) > last + 1):
-            while page := await replay(last):
-                for missed in page:
-                    yield missed
-                    last = sequence_of(missed)
-        elif live is None:
-            yield None
-        elif sequence_of(live) > last:
-            yield live
-            last = sequence_of(live)
+        live = await sub.wait(heartbeat)
+        if not live and not sub.overflowed:
+            yield []
+            continue
+        fresh: list[EventRecord] = []
+        gap = False
+        for event in live:
+            seq = sequence_of(event)
+            if seq > last + 1:
+                gap = True
+                break
+            if seq == last + 1:
+                fresh.append(event)
+                last = seq
+        if fresh:
+            yield fresh
+        if sub.take_overflow() or gap:
+            async for page in catch_up():
+                yield page

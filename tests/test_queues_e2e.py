@@ -256,6 +256,39 @@ async def test_watch_queue_replays_a_long_backlog_whole(
         await queues.ResumeQueue(qpb.ResumeQueueRequest(queue=q))
 
 
+async def test_watch_queue_in_batches_carries_every_event_in_order(
+    stubs: list[tuple[JobServiceStub, QueueServiceStub]],
+) -> None:
+    """With max_batch_size, a message carries the events that were ready together
+    (never more than asked), and the batches add up to the same stream, in order."""
+    (jobs, queues), _ = stubs
+    q = unique_queue("batched")
+    await jobs.SubmitJobs(pb.SubmitJobsRequest(requests=[submit_request({"queue": q, "noop": {}})] * 30))
+    await jobs.SubmitJob(submit_request({"queue": q, "noop": {}}))
+    sizes: list[int] = []
+    events: list[job_pb2.JobEvent] = []
+
+    async def follow() -> None:
+        async for msg in queues.WatchQueue(qpb.WatchQueueRequest(queue=q, after_sequence=0, max_batch_size=8)):
+            assert msg.WhichOneof("kind") in ("events", "heartbeat")
+            if msg.WhichOneof("kind") == "events":
+                sizes.append(len(msg.events.events))
+                events.extend(msg.events.events)
+                if sum(e.state == job_pb2.JOB_STATE_COMPLETED for e in events) == 31:
+                    return
+
+    await asyncio.wait_for(follow(), 30)
+    assert [e.queue_sequence for e in events] == list(range(1, len(events) + 1))
+    assert len(events) == 31 * 3  # WAITING, ACTIVE, COMPLETED of each job
+    assert max(sizes) == 8 and all(1 <= n <= 8 for n in sizes)
+    for bad in (-1, 1001):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in queues.WatchQueue(qpb.WatchQueueRequest(queue=q, max_batch_size=bad)):
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "max_batch_size" in (err.value.details() or "")
+
+
 async def test_queue_stats_and_workers(stubs: list[tuple[JobServiceStub, QueueServiceStub]], pair: Stack) -> None:
     jobs, queues = stubs[1]
     q = unique_queue("stats")

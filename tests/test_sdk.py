@@ -16,7 +16,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from clients.sdk import AsyncConveyorClient, ConveyorClient, ConveyorRpcError, to_submit_request
+from clients.sdk import AsyncConveyorClient, ConveyorClient, ConveyorRpcError, queue_events, to_submit_request
 from conveyor.v1 import (
     job_pb2,
     job_service_pb2,
@@ -227,15 +227,23 @@ class FakeQueues(queue_service_pb2_grpc.QueueServiceServicer):
     async def WatchQueue(
         self, request: queue_service_pb2.WatchQueueRequest, context: Any
     ) -> AsyncIterator[queue_service_pb2.WatchQueueResponse]:
-        """Queue events 11..14 (after 10 unless resumed) with a heartbeat first; the
-        first stream breaks (UNAVAILABLE) after event 12; the last one stays open."""
+        """Queue events 11..14 (after 10 unless resumed) with a heartbeat first, one
+        per message or in batches of max_batch_size; the first stream breaks
+        (UNAVAILABLE) after the message with event 12; the last one stays open."""
         self.watch_requests.append(request)
         after = request.after_sequence if request.HasField("after_sequence") else 10
         yield queue_service_pb2.WatchQueueResponse(heartbeat=job_pb2.Heartbeat())
-        for seq in range(after + 1, 15):
-            event = job_pb2.JobEvent(queue_sequence=seq, sequence=seq - 10, job_id=f"j{seq}", queue=request.queue)
-            yield queue_service_pb2.WatchQueueResponse(event=event)
-            if len(self.watch_requests) == 1 and seq == 12:
+        size = max(1, request.max_batch_size)  # events per message
+        for first in range(after + 1, 15, size):
+            events = [
+                job_pb2.JobEvent(queue_sequence=seq, sequence=seq - 10, job_id=f"j{seq}", queue=request.queue)
+                for seq in range(first, min(first + size, 15))
+            ]
+            if request.max_batch_size > 1:
+                yield queue_service_pb2.WatchQueueResponse(events=event_batch(events))
+            else:
+                yield queue_service_pb2.WatchQueueResponse(event=events[0])
+            if len(self.watch_requests) == 1 and events[-1].queue_sequence >= 12:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway shutting down")
         await asyncio.Event().wait()  # a queue's stream never ends by itself
 
@@ -424,14 +432,17 @@ async def test_workers(fake: Fake) -> None:
     assert [(w.id, list(w.running_job_ids)) for w in workers] == [("w1", ["j1"]), ("w2", [])]
 
 
+def event_batch(events: list[job_pb2.JobEvent]) -> queue_service_pb2.JobEventBatch:
+    return queue_service_pb2.JobEventBatch(events=events)
+
+
 async def _queue_events(client: AsyncConveyorClient, name: str, count: int, **kw: Any) -> list[int]:
     """The queue sequences of the first `count` events (the stream stays open)."""
     seen: list[int] = []
     async for message in client.watch_queue(name, **kw):
-        if message.WhichOneof("kind") == "event":
-            seen.append(message.event.queue_sequence)
-            if len(seen) == count:
-                break
+        seen += [event.queue_sequence for event in queue_events(message)]
+        if len(seen) >= count:
+            break
     return seen
 
 
@@ -441,6 +452,14 @@ async def test_watch_queue_resumes_after_the_last_queue_sequence(fake: Fake) -> 
     first, second = fake.queues.watch_requests
     assert not first.HasField("after_sequence")  # from now on
     assert (second.queue, second.after_sequence) == ("q", 12)  # resumed: nothing missed, nothing twice
+
+
+async def test_watch_queue_in_batches_resumes_after_the_last_event_of_a_batch(fake: Fake) -> None:
+    async with AsyncConveyorClient(fake.target) as client:
+        assert await asyncio.wait_for(_queue_events(client, "q", 4, max_batch_size=3), 10) == [11, 12, 13, 14]
+    first, second = fake.queues.watch_requests
+    assert first.max_batch_size == second.max_batch_size == 3
+    assert second.after_sequence == 13  # the first stream broke after the batch 11-13
 
 
 async def test_watch_queue_from_a_sequence_and_without_reconnect(fake: Fake) -> None:

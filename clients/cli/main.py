@@ -40,7 +40,7 @@ from clients.cli.render import (
     to_json,
     worker_row,
 )
-from clients.sdk import DEFAULT_TARGET, AsyncConveyorClient, ConveyorRpcError
+from clients.sdk import DEFAULT_TARGET, AsyncConveyorClient, ConveyorRpcError, queue_events
 from clients.sdk._common import to_state
 from conveyor.v1 import job_pb2
 
@@ -253,13 +253,15 @@ async def cmd_retry_failed(args: argparse.Namespace) -> int:
 async def cmd_watch_queue(args: argparse.Namespace) -> int:
     """Runs until interrupted; one line per event, flushed as it comes."""
     async with _client(args) as client:
-        async for message in client.watch_queue(args.name, after_sequence=args.after):
-            if message.WhichOneof("kind") != "event":
-                continue  # heartbeats only prove the stream is alive
-            if args.json:
-                print(json.dumps(json.loads(to_json(message.event)), separators=(",", ":")), flush=True)
-            else:
-                print(queue_event_line(message.event), flush=True)
+        # In batches: a busy queue's events come as the bursts they happen in. (A
+        # heartbeat carries none; it only proves the stream is alive.)
+        async for message in client.watch_queue(args.name, after_sequence=args.after, max_batch_size=100):
+            for event in queue_events(message):
+                if args.json:
+                    print(json.dumps(json.loads(to_json(event)), separators=(",", ":")))
+                else:
+                    print(queue_event_line(event))
+            sys.stdout.flush()
     return 0
 
 

@@ -126,11 +126,24 @@ def clean_queue_request(
     return request
 
 
-def watch_queue_request(name: str, after_sequence: int | None) -> queue_service_pb2.WatchQueueRequest:
-    request = queue_service_pb2.WatchQueueRequest(queue=name)
+def watch_queue_request(
+    name: str, after_sequence: int | None, max_batch_size: int = 0
+) -> queue_service_pb2.WatchQueueRequest:
+    request = queue_service_pb2.WatchQueueRequest(queue=name, max_batch_size=max_batch_size)
     if after_sequence is not None:
         request.after_sequence = after_sequence
     return request
+
+
+def queue_events(message: queue_service_pb2.WatchQueueResponse) -> list[job_pb2.JobEvent]:
+    """The events a WatchQueue message carries: one (`event`), a batch (`events`), or
+    none (a heartbeat)."""
+    kind = message.WhichOneof("kind")
+    if kind == "event":
+        return [message.event]
+    if kind == "events":
+        return list(message.events.events)
+    return []
 
 
 TERMINAL_STATES = frozenset({job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED})

@@ -24,6 +24,7 @@ from clients.sdk._common import (
     clean_queue_request,
     duration,
     is_terminal,
+    queue_events,
     to_state,
     to_submit_request,
     update_queue_request,
@@ -327,6 +328,7 @@ class AsyncConveyorClient:
         *,
         reconnect: bool = True,
         max_reconnects: int = 5,
+        max_batch_size: int = 0,
     ) -> AsyncIterator[queue_service_pb2.WatchQueueResponse]:
         """Every event of the queue's jobs, in order, and heartbeats while idle; the
         stream does not end by itself (leave the loop, or cancel, to stop).
@@ -335,17 +337,21 @@ class AsyncConveyorClient:
         None starts from now. With `reconnect`, a stream cut by UNAVAILABLE is resumed
         after the last queue_sequence seen, so nothing is missed or repeated. (Before
         the first event there is no sequence to resume from: such a reconnect starts
-        from now again, or from `after_sequence` if given.)
+        from now again, or from `after_sequence` if given.) With `max_batch_size`
+        above 1, a message carries up to that many events in `events` (see
+        `queue_events()`): far cheaper on both ends for a busy queue.
         """
         last = after_sequence
         failures = 0
         while True:
-            call = self._queues.WatchQueue(watch_queue_request(name, last), metadata=self._metadata)
+            call = self._queues.WatchQueue(
+                watch_queue_request(name, last, max_batch_size), metadata=self._metadata
+            )
             try:
                 async for message in call:
                     failures = 0
-                    if message.WhichOneof("kind") == "event":
-                        last = message.event.queue_sequence
+                    if events := queue_events(message):
+                        last = events[-1].queue_sequence
                     yield message
                 return
             except grpc.aio.AioRpcError as err:

@@ -23,6 +23,7 @@ from clients.sdk._common import (
     clean_queue_request,
     duration,
     is_terminal,
+    queue_events,
     to_state,
     to_submit_request,
     update_queue_request,
@@ -275,16 +276,19 @@ class ConveyorClient:
         *,
         reconnect: bool = True,
         max_reconnects: int = 5,
+        max_batch_size: int = 0,
     ) -> Iterator[queue_service_pb2.WatchQueueResponse]:
         last = after_sequence
         failures = 0
         while True:
-            call = self._queues.WatchQueue(watch_queue_request(name, last), metadata=self._metadata)
+            call = self._queues.WatchQueue(
+                watch_queue_request(name, last, max_batch_size), metadata=self._metadata
+            )
             try:
                 for message in call:
                     failures = 0
-                    if message.WhichOneof("kind") == "event":
-                        last = message.event.queue_sequence
+                    if events := queue_events(message):
+                        last = events[-1].queue_sequence
                     yield message
                 return
             except grpc.RpcError as err:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -190,26 +190,42 @@ class JobStore:
 
     async def queue_events_after(self, queue: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
         """A queue's events after a queue sequence (the stream keeps the last ~10,000)."""
-        rows = await self.client.xrange(
-            self.keys.queue_index(queue, "events"), f"(0-{after_sequence}", "+", count=count
-        )
+        rows = await self.client.xrange(self.keys.queue_events(queue), f"(0-{after_sequence}", "+", count=count)
         return [EventRecord.from_fields(fields) for _, fields in rows]
 
-    async def latest_event_id(self) -> str:
-        """The id of the newest event of the global stream ('0-0' when empty)."""
-        rows = await self.client.xrevrange(self.keys.events, count=1)
-        return rows[0][0].decode() if rows else "0-0"
+    async def queue_sequence(self, queue: str) -> int:
+        """The queue sequence of the queue's newest event (0 before its first)."""
+        return int(await self.client.hget(self.keys.queue(queue), "qseq") or 0)
 
-    async def read_events(
-        self, after_id: str, *, block_ms: int, count: int = 1000, client: aioredis.Redis | None = None
-    ) -> tuple[str, list[EventRecord]]:
-        """Block for new events of every job on the global stream."""
+    async def read_queue_events(
+        self, after: Mapping[str, int], wake: tuple[str, str], *, block_ms: int, count: int = 1000,
+        client: aioredis.Redis | None = None,
+    ) -> tuple[dict[str, list[EventRecord]], str]:
+        """Block until there are events on the queues' streams after the given queue
+        sequences, or an entry on the wake stream `wake` (key, last id seen) after its
+        last id. Returns each queue's new events (in order) and the wake stream's last id."""
         reader: Any = client or self.client
-        reply = await reader.xread({self.keys.events: after_id}, count=count, block=block_ms)
-        if not reply:
-            return after_id, []
-        _, rows = reply[0]
-        return rows[-1][0].decode(), [EventRecord.from_fields(f) for _, f in rows]
+        streams: dict[str, str] = {self.keys.queue_events(q): f"0-{seq}" for q, seq in after.items()}
+        wake_key, wake_seen = wake
+        streams[wake_key] = wake_seen
+        reply = await reader.xread(streams, count=count, block=block_ms)
+        out: dict[str, list[EventRecord]] = {}
+        head, tail = len(self.keys.queue("")), len(":events")
+        for stream, rows in reply or ():
+            name = stream.decode()
+            if name == wake_key:
+                wake_seen = rows[-1][0].decode()
+            elif rows:
+                out[name[head:-tail]] = [EventRecord.from_fields(fields) for _, fields in rows]
+        return out, wake_seen
+
+    async def wake_reader(self, wake_key: str) -> None:
+        """Wake an event hub blocked reading (see read_queue_events). The wake stream
+        keeps a few entries, and goes away an hour after its last."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(wake_key, {"w": "1"}, maxlen=8, approximate=False)
+        pipe.pexpire(wake_key, 3_600_000)
+        await pipe.execute()
 
     async def get_queue(self, name: str, *, with_stats: bool = False) -> QueueRecord:
         """A queue's settings and counters (and, with_stats, its throughput and timing

@@ -29,9 +29,14 @@ class Keys:
     def queues(self) -> str:
         return f"{self.prefix}:queues"
 
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
+    def queue_events(self, queue: str) -> str:
+        """A queue's event stream, entry ids 0-<queue sequence> (lua: k_index(q, 'events'))."""
+        return self.queue_index(queue, "events")
+
+    def hub_wake(self, hub_id: str) -> str:
+        """A stream that one gateway's event hub reads along with the queues' streams:
+        an entry wakes its blocked read (to start reading a newly watched queue)."""
+        return f"{self.prefix}:hub:{hub_id}:wake"
 
     @property
     def inflight(self) -> str:

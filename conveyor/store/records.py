@@ -162,21 +162,28 @@ class EventRecord:
 
     @classmethod
     def from_fields(cls, f: dict[bytes, bytes]) -> EventRecord:
+        # Every event a gateway streams passes here: plain lookups, no enum calls.
+        get = f.get
+        p, si, m, sn = get(b"p"), get(b"si"), get(b"m"), get(b"sn")
         return cls(
-            job_id=_s(f[b"j"]),
-            queue=_s(f[b"q"]),
-            sequence=_i(f[b"s"]),
-            queue_sequence=_i(f.get(b"qs")),
-            type=EventType(_s(f[b"t"])),
-            state=State(_s(f[b"st"])),
-            attempt=_i(f.get(b"a")),
-            time_ms=_i(f.get(b"ts")),
-            progress=_i(f[b"p"]) if b"p" in f else None,
-            message=_s(f.get(b"m")),
-            step_index=_i(f[b"si"]) if b"si" in f else None,
-            step_name=_s(f.get(b"sn")),
-            error=f.get(b"e") or None,
+            f[b"j"].decode(),
+            f[b"q"].decode(),
+            int(f[b"s"]),
+            int(get(b"qs") or 0),
+            _EVENT_TYPES[f[b"t"]],
+            _STATES[f[b"st"]],
+            int(get(b"a") or 0),
+            int(get(b"ts") or 0),
+            int(p) if p is not None else None,
+            m.decode() if m else "",
+            int(si) if si is not None else None,
+            sn.decode() if sn else "",
+            get(b"e") or None,
         )
+
+
+_STATES = {s.value.encode(): s for s in State}
+_EVENT_TYPES = {t.value.encode(): t for t in EventType}
 
 
 @dataclass(frozen=True)

@@ -154,25 +154,29 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         _check_id(request.id)
         if request.HasField("after_sequence") and request.after_sequence < 0:
             raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
+        job = await self._owned(request.id, caller_owner(context))
+        yield pb.WatchJobResponse(job=job_to_proto(job))
+        last = request.after_sequence if request.HasField("after_sequence") else job.last_sequence
+        if job.state.terminal and last >= job.last_sequence:
+            return
         hub = self.rt.hub
-        sub = await hub.subscribe(request.id)  # before reading, so nothing falls in between
         try:
-            job = await self._owned(request.id, caller_owner(context))
-            yield pb.WatchJobResponse(job=job_to_proto(job))
-            last = request.after_sequence if request.HasField("after_sequence") else job.last_sequence
-            if job.state.terminal and last >= job.last_sequence:
-                return
-            events = follow(
+            # Subscribed before the replay reads the job's log: nothing falls in between.
+            sub = await hub.subscribe_job(job.id, job.queue)
+        except HubClosed:
+            raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
+        try:
+            batches = follow(
                 sub, last, sequence_of=lambda ev: ev.sequence, heartbeat=self.rt.settings.watch_heartbeat_seconds,
-                replay=lambda after: self.rt.store.events_after(request.id, after),
+                replay=lambda after: self.rt.store.events_after(job.id, after),
             )
-            async for event in events:
-                if event is None:
+            async for batch in batches:
+                if not batch:
                     yield pb.WatchJobResponse(heartbeat=heartbeat_now())
-                    continue
-                yield pb.WatchJobResponse(event=event_to_proto(event))
-                if event.terminal:
-                    return
+                for event in batch:
+                    yield pb.WatchJobResponse(event=event_to_proto(event))
+                    if event.terminal:
+                        return
         except HubClosed:
             raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
         finally:
@@ -180,18 +184,22 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     async def _until_done(self, job_id: str, owner: str, timeout: float) -> JobRecord:
         """The job once terminal, or as it is when `timeout` passes."""
-        sub = await self.rt.hub.subscribe(job_id)
+        job = await self._owned(job_id, owner)
+        if job.state.terminal:
+            return job
         try:
-            job = await self._owned(job_id, owner)
+            sub = await self.rt.hub.subscribe_job(job_id, job.queue)
+        except HubClosed:
+            return job
+        try:
+            job = await self.rt.store.get(job_id)  # it may have ended before the subscription
             deadline = asyncio.get_running_loop().time() + timeout
             while not job.state.terminal:
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
                     break
-                ev = await sub.next(left)
-                if ev is not None and not ev.terminal:
-                    continue
-                job = await self.rt.store.get(job_id)
+                if any(ev.terminal for ev in await sub.wait(left)):
+                    job = await self.rt.store.get(job_id)
             return job
         except HubClosed:
             return await self.rt.store.get(job_id)

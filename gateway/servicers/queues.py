@@ -25,6 +25,8 @@ from gateway.validation import QUEUE_NAME
 MAX_PAGE = 1000
 MAX_BULK = 10_000
 MAX_CONCURRENCY = 100_000
+#: The most events a WatchQueue message carries (WatchQueueRequest.max_batch_size).
+MAX_WATCH_BATCH = 1000
 
 
 def _check_queue(name: str) -> str:
@@ -128,21 +130,32 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         name = _check_queue(request.queue)
         if request.HasField("after_sequence") and request.after_sequence < 0:
             raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
+        if not 0 <= request.max_batch_size <= MAX_WATCH_BATCH:
+            raise InvalidArgument(FieldViolation("max_batch_size", f"between 0 and {MAX_WATCH_BATCH}"))
+        batch_size = max(1, request.max_batch_size)
         store, hub = self.rt.store, self.rt.hub
-        sub = await hub.subscribe(f"queue:{name}")
+        try:
+            sub = await hub.subscribe_queue(name)  # before reading, so nothing falls in between
+        except HubClosed:
+            raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
         try:
             queue = await store.get_queue(name)
             last = request.after_sequence if request.HasField("after_sequence") else queue.last_sequence
-            events = follow(
+            batches = follow(
                 sub, last, sequence_of=lambda ev: ev.queue_sequence,
                 heartbeat=self.rt.settings.watch_heartbeat_seconds,
                 replay=lambda after: store.queue_events_after(name, after),
             )
-            async for event in events:
-                if event is None:
+            async for batch in batches:
+                if not batch:
                     yield pb.WatchQueueResponse(heartbeat=heartbeat_now())
+                elif request.max_batch_size <= 1:
+                    for event in batch:
+                        yield pb.WatchQueueResponse(event=event_to_proto(event))
                 else:
-                    yield pb.WatchQueueResponse(event=event_to_proto(event))
+                    for i in range(0, len(batch), batch_size):
+                        chunk = [event_to_proto(event) for event in batch[i:i + batch_size]]
+                        yield pb.WatchQueueResponse(events=pb.JobEventBatch(events=chunk))
         except HubClosed:
             raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
         finally:

@@ -3,8 +3,7 @@
 -- States are the proto names without the JOB_STATE_ prefix.
 
 local P = ARGV[1]
-local EVENTS_MAXLEN = 100000       -- the global stream read by the gateways' shared reader
-local QUEUE_EVENTS_MAXLEN = 10000  -- per-queue stream (WatchQueue replay)
+local QUEUE_EVENTS_MAXLEN = 10000  -- per-queue stream (read by the gateways' event hubs; WatchQueue replay)
 local PRIORITY_SHIFT = 17592186044416  -- 2^44: waiting score = priority * 2^44 + FIFO counter
 
 local function k_job(id) return P .. ':job:' .. id end
@@ -18,7 +17,6 @@ local K_INFLIGHT = P .. ':inflight'
 local K_DELAYED = P .. ':delayed'
 local K_EXECUTORS = P .. ':executors'
 local K_CAPACITY = P .. ':capacity'  -- the live executors' slots, summed by refresh_capacity()
-local K_EVENTS = P .. ':events'
 local K_CANCEL_CHANNEL = P .. ':cancel'
 
 local function now_ms()
@@ -65,8 +63,8 @@ local STATE_INDEX = {DELAYED = 'delayed', ACTIVE = 'active', COMPLETED = 'comple
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
 
 -- Append an event to the job's log (a list: event <seq> is element seq - 1, one
--- msgpack map each, its sequence being its place), the queue's stream (id 0-<qseq>)
--- and the global stream read by the gateways. `fields` is a flat list of extra
+-- msgpack map each, its sequence being its place) and the queue's stream (id
+-- 0-<qseq>), which the gateways' event hubs read. `fields` is a flat list of extra
 -- field/value pairs.
 local function emit(id, q, etype, state, attempt, fields, now)
   local qseq = redis.call('HINCRBY', k_queue(q), 'qseq', 1)
@@ -77,7 +75,6 @@ local function emit(id, q, etype, state, attempt, fields, now)
                  'a', attempt, 'ts', int(now)}
   for i = 1, #fields do entry[#entry + 1] = fields[i] end
   redis.call('XADD', k_index(q, 'events'), 'MAXLEN', '~', QUEUE_EVENTS_MAXLEN, '0-' .. qseq, unpack(entry))
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(entry))
   return seq
 end
 

@@ -1,0 +1,87 @@
+"""The gateway's event hub against a real Redis: it reads the streams of the queues
+watched in its process, starts on a newly watched queue at once even while blocked
+on others, and a watcher that falls behind catches up from the store whole."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from conveyor.store.job_store import JobStore, connect
+from conveyor.store.records import EventRecord, State
+from gateway.event_hub import SUBSCRIPTION_BUFFER, EventHub, follow
+from tests.test_store import new
+
+READER = f"hub-{uuid.uuid4().hex[:8]}"  # the hub's reader connection, by name
+
+
+@pytest.fixture
+async def hub(store: JobStore, redis_url: str) -> AsyncIterator[EventHub]:
+    # A block (under redis-py's 5 s socket timeout) longer than the wait below for a
+    # newly watched queue's event: only the wake gets a blocked read to look at it in time.
+    h = EventHub(store, connect(redis_url, max_connections=1, client_name=READER), block_ms=4_000)
+    await h.start()
+    yield h
+    await h.close()
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def reader_blocked(store: JobStore) -> bool:
+    clients = await store.client.client_list()
+    return any(c["name"] == READER and c["cmd"] == "xread" and "b" in c["flags"] for c in clients)
+
+
+async def test_a_newly_watched_queue_is_read_at_once_though_the_reader_is_blocked(
+    store: JobStore, hub: EventHub
+) -> None:
+    watched = await hub.subscribe_queue("a")
+    first = new(queue="a")
+    await store.submit(first)
+    assert [e.job_id for e in await watched.wait(10)] == [first.id]
+    await until(lambda: reader_blocked(store), 10)
+
+    job = new(queue="b")
+    sub = await hub.subscribe_job(job.id, "b")
+    await store.submit(job)
+    # Well within the reader's block: the wake, not the block's end, let it in.
+    events = await sub.wait(2.5)
+    assert [(e.job_id, e.state) for e in events] == [(job.id, State.WAITING)]
+    # Another job of the same queue is not this subscription's.
+    await store.submit(new(queue="b"))
+    await store.submit(new(queue="a"))
+    assert len(await watched.wait(10)) == 1
+    assert await sub.wait(0.2) == []
+
+
+async def test_a_watcher_that_falls_behind_catches_up_whole_and_in_order(store: JobStore, hub: EventHub) -> None:
+    sub = await hub.subscribe_queue("busy")
+    total = (SUBSCRIPTION_BUFFER // 500 + 2) * 500
+    for _ in range(total // 500):
+        await store.submit_many([new(queue="busy") for _ in range(500)])
+    await until(lambda: asyncio.sleep(0, sub.overflowed), 10)  # its buffer overflowed
+
+    got: list[EventRecord] = []
+
+    async def collect() -> None:
+        async for batch in follow(
+            sub, 0, sequence_of=lambda ev: ev.queue_sequence, heartbeat=5,
+            replay=lambda after: store.queue_events_after("busy", after),
+        ):
+            got.extend(batch)
+            if got and got[-1].queue_sequence == total:
+                return
+
+    await asyncio.wait_for(collect(), 20)
+    assert [e.queue_sequence for e in got] == list(range(1, total + 1))
+    hub.unsubscribe(sub)
+    assert hub.subscriber_count == 0
