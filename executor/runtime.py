@@ -25,12 +25,13 @@ from conveyor.artifacts import LocalArtifactStore
 from conveyor.settings import Settings
 from conveyor.statuses import CANCELLED_BY_CLIENT
 from conveyor.store.job_store import JobStore, connect
-from conveyor.store.records import Claim
+from conveyor.store.records import Claim, Finish, State
 from conveyor.transport import store_policy
 from conveyor.v1 import job_pb2, job_service_pb2
 from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskRunner
 from executor.errors import JobError
+from executor.finish_batcher import FinishBatcher
 from executor.retry_policy import RetryPolicy
 from executor.tasks.noop import run_noop
 
@@ -66,6 +67,7 @@ class ExecutorRuntime:
         self._store: JobStore | None = None
         self._pool: BrowserPool | None = None
         self._browser: BrowserTaskRunner | None = None
+        self._finishes: FinishBatcher | None = None
         self.completed = 0
 
     @property
@@ -79,6 +81,7 @@ class ExecutorRuntime:
         s = self.settings
         client = connect(s.effective_redis_url, max_connections=max(8, self.slots * 2), client_name="conveyor-executor")
         self._store = JobStore(client, s.key_prefix, store_policy(s))
+        self._finishes = FinishBatcher(self._store)
         await self.store.client.ping()
         artifacts = LocalArtifactStore(s.artifact_root)
         # Shared by every worker on the host: each browser dir names its creator, and
@@ -150,9 +153,7 @@ class ExecutorRuntime:
                 reason="EXECUTOR_ERROR", retryable=True,
             ))
         else:
-            state = await self.store.complete(
-                claim.job_id, claim.attempt, result.SerializeToString(), delivery=claim.delivery
-            )
+            state = await self._finish(claim, "completed", result.SerializeToString())
             self._acknowledged(claim)
             self.completed += 1
             log.info("job completed", state=state and state.value)
@@ -178,22 +179,24 @@ class ExecutorRuntime:
 
     async def _failed(self, claim: Claim, err: JobError) -> None:
         retry_in = self.policy.retry_delay_ms(err, claim.attempt, claim.attempt_limit)
-        state = await self.store.fail(
-            claim.job_id, claim.attempt, err.to_status().SerializeToString(), retry_in, delivery=claim.delivery
-        )
+        state = await self._finish(claim, "failed", err.to_status().SerializeToString(), retry_in)
         self._acknowledged(claim)
         log.warning("job attempt failed", reason=err.reason, error=err.message, retryable=err.retryable,
                     state=state and state.value, retry_in_ms=retry_in)
 
     async def _stopped(self, claim: Claim, reason: str) -> None:
         if reason == "cancel":
-            state = await self.store.mark_cancelled(
-                claim.job_id, claim.attempt, CANCELLED_BY_CLIENT, delivery=claim.delivery
-            )
+            state = await self._finish(claim, "cancelled", CANCELLED_BY_CLIENT)
             self._acknowledged(claim)
             log.info("job cancelled", state=state and state.value)
         else:
             log.warning("job stopped: no longer ours", reason=reason)
+
+    async def _finish(self, claim: Claim, outcome: str, payload: bytes, retry_in_ms: int | None = None) -> State | None:
+        assert self._finishes is not None, "runtime not started"
+        return await self._finishes.finish(
+            Finish(claim.job_id, claim.attempt, outcome, payload, retry_in_ms, claim.delivery)
+        )
 
     def _acknowledged(self, claim: Claim) -> None:
         """The store acknowledged the claim's delivery as it finished the attempt."""

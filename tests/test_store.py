@@ -244,3 +244,34 @@ async def test_take_claims_as_it_takes_skips_stale_deliveries_and_finish_acknowl
     assert await store.client.scard(acks) == 0
     assert await store.client.hlen(f"{queue_key}.msgs") == 0
     await assert_counters_match(store, "default")
+
+
+async def test_attempts_that_end_together_finish_in_one_script_each_as_if_alone(store: JobStore) -> None:
+    """finish_many (what an executor sends when several of its jobs end at once): each
+    attempt gets its own outcome and record, a stale one changes nothing, and the freed
+    slots go to the waiting jobs in the same script."""
+    from conveyor.store.records import Finish
+
+    done, failed, retried, stale, waiting = (new(max_attempts=2) for _ in range(5))
+    for job in (done, failed, retried, stale, waiting):
+        await store.submit(job)
+    await register(store, 4)
+    assert len(await store.dispatch(10)) == 4
+    for job in (done, failed, retried, stale):
+        assert not isinstance(await store.claim(job.id, 1, "ex", 10_000), str)
+    assert await store.complete(stale.id, 1, b"first") is State.COMPLETED
+
+    states = await store.finish_many([
+        Finish(done.id, 1, "completed", b"result"),
+        Finish(failed.id, 1, "failed", b"error"),  # no retry asked: FAILED
+        Finish(retried.id, 1, "failed", b"flaky", retry_in_ms=60_000),
+        Finish(stale.id, 1, "completed", b"again"),
+    ])
+    assert states == [State.COMPLETED, State.FAILED, State.DELAYED, None]
+    jobs = {j.id: j for j in await store.get_many([done.id, failed.id, retried.id, stale.id, waiting.id]) if j}
+    assert jobs[done.id].result == b"result" and jobs[stale.id].result == b"first"
+    assert [(a.attempt, a.outcome, a.error) for a in jobs[failed.id].attempts] == [(1, State.FAILED, b"error")]
+    assert [(a.attempt, a.outcome) for a in jobs[retried.id].attempts] == [(1, State.FAILED)]
+    assert jobs[done.id].attempts[0].worker == "ex" and jobs[done.id].attempts[0].end_ms > 0
+    assert jobs[waiting.id].handed_over  # a freed slot went to it
+    await assert_counters_match(store, "default")

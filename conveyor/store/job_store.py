@@ -29,6 +29,7 @@ from conveyor.store.records import (
     Delivery,
     EventRecord,
     ExecutorRecord,
+    Finish,
     Handover,
     JobRecord,
     NewJob,
@@ -139,8 +140,7 @@ class JobStore:
             if not reply:
                 out.append(None)
                 continue
-            flat, attempts = reply
-            out.append(JobRecord.from_hash(_pairs(flat), _pairs(attempts)))
+            out.append(JobRecord.from_hash(_pairs(reply)))
         return out
 
     async def get(self, job_id: str) -> JobRecord:
@@ -357,10 +357,19 @@ class JobStore:
     # The attempt's end. With the claim's `delivery`, its transport message is
     # acknowledged in the same script; the freed slot is refilled there too.
 
+    async def finish_many(self, finishes: Sequence[Finish]) -> list[State | None]:
+        """End several running attempts in one script (each as if alone); per attempt,
+        the job's new state, or None when that attempt no longer runs."""
+        flat: list[Any] = []
+        for finish in finishes:
+            flat += finish.args()
+        replies = await self._run("finish", *self.policy.args(), *flat)
+        return [State(r.decode()) if r else None for r in replies]
+
     async def complete(
         self, job_id: str, attempt: int, result: bytes, *, delivery: Delivery | None = None
     ) -> State | None:
-        return await self._finish(job_id, attempt, "completed", result, None, delivery)
+        return (await self.finish_many([Finish(job_id, attempt, "completed", result, None, delivery)]))[0]
 
     async def fail(
         self, job_id: str, attempt: int, error: bytes, retry_in_ms: int | None = None,
@@ -368,21 +377,12 @@ class JobStore:
     ) -> State | None:
         """The attempt failed; with `retry_in_ms`, the job is DELAYED that long (on
         Redis's clock) while attempts remain, else FAILED."""
-        return await self._finish(job_id, attempt, "failed", error, retry_in_ms, delivery)
+        return (await self.finish_many([Finish(job_id, attempt, "failed", error, retry_in_ms, delivery)]))[0]
 
     async def mark_cancelled(
         self, job_id: str, attempt: int, error: bytes, *, delivery: Delivery | None = None
     ) -> State | None:
-        return await self._finish(job_id, attempt, "cancelled", error, None, delivery)
-
-    async def _finish(
-        self, job_id: str, attempt: int, outcome: str, payload: bytes, retry_in_ms: int | None,
-        delivery: Delivery | None,
-    ) -> State | None:
-        delay = -1 if retry_in_ms is None else retry_in_ms
-        ack = [delivery.worker_id, delivery.message_id] if delivery else []
-        reply = await self._run("finish", job_id, attempt, outcome, payload, delay, *self.policy.args(), *ack)
-        return State(reply.decode()) if reply else None
+        return (await self.finish_many([Finish(job_id, attempt, "cancelled", error, None, delivery)]))[0]
 
     async def live_executors(self) -> list[ExecutorRecord]:
         now_ms = await self.now_ms()

@@ -51,11 +51,13 @@ class AttemptRecord:
     worker: str
 
     @classmethod
-    def from_hash(cls, h: dict[bytes, bytes]) -> list[AttemptRecord]:
+    def from_job_hash(cls, h: dict[bytes, bytes]) -> list[AttemptRecord]:
+        """The attempts recorded in a job's hash, as its fields '@<n>:<name>'."""
         by_attempt: dict[int, dict[str, bytes]] = {}
         for key, value in h.items():
-            n, _, name = key.decode().partition(":")
-            by_attempt.setdefault(int(n), {})[name] = value
+            if key.startswith(b"@"):
+                n, _, name = key[1:].decode().partition(":")
+                by_attempt.setdefault(int(n), {})[name] = value
         return [
             cls(attempt=n, start_ms=_i(f.get("start")), end_ms=_i(f.get("end")),
                 outcome=State(_s(f.get("outcome")) or State.ACTIVE.value), error=f.get("error") or None,
@@ -98,7 +100,7 @@ class JobRecord:
     attempts: tuple[AttemptRecord, ...] = ()
 
     @classmethod
-    def from_hash(cls, h: dict[bytes, bytes], attempts: dict[bytes, bytes] | None = None) -> JobRecord:
+    def from_hash(cls, h: dict[bytes, bytes]) -> JobRecord:
         labels = h.get(b"labels")
         deps = h.get(b"depends_on")
         return cls(
@@ -131,7 +133,7 @@ class JobRecord:
             ready_ms=_i(h.get(b"ready")),
             depends_on=tuple(json.loads(deps)) if deps else (),
             dedup_key=_s(h.get(b"dedup")).rsplit(":", 1)[-1] if h.get(b"dedup") else "",
-            attempts=tuple(AttemptRecord.from_hash(attempts or {})),
+            attempts=tuple(AttemptRecord.from_job_hash(h)),
         )
 
 
@@ -278,6 +280,27 @@ class Delivery:
 
     worker_id: str
     message_id: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of a running attempt, as the executor reports it (see finish.lua).
+    `outcome` is 'completed' (payload: the serialized result), 'failed' (payload: the
+    serialized error; with `retry_in_ms`, a retry that long from now while attempts
+    remain) or 'cancelled' (payload: the serialized error)."""
+
+    job_id: str
+    attempt: int
+    outcome: str
+    payload: bytes
+    retry_in_ms: int | None = None
+    delivery: Delivery | None = None
+
+    def args(self) -> list[str | int | bytes]:
+        delivery = self.delivery
+        return [self.job_id, self.attempt, self.outcome, self.payload,
+                -1 if self.retry_in_ms is None else self.retry_in_ms,
+                delivery.worker_id if delivery else "", delivery.message_id if delivery else ""]
 
 
 @dataclass(frozen=True)

@@ -417,8 +417,9 @@ local function cancel_dependents(id, now)
 end
 
 -- After a job reached a terminal state: settle the jobs that depend on it.
-local function settle_dependents(id, state, now)
-  if hget(k_job(id), 'has_dependents') ~= '1' then return end
+-- `has_dependents` is the job's field of that name, when the caller read it already.
+local function settle_dependents(id, state, now, has_dependents)
+  if (has_dependents or hget(k_job(id), 'has_dependents')) ~= '1' then return end
   if state == 'COMPLETED' then
     release_dependents(id, now)
   elseif state == 'FAILED' or state == 'CANCELLED' then
@@ -453,14 +454,14 @@ local function count_end(q, state, now)
   end
 end
 
--- The record of one attempt, in the job's attempts hash ('<n>:<field>').
-local function record_attempt(id, attempt, fields)
-  local flat = {}
+-- The record of one attempt: fields '@<n>:<name>' of the job's hash, added to `into`,
+-- a flat list of fields about to be written to it (by move()).
+local function attempt_fields(attempt, fields, into)
   for k, v in pairs(fields) do
-    flat[#flat + 1] = attempt .. ':' .. k
-    flat[#flat + 1] = v
+    into[#into + 1] = '@' .. attempt .. ':' .. k
+    into[#into + 1] = v
   end
-  redis.call('HSET', k_job(id) .. ':attempts', unpack(flat))
+  return into
 end
 
 -- Delete a job and everything of it: hash, events, attempts, indexes, counters, its
@@ -479,7 +480,7 @@ local function delete_job(id)
     if redis.call('GET', k_req) == id then redis.call('DEL', k_req) end
   end
   if dedup and redis.call('GET', dedup) == id then redis.call('DEL', dedup) end
-  redis.call('DEL', kj, k_job_events(id), kj .. ':attempts', kj .. ':dependents')
+  redis.call('DEL', kj, k_job_events(id), kj .. ':dependents')
   redis.call('RPUSH', P .. ':gc', id)
   return 1
 end
@@ -502,10 +503,11 @@ end
 
 -- A job reached `state` for good (COMPLETED, FAILED or CANCELLED): count it, settle
 -- the jobs that depend on it, and keep its queue's history bounded (`count`, the
--- queue's count of jobs in that state, when the caller has it from move()).
-local function settle(id, q, state, t, now, count)
+-- queue's count of jobs in that state, when the caller has it from move();
+-- `has_dependents`, the job's field, when the caller read it).
+local function settle(id, q, state, t, now, count, has_dependents)
   count_end(q, state, now)
-  settle_dependents(id, state, now)
+  settle_dependents(id, state, now, has_dependents)
   trim_history(q, state, t, now, count)
 end
 
@@ -536,11 +538,11 @@ local function claim_job(id, attempt, executor, stall_ms, now)
   if handed ~= '1' then return {0, 'not handed over'} end
   if tonumber(cur) + 1 ~= attempt then return {0, 'attempt ' .. attempt .. ' is stale'} end
   sample(q, 'wait', now - (tonumber(ready) or now))
-  record_attempt(id, attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'})
   if run_at then redis.call('HDEL', kj, 'run_at') end
   redis.call('ZADD', K_INFLIGHT, int(now + stall_ms), id)
-  move(id, q, 'WAITING', 'ACTIVE', now, nil, {'attempt', attempt, 'handed', 0, 'started', int(now),
-    'worker', executor, 'progress', 0, 'pmsg', ''})
+  move(id, q, 'WAITING', 'ACTIVE', now, nil, attempt_fields(attempt, {start = int(now), worker = executor,
+    outcome = 'ACTIVE'}, {'attempt', attempt, 'handed', 0, 'started', int(now), 'worker', executor,
+    'progress', 0, 'pmsg', ''}))
   emit(id, q, 'state', 'ACTIVE', attempt, {}, now)
   return {1, spec, timeout_ms, limit, kind, q}
 end

@@ -1,51 +1,60 @@
--- A running attempt ends, and its slot goes to the next waiting job at once (no
--- round trip through a gateway). ARGV: prefix, id, attempt, outcome, payload,
--- retry delay ms (-1: none), then the policy arguments (see transport_args), then
--- optionally the Dramatiq worker id and message id of the delivery, acknowledged here
--- (whatever the outcome) so the worker's own ack has nothing left to do.
+-- Running attempts end (one, or several that ended together on one executor), and
+-- their slots go to the next waiting jobs at once (no round trip through a gateway).
+-- ARGV: prefix, the policy arguments (see transport_args), then seven per attempt:
+--   id, attempt, outcome, payload, retry delay ms (-1: none),
+--   the Dramatiq worker id and message id of its delivery ('' and '' for none),
+--   acknowledged here (whatever the outcome) so the worker's own ack has nothing left to do.
 --   outcome 'completed': payload is the serialized result
 --   outcome 'failed':    payload is the serialized error; a retry delay >= 0 asks for a retry
 --                        (granted while attempts remain and no cancel was asked)
 --   outcome 'cancelled': payload is the serialized error
--- Returns the job's new state, or '' when the attempt no longer runs (nothing changes).
-local id, attempt, outcome, payload = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local retry_delay = tonumber(ARGV[6])
-local t = transport_args(7)
-if ARGV[17] then ack_delivery(t, ARGV[16], ARGV[17]) end
-local kj = k_job(id)
-local state, cur, q, limit, cancel, started = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'queue', 'limit',
-  'cancel', 'started'))
-if state ~= 'ACTIVE' or cur ~= attempt then return '' end
+-- Returns, per attempt, the job's new state, or '' when the attempt no longer runs
+-- (nothing changes for it).
+local t = transport_args(2)
 local now = now_ms()
--- Due times are on Redis's clock, like every other time here, whatever the
--- executor's clock says.
-local retry_at = now + retry_delay
-leave_inflight(id, q)
-sample(q, 'run', now - (tonumber(started) or now))
-local to, h
-if outcome == 'completed' then
-  to = 'COMPLETED'
-  h = {'result', payload, 'progress', 100, 'ended', int(now)}
-  -- An earlier attempt's error (attempt 1 has none to clear).
-  if attempt ~= '1' then redis.call('HDEL', kj, 'error') end
-elseif outcome == 'cancelled' or cancel == '1' then
-  to = 'CANCELLED'
-  h = {'error', payload, 'ended', int(now)}
-elseif retry_delay >= 0 and tonumber(attempt) < tonumber(limit) then
-  to = 'DELAYED'
-  h = {'error', payload, 'run_at', int(retry_at)}
-else
-  to = 'FAILED'
-  h = {'error', payload, 'ended', int(now)}
+
+local function finish(id, attempt, outcome, payload, retry_delay)
+  local kj = k_job(id)
+  local state, cur, q, limit, cancel, started, has_dependents = unpack(redis.call('HMGET', kj, 'state',
+    'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents'))
+  if state ~= 'ACTIVE' or cur ~= attempt then return '' end
+  -- Due times are on Redis's clock, like every other time here, whatever the
+  -- executor's clock says.
+  local retry_at = now + retry_delay
+  leave_inflight(id, q)
+  sample(q, 'run', now - (tonumber(started) or now))
+  local to, h
+  if outcome == 'completed' then
+    to = 'COMPLETED'
+    h = {'result', payload, 'progress', 100, 'ended', int(now)}
+    -- An earlier attempt's error (attempt 1 has none to clear).
+    if attempt ~= '1' then redis.call('HDEL', kj, 'error') end
+  elseif outcome == 'cancelled' or cancel == '1' then
+    to = 'CANCELLED'
+    h = {'error', payload, 'ended', int(now)}
+  elseif retry_delay >= 0 and tonumber(attempt) < tonumber(limit) then
+    to = 'DELAYED'
+    h = {'error', payload, 'run_at', int(retry_at)}
+  else
+    to = 'FAILED'
+    h = {'error', payload, 'ended', int(now)}
+  end
+  local record = {['end'] = int(now), outcome = (to == 'DELAYED') and 'FAILED' or to}
+  if to ~= 'COMPLETED' then record.error = payload end
+  attempt_fields(attempt, record, h)
+  local count = move(id, q, 'ACTIVE', to, now, (to == 'DELAYED') and retry_at or nil, h)
+  local fields = {}
+  if to ~= 'COMPLETED' then fields = {'e', payload} end
+  if to == 'COMPLETED' then fields = {'p', 100} end
+  emit(id, q, 'state', to, tonumber(attempt), fields, now)
+  if to ~= 'DELAYED' then settle(id, q, to, t, now, count, has_dependents or '0') end
+  return to
 end
-local record = {['end'] = int(now), outcome = (to == 'DELAYED') and 'FAILED' or to}
-if to ~= 'COMPLETED' then record.error = payload end
-record_attempt(id, attempt, record)
-local count = move(id, q, 'ACTIVE', to, now, (to == 'DELAYED') and retry_at or nil, h)
-local fields = {}
-if to ~= 'COMPLETED' then fields = {'e', payload} end
-if to == 'COMPLETED' then fields = {'p', 100} end
-emit(id, q, 'state', to, tonumber(attempt), fields, now)
-if to ~= 'DELAYED' then settle(id, q, to, t, now, count) end
+
+local out = {}
+for i = 11, #ARGV, 7 do
+  if ARGV[i + 6] ~= '' then ack_delivery(t, ARGV[i + 5], ARGV[i + 6]) end
+  out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]))
+end
 admit(t, now)
-return to
+return out

@@ -1,6 +1,6 @@
--- Read jobs with their place in line and their attempts, atomically. ARGV: prefix, id...
--- Returns, per id, {job hash as a flat list with '_position' and 'seq' appended, attempts hash
--- as a flat list} ({} if missing).
+-- Read jobs with their place in line, atomically. ARGV: prefix, id...
+-- Returns, per id, the job hash as a flat list (its attempts are its '@<n>:<name>'
+-- fields) with '_position' and 'seq' appended ({} if missing).
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
@@ -11,7 +11,7 @@ for i = 2, #ARGV do
     flat[#flat + 1] = tostring(position(id, q))
     flat[#flat + 1] = 'seq'  -- event <seq> is element seq - 1 of the job's log
     flat[#flat + 1] = tostring(redis.call('LLEN', k_job_events(id)))
-    out[#out + 1] = {flat, redis.call('HGETALL', k_job(id) .. ':attempts')}
+    out[#out + 1] = flat
   else
     out[#out + 1] = {}
   end

@@ -27,8 +27,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT'
       if cancel == '1' then to = 'CANCELLED'
       elseif a < tonumber(limit_a) then to = 'WAITING'
       else to = 'FAILED' end
-      redis.call('HSET', kj, 'error', payload)
-      record_attempt(id, a, {['end'] = int(now), outcome = (to == 'WAITING') and 'FAILED' or to, error = payload})
+      redis.call('HSET', kj, 'error', payload, unpack(attempt_fields(a, {['end'] = int(now),
+        outcome = (to == 'WAITING') and 'FAILED' or to, error = payload}, {})))
       if to == 'WAITING' then
         move(id, q, 'ACTIVE', 'WAITING', now)
         enter_line(id, q, true, now)
