@@ -117,15 +117,14 @@ class ExecutorRuntime:
 
     async def run(self, job_id: str, attempt: int) -> None:
         """The actor body: run attempt `attempt` of `job_id` if it is still ours to run."""
-        with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=attempt):
-            claim = self.taken.pop((job_id, attempt), None) or await self.store.claim(
-                job_id, attempt, self.executor_id, self.stall_ms
-            )
-            if isinstance(claim, str):
-                log.info("delivery skipped", reason=claim)
-                return
-            with structlog.contextvars.bound_contextvars(queue=claim.queue):
-                await self._run_claimed(claim)
+        claim = self.taken.pop((job_id, attempt), None) or await self.store.claim(
+            job_id, attempt, self.executor_id, self.stall_ms
+        )
+        if isinstance(claim, str):
+            log.info("delivery skipped", job_id=job_id, attempt=attempt, reason=claim)
+            return
+        with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=attempt, queue=claim.queue):
+            await self._run_claimed(claim)
 
     async def _run_claimed(self, claim: Claim) -> None:
         spec = job_service_pb2.SubmitJobRequest.FromString(claim.spec)
@@ -134,7 +133,9 @@ class ExecutorRuntime:
         self.running[claim.job_id] = running
         log.info("job started", kind=claim.kind)
         try:
-            result = await asyncio.wait_for(inner, claim.timeout_ms / 1000)
+            # On time-out, this task's cancel reaches `inner` (awaited here) too.
+            async with asyncio.timeout(claim.timeout_ms / 1000):
+                result = await inner
         except TimeoutError:
             await self._failed(claim, JobError(
                 f"the job ran longer than its time limit of {claim.timeout_ms / 1000:g}s",

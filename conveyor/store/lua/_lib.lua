@@ -65,7 +65,7 @@ local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
 -- Append an event to the job's log (a list: event <seq> is element seq - 1, one
 -- msgpack map each, its sequence being its place) and the queue's stream (id
 -- 0-<qseq>), which the gateways' event hubs read. `fields` is a flat list of extra
--- field/value pairs.
+-- field/value pairs. Returns the event's sequence and queue sequence.
 local function emit(id, q, etype, state, attempt, fields, now)
   local qseq = redis.call('HINCRBY', k_queue(q), 'qseq', 1)
   local record = {q = q, qs = tostring(qseq), t = etype, st = state, a = tostring(attempt), ts = int(now)}
@@ -75,7 +75,7 @@ local function emit(id, q, etype, state, attempt, fields, now)
                  'a', attempt, 'ts', int(now)}
   for i = 1, #fields do entry[#entry + 1] = fields[i] end
   redis.call('XADD', k_index(q, 'events'), 'MAXLEN', '~', QUEUE_EVENTS_MAXLEN, '0-' .. qseq, unpack(entry))
-  return seq
+  return seq, qseq
 end
 
 -- Move the per-queue counters and per-state indexes from one state to another.
@@ -325,7 +325,6 @@ local function create_job(j, spec, now)
   if j.hosts and #j.hosts > 0 then set('hosts', cjson.encode(j.hosts)) end
   redis.call('ZADD', K_JOBS, int(now), id)
   redis.call('ZADD', k_index(q, 'jobs'), int(now), id)
-  redis.call('ZADD', K_QUEUES, 'NX', int(now), q)
 
   -- Dependencies: completed ones are met; a failed or cancelled one cancels this job.
   local pending, broken = 0, nil
@@ -367,7 +366,10 @@ local function create_job(j, spec, now)
     enter_line(id, q, false, now, tonumber(j.priority), h)
     move(id, q, nil, 'WAITING', now, nil, h)
   end
-  emit(id, q, 'state', state, 0, fields, now)
+  local _, qseq = emit(id, q, 'state', state, 0, fields, now)
+  -- The queue's first event: a queue is known from its first job on (or from its
+  -- first UpdateQueue, queue_update.lua).
+  if qseq == 1 then redis.call('ZADD', K_QUEUES, 'NX', int(now), q) end
   return {id, state, position(id, q), 0}
 end
 

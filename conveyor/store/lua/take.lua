@@ -14,12 +14,13 @@ local now = now_ms()
 local qkey = t.ns .. ':' .. t.queue
 redis.call('ZADD', t.ns .. ':__heartbeats__', int(now), worker)
 local acks = dramatiq_acks(t, worker)
+local mids = redis.call('LPOP', qkey, count)
+if not mids then return {} end
+redis.call('SADD', acks, unpack(mids))
+local datas = redis.call('HMGET', qkey .. '.msgs', unpack(mids))
 local out = {}
-for _ = 1, count do
-  local mid = redis.call('LPOP', qkey)
-  if not mid then break end
-  redis.call('SADD', acks, mid)
-  local data = redis.call('HGET', qkey .. '.msgs', mid)
+for i, mid in ipairs(mids) do
+  local data = datas[i]
   if data then
     local id, attempt = string.match(mid, '^(.+)-(%d+)-%d+$')
     if not id then
