@@ -31,6 +31,8 @@ class FinishBatcher:
     async def _send(self) -> None:
         batch: list[tuple[Finish, asyncio.Future[State | None]]] = []
         try:
+            # One turn of the loop first: the jobs ending in this same turn go along.
+            await asyncio.sleep(0)
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:

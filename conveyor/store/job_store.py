@@ -57,6 +57,13 @@ def connect(url: str, *, max_connections: int = 32, client_name: str | None = No
     return aioredis.Redis(connection_pool=pool)
 
 
+def _stream_event(fields: dict[bytes, bytes]) -> EventRecord:
+    """An event of a queue's stream: one msgpack map in 'ev' (entries written before
+    that format carry the map's fields as the entry's own)."""
+    packed = fields.get(b"ev")
+    return EventRecord.from_fields(msgpack.unpackb(packed, raw=True) if packed is not None else fields)
+
+
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
@@ -191,7 +198,7 @@ class JobStore:
     async def queue_events_after(self, queue: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
         """A queue's events after a queue sequence (the stream keeps the last ~10,000)."""
         rows = await self.client.xrange(self.keys.queue_events(queue), f"(0-{after_sequence}", "+", count=count)
-        return [EventRecord.from_fields(fields) for _, fields in rows]
+        return [_stream_event(fields) for _, fields in rows]
 
     async def queue_sequence(self, queue: str) -> int:
         """The queue sequence of the queue's newest event (0 before its first)."""
@@ -216,7 +223,7 @@ class JobStore:
             if name == wake_key:
                 wake_seen = rows[-1][0].decode()
             elif rows:
-                out[name[head:-tail]] = [EventRecord.from_fields(fields) for _, fields in rows]
+                out[name[head:-tail]] = [_stream_event(fields) for _, fields in rows]
         return out, wake_seen
 
     async def wake_reader(self, wake_key: str) -> None:

@@ -163,7 +163,7 @@ class EventRecord:
         return self.type is EventType.STATE and self.state.terminal
 
     @classmethod
-    def from_fields(cls, f: dict[bytes, bytes]) -> EventRecord:
+    def from_fields(cls, f: dict[bytes, Any]) -> EventRecord:
         # Every event a gateway streams passes here: plain lookups, no enum calls.
         get = f.get
         p, si, m, sn = get(b"p"), get(b"si"), get(b"m"), get(b"sn")
