@@ -8,7 +8,8 @@
 (b) Conveyor: the same number of `noop` jobs submitted through the gateway in
     SubmitJobs batches, run by the executor, and observed by watchers, two ways:
     - queue watchers: `--queue-watchers` WatchQueue streams, each of which sees every
-      job's completion (a dashboard, a CI run following its suite);
+      event of every job (a dashboard, a CI run following its suite), twice: with
+      events in batches (`max_batch_size`, `--watch-batch`) and one per message;
     - job watchers: one WatchJob stream per job, `--watchers` at a time (each client
       following its own job).
     Also SubmitJob one by one.
@@ -32,6 +33,7 @@ from pathlib import Path
 import grpc
 import redis
 
+from clients.sdk import queue_events
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
@@ -99,10 +101,10 @@ async def observe(jobs_stub: JobServiceStub, ids: list[str], watchers: int) -> N
     await asyncio.gather(*(watcher() for _ in range(watchers)))
 
 
-async def queue_watched(stack: Stack, jobs: int, watchers: int) -> float:
+async def queue_watched(stack: Stack, jobs: int, watchers: int, batch: int) -> float:
     """Jobs per second, submitted in batches until every one of `watchers` WatchQueue
-    streams has seen every job complete."""
-    req = job_service_pb2.SubmitJobRequest(queue="bench-queue-watched", noop=task_pb2.NoopTask())
+    streams (`batch`: their max_batch_size) has seen every job complete."""
+    req = job_service_pb2.SubmitJobRequest(queue=f"bench-queue-watched-{batch}", noop=task_pb2.NoopTask())
     async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
         stub, queues = JobServiceStub(ch), QueueServiceStub(ch)
         warm = await stub.SubmitJob(req)
@@ -114,12 +116,13 @@ async def queue_watched(stack: Stack, jobs: int, watchers: int) -> float:
 
         async def watcher() -> None:
             seen: set[str] = set()
-            watch = queue_service_pb2.WatchQueueRequest(queue=req.queue, after_sequence=after)
+            watch = queue_service_pb2.WatchQueueRequest(queue=req.queue, after_sequence=after, max_batch_size=batch)
             async for msg in queues.WatchQueue(watch):
-                if msg.WhichOneof("kind") == "event" and msg.event.state == job_pb2.JOB_STATE_COMPLETED:
-                    seen.add(msg.event.job_id)
-                    if len(seen) == jobs:
-                        return
+                for event in queue_events(msg):
+                    if event.state == job_pb2.JOB_STATE_COMPLETED:
+                        seen.add(event.job_id)
+                        if len(seen) == jobs:
+                            return
 
         start = time.perf_counter()
         observers = [asyncio.create_task(watcher()) for _ in range(watchers)]
@@ -191,6 +194,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=8, help="threads per process (both systems)")
     parser.add_argument("--watchers", type=int, default=200, help="WatchJob streams at a time")
     parser.add_argument("--queue-watchers", type=int, default=1, help="WatchQueue streams")
+    parser.add_argument("--watch-batch", type=int, default=100, help="their max_batch_size, batched")
     parser.add_argument("--latency-samples", type=int, default=200)
     ns = parser.parse_args()
 
@@ -214,19 +218,32 @@ def main() -> None:
             f"no-op jobs: {ns.jobs}, {ns.processes} processes x {ns.slots} slots, one redis-server, "
             f"{os.cpu_count()} cores"
         )
-        plain = run_plain_dramatiq(url, ns.jobs, ns.processes, ns.slots, tmp / "logs")
+        # Plain Dramatiq before and after Conveyor's watched runs (the stack idle), and
+        # the ratios against their mean: this machine's speed drifts within a minute.
+        plain_runs = [run_plain_dramatiq(url, ns.jobs, ns.processes, ns.slots, tmp / "logs")]
         stack.start_gateway()
         stack.start_executor()
-        queue_rate = asyncio.run(queue_watched(stack, ns.jobs, ns.queue_watchers))
+        asyncio.run(queue_watched(stack, max(100, ns.jobs // 5), 1, ns.watch_batch))  # warm-up, not reported
+        batched_rate = asyncio.run(queue_watched(stack, ns.jobs, ns.queue_watchers, ns.watch_batch))
+        queue_rate = asyncio.run(queue_watched(stack, ns.jobs, ns.queue_watchers, 0))
+        plain_runs.append(run_plain_dramatiq(url, ns.jobs, ns.processes, ns.slots, tmp / "logs"))
+        plain = statistics.mean(plain_runs)
         conv = asyncio.run(run_conveyor(stack, ns.jobs, ns.watchers))
         lat = asyncio.run(submit_to_claim_latency(stack, ns.latency_samples))
     finally:
         stack.stop()
         redis_proc.stop()
-    print(f"  plain dramatiq        : {plain:8,.0f} jobs/s end to end")
     print(
-        f"  conveyor, {ns.queue_watchers} queue watchers: {queue_rate:8,.0f} jobs/s end to end   "
-        f"ratio {queue_rate / plain:.2f}x"
+        f"  plain dramatiq        : {plain:8,.0f} jobs/s end to end "
+        f"(mean of {plain_runs[0]:,.0f} before and {plain_runs[1]:,.0f} after)"
+    )
+    print(
+        f"  conveyor, {ns.queue_watchers} queue watcher(s), batches of <= {ns.watch_batch}: "
+        f"{batched_rate:8,.0f} jobs/s end to end   ratio {batched_rate / plain:.2f}x"
+    )
+    print(
+        f"  conveyor, {ns.queue_watchers} queue watcher(s), an event a message: "
+        f"{queue_rate:8,.0f} jobs/s end to end   ratio {queue_rate / plain:.2f}x"
     )
     print(
         f"  conveyor, a WatchJob per job: {conv['e2e_per_s']:8,.0f} jobs/s end to end   "
