@@ -12,7 +12,6 @@ idle executor picks a job up within milliseconds without busy polling.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,7 +73,12 @@ class _WakeableConsumer(_RedisConsumer):
     """Dramatiq's Redis consumer without idle polling: with room for work and nothing
     to fetch it blocks on the wake list (BLPOP); full (every prefetched message still
     running) it waits for an ack to free room, instead of Dramatiq's growing sleep
-    (which, under load, left slots idle for up to the worker timeout)."""
+    (which, under load, left slots idle for up to the worker timeout).
+
+    With a taker (the executor's queue) the store takes and acknowledges messages, so
+    Dramatiq's own script, which beats the worker's heartbeat and now and then hands
+    dead workers' messages back, does not run here; the consumer of the queue's delay
+    queue (every Dramatiq worker has one) runs it about once a second instead."""
 
     def __init__(self, broker: WakeableRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
@@ -87,7 +91,6 @@ class _WakeableConsumer(_RedisConsumer):
             )
         )
         self._room = threading.Event()
-        self._kept_alive = 0.0
 
     def ack(self, message: Any) -> None:
         redis_id = message.options.get("redis_message_id")
@@ -117,12 +120,12 @@ class _WakeableConsumer(_RedisConsumer):
                     message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
-                take = self.broker.takers.get(self.queue_name)
                 if self.outstanding_message_count >= self.prefetch:
                     self._room.clear()
-                    if self.outstanding_message_count >= self.prefetch and not self._room.wait(IDLE_BLOCK_SECONDS):
-                        self._keep_alive(take)
+                    if self.outstanding_message_count >= self.prefetch:
+                        self._room.wait(IDLE_BLOCK_SECONDS)
                     return None
+                take = self.broker.takers.get(self.queue_name)
                 room = self.prefetch - self.outstanding_message_count
                 if take is not None:
                     self.message_cache = take(room, self.broker.broker_id)
@@ -131,19 +134,9 @@ class _WakeableConsumer(_RedisConsumer):
                 if self.message_cache:
                     continue
                 self._wake_client.blpop([self._wake_key], timeout=IDLE_BLOCK_SECONDS)
-                self._keep_alive(take)
                 return None
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-
-    def _keep_alive(self, take: TakeMessages | None) -> None:
-        """With a taker (and the store's acks), Dramatiq's own script is seldom run:
-        run it, fetching nothing, about once a second, for what it does on every call
-        (this worker's heartbeat; now and then, requeueing dead workers' messages and
-        dropping their bookkeeping)."""
-        if take is not None and time.monotonic() - self._kept_alive >= IDLE_BLOCK_SECONDS:
-            self._kept_alive = time.monotonic()
-            self.broker.do_fetch(self.queue_name, 0)
 
     def close(self) -> None:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import grpc
 
 from conveyor.processes import pid_alive
+from conveyor.transport import transport_namespace
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.grpc_helpers import submit_request, wait_state
@@ -60,3 +61,33 @@ async def test_supervisor_restarts_a_dead_worker_and_its_job_recovers(make_stack
         await asyncio.sleep(0)  # the restarted worker keeps serving
         again = await jobs.SubmitJob(submit_request({"noop": {}}))
         await wait_state(jobs, again.id, {job_pb2.JOB_STATE_COMPLETED}, timeout=15)
+
+
+async def test_an_executor_keeps_its_dramatiq_heartbeat_fresh_busy_or_idle(make_stack: Callable[..., Stack]) -> None:
+    """The store takes and acknowledges the executor's messages, so the executor's
+    queue consumer never runs Dramatiq's own script (its worker heartbeat; its
+    clean-up of dead workers' messages); the delay-queue consumer does, about once a
+    second, busy or idle. A stale heartbeat would let another worker's clean-up hand
+    this one's messages to others."""
+    s = make_stack(CONVEYOR_EXECUTOR_SLOTS="1")
+    s.start_gateway()
+    s.start_executor()
+    key = f"{transport_namespace(s.prefix)}:__heartbeats__"
+    r = s.redis()
+
+    def beat() -> float:
+        beats: list[tuple[bytes, float]] = r.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+        assert len(beats) == 1  # the one worker process
+        return beats[0][1]
+
+    def beats_on() -> None:
+        since = beat()
+        wait_for(lambda: beat() >= since + 1500, 4, "the worker's heartbeat to be refreshed")
+
+    async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+        jobs = JobServiceStub(ch)
+        sub = await jobs.SubmitJob(submit_request({"noop": {"sleep": "5s"}}))
+        await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_ACTIVE})
+        beats_on()  # its one slot busy
+        await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_COMPLETED})
+        beats_on()  # idle
