@@ -182,11 +182,11 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         finally:
             hub.unsubscribe(sub)
 
-    async def _until_done(self, job_id: str, owner: str, timeout: float) -> JobRecord:
-        """The job once terminal, or as it is when `timeout` passes."""
-        job = await self._owned(job_id, owner)
+    async def _until_done(self, job: JobRecord, timeout: float) -> JobRecord:
+        """The job (`job`, as last read) once terminal, or as it is when `timeout` passes."""
         if job.state.terminal:
             return job
+        job_id = job.id
         try:
             sub = await self.rt.hub.subscribe_job(job_id, job.queue)
         except HubClosed:
@@ -212,17 +212,16 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             timeout = duration_ms(request.timeout) / 1000
             if not 0 <= timeout <= WAIT_MAX_S:
                 raise InvalidArgument(FieldViolation("timeout", f"between 0 and {WAIT_MAX_S:g}s"))
-        job = await self._until_done(_check_id(request.id), caller_owner(context), timeout)
+        job = await self._until_done(await self._owned(request.id, caller_owner(context)), timeout)
         return pb.WaitJobResponse(job=job_to_proto(job), done=job.state.terminal)
 
     # ---- act ----------------------------------------------------------------------
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
-        owner = caller_owner(context)
-        await self._owned(request.id, owner)
+        job = await self._owned(request.id, caller_owner(context))
         await self.rt.store.cancel(request.id, CANCELLED_BY_CLIENT)
         # An active job is stopped by its executor; give it a moment to confirm.
-        job = await self._until_done(request.id, owner, CANCEL_CONFIRM_S)
+        job = await self._until_done(job, CANCEL_CONFIRM_S)
         return pb.CancelJobResponse(job=job_to_proto(job))
 
     async def RetryJob(self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext) -> pb.RetryJobResponse:
