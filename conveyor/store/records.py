@@ -33,11 +33,13 @@ class Priority(IntEnum):
     BULK = 5
 
 
-def _s(value: bytes | None) -> str:
+def text_of(value: bytes | None) -> str:
+    """A hash field's text ('' when missing)."""
     return value.decode() if value is not None else ""
 
 
-def _i(value: bytes | None) -> int:
+def int_of(value: bytes | None) -> int:
+    """A hash field's integer (0 when missing or empty)."""
     return int(value) if value else 0
 
 
@@ -59,9 +61,9 @@ class AttemptRecord:
                 n, _, name = key[1:].decode().partition(":")
                 by_attempt.setdefault(int(n), {})[name] = value
         return [
-            cls(attempt=n, start_ms=_i(f.get("start")), end_ms=_i(f.get("end")),
-                outcome=State(_s(f.get("outcome")) or State.ACTIVE.value), error=f.get("error") or None,
-                worker=_s(f.get("worker")))
+            cls(attempt=n, start_ms=int_of(f.get("start")), end_ms=int_of(f.get("end")),
+                outcome=State(text_of(f.get("outcome")) or State.ACTIVE.value), error=f.get("error") or None,
+                worker=text_of(f.get("worker")))
             for n, f in sorted(by_attempt.items())
         ]
 
@@ -104,35 +106,35 @@ class JobRecord:
         labels = h.get(b"labels")
         deps = h.get(b"depends_on")
         return cls(
-            id=_s(h[b"id"]),
-            queue=_s(h[b"queue"]),
-            owner=_s(h.get(b"owner")),
-            state=State(_s(h[b"state"])),
-            priority=Priority(_i(h.get(b"priority")) or Priority.NORMAL),
-            attempt=_i(h.get(b"attempt")),
-            attempt_limit=_i(h.get(b"limit")),
-            attempts_per_set=_i(h.get(b"max")),
-            timeout_ms=_i(h.get(b"timeout_ms")),
-            created_ms=_i(h.get(b"created")),
-            started_ms=_i(h.get(b"started")),
-            ended_ms=_i(h.get(b"ended")),
-            run_at_ms=_i(h.get(b"run_at")),
-            progress=_i(h.get(b"progress")),
-            progress_message=_s(h.get(b"pmsg")),
-            last_sequence=_i(h.get(b"seq")),
+            id=text_of(h[b"id"]),
+            queue=text_of(h[b"queue"]),
+            owner=text_of(h.get(b"owner")),
+            state=State(text_of(h[b"state"])),
+            priority=Priority(int_of(h.get(b"priority")) or Priority.NORMAL),
+            attempt=int_of(h.get(b"attempt")),
+            attempt_limit=int_of(h.get(b"limit")),
+            attempts_per_set=int_of(h.get(b"max")),
+            timeout_ms=int_of(h.get(b"timeout_ms")),
+            created_ms=int_of(h.get(b"created")),
+            started_ms=int_of(h.get(b"started")),
+            ended_ms=int_of(h.get(b"ended")),
+            run_at_ms=int_of(h.get(b"run_at")),
+            progress=int_of(h.get(b"progress")),
+            progress_message=text_of(h.get(b"pmsg")),
+            last_sequence=int_of(h.get(b"seq")),
             spec=h.get(b"spec", b""),
-            kind=_s(h.get(b"kind")),
+            kind=text_of(h.get(b"kind")),
             labels=json.loads(labels) if labels else {},
             result=h.get(b"result") or None,
             error=h.get(b"error") or None,
             cancel_requested=h.get(b"cancel") == b"1",
             handed_over=h.get(b"handed") == b"1",
-            worker=_s(h.get(b"worker")),
-            request_id=_s(h.get(b"request_id")),
-            position=_i(h.get(b"_position")),
-            ready_ms=_i(h.get(b"ready")),
+            worker=text_of(h.get(b"worker")),
+            request_id=text_of(h.get(b"request_id")),
+            position=int_of(h.get(b"_position")),
+            ready_ms=int_of(h.get(b"ready")),
             depends_on=tuple(json.loads(deps)) if deps else (),
-            dedup_key=_s(h.get(b"dedup")).rsplit(":", 1)[-1] if h.get(b"dedup") else "",
+            dedup_key=text_of(h.get(b"dedup")).rsplit(":", 1)[-1] if h.get(b"dedup") else "",
             attempts=tuple(AttemptRecord.from_job_hash(h)),
         )
 
@@ -230,15 +232,15 @@ class QueueRecord:
     def from_hash(
         cls, name: str, h: dict[bytes, bytes], default_concurrency: int, stats: QueueStats | None = None
     ) -> QueueRecord:
-        counts = QueueCounts(**{s.value.lower(): _i(h.get(s.value.encode())) for s in State})
+        counts = QueueCounts(**{s.value.lower(): int_of(h.get(s.value.encode())) for s in State})
         return cls(
             name=name,
             paused=h.get(b"paused") == b"1",
-            concurrency=_i(h.get(b"concurrency")) or default_concurrency,
+            concurrency=int_of(h.get(b"concurrency")) or default_concurrency,
             counts=counts,
-            host_rate_limit=_i(h.get(b"host_rate_limit")),
+            host_rate_limit=int_of(h.get(b"host_rate_limit")),
             stats=stats or QueueStats(),
-            last_sequence=_i(h.get(b"qseq")),
+            last_sequence=int_of(h.get(b"qseq")),
         )
 
 
@@ -386,9 +388,9 @@ class ExecutorRecord:
         info = json.loads(h.get(b"info", b"{}"))
         return cls(
             id=executor_id,
-            slots=_i(h.get(b"slots")),
+            slots=int_of(h.get(b"slots")),
             running_job_ids=tuple(json.loads(h.get(b"jobs", b"[]"))),
-            seen_ms=_i(h.get(b"seen")),
+            seen_ms=int_of(h.get(b"seen")),
             host=str(info.get("host", "")),
             pid=int(info.get("pid", 0)),
             completed=int(info.get("completed", 0)),

@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 
 from conveyor.cron import CronError, next_run_ms
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted
-from conveyor.store.records import NewJob, State
+from conveyor.store.records import NewJob, State, int_of, text_of
 from conveyor.store.scripts import register_scripts
 
 MAX_PAGE_SIZE = 1000
@@ -67,14 +67,6 @@ class NewSchedule:
     delay_ms: int = 0
 
 
-def _s(value: bytes | None) -> str:
-    return value.decode() if value is not None else ""
-
-
-def _i(value: bytes | None) -> int:
-    return int(value) if value else 0
-
-
 @dataclass(frozen=True)
 class ScheduleRecord:
     id: str
@@ -93,18 +85,18 @@ class ScheduleRecord:
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes]) -> ScheduleRecord:
         return cls(
-            id=_s(h[b"id"]),
-            owner=_s(h.get(b"owner")),
-            name=_s(h.get(b"name")),
-            cron=_s(h.get(b"cron")),
-            time_zone=_s(h.get(b"tz")),
+            id=text_of(h[b"id"]),
+            owner=text_of(h.get(b"owner")),
+            name=text_of(h.get(b"name")),
+            cron=text_of(h.get(b"cron")),
+            time_zone=text_of(h.get(b"tz")),
             template=h.get(b"template", b""),
             paused=h.get(b"paused") == b"1",
-            next_run_ms=_i(h.get(b"next_run")),
-            last_run_ms=_i(h.get(b"last_run")),
-            last_job_id=_s(h.get(b"last_job")),
-            created_ms=_i(h.get(b"created")),
-            run_count=_i(h.get(b"runs")),
+            next_run_ms=int_of(h.get(b"next_run")),
+            last_run_ms=int_of(h.get(b"last_run")),
+            last_job_id=text_of(h.get(b"last_job")),
+            created_ms=int_of(h.get(b"created")),
+            run_count=int_of(h.get(b"runs")),
         )
 
     @classmethod
@@ -200,7 +192,7 @@ class ScheduleStore:
 
     async def get(self, schedule_id: str, owner: str) -> ScheduleRecord:
         h = await self.client.hgetall(self.key(schedule_id)) if SCHEDULE_ID.match(schedule_id) else {}
-        if not h or _s(h.get(b"owner")) != owner:
+        if not h or text_of(h.get(b"owner")) != owner:
             # Someone else's schedule is indistinguishable from a missing one.
             raise NotFound(f"schedule {schedule_id!r} not found", metadata={"schedule_id": schedule_id})
         return ScheduleRecord.from_hash(h)
