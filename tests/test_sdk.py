@@ -16,6 +16,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from clients.demo import EXAMPLE_JOB
 from clients.sdk import AsyncConveyorClient, ConveyorClient, ConveyorRpcError, queue_events, to_submit_request
 from conveyor.v1 import (
     job_pb2,
@@ -24,22 +25,6 @@ from conveyor.v1 import (
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
-
-EXAMPLE = {
-    "queue": "default",
-    "priority": "PRIORITY_HIGH",
-    "maxAttempts": 3,
-    "browser": {
-        "steps": [
-            {"navigate": {"url": "http://127.0.0.1:8080/form.html"}},
-            {"fill": {"target": {"selector": "#name"}, "text": "Ada"}},
-            {"click": {"target": {"selector": "#missing", "fallbacks": ["#submit"]}}},
-            {"expect": {"target": {"selector": "#out"}, "textContains": "Hello Ada"}},
-            {"extract": {"target": {"selector": "#out"}, "key": "greeting"}},
-            {"screenshot": {"fullPage": True}},
-        ]
-    },
-}
 
 
 async def _abort(
@@ -284,7 +269,7 @@ async def fake() -> AsyncIterator[Fake]:
 
 
 def test_dicts_in_the_json_mapping_become_requests() -> None:
-    request = to_submit_request(EXAMPLE)
+    request = to_submit_request(EXAMPLE_JOB)
     assert request.priority == job_pb2.PRIORITY_HIGH
     assert request.max_attempts == 3
     assert request.browser.steps[2].click.target.fallbacks == ["#submit"]
@@ -304,12 +289,12 @@ def test_a_bad_dict_is_a_value_error_naming_the_field() -> None:
 
 async def test_submit_sends_the_request_and_the_api_key(fake: Fake) -> None:
     async with AsyncConveyorClient(fake.target, api_key="k-123") as client:
-        response = await client.submit(EXAMPLE)
+        response = await client.submit(EXAMPLE_JOB)
         assert (response.id, response.position) == ("job-1", 1)
         many = await client.submit_many([{"noop": {}}, {"noop": {"sleep": "1s"}}])
         assert [r.id for r in many.results] == ["batch-0", "batch-1"]
         assert not many.errors
-    assert fake.jobs.submitted[0] == to_submit_request(EXAMPLE)
+    assert fake.jobs.submitted[0] == to_submit_request(EXAMPLE_JOB)
     assert fake.jobs.metadata[0]["authorization"] == "Bearer k-123"
     assert fake.jobs.metadata[0]["user-agent"].startswith("conveyor-python/")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from clients.demo import example_job
 from conveyor.processes import descendants
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
@@ -23,17 +24,7 @@ pb = job_service_pb2
 
 def design_example(pages_url: str, queue: str) -> dict[str, Any]:
     """DESIGN.md's example request, as grpcurl would send it, aimed at a test page."""
-    return {
-        "queue": queue, "priority": "PRIORITY_HIGH", "maxAttempts": 3,
-        "browser": {"steps": [
-            {"navigate": {"url": f"{pages_url}/form.html"}},
-            {"fill": {"target": {"selector": "#name"}, "text": "Ada"}},
-            {"click": {"target": {"selector": "#missing", "fallbacks": ["#submit"]}}},
-            {"expect": {"target": {"selector": "#out"}, "textContains": "Hello Ada"}},
-            {"extract": {"target": {"selector": "#out"}, "key": "greeting"}},
-            {"screenshot": {"fullPage": True}},
-        ]},
-    }
+    return {**example_job(f"{pages_url}/form.html"), "queue": queue}
 
 
 async def test_design_example_job_completes_watched_from_start_to_end(
