@@ -17,6 +17,7 @@ from google.rpc import code_pb2
 
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.processes import pid_alive, process_start_time, process_table, read_process
+from conveyor.v1 import job_pb2
 from executor.browser.browser_dirs import MARKER_FILE, SCRATCH_PREFIX, scratch_root
 from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskFailed, BrowserTaskRunner
@@ -40,6 +41,24 @@ async def make_pool(tmp_path: Path) -> AsyncIterator[PoolFactory]:
     yield make
     for pool in made:
         await pool.close()
+
+
+def start_stuck_job(runner: BrowserTaskRunner, pages_url: str) -> tuple[asyncio.Task[job_pb2.JobResult], asyncio.Event]:
+    """A job that waits 30 s in its second step for an element its page never shows,
+    and the event set once it is in that step."""
+    in_long_step = asyncio.Event()
+
+    async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
+        if step_index == 1:
+            in_long_step.set()
+
+    task = browser_task(
+        [
+            {"navigate": {"url": f"{pages_url}/late.html?delay=60000"}},
+            {"timeout": "30s", "wait": {"target": {"selector": "#late"}}},
+        ]
+    )
+    return asyncio.create_task(runner.run(new_job_id(), task, report)), in_long_step
 
 
 def runner_for(pool: BrowserPool, tmp_path: Path) -> BrowserTaskRunner:
@@ -133,19 +152,7 @@ async def test_killed_browser_fails_the_job_retryably_and_is_relaunched(
     pool = make_pool(max_concurrent_browsers=1)
     await pool.start()
     runner = runner_for(pool, tmp_path)
-    in_long_step = asyncio.Event()
-
-    async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
-        if step_index == 1:
-            in_long_step.set()
-
-    task = browser_task(
-        [
-            {"navigate": {"url": f"{pages_url}/late.html?delay=60000"}},
-            {"timeout": "30s", "wait": {"target": {"selector": "#late"}}},
-        ]
-    )
-    job = asyncio.create_task(runner.run(new_job_id(), task, report))
+    job, in_long_step = start_stuck_job(runner, pages_url)
     async with asyncio.timeout(20):
         await in_long_step.wait()
         (main_pid,) = pool.browser_main_pids()
@@ -288,19 +295,7 @@ async def test_dead_playwright_driver_is_restarted(
     pool = make_pool(max_concurrent_browsers=1)
     await pool.start()
     runner = runner_for(pool, tmp_path)
-    in_long_step = asyncio.Event()
-
-    async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
-        if step_index == 1:
-            in_long_step.set()
-
-    task = browser_task(
-        [
-            {"navigate": {"url": f"{pages_url}/late.html?delay=60000"}},
-            {"timeout": "30s", "wait": {"target": {"selector": "#late"}}},
-        ]
-    )
-    job = asyncio.create_task(runner.run(new_job_id(), task, report))
+    job, in_long_step = start_stuck_job(runner, pages_url)
     async with asyncio.timeout(20):
         await in_long_step.wait()
         (main_pid,) = pool.browser_main_pids()
