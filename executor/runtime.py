@@ -59,8 +59,8 @@ class ExecutorRuntime:
         #: Jobs claimed as their message was taken off the queue (the consumer's
         #: take), by (job id, attempt), waiting for their actor to run them.
         self.taken: dict[tuple[str, int], Claim] = {}
-        #: Where finished deliveries' message ids go once the store acknowledged them
-        #: (the transport's `acked_by_store`, so the consumer's own ack skips them).
+        #: The message ids of deliveries the store acknowledged as it finished their
+        #: jobs (the consumer acknowledges the others itself).
         self.acked_by_store: set[str] = set()
         self.stall_ms = int(settings.stall_timeout_seconds * 1000)
         self._tasks: list[asyncio.Task[None]] = []

@@ -4,6 +4,8 @@ the next executor; a dead worker process is restarted by its supervisor."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import signal
@@ -11,13 +13,22 @@ import time
 from collections.abc import Callable
 
 import grpc
+from dramatiq.message import Message
 
 from conveyor.processes import pid_alive
-from conveyor.transport import transport_namespace
+from conveyor.transport import RUN_JOB_ACTOR, TRANSPORT_QUEUE, make_broker, transport_namespace
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.grpc_helpers import submit_request, wait_state
 from tests.support.processes import Process, Stack, wait_for
+
+
+def log_lines(process: Process) -> list[dict[str, object]]:
+    lines = []
+    for line in process.log().splitlines():
+        with contextlib.suppress(ValueError):
+            lines.append(json.loads(line))
+    return lines
 
 
 def worker_pids(executor: Process) -> list[int]:
@@ -64,11 +75,11 @@ async def test_supervisor_restarts_a_dead_worker_and_its_job_recovers(make_stack
 
 
 async def test_an_executor_keeps_its_dramatiq_heartbeat_fresh_busy_or_idle(make_stack: Callable[..., Stack]) -> None:
-    """The store takes and acknowledges the executor's messages, so the executor's
-    queue consumer never runs Dramatiq's own script (its worker heartbeat; its
-    clean-up of dead workers' messages); the delay-queue consumer does, about once a
-    second, busy or idle. A stale heartbeat would let another worker's clean-up hand
-    this one's messages to others."""
+    """The executor's consumer takes messages with Conveyor's own script, which beats
+    the worker's Dramatiq heartbeat, at least once a second while idle (it blocks on
+    the wake list for a second at most); a busy worker takes nothing, and its store
+    heartbeat beats it instead. A stale heartbeat would let the store's reap (or
+    Dramatiq's own maintenance) hand this worker's outstanding deliveries to others."""
     s = make_stack(CONVEYOR_EXECUTOR_SLOTS="1")
     s.start_gateway()
     s.start_executor()
@@ -91,3 +102,31 @@ async def test_an_executor_keeps_its_dramatiq_heartbeat_fresh_busy_or_idle(make_
         beats_on()  # its one slot busy
         await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_COMPLETED})
         beats_on()  # idle
+
+
+async def test_a_duplicate_delivery_sent_with_dramatiqs_own_api_runs_nothing(make_stack: Callable[..., Stack]) -> None:
+    """Delivery is at least once. A second delivery of an attempt that already ran
+    (sent here with Dramatiq's own API, as any redelivery would come) is taken by the
+    executor, its claim refused, and acknowledged: the job is unchanged, and none of
+    Dramatiq's bookkeeping is left behind."""
+    s = make_stack()
+    s.start_gateway()
+    executor = s.start_executor()
+    ns = transport_namespace(s.prefix)
+    r = s.redis()
+    broker = make_broker(s.redis_url, s.prefix)
+    async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+        jobs = JobServiceStub(ch)
+        sub = await jobs.SubmitJob(submit_request({"noop": {}}))
+        done = await wait_state(jobs, sub.id, {job_pb2.JOB_STATE_COMPLETED})
+        broker.enqueue(Message(queue_name=TRANSPORT_QUEUE, actor_name=RUN_JOB_ACTOR, args=(sub.id, 1),
+                               kwargs={}, options={}))
+        skipped = {"event": "delivery skipped", "job_id": sub.id, "attempt": 1, "reason": "state COMPLETED"}
+        wait_for(lambda: any(skipped.items() <= line.items() for line in log_lines(executor)),
+                 10, "the executor to take the duplicate delivery and skip it")
+        wait_for(lambda: r.hlen(f"{ns}:{TRANSPORT_QUEUE}.msgs") == 0, 5, "the duplicate delivery to be acknowledged")
+        assert r.llen(f"{ns}:{TRANSPORT_QUEUE}") == 0
+        assert all(r.scard(key) == 0 for key in r.scan_iter(f"{ns}:__acks__.*"))
+        after = (await jobs.GetJob(job_service_pb2.GetJobRequest(id=sub.id))).job
+        assert (after.state, after.attempt, after.end_time) == (done.state, 1, done.end_time)
+    broker.close()

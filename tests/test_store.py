@@ -13,7 +13,7 @@ from dramatiq.message import Message
 
 from conveyor.errors import FailedPrecondition, NotFound
 from conveyor.store.job_store import JobStore
-from conveyor.store.records import NewJob, Priority, State
+from conveyor.store.records import NewJob, Priority, State, TakenMessage
 
 
 def new(queue: str = "default", priority: Priority = Priority.NORMAL, *, run_at_ms: int = 0,
@@ -204,15 +204,11 @@ async def test_hand_over_writes_a_dramatiq_message_and_finish_refills_the_slot(s
 
 
 async def test_take_claims_as_it_takes_skips_stale_deliveries_and_finish_acknowledges(
-    store: JobStore, redis_url: str
+    store: JobStore,
 ) -> None:
     """The executor's consumer takes messages and claims their jobs in one script; a
-    stale delivery is acknowledged there and never reaches a worker thread; finishing
+    stale delivery is acknowledged there and never reaches an actor; finishing
     the job acknowledges its delivery, leaving none of Dramatiq's bookkeeping behind."""
-    import redis
-
-    from conveyor.store.claim_taker import ClaimTaker
-
     stale, fresh = new(), new()
     await store.submit(stale)
     await store.submit(fresh)
@@ -224,15 +220,11 @@ async def test_take_claims_as_it_takes_skips_stale_deliveries_and_finish_acknowl
     a = store.policy
     queue_key = f"{a.transport_namespace}:{a.transport_queue}"
     acks = f"{a.transport_namespace}:__acks__.w1.{a.transport_queue}"
-    sync = redis.Redis.from_url(redis_url)
-    try:
-        taken = ClaimTaker(sync, store.prefix, a).take(10, "w1", "ex", 10_000)
-    finally:
-        sync.close()
-    assert len(taken) == 1
-    claim = taken[0].claim
+    taken = await store.take(10, "w1", 10_000)
+    assert taken.popped == 2 and len(taken.messages) == 1
+    claim = taken.messages[0].claim
     assert claim is not None and claim.job_id == fresh.id and claim.attempt == 1 and claim.kind == "noop"
-    assert Message.decode(taken[0].data).args == (fresh.id, 1)
+    assert Message.decode(taken.messages[0].data).args == (fresh.id, 1)
     job = await store.get(fresh.id)
     assert job.state is State.ACTIVE and job.attempt == 1
     # Only the taken delivery is outstanding; the stale one is acknowledged and gone.
@@ -244,6 +236,66 @@ async def test_take_claims_as_it_takes_skips_stale_deliveries_and_finish_acknowl
     assert await store.client.scard(acks) == 0
     assert await store.client.hlen(f"{queue_key}.msgs") == 0
     await assert_counters_match(store, "default")
+
+
+async def test_reap_hands_a_dead_workers_outstanding_deliveries_back_to_the_queue(store: JobStore) -> None:
+    """Dramatiq's own maintenance, done by reap: a worker whose Dramatiq heartbeat is
+    older than the worker time-out died with its deliveries outstanding, and they go
+    back to the queue; taken again, a hand-over whose job the dead worker had claimed
+    is refused as stale and acknowledged (the store recovers the job by its own
+    deadline). A live worker's deliveries stay where they are."""
+    policy = replace(store.policy, worker_timeout_ms=300)
+    quick = JobStore(store.client, store.prefix, policy)
+    ns, q = policy.transport_namespace, policy.transport_queue
+    jobs = [new(), new()]
+    for job in jobs:
+        await quick.submit(job)
+    await register(quick, 2)
+    assert len(await quick.dispatch(10)) == 2
+    dead = await quick.take(1, "dead", 60_000)
+    assert len(dead.messages) == 1
+    dead_claim = dead.messages[0].claim
+    assert dead_claim is not None
+
+    async def live_takes_and_reaps() -> bool:
+        # The live worker beats (its take); the dead one does not.
+        taken = await quick.take(1, "live", 60_000)
+        live_messages.extend(taken.messages)
+        await quick.reap(b"lost")
+        return bool(await store.client.llen(f"{ns}:{q}"))
+
+    live_messages: list[TakenMessage] = []
+    deadline = asyncio.get_running_loop().time() + 5
+    while not await live_takes_and_reaps():
+        assert asyncio.get_running_loop().time() < deadline, "the dead worker's delivery was never handed back"
+        await asyncio.sleep(0.05)
+    assert await store.client.exists(f"{ns}:__acks__.dead.{q}") == 0
+    assert await store.client.zscore(f"{ns}:__heartbeats__", "dead") is None
+    assert len(live_messages) == 1 and live_messages[0].claim is not None
+    assert await store.client.smembers(f"{ns}:__acks__.live.{q}") == {live_messages[0].message_id.encode()}
+
+    again = await quick.take(10, "other", 60_000)
+    assert again.popped == 1 and again.messages == []  # its job is ACTIVE: refused, acknowledged
+    assert [k.decode() for k in await store.client.hkeys(f"{ns}:{q}.msgs")] == [live_messages[0].message_id]
+    record = await store.get(dead_claim.job_id)
+    assert record.state is State.ACTIVE and record.attempt == 1
+
+
+async def test_ack_acknowledges_a_delivery_that_no_finish_did(store: JobStore) -> None:
+    """A delivery whose actor ran nothing (a refused claim, a job no longer the
+    executor's) leaves Dramatiq's bookkeeping once the consumer acknowledges it."""
+    job = new()
+    await store.submit(job)
+    await register(store, 1)
+    assert len(await store.dispatch(10)) == 1
+    taken = await store.take(1, "w1", 60_000)
+    (message,) = taken.messages
+    ns, q = store.policy.transport_namespace, store.policy.transport_queue
+    assert await store.client.scard(f"{ns}:__acks__.w1.{q}") == 1
+    await store.ack("w1", message.message_id)
+    assert await store.client.scard(f"{ns}:__acks__.w1.{q}") == 0
+    assert await store.client.hlen(f"{ns}:{q}.msgs") == 0
+    await store.ack("w1", message.message_id)  # twice: nothing left to do, no error
 
 
 async def test_attempts_that_end_together_finish_in_one_script_each_as_if_alone(store: JobStore) -> None:

@@ -25,6 +25,7 @@ from conveyor.errors import (
 )
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
+    TAKE_STRIDE,
     Claim,
     Delivery,
     EventRecord,
@@ -38,6 +39,8 @@ from conveyor.store.records import (
     State,
     StorePolicy,
     Submitted,
+    Taken,
+    TakenMessage,
 )
 from conveyor.store.scripts import register_scripts
 
@@ -327,10 +330,36 @@ class JobStore:
         return int(await self._run("promote", max_jobs))
 
     async def reap(self, lost_error: bytes, max_jobs: int = 1000) -> tuple[int, int]:
-        requeued, failed = await self._run("reap", max_jobs, lost_error, *self.policy.args())
+        """Recover what dead executors left: jobs past their hand-over or stall deadline
+        (requeued or failed; the counts are returned), and the deliveries of transport
+        workers whose Dramatiq heartbeat went stale (back to the queue)."""
+        requeued, failed = await self._run(
+            "reap", max_jobs, lost_error, self.policy.worker_timeout_ms, *self.policy.args()
+        )
         return int(requeued), int(failed)
 
     # ---- executor side ----------------------------------------------------------------
+
+    async def take(self, count: int, worker_id: str, stall_timeout_ms: int) -> Taken:
+        """Up to `count` messages off the transport queue for the executor worker
+        `worker_id`, their jobs claimed by it. Stale and duplicate deliveries are
+        acknowledged in the script and left out (but counted as popped)."""
+        flat = await self._run("take", count, worker_id, stall_timeout_ms, *self.policy.args())
+        messages: list[TakenMessage] = []
+        for i in range(1, len(flat), TAKE_STRIDE):
+            data, message_id, ok = flat[i], flat[i + 1].decode(), int(flat[i + 2])
+            claim = None
+            if ok == 1:
+                job_id, attempt, _ = message_id.rsplit("-", 2)
+                claim = Claim.from_reply(
+                    job_id, int(attempt), flat[i + 2:i + TAKE_STRIDE], Delivery(worker_id, message_id)
+                )
+            messages.append(TakenMessage(data, message_id, claim))
+        return Taken(int(flat[0]), messages)
+
+    async def ack(self, worker_id: str, message_id: str) -> None:
+        """Acknowledge a delivery that no finish acknowledged (see ack.lua)."""
+        await self._run("ack", worker_id, message_id, *self.policy.args())
 
     async def claim(self, job_id: str, attempt: int, executor_id: str, stall_timeout_ms: int) -> Claim | str:
         """The claim, or the reason there is none (a duplicate or stale delivery)."""
@@ -353,7 +382,10 @@ class JobStore:
         flat: list[Any] = []
         for job_id, attempt in running:
             flat += [job_id, attempt]
-        reply = await self._run("heartbeat", executor_id, slots, ttl_ms, stall_timeout_ms, json.dumps(info), *flat)
+        reply = await self._run(
+            "heartbeat", executor_id, slots, ttl_ms, stall_timeout_ms, json.dumps(info),
+            self.policy.transport_namespace, *flat,
+        )
         return [r.decode() for r in reply]
 
     async def report_progress(

@@ -259,6 +259,9 @@ class StorePolicy:
     keep_completed: int = 100
     keep_failed: int = 200
     max_age_ms: int = 7 * 24 * 3600 * 1000
+    #: A transport worker (an executor worker process) whose Dramatiq heartbeat is
+    #: older than this is dead: its outstanding deliveries go back to the queue.
+    worker_timeout_ms: int = 15_000
 
     def args(self, max_jobs: int | None = None) -> list[str | int]:
         """The policy arguments of the Lua scripts (transport_args in lua/_lib.lua)."""
@@ -323,6 +326,30 @@ class Claim:
         """From claim_job's reply in lua/_lib.lua: {1, spec, timeout_ms, limit, kind, queue}."""
         _, spec, timeout_ms, limit, kind, queue = reply
         return cls(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode(), queue.decode(), delivery)
+
+
+#: Entries per message in take.lua's reply.
+TAKE_STRIDE = 8
+
+
+@dataclass(frozen=True)
+class TakenMessage:
+    """A message taken off the transport queue: its data and Redis message id, and
+    the claim of its job (None for a message that is not a hand-over: its actor then
+    claims the job itself)."""
+
+    data: bytes
+    message_id: str
+    claim: Claim | None
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What one take got: the messages it popped (stale deliveries among them were
+    acknowledged and left out of `messages`)."""
+
+    popped: int
+    messages: list[TakenMessage]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from redis.commands.core import AsyncScript
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = (
-    "submit", "dispatch", "claim", "heartbeat", "progress", "finish",
+    "submit", "dispatch", "take", "claim", "ack", "heartbeat", "progress", "finish",
     "cancel", "retry", "promote", "reap", "get",
     "queue_update", "clean", "retry_failed",
     "schedule_create", "schedule_fire", "schedule_delete", "schedule_pause", "schedule_resume",

@@ -1,20 +1,23 @@
--- An executor's heartbeat: registers it with its slots, and keeps its running jobs
--- from being taken for stalled.
--- ARGV: prefix, executor id, slots, ttl ms, stall ms, info json, then id, attempt pairs
+-- An executor's heartbeat: registers it with its slots, keeps its running jobs from
+-- being taken for stalled, and beats its Dramatiq worker heartbeat (the executor id is
+-- its Dramatiq worker id: see reap.lua for what a stale one means).
+-- ARGV: prefix, executor id, slots, ttl ms, stall ms, info json, Dramatiq namespace,
+-- then id, attempt pairs
 -- Returns the ids among those that the executor should stop: cancel asked, or no
 -- longer its own (recovered as stalled, deleted).
 local executor, slots = ARGV[2], ARGV[3]
 local ttl_ms, stall_ms, info = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local now = now_ms()
 redis.call('ZADD', K_EXECUTORS, int(now + ttl_ms), executor)
+redis.call('ZADD', ARGV[7] .. ':__heartbeats__', int(now), executor)
 local kx = P .. ':executor:' .. executor
 local running = {}
-for i = 7, #ARGV, 2 do running[#running + 1] = ARGV[i] end
+for i = 8, #ARGV, 2 do running[#running + 1] = ARGV[i] end
 redis.call('HSET', kx, 'slots', slots, 'info', info, 'seen', int(now), 'jobs', cjson.encode(running))
 redis.call('PEXPIRE', kx, int(ttl_ms * 10))
 refresh_capacity(now)
 local stop = {}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local id, attempt = ARGV[i], ARGV[i + 1]
   local kj = k_job(id)
   local state, cur, worker, cancel = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'worker', 'cancel'))

@@ -2,13 +2,27 @@
 --   handed over but never claimed -> back in line, at its old place;
 --   ACTIVE with no heartbeat (its executor died) -> back in line at its old place
 --   while attempts remain, else FAILED; CANCELLED if a cancel was asked.
--- ARGV: prefix, max jobs, serialized error for lost executors, then the policy
--- arguments. Returns {requeued, failed}.
-local limit, payload = tonumber(ARGV[2]), ARGV[3]
-local t = transport_args(4)
+-- And Dramatiq's own maintenance, for the transport queue: a worker whose Dramatiq
+-- heartbeat is older than the worker time-out died with its deliveries outstanding;
+-- they go back to the queue, as Dramatiq hands back a dead worker's messages. (A
+-- hand-over's job is recovered by its own deadline above; its message, taken again,
+-- is then refused as stale and acknowledged.)
+-- ARGV: prefix, max jobs, serialized error for lost executors, worker time-out ms,
+-- then the policy arguments. Returns {requeued, failed}.
+local limit, payload, worker_timeout_ms = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local t = transport_args(5)
 local now = now_ms()
 local requeued, failed = 0, 0
 refresh_capacity(now)
+local beats, qkey = t.ns .. ':__heartbeats__', t.ns .. ':' .. t.queue
+for _, worker in ipairs(redis.call('ZRANGEBYSCORE', beats, '-inf', now - worker_timeout_ms, 'LIMIT', 0, limit)) do
+  local acks = dramatiq_acks(t, worker)
+  for _, mid in ipairs(redis.call('SMEMBERS', acks)) do
+    if redis.call('HEXISTS', qkey .. '.msgs', mid) == 1 then redis.call('RPUSH', qkey, mid) end
+  end
+  redis.call('DEL', acks)
+  redis.call('ZREM', beats, worker)
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT', 0, limit)) do
   local kj = k_job(id)
   local state, q, attempt, limit_a, cancel, handed = unpack(redis.call('HMGET', kj,

@@ -1,24 +1,26 @@
--- An executor's consumer takes up to `count` handed-over messages off the Dramatiq
--- queue and claims their jobs, in one step: Dramatiq's fetch (its heartbeat, pop,
--- ack set, message hash; see dispatch.lua in Dramatiq) followed by claim_job for each.
+-- An executor worker takes up to `count` handed-over messages off the Dramatiq queue
+-- and claims their jobs, in one step: Dramatiq's fetch (its heartbeat, pop, ack set,
+-- message hash; see dispatch.lua in Dramatiq) followed by claim_job for each.
 -- A message whose claim is refused (a duplicate or stale delivery) is acknowledged
 -- here and not returned, so a stale delivery costs the executor nothing.
--- ARGV: prefix, count, Dramatiq worker id, executor id, stall timeout ms, then the
+-- ARGV: prefix, count, worker id (the executor worker: Dramatiq's worker id for the
+-- ack set and heartbeat, and the claimant of the jobs), stall timeout ms, then the
 -- policy arguments (see transport_args).
--- Returns a flat list, 8 entries per message: data, message id, then
--- 1, spec, timeout_ms, limit, kind, queue for a claimed job, or 0 and five empty
--- strings for a message that is not a hand-over (the actor then claims it itself).
-local count, worker, executor, stall_ms = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-local t = transport_args(6)
+-- Returns the number of messages popped, then 8 entries per message returned: data,
+-- message id, then 1, spec, timeout_ms, limit, kind, queue for a claimed job, or 0
+-- and five empty strings for a message that is not a hand-over (its actor then claims
+-- the job itself).
+local count, worker, stall_ms = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local t = transport_args(5)
 local now = now_ms()
 local qkey = t.ns .. ':' .. t.queue
 redis.call('ZADD', t.ns .. ':__heartbeats__', int(now), worker)
 local acks = dramatiq_acks(t, worker)
 local mids = redis.call('LPOP', qkey, count)
-if not mids then return {} end
+if not mids then return {0} end
 redis.call('SADD', acks, unpack(mids))
 local datas = redis.call('HMGET', qkey .. '.msgs', unpack(mids))
-local out = {}
+local out = {#mids}
 for i, mid in ipairs(mids) do
   local data = datas[i]
   if data then
@@ -26,7 +28,7 @@ for i, mid in ipairs(mids) do
     if not id then
       for _, v in ipairs({data, mid, 0, '', '', '', '', ''}) do out[#out + 1] = v end
     else
-      local claim = claim_job(id, tonumber(attempt), executor, stall_ms, now)
+      local claim = claim_job(id, tonumber(attempt), worker, stall_ms, now)
       if claim[1] == 1 then
         out[#out + 1] = data
         out[#out + 1] = mid
