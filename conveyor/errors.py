@@ -57,3 +57,7 @@ class ResourceExhausted(ConveyorError):
 
 class Unavailable(ConveyorError):
     reason = "UNAVAILABLE"
+
+
+class OutOfRange(ConveyorError):
+    reason = "OUT_OF_RANGE"

@@ -20,6 +20,7 @@ from conveyor.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     ResourceExhausted,
     Unavailable,
 )
@@ -34,6 +35,7 @@ CODES: dict[type[ConveyorError], int] = {
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     Unavailable: code_pb2.UNAVAILABLE,
+    OutOfRange: code_pb2.OUT_OF_RANGE,
 }
 
 

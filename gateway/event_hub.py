@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from conveyor.errors import OutOfRange
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import EventRecord
 
@@ -211,11 +212,21 @@ async def follow(
     (subscribed before the caller read anything), replaying again across any gap or
     overflow. Yields an empty batch after `heartbeat` seconds of quiet. Serves
     WatchJob (per-job sequences) and WatchQueue (per-queue sequences); `replay`
-    returns a page of the events after a sequence (empty once there are none)."""
+    returns a page of the events after a sequence (empty once there are none).
+
+    Raises OutOfRange, rather than skip, when the events right after `last` are no
+    longer kept (a queue's stream keeps its newest ~100,000): a watcher that asked to
+    resume there, or fell that far behind, must know that it missed some."""
 
     async def catch_up() -> AsyncIterator[list[EventRecord]]:
         nonlocal last
         while page := await replay(last):
+            oldest = sequence_of(page[0])
+            if oldest > last + 1:
+                raise OutOfRange(
+                    f"the events after sequence {last} are no longer kept; the oldest kept is {oldest}",
+                    reason="EVENTS_TRIMMED", metadata={"after_sequence": str(last), "oldest_sequence": str(oldest)},
+                )
             yield page
             last = sequence_of(page[-1])
 

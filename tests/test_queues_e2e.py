@@ -12,6 +12,7 @@ from google.protobuf import json_format
 
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore, connect
+from conveyor.store.keys import Keys
 from conveyor.transport import store_policy
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
@@ -254,6 +255,48 @@ async def test_watch_queue_replays_a_long_backlog_whole(
         assert sequences == list(range(1, total + 1))
     finally:
         await queues.ResumeQueue(qpb.ResumeQueueRequest(queue=q))
+
+
+async def test_watch_queue_refuses_to_skip_events_no_longer_kept(
+    stubs: list[tuple[JobServiceStub, QueueServiceStub]], pair: Stack,
+) -> None:
+    """A queue keeps its newest 100,000 events. A watcher resuming before them gets
+    OUT_OF_RANGE naming the oldest kept sequence, never a stream with a hole in it;
+    resuming from there works. (The stream is trimmed here with XTRIM, as retention
+    would trim it: 100,000 events are too many to make in a test.)"""
+    (jobs, queues), _ = stubs
+    q = unique_queue("trimmed")
+    batch = await jobs.SubmitJobs(pb.SubmitJobsRequest(requests=[submit_request({"queue": q, "noop": {}})] * 5))
+    for result in batch.results:
+        await wait_state(jobs, result.id, {job_pb2.JOB_STATE_COMPLETED})
+    total = (await queues.GetQueue(qpb.GetQueueRequest(queue=q))).queue.last_sequence
+    assert total == 15
+    r = pair.redis()
+    r.xtrim(Keys(pair.prefix).queue_events(q), minid="0-7", approximate=False)  # events 1..6 are gone
+
+    async def watch_from(after: int) -> None:
+        async for _ in queues.WatchQueue(qpb.WatchQueueRequest(queue=q, after_sequence=after)):
+            pass
+
+    for after in (0, 2, 5):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(watch_from(after), 10)
+        assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        info = error_info(err.value)
+        assert info.reason == "EVENTS_TRIMMED"
+        assert dict(info.metadata) == {"after_sequence": str(after), "oldest_sequence": "7"}
+
+    sequences: list[int] = []
+
+    async def follow() -> None:
+        async for msg in queues.WatchQueue(qpb.WatchQueueRequest(queue=q, after_sequence=6)):
+            if msg.WhichOneof("kind") == "event":
+                sequences.append(msg.event.queue_sequence)
+                if msg.event.queue_sequence == total:
+                    return
+
+    await asyncio.wait_for(follow(), 20)
+    assert sequences == list(range(7, total + 1))
 
 
 async def test_watch_queue_in_batches_carries_every_event_in_order(

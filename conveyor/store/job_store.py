@@ -199,7 +199,7 @@ class JobStore:
         ]
 
     async def queue_events_after(self, queue: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
-        """A queue's events after a queue sequence (the stream keeps the last ~10,000)."""
+        """A queue's events after a queue sequence (the stream keeps the newest ~100,000)."""
         rows = await self.client.xrange(self.keys.queue_events(queue), f"(0-{after_sequence}", "+", count=count)
         return [_stream_event(fields) for _, fields in rows]
 

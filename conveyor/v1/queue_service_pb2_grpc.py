@@ -137,7 +137,10 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchQueue(self, request, context):
-        """Every event of the queue's jobs, in order; resumable with after_sequence.
+        """Every event of the queue's jobs, in order; resumable with after_sequence. A queue
+        keeps its newest 100,000 events: resuming before them, or falling that far behind,
+        ends the stream with OUT_OF_RANGE (ErrorInfo reason EVENTS_TRIMMED, metadata
+        oldest_sequence) rather than skip any.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

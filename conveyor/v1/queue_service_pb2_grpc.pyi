@@ -51,7 +51,11 @@ class QueueServiceStub:
     RetryFailedJobs: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.RetryFailedJobsRequest, _queue_service_pb2.RetryFailedJobsResponse]
     """Give every FAILED job of the queue a fresh set of attempts."""
     WatchQueue: _grpc.UnaryStreamMultiCallable[_queue_service_pb2.WatchQueueRequest, _queue_service_pb2.WatchQueueResponse]
-    """Every event of the queue's jobs, in order; resumable with after_sequence."""
+    """Every event of the queue's jobs, in order; resumable with after_sequence. A queue
+    keeps its newest 100,000 events: resuming before them, or falling that far behind,
+    ends the stream with OUT_OF_RANGE (ErrorInfo reason EVENTS_TRIMMED, metadata
+    oldest_sequence) rather than skip any.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListWorkersRequest, _queue_service_pb2.ListWorkersResponse]
     """The executors alive now."""
 
@@ -78,7 +82,11 @@ class QueueServiceAsyncStub(QueueServiceStub):
     RetryFailedJobs: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RetryFailedJobsRequest, _queue_service_pb2.RetryFailedJobsResponse]  # type: ignore[assignment]
     """Give every FAILED job of the queue a fresh set of attempts."""
     WatchQueue: _aio.UnaryStreamMultiCallable[_queue_service_pb2.WatchQueueRequest, _queue_service_pb2.WatchQueueResponse]  # type: ignore[assignment]
-    """Every event of the queue's jobs, in order; resumable with after_sequence."""
+    """Every event of the queue's jobs, in order; resumable with after_sequence. A queue
+    keeps its newest 100,000 events: resuming before them, or falling that far behind,
+    ends the stream with OUT_OF_RANGE (ErrorInfo reason EVENTS_TRIMMED, metadata
+    oldest_sequence) rather than skip any.
+    """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListWorkersRequest, _queue_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """The executors alive now."""
 
@@ -150,7 +158,11 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.WatchQueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_queue_service_pb2.WatchQueueResponse], _abc.AsyncIterator[_queue_service_pb2.WatchQueueResponse]]:
-        """Every event of the queue's jobs, in order; resumable with after_sequence."""
+        """Every event of the queue's jobs, in order; resumable with after_sequence. A queue
+        keeps its newest 100,000 events: resuming before them, or falling that far behind,
+        ends the stream with OUT_OF_RANGE (ErrorInfo reason EVENTS_TRIMMED, metadata
+        oldest_sequence) rather than skip any.
+        """
 
     @_abc_1.abstractmethod
     def ListWorkers(

@@ -3,7 +3,7 @@
 -- States are the proto names without the JOB_STATE_ prefix.
 
 local P = ARGV[1]
-local QUEUE_EVENTS_MAXLEN = 10000  -- per-queue stream (read by the gateways' event hubs; WatchQueue replay)
+local QUEUE_EVENTS_MAXLEN = 100000  -- per-queue stream (read by the gateways' event hubs; WatchQueue replay)
 local PRIORITY_SHIFT = 17592186044416  -- 2^44: waiting score = priority * 2^44 + FIFO counter
 
 local function k_job(id) return P .. ':job:' .. id end
