@@ -153,6 +153,20 @@ async def test_request_id_is_idempotent(store: JobStore) -> None:
     assert q.counts.waiting == 1
 
 
+async def test_a_create_sent_again_answers_with_the_job_it_made(store: JobStore) -> None:
+    """What a client retrying after a lost reply does (the store client sends a script
+    again on a new connection when its own died): the same job, counted once."""
+    job = new()
+    first = await store.submit(job)
+    again = await store.submit(job)
+    assert (again.id, again.existing, again.position) == (first.id, True, first.position)
+    (twice,) = await store.submit_many([job])
+    assert not isinstance(twice, Exception) and twice.existing
+    q = await store.get_queue("default")
+    assert q.counts.waiting == 1
+    await assert_counters_match(store, "default")
+
+
 async def test_cancel_and_retry_refuse_wrong_states(store: JobStore) -> None:
     job = new()
     await store.submit(job)

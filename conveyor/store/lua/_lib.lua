@@ -286,6 +286,12 @@ local function dedup_key(owner, q, key) return P .. ':dedup:' .. owner .. ':' ..
 -- 'duplicate:<id>' when a deduplication key refuses the job.
 local function create_job(j, spec, now)
   local id, q, owner = j.id, j.queue, j.owner
+  -- The id is the caller's: a create sent again (a client retrying after a lost
+  -- reply) answers with the job it made the first time.
+  if redis.call('EXISTS', k_job(id)) == 1 then
+    local eq = hget(k_job(id), 'queue')
+    return {id, hget(k_job(id), 'state'), position(id, eq), 1}
+  end
   local k_req
   if j.request_id and j.request_id ~= '' then
     k_req = P .. ':req:' .. owner .. ':' .. j.request_id
