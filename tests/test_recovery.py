@@ -11,8 +11,10 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
+import pytest
 from dramatiq.message import Message
 
 from conveyor.processes import pid_alive
@@ -20,7 +22,7 @@ from conveyor.transport import RUN_JOB_ACTOR, TRANSPORT_QUEUE, make_broker, tran
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.grpc_helpers import submit_request, wait_state
-from tests.support.processes import Process, Stack, wait_for
+from tests.support.processes import Process, Stack, stack_env, start_redis, wait_for
 
 
 def log_lines(process: Process) -> list[dict[str, object]]:
@@ -130,3 +132,43 @@ async def test_a_duplicate_delivery_sent_with_dramatiqs_own_api_runs_nothing(mak
         after = (await jobs.GetJob(job_service_pb2.GetJobRequest(id=sub.id))).job
         assert (after.state, after.attempt, after.end_time) == (done.state, 1, done.end_time)
     broker.close()
+
+
+async def test_gateway_and_executor_ride_out_a_redis_restart(tmp_path: Path) -> None:
+    """Redis goes away and comes back (its AOF keeps the data): the gateway answers
+    UNAVAILABLE meanwhile, then serves again, and the executor takes up work again,
+    without either being restarted; nothing submitted before is lost."""
+    redis_dir = tmp_path / "redis"
+    redis_proc, url = start_redis(redis_dir, appendonly=True)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    s = Stack(url, stack_env(url, tmp_path / "data"), tmp_path / "logs")
+    try:
+        s.start_gateway()
+        executor = s.start_executor()
+        async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+            jobs = JobServiceStub(ch)
+            before = await jobs.SubmitJob(submit_request({"noop": {}}))
+            await wait_state(jobs, before.id, {job_pb2.JOB_STATE_COMPLETED})
+
+            redis_proc.stop()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await jobs.SubmitJob(submit_request({"noop": {}}))
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            redis_proc, _ = start_redis(redis_dir, port=port, appendonly=True)
+
+            async def submit_when_back() -> str:
+                while True:
+                    try:
+                        return str((await jobs.SubmitJob(submit_request({"noop": {}}))).id)
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                        await asyncio.sleep(0.2)
+
+            after = await asyncio.wait_for(submit_when_back(), 15)
+            await wait_state(jobs, after, {job_pb2.JOB_STATE_COMPLETED}, timeout=20)
+            kept = (await jobs.GetJob(job_service_pb2.GetJobRequest(id=before.id))).job
+            assert kept.state == job_pb2.JOB_STATE_COMPLETED
+            assert executor.alive() and s.gateway is not None and s.gateway.alive()
+    finally:
+        s.stop()
+        redis_proc.stop()

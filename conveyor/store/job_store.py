@@ -13,7 +13,11 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import (
     AlreadyExists,
@@ -45,6 +49,8 @@ from conveyor.store.records import (
 from conveyor.store.scripts import register_scripts
 
 MAX_PAGE_SIZE = 1000
+#: Times a command is sent again on a new connection when its own is found dead.
+RECONNECT_RETRIES = 3
 #: The newest timing samples a queue's statistics use (SAMPLES in lua/_lib.lua; the
 #: lists are trimmed to that now and then, not on every push).
 TIMING_SAMPLES = 1000
@@ -53,9 +59,19 @@ TIMING_SAMPLES = 1000
 def connect(url: str, *, max_connections: int = 32, client_name: str | None = None) -> aioredis.Redis:
     """A client with a bounded, blocking pool: however many callers wait on it, the
     process holds at most `max_connections` connections (named `client_name` in
-    CLIENT LIST)."""
+    CLIENT LIST).
+
+    A command that finds its connection dead (Redis restarted, a proxy dropped it) is
+    sent again on a new one, up to three times within about a second, instead of
+    failing the caller once per stale pooled connection. Sending a script again is
+    safe: each one is atomic, and one that did run the first time (its reply lost,
+    which takes Redis failing mid-reply) finds its work done: a finished attempt is
+    stale, a created job is answered as existing, and a job claimed by a take or
+    claim whose reply was lost is recovered by its stall deadline."""
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=30, client_name=client_name
+        url, max_connections=max_connections, timeout=30, client_name=client_name,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RECONNECT_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return aioredis.Redis(connection_pool=pool)
 

@@ -84,10 +84,14 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Pro
     return Process(name, proc, log_path)
 
 
-def start_redis(tmp: Path) -> tuple[Process, str]:
-    port = free_port()
+def start_redis(tmp: Path, *, port: int | None = None, appendonly: bool = False) -> tuple[Process, str]:
+    """A redis-server on loopback with its files in `tmp`; with `appendonly`, an AOF
+    fsynced on every write, so that one started again on the same port and `tmp`
+    comes back with everything."""
+    port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
             "--dir", str(tmp), "--maxclients", "20000"]
     p = spawn("redis", argv, dict(os.environ), tmp)
     url = f"redis://127.0.0.1:{port}/0"
