@@ -62,7 +62,7 @@ def connect(url: str, *, max_connections: int = 32, client_name: str | None = No
     CLIENT LIST).
 
     A command that finds its connection dead (Redis restarted, a proxy dropped it) is
-    sent again on a new one, up to three times within about a second, instead of
+    sent again on a new one, up to three times within half a second, instead of
     failing the caller once per stale pooled connection. Sending a script again is
     safe: each one is atomic, and one that did run the first time (its reply lost,
     which takes Redis failing mid-reply) finds its work done: a finished attempt is
