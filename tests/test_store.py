@@ -252,6 +252,24 @@ async def test_take_claims_as_it_takes_skips_stale_deliveries_and_finish_acknowl
     await assert_counters_match(store, "default")
 
 
+async def test_take_passes_on_messages_that_name_no_job_for_their_actor(store: JobStore) -> None:
+    """A message sent with Dramatiq's own API has a uuid for its Redis id, which may
+    happen to look like a hand-over's (<id>-<attempt>-<ms>), and a hand-over may
+    outlive its deleted job: neither names a job, so neither is claimed or dropped
+    in the script; their actor gets them as they are (and claims for itself)."""
+    ns, q = store.policy.transport_namespace, store.policy.transport_queue
+    ids = ["1b4e28ba-2fa1-11d2-8831-001612345678", "plainuuid4-not-shaped"]
+    for mid in ids:
+        message: Message[None] = Message(queue_name=q, actor_name=store.policy.actor_name, args=("j", 1), kwargs={},
+                          options={"redis_message_id": mid}, message_id=mid)
+        await store.client.hset(f"{ns}:{q}.msgs", mid, message.encode())
+        await store.client.rpush(f"{ns}:{q}", mid)
+    taken = await store.take(10, "w1", 10_000)
+    assert taken.popped == 2
+    assert [(m.message_id, m.claim) for m in taken.messages] == [(mid, None) for mid in ids]
+    assert Message.decode(taken.messages[0].data).args == ("j", 1)
+
+
 async def test_reap_hands_a_dead_workers_outstanding_deliveries_back_to_the_queue(store: JobStore) -> None:
     """Dramatiq's own maintenance, done by reap: a worker whose Dramatiq heartbeat is
     older than the worker time-out died with its deliveries outstanding, and they go

@@ -2,7 +2,8 @@
 -- and claims their jobs, in one step: Dramatiq's fetch (its heartbeat, pop, ack set,
 -- message hash; see dispatch.lua in Dramatiq) followed by claim_job for each.
 -- A message whose claim is refused (a duplicate or stale delivery) is acknowledged
--- here and not returned, so a stale delivery costs the executor nothing.
+-- here and not returned, so a stale delivery costs the executor nothing. A message
+-- whose id does not name a job goes to its actor as it is.
 -- ARGV: prefix, count, worker id (the executor worker: Dramatiq's worker id for the
 -- ack set and heartbeat, and the claimant of the jobs), stall timeout ms, then the
 -- policy arguments (see transport_args).
@@ -33,6 +34,10 @@ for i, mid in ipairs(mids) do
         out[#out + 1] = data
         out[#out + 1] = mid
         for _, v in ipairs(claim) do out[#out + 1] = v end
+      elseif claim[2] == 'gone' then
+        -- No such job: an id shaped like a hand-over's that is not one (a message sent
+        -- with Dramatiq's own API), or one whose job was deleted. Its actor decides.
+        for _, v in ipairs({data, mid, 0, '', '', '', '', ''}) do out[#out + 1] = v end
       else
         ack_delivery(t, worker, mid)
       end
