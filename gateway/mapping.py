@@ -257,6 +257,7 @@ def new_schedule(
         template=job.spec,
         job=dataclasses.replace(job, id="", run_at_ms=0),
         delay_ms=duration_ms(template.delay) if template.HasField("delay") else 0,
+        request_id=request.request_id,
     )
 
 

@@ -19,7 +19,7 @@ from conveyor.errors import FieldViolation
 from conveyor.store.schedule_store import FireRound, ScheduleStore
 from conveyor.v1 import schedule_service_pb2
 from gateway.background import BackgroundLoop
-from gateway.validation import Limits, validate_submit
+from gateway.validation import MAX_REQUEST_ID, Limits, validate_submit
 
 log = structlog.get_logger("gateway.schedules")
 
@@ -48,6 +48,8 @@ def validate_schedule(req: schedule_service_pb2.CreateScheduleRequest, limits: L
             v.append(FieldViolation("time_zone", str(err)))
     if len(req.name) > MAX_NAME:
         v.append(FieldViolation("name", f"at most {MAX_NAME} characters"))
+    if len(req.request_id) > MAX_REQUEST_ID:
+        v.append(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
     if not req.HasField("template"):
         v.append(FieldViolation("template", "a job template (a SubmitJob request) is required"))
         return v

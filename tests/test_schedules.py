@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -214,7 +215,8 @@ async def add_schedule(schedules: ScheduleStore, body: dict[str, Any], owner: st
     assert validate_schedule(req, LIMITS) == []
     sid = new_schedule_id(await schedules.now_ms())
     new = new_schedule(req, owner=owner, schedule_id=sid, default_max_attempts=3, default_timeout_ms=60_000)
-    await schedules.create(new)
+    created, existing = await schedules.create(new)
+    assert created.id == sid and not existing
     return sid
 
 
@@ -624,6 +626,29 @@ async def test_create_answers_with_id_and_next_run_time(sched_stub: ScheduleServ
         await sched_stub.DeleteSchedule(pb.DeleteScheduleRequest(id=sid))
 
 
+async def test_a_create_sent_again_with_its_request_id_makes_no_second_schedule(
+    sched_stub: ScheduleServiceStub,
+) -> None:
+    """A client retrying CreateSchedule after a lost reply (same request id) gets the
+    schedule it made, marked existing, and not a second one that would fire every
+    occurrence twice; another request id makes another schedule."""
+    body = {"cron": "*/5 * * * *", "requestId": f"create-{uuid.uuid4().hex}", "template": {"noop": {}}}
+    first = await sched_stub.CreateSchedule(create_request(body))
+    again = await sched_stub.CreateSchedule(create_request(body))
+    assert not first.existing and again.existing
+    assert again.schedule == first.schedule
+    other = await sched_stub.CreateSchedule(create_request({**body, "requestId": f"other-{uuid.uuid4().hex}"}))
+    assert not other.existing and other.schedule.id != first.schedule.id
+    listed = {s.id for s in (await sched_stub.ListSchedules(pb.ListSchedulesRequest(page_size=1000))).schedules}
+    assert {first.schedule.id, other.schedule.id} <= listed
+    for sid in (first.schedule.id, other.schedule.id):
+        await sched_stub.DeleteSchedule(pb.DeleteScheduleRequest(id=sid))
+    # Deleted, the request id no longer names a schedule: sent again, it makes a new one.
+    renewed = await sched_stub.CreateSchedule(create_request(body))
+    assert not renewed.existing and renewed.schedule.id != first.schedule.id
+    await sched_stub.DeleteSchedule(pb.DeleteScheduleRequest(id=renewed.schedule.id))
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -640,6 +665,7 @@ async def test_create_answers_with_id_and_next_run_time(sched_stub: ScheduleServ
         ({"cron": "* * * * *", "template": {"queue": "bad queue", "noop": {}}}, "template.queue"),
         ({"cron": "* * * * *", "template": {"requestId": "r", "noop": {}}}, "template.request_id"),
         ({"cron": "* * * * *", "template": {"runAt": "2030-01-01T00:00:00Z", "noop": {}}}, "template.run_at"),
+        ({"cron": "* * * * *", "requestId": "r" * 129, "template": {"noop": {}}}, "request_id"),
     ],
 )
 async def test_invalid_requests_name_the_field(

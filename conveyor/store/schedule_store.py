@@ -65,6 +65,8 @@ class NewSchedule:
     # run_at are set at each occurrence.
     job: NewJob
     delay_ms: int = 0
+    #: The client's idempotency key ('' for none).
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,13 +175,15 @@ class ScheduleStore:
 
     # ---- create, read, delete ---------------------------------------------------------
 
-    async def create(self, new: NewSchedule) -> ScheduleRecord:
+    async def create(self, new: NewSchedule) -> tuple[ScheduleRecord, bool]:
+        """The schedule made, and whether it existed already (its request id seen
+        within 24 h: the schedule that request made, unchanged)."""
         now = await self.now_ms()
         first = next_run_ms(new.cron, new.time_zone, now)
         try:
-            await self._run(
+            schedule_id, existing = await self._run(
                 "schedule_create", new.id, new.owner, new.name, new.cron, new.time_zone, new.template,
-                new.job.to_json(), new.delay_ms, first, self.max_per_owner,
+                new.job.to_json(), new.delay_ms, first, self.max_per_owner, new.request_id,
             )
         except ResponseError as exc:
             if str(exc) == "too_many":
@@ -188,7 +192,7 @@ class ScheduleStore:
                     reason="TOO_MANY_SCHEDULES", retry_after_seconds=60.0,
                 ) from None
             raise
-        return await self.get(new.id, new.owner)
+        return await self.get(schedule_id.decode(), new.owner), bool(existing)
 
     async def get(self, schedule_id: str, owner: str) -> ScheduleRecord:
         h = await self.client.hgetall(self.key(schedule_id)) if SCHEDULE_ID.match(schedule_id) else {}

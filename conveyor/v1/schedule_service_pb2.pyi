@@ -99,12 +99,17 @@ class CreateScheduleRequest(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     cron: _builtins.str
     """Five fields: minute hour day-of-month month day-of-week, e.g. "*/5 * * * *"."""
     time_zone: _builtins.str
     """An IANA time zone name; "UTC" when empty."""
     name: _builtins.str
     """An optional name for people, at most 128 characters."""
+    request_id: _builtins.str
+    """Idempotency key: the same request id returns the same schedule (for 24 h), so a
+    client retrying after a lost reply does not make a second schedule.
+    """
     @_builtins.property
     def template(self) -> _job_service_pb2.SubmitJobRequest:
         """A SubmitJob request. Not allowed: run_at, request_id (each occurrence has its
@@ -118,10 +123,11 @@ class CreateScheduleRequest(_message.Message):
         time_zone: _builtins.str = ...,
         template: _job_service_pb2.SubmitJobRequest | None = ...,
         name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "name", b"name", "template", b"template", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "name", b"name", "request_id", b"request_id", "template", b"template", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -132,16 +138,20 @@ class CreateScheduleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    EXISTING_FIELD_NUMBER: _builtins.int
+    existing: _builtins.bool
+    """True when `request_id` matched an existing schedule and no new one was made."""
     @_builtins.property
     def schedule(self) -> Global___Schedule: ...
     def __init__(
         self,
         *,
         schedule: Global___Schedule | None = ...,
+        existing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["existing", b"existing", "schedule", b"schedule"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

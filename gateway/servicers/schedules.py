@@ -35,9 +35,10 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
             default_max_attempts=s.default_max_attempts,
             default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
         )
-        created = await self.schedules.create(new)
-        self.firing.wake()
-        return pb.CreateScheduleResponse(schedule=schedule_to_proto(created))
+        created, existing = await self.schedules.create(new)
+        if not existing:
+            self.firing.wake()
+        return pb.CreateScheduleResponse(schedule=schedule_to_proto(created), existing=existing)
 
     async def ListSchedules(
         self, request: pb.ListSchedulesRequest, context: grpc.aio.ServicerContext
