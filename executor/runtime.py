@@ -155,7 +155,6 @@ class ExecutorRuntime:
             ))
         else:
             state = await self._finish(claim, "completed", result.SerializeToString())
-            self._acknowledged(claim)
             self.completed += 1
             log.info("job completed", state=state and state.value)
         finally:
@@ -181,28 +180,26 @@ class ExecutorRuntime:
     async def _failed(self, claim: Claim, err: JobError) -> None:
         retry_in = self.policy.retry_delay_ms(err, claim.attempt, claim.attempt_limit)
         state = await self._finish(claim, "failed", err.to_status().SerializeToString(), retry_in)
-        self._acknowledged(claim)
         log.warning("job attempt failed", reason=err.reason, error=err.message, retryable=err.retryable,
                     state=state and state.value, retry_in_ms=retry_in)
 
     async def _stopped(self, claim: Claim, reason: str) -> None:
         if reason == "cancel":
             state = await self._finish(claim, "cancelled", CANCELLED_BY_CLIENT)
-            self._acknowledged(claim)
             log.info("job cancelled", state=state and state.value)
         else:
             log.warning("job stopped: no longer ours", reason=reason)
 
     async def _finish(self, claim: Claim, outcome: str, payload: bytes, retry_in_ms: int | None = None) -> State | None:
+        """End the attempt in the store, which acknowledges the claim's delivery in the
+        same script (the consumer then leaves it be)."""
         assert self._finishes is not None, "runtime not started"
-        return await self._finishes.finish(
+        state = await self._finishes.finish(
             Finish(claim.job_id, claim.attempt, outcome, payload, retry_in_ms, claim.delivery)
         )
-
-    def _acknowledged(self, claim: Claim) -> None:
-        """The store acknowledged the claim's delivery as it finished the attempt."""
         if claim.delivery is not None:
             self.acked_by_store.add(claim.delivery.message_id)
+        return state
 
     def stop_job(self, job_id: str, reason: str) -> None:
         running = self.running.get(job_id)
