@@ -46,6 +46,22 @@ async def stubs(pair: Stack) -> AsyncIterator[list[tuple[JobServiceStub, QueueSe
         await ch.close()
 
 
+async def watched_sequences(queues: QueueServiceStub, queue: str, *, after: int, until: int) -> list[int]:
+    """The queue sequences a WatchQueue stream from `after` sends (an event a message),
+    up to and including `until`; fails after 20 s."""
+    sequences: list[int] = []
+
+    async def follow() -> None:
+        async for msg in queues.WatchQueue(qpb.WatchQueueRequest(queue=queue, after_sequence=after)):
+            if msg.WhichOneof("kind") == "event":
+                sequences.append(msg.event.queue_sequence)
+                if msg.event.queue_sequence == until:
+                    return
+
+    await asyncio.wait_for(follow(), 20)
+    return sequences
+
+
 async def assert_counters_match_jobs(pair: Stack, queue: str) -> None:
     """Invariant after a concurrent test: per-state counters equal the jobs in each
     state; no job is in two per-state indexes."""
@@ -242,17 +258,7 @@ async def test_watch_queue_replays_a_long_backlog_whole(
             await jobs.SubmitJobs(batch)
         total = (await queues.GetQueue(qpb.GetQueueRequest(queue=q))).queue.last_sequence
         assert total >= 1_200
-        sequences: list[int] = []
-
-        async def follow() -> None:
-            async for msg in queues.WatchQueue(qpb.WatchQueueRequest(queue=q, after_sequence=0)):
-                if msg.WhichOneof("kind") == "event":
-                    sequences.append(msg.event.queue_sequence)
-                    if msg.event.queue_sequence == total:
-                        return
-
-        await asyncio.wait_for(follow(), 20)
-        assert sequences == list(range(1, total + 1))
+        assert await watched_sequences(queues, q, after=0, until=total) == list(range(1, total + 1))
     finally:
         await queues.ResumeQueue(qpb.ResumeQueueRequest(queue=q))
 
@@ -286,17 +292,7 @@ async def test_watch_queue_refuses_to_skip_events_no_longer_kept(
         assert info.reason == "EVENTS_TRIMMED"
         assert dict(info.metadata) == {"after_sequence": str(after), "oldest_sequence": "7"}
 
-    sequences: list[int] = []
-
-    async def follow() -> None:
-        async for msg in queues.WatchQueue(qpb.WatchQueueRequest(queue=q, after_sequence=6)):
-            if msg.WhichOneof("kind") == "event":
-                sequences.append(msg.event.queue_sequence)
-                if msg.event.queue_sequence == total:
-                    return
-
-    await asyncio.wait_for(follow(), 20)
-    assert sequences == list(range(7, total + 1))
+    assert await watched_sequences(queues, q, after=6, until=total) == list(range(7, total + 1))
 
 
 async def test_watch_queue_in_batches_carries_every_event_in_order(
