@@ -43,9 +43,7 @@ local function finish(id, attempt, outcome, payload, retry_delay)
   if to ~= 'COMPLETED' then record.error = payload end
   attempt_fields(attempt, record, h)
   local count = move(id, q, 'ACTIVE', to, now, (to == 'DELAYED') and retry_at or nil, h)
-  local fields = {}
-  if to ~= 'COMPLETED' then fields = {'e', payload} end
-  if to == 'COMPLETED' then fields = {'p', 100} end
+  local fields = (to == 'COMPLETED') and {'p', 100} or {'e', payload}
   emit(id, q, 'state', to, tonumber(attempt), fields, now)
   if to ~= 'DELAYED' then settle(id, q, to, t, now, count, has_dependents or '0') end
   return to
