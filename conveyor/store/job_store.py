@@ -20,9 +20,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import (
-    AlreadyExists,
     ConveyorError,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -46,6 +44,7 @@ from conveyor.store.records import (
     Taken,
     TakenMessage,
 )
+from conveyor.store.replies import Context, refused
 from conveyor.store.scripts import register_scripts
 
 MAX_PAGE_SIZE = 1000
@@ -87,15 +86,8 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-def _duplicate(job: NewJob, exc: ResponseError) -> ConveyorError:
-    reply = str(exc)
-    if not reply.startswith("duplicate:"):
-        raise exc
-    other = reply.split(":", 1)[1]
-    return AlreadyExists(
-        f"a job with dedup key {job.dedup_key!r} is already waiting, running or within its window: {other}",
-        reason="DUPLICATE_JOB", metadata={"existing_job_id": other, "dedup_key": job.dedup_key},
-    )
+def _refused(job: NewJob, exc: ResponseError) -> ConveyorError:
+    return refused(exc, Context(action="submit", dedup_key=job.dedup_key, request_id=job.request_id))
 
 
 def _encode_token(score: float, skip: int) -> str:
@@ -139,11 +131,11 @@ class JobStore:
         try:
             return self._submitted(await self._run("submit", *self._submit_args(job)))
         except ResponseError as exc:
-            raise _duplicate(job, exc) from None
+            raise _refused(job, exc) from None
 
     async def submit_many(self, jobs: Sequence[NewJob]) -> list[Submitted | ConveyorError]:
         """Many submits in one pipelined round trip (each its own atomic script). A job
-        refused by its deduplication key is an AlreadyExists in its place."""
+        the store refuses (its deduplication key, its request id) is an error in its place."""
         if not jobs:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -151,7 +143,7 @@ class JobStore:
             await self._run("submit", *self._submit_args(job), client=pipe)
         replies = await pipe.execute(raise_on_error=False)
         return [
-            _duplicate(job, r) if isinstance(r, ResponseError) else self._submitted(r)
+            _refused(job, r) if isinstance(r, ResponseError) else self._submitted(r)
             for job, r in zip(jobs, replies, strict=True)
         ]
 
@@ -291,7 +283,10 @@ class JobStore:
         return await self.get_queue(name)
 
     async def clean_queue(self, name: str, state: State, ended_before_ms: int, limit: int) -> int:
-        return int(await self._run("clean", name, state.value, ended_before_ms, limit))
+        try:
+            return int(await self._run("clean", name, state.value, ended_before_ms, limit))
+        except ResponseError as exc:
+            raise refused(exc, Context(action="clean")) from None
 
     async def retry_failed(self, name: str, limit: int) -> int:
         return int(await self._run("retry_failed", name, limit))
@@ -311,28 +306,14 @@ class JobStore:
         try:
             return State((await self._run("cancel", job_id, error, *self.policy.args())).decode())
         except ResponseError as exc:
-            self._raise_for(job_id, str(exc), "cancel")
-            raise
+            raise refused(exc, Context(action="cancel")) from None
 
     async def retry(self, job_id: str) -> tuple[State, int]:
         try:
             state, position = await self._run("retry", job_id)
         except ResponseError as exc:
-            self._raise_for(job_id, str(exc), "retry")
-            raise
+            raise refused(exc, Context(action="retry")) from None
         return State(state.decode()), int(position)
-
-    @staticmethod
-    def _raise_for(job_id: str, reply: str, action: str) -> None:
-        if reply == "missing":
-            raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
-        if ":" in reply:
-            state = reply.split(":", 1)[1]
-            raise FailedPrecondition(
-                f"cannot {action} job {job_id!r}: it is {state}",
-                reason=f"JOB_{state}",
-                metadata={"job_id": job_id, "state": state},
-            )
 
     # ---- admission ------------------------------------------------------------------
 

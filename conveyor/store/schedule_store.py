@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import secrets
 import uuid
@@ -27,8 +28,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from conveyor.cron import CronError, next_run_ms
-from conveyor.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted
+from conveyor.errors import FieldViolation, InvalidArgument, NotFound
 from conveyor.store.records import NewJob, State, int_of, text_of
+from conveyor.store.replies import Context, refused
 from conveyor.store.scripts import register_scripts
 
 MAX_PAGE_SIZE = 1000
@@ -67,6 +69,15 @@ class NewSchedule:
     delay_ms: int = 0
     #: The client's idempotency key ('' for none).
     request_id: str = ""
+
+    def fingerprint(self) -> str:
+        """The same for a repeat of the request (its request id then answers with the
+        schedule the first one made), different for another request."""
+        digest = hashlib.sha1(usedforsecurity=False)
+        for part in (self.name, self.cron, self.time_zone, str(self.delay_ms)):
+            digest.update(part.encode() + b"\0")
+        digest.update(self.template)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -183,15 +194,10 @@ class ScheduleStore:
         try:
             schedule_id, existing = await self._run(
                 "schedule_create", new.id, new.owner, new.name, new.cron, new.time_zone, new.template,
-                new.job.to_json(), new.delay_ms, first, self.max_per_owner, new.request_id,
+                new.job.to_json(), new.delay_ms, first, self.max_per_owner, new.request_id, new.fingerprint(),
             )
         except ResponseError as exc:
-            if str(exc) == "too_many":
-                raise ResourceExhausted(
-                    f"at most {self.max_per_owner} schedules per tenant; delete some first",
-                    reason="TOO_MANY_SCHEDULES", retry_after_seconds=60.0,
-                ) from None
-            raise
+            raise refused(exc, Context(action="create schedule", request_id=new.request_id)) from None
         return await self.get(schedule_id.decode(), new.owner), bool(existing)
 
     async def get(self, schedule_id: str, owner: str) -> ScheduleRecord:
@@ -218,16 +224,22 @@ class ScheduleStore:
         token = _encode_token(ids[-1].decode()) if more and ids else ""
         return records, token
 
-    async def delete(self, schedule_id: str, owner: str) -> None:
-        if not SCHEDULE_ID.match(schedule_id) or not await self._run("schedule_delete", schedule_id, owner):
+    async def _run_owned(self, name: str, schedule_id: str, owner: str, *args: Any) -> Any:
+        """A script on one of the owner's schedules (refused as SCHEDULE_NOT_FOUND when
+        it is not)."""
+        if not SCHEDULE_ID.match(schedule_id):
             raise NotFound(f"schedule {schedule_id!r} not found", metadata={"schedule_id": schedule_id})
+        try:
+            return await self._run(name, schedule_id, owner, *args)
+        except ResponseError as exc:
+            raise refused(exc) from None
+
+    async def delete(self, schedule_id: str, owner: str) -> None:
+        await self._run_owned("schedule_delete", schedule_id, owner)
         self._rules.pop(schedule_id, None)
 
     async def pause(self, schedule_id: str, owner: str) -> ScheduleRecord:
-        flat = await self._run("schedule_pause", schedule_id, owner) if SCHEDULE_ID.match(schedule_id) else []
-        if not flat:
-            raise NotFound(f"schedule {schedule_id!r} not found", metadata={"schedule_id": schedule_id})
-        return ScheduleRecord.from_flat(flat)
+        return ScheduleRecord.from_flat(await self._run_owned("schedule_pause", schedule_id, owner))
 
     async def resume(self, schedule_id: str, owner: str) -> ScheduleRecord:
         """Resume a paused schedule from now on: the occurrences passed while it was
@@ -236,10 +248,7 @@ class ScheduleStore:
         if not current.paused:
             return current
         nxt = next_run_ms(current.cron, current.time_zone, await self.now_ms())
-        flat = await self._run("schedule_resume", schedule_id, owner, nxt)
-        if not flat:
-            raise NotFound(f"schedule {schedule_id!r} not found", metadata={"schedule_id": schedule_id})
-        return ScheduleRecord.from_flat(flat)
+        return ScheduleRecord.from_flat(await self._run_owned("schedule_resume", schedule_id, owner, nxt))
 
     # ---- firing -----------------------------------------------------------------------
 

@@ -1,7 +1,11 @@
-"""Loads the Lua scripts of lua/ (each prefixed with lua/_lib.lua) into a client."""
+"""Loads the Lua scripts of lua/ into a client: one file per command, each with a
+header naming its arguments, replies and refusals, and the shared pieces it needs
+pulled in from lua/includes/ by its `-- @include <name>` lines (each piece once,
+after the pieces it includes itself)."""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -9,18 +13,29 @@ from typing import Any
 from redis.commands.core import AsyncScript
 
 LUA_DIR = Path(__file__).with_name("lua")
-SCRIPT_NAMES = (
-    "submit", "dispatch", "take", "claim", "ack", "heartbeat", "progress", "finish",
-    "cancel", "retry", "promote", "reap", "get",
-    "queue_update", "clean", "retry_failed",
-    "schedule_create", "schedule_fire", "schedule_delete", "schedule_pause", "schedule_resume",
-)
+INCLUDES_DIR = LUA_DIR / "includes"
+INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
+#: The commands: every lua/<name>.lua.
+SCRIPT_NAMES = tuple(sorted(p.stem for p in LUA_DIR.glob("*.lua")))
 
 
 @cache
 def script_source(name: str) -> str:
-    prelude = (LUA_DIR / "_lib.lua").read_text()
-    return f"{prelude}\n-- ===== {name}.lua =====\n{(LUA_DIR / f'{name}.lua').read_text()}"
+    """A command's script with its includes in front of it, each once, every piece
+    after the pieces it includes."""
+    loaded: set[str] = set()
+    parts: list[str] = []
+
+    def load(path: Path) -> None:
+        text = path.read_text()
+        for include in INCLUDE.findall(text):
+            if include not in loaded:
+                loaded.add(include)
+                load(INCLUDES_DIR / f"{include}.lua")
+        parts.append(f"-- ===== {path.relative_to(LUA_DIR)} =====\n{text}")
+
+    load(LUA_DIR / f"{name}.lua")
+    return "\n".join(parts)
 
 
 def register_scripts(client: Any) -> dict[str, AsyncScript]:

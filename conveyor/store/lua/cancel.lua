@@ -1,13 +1,20 @@
--- Cancel a job. WAITING and DELAYED jobs are CANCELLED at once; for an ACTIVE one
--- the cancel flag is set and its executor is told (pub/sub; its heartbeat also
+-- cancel: cancel a job. WAITING and DELAYED jobs are CANCELLED at once; for an ACTIVE
+-- one the cancel flag is set and its executor is told (pub/sub; its heartbeat also
 -- sees the flag), and it confirms with finish(cancelled).
--- ARGV: prefix, id, serialized error, then the policy arguments. Returns the state after the call, or
--- {err = 'terminal:<STATE>'} for a job that has already ended, or {err = 'missing'}.
+--   ARGV[1]  key prefix
+--   ARGV[2]  job id
+--   ARGV[3]  the serialized error (google.rpc.Status) the job ends with
+--   ARGV[4…] the policy arguments (transport_args)
+-- Reply: the job's state after the call (CANCELLED, or ACTIVE while its executor stops it).
+-- Refusals: JOB_NOT_FOUND <id>; JOB_STATE <id> <state> (it has ended already).
+-- @include admission
+-- @include history
+
 local id, payload = ARGV[2], ARGV[3]
 local kj = k_job(id)
 local state, q, attempt, handed = unpack(redis.call('HMGET', kj, 'state', 'queue', 'attempt', 'handed'))
-if not state then return redis.error_reply('missing') end
-if TERMINAL[state] then return redis.error_reply('terminal:' .. state) end
+if not state then return refuse('JOB_NOT_FOUND', id) end
+if TERMINAL[state] then return refuse('JOB_STATE', id, state) end
 local now = now_ms()
 if state == 'ACTIVE' then
   if hget(kj, 'cancel') ~= '1' then
@@ -22,8 +29,6 @@ if state == 'WAITING' then
   redis.call('ZREM', k_index(q, 'waiting'), id)
   if handed == '1' then leave_inflight(id, q) end
 end
-redis.call('HSET', kj, 'error', payload, 'ended', int(now), 'handed', 0, 'cancel', 1)
-move(id, q, state, 'CANCELLED', now)
-emit(id, q, 'state', 'CANCELLED', tonumber(attempt), {'e', payload}, now)
-settle(id, q, 'CANCELLED', transport_args(4), now)
+transition(id, q, state, 'CANCELLED', now, {attempt = tonumber(attempt), event = {'e', payload},
+  fields = {'error', payload, 'ended', int(now), 'handed', 0, 'cancel', 1}, settle = transport_args(4)})
 return 'CANCELLED'

@@ -1,5 +1,12 @@
--- An executor claims a handed-over job before running it. Duplicate or stale
+-- claim: an executor claims a handed-over job before running it. Duplicate or stale
 -- deliveries (wrong attempt, not handed over, cancelled, gone) claim nothing.
--- ARGV: prefix, id, attempt, executor id, stall timeout ms
--- Returns {1, spec, timeout_ms, limit, kind, queue} or {0, reason}.
+--   ARGV[1]  key prefix
+--   ARGV[2]  job id
+--   ARGV[3]  attempt
+--   ARGV[4]  executor id
+--   ARGV[5]  stall timeout ms
+-- Reply: {1, spec, timeout_ms, limit, kind, queue}, or {0, reason} for a delivery
+-- that runs nothing (an outcome of at-least-once delivery, not a refusal).
+-- @include executor
+
 return claim_job(ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), now_ms())

@@ -1,15 +1,22 @@
--- Running attempts end (one, or several that ended together on one executor), and
--- their slots go to the next waiting jobs at once (no round trip through a gateway).
--- ARGV: prefix, the policy arguments (see transport_args), then seven per attempt:
---   id, attempt, outcome, payload, retry delay ms (-1: none),
---   the Dramatiq worker id and message id of its delivery ('' and '' for none),
---   acknowledged here (whatever the outcome) so the worker's own ack has nothing left to do.
---   outcome 'completed': payload is the serialized result
---   outcome 'failed':    payload is the serialized error; a retry delay >= 0 asks for a retry
---                        (granted while attempts remain and no cancel was asked)
---   outcome 'cancelled': payload is the serialized error
--- Returns, per attempt, the job's new state, or '' when the attempt no longer runs
--- (nothing changes for it).
+-- finish: running attempts end (one, or several that ended together on one
+-- executor), and their slots go to the next waiting jobs at once (no round trip
+-- through a gateway).
+--   ARGV[1]     key prefix
+--   ARGV[2…10]  the policy arguments (transport_args)
+--   ARGV[11…]   seven per attempt: job id, attempt, outcome, payload, retry delay ms
+--               (-1: none), then the Dramatiq worker id and message id of its delivery
+--               ('' and '' for none), acknowledged here whatever the outcome, so the
+--               worker's own ack has nothing left to do.
+--     outcome 'completed': payload is the serialized result
+--     outcome 'failed':    payload is the serialized error; a retry delay >= 0 asks for
+--                          a retry (granted while attempts remain and no cancel was asked)
+--     outcome 'cancelled': payload is the serialized error
+-- Reply: per attempt, the job's new state, or '' when the attempt no longer runs
+-- (nothing changes for it: a stale report, an outcome, not a refusal).
+-- @include admission
+-- @include executor
+-- @include history
+
 local t = transport_args(2)
 local now = now_ms()
 
@@ -41,11 +48,9 @@ local function finish(id, attempt, outcome, payload, retry_delay)
   end
   local record = {['end'] = int(now), outcome = (to == 'DELAYED') and 'FAILED' or to}
   if to ~= 'COMPLETED' then record.error = payload end
-  attempt_fields(attempt, record, h)
-  local count = move(id, q, 'ACTIVE', to, now, (to == 'DELAYED') and retry_at or nil, h)
-  local fields = (to == 'COMPLETED') and {'p', 100} or {'e', payload}
-  emit(id, q, 'state', to, tonumber(attempt), fields, now)
-  if to ~= 'DELAYED' then settle(id, q, to, t, now, count, has_dependents or '0') end
+  transition(id, q, 'ACTIVE', to, now, {attempt = tonumber(attempt), fields = attempt_fields(attempt, record, h),
+    score = (to == 'DELAYED') and retry_at or nil, event = (to == 'COMPLETED') and {'p', 100} or {'e', payload},
+    settle = t, has_dependents = has_dependents or '0'})
   return to
 end
 

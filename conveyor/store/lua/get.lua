@@ -1,6 +1,10 @@
--- Read jobs with their place in line, atomically. ARGV: prefix, id...
--- Returns, per id, the job hash as a flat list (its attempts are its '@<n>:<name>'
--- fields) with '_position' and 'seq' appended ({} if missing).
+-- get: read jobs with their place in line, atomically.
+--   ARGV[1]  key prefix
+--   ARGV[2…] job ids
+-- Reply: per id, the job hash as a flat list (its attempts are its '@<n>:<name>'
+-- fields) with '_position' and 'seq' appended; {} for a job that does not exist.
+-- @include line
+
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]

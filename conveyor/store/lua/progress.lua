@@ -1,6 +1,14 @@
--- A running attempt reports progress. ARGV: prefix, id, attempt, progress (0..100),
--- message, step index (-1: none), step name. Returns 1, or 0 when the attempt no
--- longer runs (its report is dropped).
+-- progress: a running attempt reports progress.
+--   ARGV[1]  key prefix
+--   ARGV[2]  job id
+--   ARGV[3]  attempt
+--   ARGV[4]  progress (0..100)
+--   ARGV[5]  message
+--   ARGV[6]  step index (-1: none)
+--   ARGV[7]  step name
+-- Reply: 1, or 0 when the attempt no longer runs (its report is dropped).
+-- @include events
+
 local id, attempt = ARGV[2], ARGV[3]
 local kj = k_job(id)
 local state, cur, q = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'queue'))

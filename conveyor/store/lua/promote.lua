@@ -1,5 +1,9 @@
--- Due DELAYED jobs (scheduled starts, retry backoffs) join their queue's line.
--- ARGV: prefix, max jobs. Returns how many were promoted.
+-- promote: due DELAYED jobs (scheduled starts, retry backoffs) join their queue's line.
+--   ARGV[1]  key prefix
+--   ARGV[2]  most jobs to promote
+-- Reply: how many were promoted.
+-- @include transition
+
 local limit = tonumber(ARGV[2])
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
@@ -10,9 +14,7 @@ for _, id in ipairs(due) do
     redis.call('ZREM', K_DELAYED, id)
   else
     redis.call('HDEL', kj, 'run_at')
-    move(id, q, 'DELAYED', 'WAITING', now)
-    enter_line(id, q, false, now)
-    emit(id, q, 'state', 'WAITING', tonumber(attempt), {}, now)
+    transition(id, q, 'DELAYED', 'WAITING', now, {attempt = tonumber(attempt)})
   end
 end
 return #due

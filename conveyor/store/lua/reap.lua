@@ -1,4 +1,4 @@
--- Recover in-flight jobs whose deadline passed:
+-- reap: recover in-flight jobs whose deadline passed:
 --   handed over but never claimed -> back in line, at its old place;
 --   ACTIVE with no heartbeat (its executor died) -> back in line at its old place
 --   while attempts remain, else FAILED; CANCELLED if a cancel was asked.
@@ -7,8 +7,16 @@
 -- they go back to the queue, as Dramatiq hands back a dead worker's messages. (A
 -- hand-over's job is recovered by its own deadline above; its message, taken again,
 -- is then refused as stale and acknowledged.)
--- ARGV: prefix, max jobs, serialized error for lost executors, worker time-out ms,
--- then the policy arguments. Returns {requeued, failed}.
+--   ARGV[1]  key prefix
+--   ARGV[2]  most jobs to recover
+--   ARGV[3]  the serialized error (google.rpc.Status) of an attempt whose executor was lost
+--   ARGV[4]  Dramatiq worker time-out ms
+--   ARGV[5…] the policy arguments (transport_args)
+-- Reply: {requeued, failed}.
+-- @include admission
+-- @include executor
+-- @include history
+
 local limit, payload, worker_timeout_ms = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local t = transport_args(5)
 local now = now_ms()
@@ -41,19 +49,17 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT'
       if cancel == '1' then to = 'CANCELLED'
       elseif a < tonumber(limit_a) then to = 'WAITING'
       else to = 'FAILED' end
-      redis.call('HSET', kj, 'error', payload, unpack(attempt_fields(a, {['end'] = int(now),
-        outcome = (to == 'WAITING') and 'FAILED' or to, error = payload}, {})))
+      local h = attempt_fields(a, {['end'] = int(now), outcome = (to == 'WAITING') and 'FAILED' or to,
+        error = payload}, {'error', payload})
       if to == 'WAITING' then
-        move(id, q, 'ACTIVE', 'WAITING', now)
-        enter_line(id, q, true, now)
         requeued = requeued + 1
       else
-        redis.call('HSET', kj, 'ended', int(now))
-        move(id, q, 'ACTIVE', to, now)
+        h[#h + 1] = 'ended'
+        h[#h + 1] = int(now)
         failed = failed + 1
       end
-      emit(id, q, 'state', to, a, {'e', payload}, now)
-      if to ~= 'WAITING' then settle(id, q, to, t, now) end
+      transition(id, q, 'ACTIVE', to, now, {attempt = a, fields = h, keep_place = true, event = {'e', payload},
+        settle = t})
     end
   end
 end

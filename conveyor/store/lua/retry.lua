@@ -1,8 +1,13 @@
--- Give a FAILED or CANCELLED job a fresh set of attempts; its attempt number keeps
--- counting. ARGV: prefix, id. Returns {state, position} or an error reply
--- 'state:<STATE>' / 'missing'.
+-- retry: give a FAILED or CANCELLED job a fresh set of attempts; its attempt number
+-- keeps counting.
+--   ARGV[1]  key prefix
+--   ARGV[2]  job id
+-- Reply: {state, position}.
+-- Refusals: JOB_NOT_FOUND <id>; JOB_STATE <id> <state> (it has not failed or been cancelled).
+-- @include retry_job
+
 local id = ARGV[2]
 local refused = retry_job(id, now_ms())
-if refused == 'missing' then return redis.error_reply('missing') end
-if refused then return redis.error_reply('state:' .. refused) end
+if refused == 'missing' then return refuse('JOB_NOT_FOUND', id) end
+if refused then return refuse('JOB_STATE', id, refused) end
 return {'WAITING', position(id, hget(k_job(id), 'queue'))}

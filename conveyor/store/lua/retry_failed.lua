@@ -1,5 +1,10 @@
--- Retry the FAILED jobs of a queue, oldest first. ARGV: prefix, queue, max jobs.
--- Returns how many were retried.
+-- retry_failed: retry the FAILED jobs of a queue, oldest first.
+--   ARGV[1]  key prefix
+--   ARGV[2]  queue
+--   ARGV[3]  most jobs to retry
+-- Reply: how many were retried.
+-- @include retry_job
+
 local q, limit = ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local n = 0

@@ -1,16 +1,22 @@
--- An executor worker takes up to `count` handed-over messages off the Dramatiq queue
--- and claims their jobs, in one step: Dramatiq's fetch (its heartbeat, pop, ack set,
--- message hash; see dispatch.lua in Dramatiq) followed by claim_job for each.
+-- take: an executor worker takes up to `count` handed-over messages off the Dramatiq
+-- queue and claims their jobs, in one step: Dramatiq's fetch (its heartbeat, pop, ack
+-- set, message hash; see dispatch.lua in Dramatiq) followed by claim_job for each.
 -- A message whose claim is refused (a duplicate or stale delivery) is acknowledged
 -- here and not returned, so a stale delivery costs the executor nothing. A message
 -- whose id does not name a job goes to its actor as it is.
--- ARGV: prefix, count, worker id (the executor worker: Dramatiq's worker id for the
--- ack set and heartbeat, and the claimant of the jobs), stall timeout ms, then the
--- policy arguments (see transport_args).
--- Returns the number of messages popped, then 8 entries per message returned: data,
+--   ARGV[1]  key prefix
+--   ARGV[2]  most messages to take
+--   ARGV[3]  worker id (the executor worker: Dramatiq's worker id for the ack set and
+--            heartbeat, and the claimant of the jobs)
+--   ARGV[4]  stall timeout ms
+--   ARGV[5…] the policy arguments (transport_args)
+-- Reply: the number of messages popped, then 8 entries per message returned: data,
 -- message id, then 1, spec, timeout_ms, limit, kind, queue for a claimed job, or 0
--- and five empty strings for a message that is not a hand-over (its actor then claims
--- the job itself).
+-- and five empty strings for a message that is not a hand-over (its actor then
+-- claims the job itself).
+-- @include admission
+-- @include executor
+
 local count, worker, stall_ms = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local t = transport_args(5)
 local now = now_ms()

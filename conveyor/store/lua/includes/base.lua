@@ -1,0 +1,60 @@
+-- The base of every script: the key prefix, key names, clock, states, and the one
+-- convention for refusals. Every script takes the key prefix as ARGV[1]; keys are
+-- built here, in one place (conveyor/store/keys.py builds the same names for Python;
+-- tests/test_store_scripts.py checks that they agree).
+-- States are the proto names without the JOB_STATE_ prefix.
+
+local P = ARGV[1]
+
+local function k_job(id) return P .. ':job:' .. id end
+local function k_job_events(id) return P .. ':job:' .. id .. ':events' end
+local function k_job_dependents(id) return P .. ':job:' .. id .. ':dependents' end
+local function k_queue(q) return P .. ':q:' .. q end
+local function k_index(q, name) return P .. ':q:' .. q .. ':' .. name end
+local function k_executor(ex) return P .. ':executor:' .. ex end
+local function k_request(owner, request_id) return P .. ':req:' .. owner .. ':' .. request_id end
+local function k_dedup(owner, q, key) return P .. ':dedup:' .. owner .. ':' .. q .. ':' .. key end
+local function k_rate(q, host, sec) return P .. ':rate:' .. q .. ':' .. host .. ':' .. sec end
+local function k_schedule(sid) return P .. ':schedule:' .. sid end
+local function k_schedule_request(owner, request_id) return P .. ':schedule-req:' .. owner .. ':' .. request_id end
+local function k_owner_schedules(owner) return P .. ':schedules:owner:' .. owner end
+local K_JOBS = P .. ':jobs'
+local K_QUEUES = P .. ':queues'
+local K_READY_QUEUES = P .. ':ready-queues'
+local K_INFLIGHT = P .. ':inflight'
+local K_DELAYED = P .. ':delayed'
+local K_EXECUTORS = P .. ':executors'
+local K_CAPACITY = P .. ':capacity'  -- the live executors' slots, summed by refresh_capacity()
+local K_CANCEL_CHANNEL = P .. ':cancel'
+local K_GC = P .. ':gc'  -- ids of deleted jobs whose artifacts are still to be removed
+local K_SCHEDULES_DUE = P .. ':schedules:due'
+
+-- A request id (of a job or a schedule) answers with what it made for this long,
+-- whatever has happened to that since.
+local REQUEST_ID_TTL_S = 86400
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as exact decimal strings (tostring would switch to exponent form).
+local function int(n) return string.format('%.0f', n) end
+
+local function hget(key, field) return redis.call('HGET', key, field) end
+
+-- The per-state index of a queue that a job in `state` sits in (WAITING has its own
+-- priority-ordered set, filled by enter_line and emptied by admission or the caller).
+local STATE_INDEX = {DELAYED = 'delayed', ACTIVE = 'active', COMPLETED = 'completed',
+                     FAILED = 'failed', CANCELLED = 'cancelled'}
+local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
+
+-- Refusals, the one reply convention of these scripts: what a script refuses to do
+-- is an error reply 'CONVEYOR <REASON> <arg>...' (REASON one of the words that
+-- conveyor/store/replies.py maps to a domain error; args without spaces). Every other
+-- reply is data, described in the script's header.
+local function refuse(reason, ...)
+  local words = {'CONVEYOR', reason}
+  for _, arg in ipairs({...}) do words[#words + 1] = tostring(arg) end
+  return redis.error_reply(table.concat(words, ' '))
+end

@@ -1,0 +1,34 @@
+-- The executor side: claiming a handed-over job, and Dramatiq's delivery bookkeeping.
+-- @include samples
+-- @include transition
+
+-- Claim attempt `attempt` of a handed-over job for `executor` (see claim.lua). Returns
+-- {1, spec, timeout_ms, limit, kind, queue} or {0, reason} (a duplicate or stale
+-- delivery: an outcome, not a refusal).
+local function claim_job(id, attempt, executor, stall_ms, now)
+  local kj = k_job(id)
+  local state, handed, cur, q, ready, spec, timeout_ms, limit, kind, run_at = unpack(redis.call('HMGET', kj,
+    'state', 'handed', 'attempt', 'queue', 'ready', 'spec', 'timeout_ms', 'limit', 'kind', 'run_at'))
+  if not state then return {0, 'gone'} end
+  if state ~= 'WAITING' then return {0, 'state ' .. state} end
+  if handed ~= '1' then return {0, 'not handed over'} end
+  if tonumber(cur) + 1 ~= attempt then return {0, 'attempt ' .. attempt .. ' is stale'} end
+  sample(q, 'wait', now - (tonumber(ready) or now))
+  if run_at then redis.call('HDEL', kj, 'run_at') end
+  redis.call('ZADD', K_INFLIGHT, int(now + stall_ms), id)
+  transition(id, q, 'WAITING', 'ACTIVE', now, {attempt = attempt,
+    fields = attempt_fields(attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'},
+      {'attempt', attempt, 'handed', 0, 'started', int(now), 'worker', executor, 'progress', 0, 'pmsg', ''})})
+  return {1, spec, timeout_ms, limit, kind, q}
+end
+
+-- Dramatiq's bookkeeping of a delivery (its Redis layout, see transport.py): the
+-- message a worker took sits in that worker's ack set and in the queue's message hash.
+local function dramatiq_acks(t, worker) return t.ns .. ':__acks__.' .. worker .. '.' .. t.queue end
+
+-- Acknowledge a delivery, as Dramatiq's own ack does.
+local function ack_delivery(t, worker, message_id)
+  if redis.call('SREM', dramatiq_acks(t, worker), message_id) > 0 then
+    redis.call('HDEL', t.ns .. ':' .. t.queue .. '.msgs', message_id)
+  end
+end

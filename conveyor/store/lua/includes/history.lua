@@ -1,0 +1,56 @@
+-- A queue's history: settling jobs that ended, keeping it bounded, deleting jobs.
+-- @include samples
+-- @include dependents
+
+-- Delete a job and everything of it: hash, events, attempts, indexes, counters, its
+-- dedup key; its id goes to the gc list so its artifacts follow. Its request-id
+-- record stays for its full time-to-live and learns the job's final state, so a
+-- repeat of the request still answers with this job (see create_job).
+local function delete_job(id)
+  local kj = k_job(id)
+  local q, state, owner, request_id, dedup = unpack(redis.call('HMGET', kj, 'queue', 'state', 'owner',
+    'request_id', 'dedup'))
+  if not q then return 0 end
+  if not TERMINAL[state] then return 0 end  -- only jobs that have ended
+  move(id, q, state, nil, 0)
+  redis.call('ZREM', K_JOBS, id)
+  redis.call('ZREM', k_index(q, 'jobs'), id)
+  if request_id and request_id ~= '' then
+    local k_req = k_request(owner, request_id)
+    local made, fingerprint = string.match(redis.call('GET', k_req) or '', '^(%S+) ?(%S*)')
+    if made == id then
+      redis.call('SET', k_req, id .. ' ' .. (fingerprint ~= '' and fingerprint or '-') .. ' ' .. state, 'KEEPTTL')
+    end
+  end
+  if dedup and redis.call('GET', dedup) == id then redis.call('DEL', dedup) end
+  redis.call('DEL', kj, k_job_events(id), k_job_dependents(id))
+  redis.call('RPUSH', K_GC, id)
+  return 1
+end
+
+-- Keep a queue's history bounded: the newest `keep` jobs of a finished state, none
+-- older than max_age_ms. `count` is the queue's count of that state, when known.
+local function trim_history(q, state, t, now, count)
+  local keep = state == 'COMPLETED' and t.keep_completed or t.keep_failed
+  local idx = k_index(q, STATE_INDEX[state])
+  local excess = (count or redis.call('ZCARD', idx)) - keep
+  if excess > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', idx, 0, math.min(excess, 100) - 1)) do delete_job(old) end
+  end
+  if t.max_age_ms > 0 then
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now - t.max_age_ms, 'LIMIT', 0, 100)) do
+      delete_job(old)
+    end
+  end
+end
+
+-- A job reached `state` for good (COMPLETED, FAILED or CANCELLED): count it, settle
+-- the jobs that depend on it, and keep its queue's history bounded (`count`, the
+-- queue's count of jobs in that state, when the caller has it from move();
+-- `has_dependents`, the job's field, when the caller read it). Declared in
+-- transition.lua, which calls it for a transition given the policy.
+settle = function(id, q, state, t, now, count, has_dependents)
+  count_end(q, state, now)
+  settle_dependents(id, state, now, has_dependents)
+  trim_history(q, state, t, now, count)
+end

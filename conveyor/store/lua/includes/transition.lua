@@ -1,0 +1,25 @@
+-- The one recipe of a job's state change.
+-- @include line
+-- @include events
+
+-- Settle a job that reached a terminal state (see history.lua, which defines it; a
+-- script that passes `settle` to transition() includes history).
+local settle
+
+-- Move job `id` of queue `q` from state `from` (nil: a new job) to `to`, at `now`:
+-- its queue's counters and indexes, its hash (`o.fields`, a flat list, written with
+-- the state in one HSET), its place in line when it becomes WAITING (`o.keep_place`:
+-- back at its old place; `o.priority`: a new job's priority, its hash not yet
+-- written), the event (attempt `o.attempt`, extra fields `o.event`), and, given the
+-- policy `o.settle`, settling a terminal state (counts, dependents, history;
+-- `o.has_dependents`, the job's field of that name, when the caller read it).
+-- `o.score` is a DELAYED job's due time. Returns the queue's count of `to` and the
+-- event's queue sequence.
+local function transition(id, q, from, to, now, o)
+  local fields = o.fields or {}
+  if to == 'WAITING' then enter_line(id, q, o.keep_place, now, o.priority, fields) end
+  local count = move(id, q, from, to, now, o.score, fields)
+  local _, qseq = emit(id, q, 'state', to, o.attempt, o.event or {}, now)
+  if o.settle and TERMINAL[to] then settle(id, q, to, o.settle, now, count, o.has_dependents) end
+  return count, qseq
+end
