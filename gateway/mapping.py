@@ -82,7 +82,7 @@ def new_job(
         max_attempts=request.max_attempts or default_max_attempts,
         timeout_ms=duration_ms(request.timeout) if request.HasField("timeout") else default_timeout_ms,
         run_at_ms=run_at_ms,
-        spec=request.SerializeToString(),
+        spec=request.SerializeToString(deterministic=True),  # a repeat of a request has the same spec
         kind=task_kind(request),
         request_id=request.request_id,
         labels=dict(request.labels),

@@ -48,7 +48,7 @@ from conveyor.v1.schedule_service_pb2_grpc import ScheduleServiceStub
 from gateway.mapping import new_schedule
 from gateway.schedules import validate_schedule
 from gateway.validation import Limits
-from tests.support.grpc_helpers import field_violations, unique_queue, wait_state
+from tests.support.grpc_helpers import error_info, field_violations, unique_queue, wait_state
 from tests.support.processes import Process, Stack, free_port, stack_env
 
 pb = schedule_service_pb2
@@ -643,10 +643,31 @@ async def test_a_create_sent_again_with_its_request_id_makes_no_second_schedule(
     assert {first.schedule.id, other.schedule.id} <= listed
     for sid in (first.schedule.id, other.schedule.id):
         await sched_stub.DeleteSchedule(pb.DeleteScheduleRequest(id=sid))
-    # Deleted, the request id no longer names a schedule: sent again, it makes a new one.
-    renewed = await sched_stub.CreateSchedule(create_request(body))
-    assert not renewed.existing and renewed.schedule.id != first.schedule.id
-    await sched_stub.DeleteSchedule(pb.DeleteScheduleRequest(id=renewed.schedule.id))
+    # Deleted, the request id still names it for its 24 h: sent again, the create makes
+    # no new schedule and says what became of the first.
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await sched_stub.CreateSchedule(create_request(body))
+    assert gone.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_info(gone.value)
+    assert info.reason == "SCHEDULE_DELETED" and info.metadata["schedule_id"] == first.schedule.id
+    listed = {s.id for s in (await sched_stub.ListSchedules(pb.ListSchedulesRequest(page_size=1000))).schedules}
+    assert first.schedule.id not in listed and other.schedule.id not in listed
+
+
+async def test_a_request_id_sent_with_another_create_request_is_refused(sched_stub: ScheduleServiceStub) -> None:
+    """A request id names one request: another body under it is ALREADY_EXISTS
+    (REQUEST_ID_REUSED, with the schedule it made), never silently the first schedule."""
+    body = {"cron": "*/5 * * * *", "requestId": f"reuse-{uuid.uuid4().hex}", "template": {"noop": {}}}
+    first = await sched_stub.CreateSchedule(create_request(body))
+    for changed in ({**body, "cron": "*/7 * * * *"}, {**body, "template": {"noop": {"sleep": "1s"}}}):
+        with pytest.raises(grpc.aio.AioRpcError) as reused:
+            await sched_stub.CreateSchedule(create_request(changed))
+        assert reused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        info = error_info(reused.value)
+        assert info.reason == "REQUEST_ID_REUSED"
+        assert info.metadata["existing_schedule_id"] == first.schedule.id
+    assert (await sched_stub.CreateSchedule(create_request(body))).schedule == first.schedule
+    await sched_stub.DeleteSchedule(pb.DeleteScheduleRequest(id=first.schedule.id))
 
 
 @pytest.mark.parametrize(
