@@ -139,8 +139,10 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         except HubClosed:
             raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
         try:
-            queue = await store.get_queue(name)
-            last = request.after_sequence if request.HasField("after_sequence") else queue.last_sequence
+            # The headers tell the client the queue is followed from here on.
+            await context.send_initial_metadata(())
+            # A queue that has had no event yet is watched from its start (sequence 0).
+            last = request.after_sequence if request.HasField("after_sequence") else await store.queue_sequence(name)
             batches = follow(
                 sub, last, sequence_of=lambda ev: ev.queue_sequence,
                 heartbeat=self.rt.settings.watch_heartbeat_seconds,
