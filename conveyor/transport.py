@@ -2,7 +2,7 @@
 `run_job` actor that carry only (job id, attempt); the executor's actor loads the job
 from the store. The store's Lua scripts write those messages straight into this
 broker's queue (Dramatiq's Redis layout), in the same atomic step as the admission
-decision (admit() in store/lua/_lib.lua), and push a token to the queue's *wake list*
+decision (admit() in store/lua/includes/admission.lua), and push a token to the queue's *wake list*
 so that an idle executor, blocked on it, takes the job within milliseconds instead of
 polling.
 
@@ -30,7 +30,7 @@ WORKER_TIMEOUT_MS = 15_000
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
-    """The list idle consumers block on; admit() in store/lua/_lib.lua pushes to it."""
+    """The list idle consumers block on; admit() in store/lua/includes/admission.lua pushes to it."""
     return f"{namespace}:{queue_name}.wake"
 
 

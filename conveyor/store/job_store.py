@@ -50,7 +50,7 @@ from conveyor.store.scripts import register_scripts
 MAX_PAGE_SIZE = 1000
 #: Times a command is sent again on a new connection when its own is found dead.
 RECONNECT_RETRIES = 3
-#: The newest timing samples a queue's statistics use (SAMPLES in lua/_lib.lua; the
+#: The newest timing samples a queue's statistics use (SAMPLES in lua/includes/samples.lua; the
 #: lists are trimmed to that now and then, not on every push).
 TIMING_SAMPLES = 1000
 
@@ -319,7 +319,7 @@ class JobStore:
 
     async def dispatch(self, max_jobs: int | None = None) -> list[Handover]:
         """Hand waiting jobs to the executors' free slots: each becomes a Dramatiq
-        message in the same atomic step (admit() in lua/_lib.lua)."""
+        message in the same atomic step (admit() in lua/includes/admission.lua)."""
         flat = await self._run("dispatch", *self.policy.args(max_jobs))
         return [Handover(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 

@@ -1,4 +1,5 @@
-"""Key names, for the Python side (the Lua side builds the same in lua/_lib.lua)."""
+"""Key names, for the Python side (the Lua side builds the same in lua/includes/base.lua;
+tests/test_store_scripts.py checks that they agree)."""
 
 from __future__ import annotations
 

@@ -264,7 +264,7 @@ class StorePolicy:
     worker_timeout_ms: int = 15_000
 
     def args(self, max_jobs: int | None = None) -> list[str | int]:
-        """The policy arguments of the Lua scripts (transport_args in lua/_lib.lua)."""
+        """The policy arguments of the Lua scripts (transport_args in lua/includes/admission.lua)."""
         return [max_jobs or self.batch, self.default_concurrency, self.handover_timeout_ms,
                 self.transport_namespace, self.transport_queue, self.actor_name,
                 self.keep_completed, self.keep_failed, self.max_age_ms]
@@ -323,7 +323,7 @@ class Claim:
 
     @classmethod
     def from_reply(cls, job_id: str, attempt: int, reply: list[Any], delivery: Delivery | None = None) -> Claim:
-        """From claim_job's reply in lua/_lib.lua: {1, spec, timeout_ms, limit, kind, queue}."""
+        """From claim_job's reply in lua/includes/executor.lua: {1, spec, timeout_ms, limit, kind, queue}."""
         _, spec, timeout_ms, limit, kind, queue = reply
         return cls(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode(), queue.decode(), delivery)
 
@@ -374,7 +374,7 @@ class NewJob:
     hosts: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        """The job as create_job() in lua/_lib.lua reads it (the spec travels apart: it is bytes)."""
+        """The job as create_job() in lua/includes/create.lua reads it (the spec travels apart: it is bytes)."""
         data: dict[str, object] = {
             "id": self.id, "queue": self.queue, "owner": self.owner, "priority": int(self.priority),
             "max_attempts": self.max_attempts, "timeout_ms": self.timeout_ms, "run_at": self.run_at_ms,
