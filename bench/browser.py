@@ -9,7 +9,9 @@
     both with jobs arriving 0.5 s apart (the warm pool opens the next page in
     between) and back to back (no time for that).
 (b) Through the whole system (gateway + executor processes): browser jobs/s with
-    CONVEYOR_EXECUTOR_SLOTS = 1, 2, 4.
+    CONVEYOR_EXECUTOR_SLOTS = CONVEYOR_BROWSER_SLOTS = 1, 2, 4 (the figures that
+    chose the default browser slots, see conveyor/settings.py), and the host's
+    defaults.
 (c) With 4 jobs holding their pages open at once: the PSS of the executor worker and
     every Chromium process under it, minus the same when idle, per job.
 
@@ -34,7 +36,13 @@ from google.protobuf import json_format
 
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.processes import descendants
-from conveyor.settings import Settings
+from conveyor.settings import (
+    Settings,
+    available_memory_mib,
+    default_browser_slots,
+    default_executor_slots,
+    host_cores,
+)
 from conveyor.v1 import job_pb2, job_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from executor.browser.pool import BrowserPool
@@ -143,14 +151,17 @@ async def memory_per_job(stack: Stack, base: str, concurrent: int) -> tuple[int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=30)
+    parser.add_argument("--system-only", action="store_true", help="skip (a), the in-process pool figures")
     ns = parser.parse_args()
+    print(f"host: {host_cores()} cores, {available_memory_mib()} MiB available; default slots: "
+          f"browser {default_browser_slots()}, all kinds {default_executor_slots()}")
 
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-browser-"))
     server, base = serve_pages()
     warm_settings = Settings(data_dir=tmp / "warm", allowed_hosts=["127.0.0.1"], max_concurrent_browsers=1)
     cold_settings = Settings(data_dir=tmp / "cold", allowed_hosts=["127.0.0.1"], max_concurrent_browsers=1,
                              browser_recycle_after=1)
-    for gap, label in ((0.5, "jobs 0.5 s apart"), (0.0, "back to back")):
+    for gap, label in () if ns.system_only else ((0.5, "jobs 0.5 s apart"), (0.0, "back to back")):
         warm = asyncio.run(runner_times(warm_settings, tmp / "warm", base, ns.jobs, gap))
         cold = asyncio.run(runner_times(cold_settings, tmp / "cold", base, max(5, ns.jobs // 3), gap))
         print(f"trivial browser job, {label:16}: warm pool p50 {statistics.median(warm):6.1f} ms, "
@@ -161,6 +172,7 @@ def main() -> None:
     try:
         for slots in (1, 2, 4):
             stack = Stack(url, stack_env(url, tmp / f"s{slots}", CONVEYOR_EXECUTOR_SLOTS=str(slots),
+                                         CONVEYOR_BROWSER_SLOTS=str(slots),
                                          CONVEYOR_MAX_CONCURRENT_BROWSERS=str(min(slots, 2)),
                                          CONVEYOR_LOG_LEVEL="WARNING"), tmp / "logs")
             try:

@@ -6,6 +6,7 @@ MAX_CONCURRENT_BROWSERS) stay valid as aliases of the CONVEYOR_ ones.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +17,69 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 def _env(name: str, *aliases: str) -> AliasChoices:
     return AliasChoices(f"CONVEYOR_{name}", *aliases)
+
+
+# --- defaults that fit the host ----------------------------------------------------------
+# Measured with bench/browser.py on a 2-core host: browser jobs through the system ran
+# at 1.54 jobs/s with 1 slot, 1.11 with 2 and 1.42 with 4 (Chromium is CPU-bound: a
+# second job at once per core pair bought nothing); a job's context and page cost
+# ~40 MiB PSS (trivial page) on top of ~770 MiB for the idle executor tree.
+#: Cores one browser job at a time keeps busy (renderer + browser + driver).
+CORES_PER_BROWSER_JOB = 2
+#: Memory reserved per browser job: the measured ~40 MiB of a trivial page, with
+#: room for real pages (scripts, images), which are several times heavier.
+BROWSER_JOB_MIB = 150
+#: The executor tree and one browser before any job (measured ~770 MiB with two).
+BROWSER_BASE_MIB = 500
+#: Light jobs (noop, plain Python handlers waiting on I/O) per core: the event loop
+#: runs many at once for next to no CPU.
+LIGHT_SLOTS_PER_CORE = 2
+MIN_EXECUTOR_SLOTS = 4
+
+
+def host_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory_mib() -> int | None:
+    """MemAvailable from /proc/meminfo, in MiB (None where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def default_browser_slots(
+    cores: int | None = None, memory_mib: int | None = None, processes: int = 1
+) -> int:
+    """Browser jobs one worker process runs at once by default: one per
+    CORES_PER_BROWSER_JOB cores, no more than half the available memory holds
+    (BROWSER_JOB_MIB each after BROWSER_BASE_MIB), shared among the executor's
+    worker processes; at least 1."""
+    cores = host_cores() if cores is None else cores
+    memory_mib = available_memory_mib() if memory_mib is None else memory_mib
+    by_cpu = max(1, cores // CORES_PER_BROWSER_JOB)
+    slots = by_cpu
+    if memory_mib is not None:
+        by_memory = max(1, (memory_mib // 2 - BROWSER_BASE_MIB) // BROWSER_JOB_MIB)
+        slots = min(slots, by_memory)
+    return max(1, slots // max(1, processes))
+
+
+def default_executor_slots(cores: int | None = None, browser_slots: int | None = None) -> int:
+    """Jobs of any kind one worker process runs at once by default: enough that
+    light jobs are not held up behind browser jobs (LIGHT_SLOTS_PER_CORE per core,
+    at least MIN_EXECUTOR_SLOTS), and never fewer than its browser slots."""
+    cores = host_cores() if cores is None else cores
+    browser = default_browser_slots(cores) if browser_slots is None else browser_slots
+    return max(MIN_EXECUTOR_SLOTS, LIGHT_SLOTS_PER_CORE * cores, browser)
 
 
 class Settings(BaseSettings):
@@ -58,11 +122,24 @@ class Settings(BaseSettings):
 
     # --- executor ----------------------------------------------------------------
     executor_processes: int = Field(default=1, description="Worker processes per executor.")
-    executor_slots: int = Field(default=4, description="Jobs one worker process runs at once.")
+    browser_slots: int = Field(
+        default_factory=lambda data: default_browser_slots(processes=data.get("executor_processes") or 1),
+        description="Browser jobs one worker process runs at once (more wait for a page "
+        "in the pool). Default: from the host's cores and memory (see default_browser_slots).",
+    )
+    executor_slots: int = Field(
+        default_factory=lambda data: default_executor_slots(browser_slots=data.get("browser_slots")),
+        description="Jobs (of any kind) one worker process runs at once; what it registers "
+        "with admission. Default: from the host (see default_executor_slots).",
+    )
     max_concurrent_browsers: int = Field(
         default=2, validation_alias=_env("MAX_CONCURRENT_BROWSERS", "MAX_CONCURRENT_BROWSERS")
     )
     chromium_path: str = "/usr/bin/chromium"
+    browser_scratch_dir: Path | None = Field(
+        default=None,
+        description="Where browsers' TMPDIRs (`cvb-*`) go; short paths (unix sockets). Default: /tmp.",
+    )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts the URL policy lets through although they are loopback/private.",

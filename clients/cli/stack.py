@@ -16,13 +16,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from clients.sdk import AsyncConveyorClient, ConveyorRpcError
 from conveyor.embedded_redis import PDEATHSIG_PREEXEC, EmbeddedRedis
+from conveyor.settings import Settings, default_executor_slots
 
 GATEWAY_ARGV = [sys.executable, "-m", "gateway.main"]
 EXECUTOR_ARGV = [sys.executable, "-m", "executor.main"]
@@ -37,6 +38,37 @@ def client_target(addr: str) -> str:
     if sep and host in ("[::]", "::"):
         return f"[::1]:{port}"
     return addr
+
+
+def _int_setting(env: Mapping[str, str], *names: str) -> int | None:
+    for name in names:
+        raw = env.get(name, "").strip()
+        if raw:
+            try:
+                return int(raw)
+            except ValueError:
+                return None  # the services refuse it themselves, with a clear error
+    return None
+
+
+def embedded_executor_slots(env: Mapping[str, str], executors: int = 1) -> int | None:
+    """CONVEYOR_EXECUTOR_SLOTS for the executors of a one-machine stack, or None to
+    leave the setting as the user gave it.
+
+    On one machine the queue's limit is what runs: each of the `executors` x
+    CONVEYOR_EXECUTOR_PROCESSES worker processes gets the host default
+    (`default_executor_slots`) or its share of QUEUE_CONCURRENCY, whichever is more,
+    so that the slots of all of them add up to at least the queue concurrency.
+    An explicit CONVEYOR_EXECUTOR_SLOTS is left alone."""
+    if _int_setting(env, "CONVEYOR_EXECUTOR_SLOTS") is not None:
+        return None
+    concurrency = _int_setting(env, "CONVEYOR_QUEUE_CONCURRENCY", "QUEUE_CONCURRENCY")
+    if concurrency is None:
+        concurrency = Settings.model_fields["queue_concurrency"].default
+    processes = max(1, _int_setting(env, "CONVEYOR_EXECUTOR_PROCESSES") or 1)
+    workers = max(1, executors) * processes
+    share = -(-max(0, concurrency) // workers)  # ceiling
+    return max(default_executor_slots(), share)
 
 
 class StackError(RuntimeError):
@@ -127,9 +159,16 @@ class LocalStack:
             self._exits["redis-server"] = asyncio.create_task(self._redis_exit())
 
         await self._spawn("gateway", GATEWAY_ARGV, env)
+        executor_env = {**env, **self.executor_env}
+        slots = embedded_executor_slots(executor_env, self.executors)
+        if slots is not None:
+            executor_env["CONVEYOR_EXECUTOR_SLOTS"] = str(slots)
         for i in range(self.executors):
             name = "executor" if self.executors == 1 else f"executor-{i + 1}"
-            await self._spawn(name, EXECUTOR_ARGV, {**env, **self.executor_env})
+            await self._spawn(name, EXECUTOR_ARGV, executor_env)
+        if slots is not None:
+            self.say(f"executor slots: {slots} per worker process (enough for the queue concurrency; "
+                     "CONVEYOR_EXECUTOR_SLOTS overrides)")
         await self._wait_serving(ready_timeout)
 
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:

@@ -10,7 +10,7 @@ from typing import Literal, cast
 from playwright.async_api import Error as PlaywrightError
 
 from conveyor.v1 import task_pb2
-from executor.browser.request_guard import policy_violation
+from executor.browser.request_guard import host_not_resolved, policy_violation
 from executor.browser.step_context import StepContext
 from executor.browser.step_errors import invalid_step
 from executor.browser.timing import seconds_of
@@ -31,6 +31,8 @@ async def navigate(ctx: StepContext, action: task_pb2.NavigateAction) -> None:
     if wait_until not in WAIT_UNTIL:
         raise invalid_step(f"waitUntil must be one of {', '.join(WAIT_UNTIL)}, not {wait_until!r}")
     decision = await ctx.guard.policy.check_url(action.url)
+    if decision.unresolved:
+        raise host_not_resolved(action.url, decision.host, decision.reason)
     if not decision.allowed:
         raise policy_violation(action.url, decision.reason)
     try:
@@ -43,11 +45,14 @@ async def navigate(ctx: StepContext, action: task_pb2.NavigateAction) -> None:
         if any(mark in str(exc) for mark in _REFUSED_MARKS):
             # The policy refused the navigation or a redirect hop; the guard hears of
             # it through an event that may still be on its way.
+            # (Or that a hop's host did not resolve: the proxy says "host unreachable".)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLICY_VERDICT_WAIT_SECONDS):
-                    await ctx.guard.violated.wait()
+                    await ctx.guard.navigation_verdict()
             if ctx.guard.violation is not None:
                 raise ctx.guard.violation from None
+            if ctx.guard.unresolved_navigation is not None:
+                raise ctx.guard.unresolved_navigation from None
         raise
 
 

@@ -19,10 +19,11 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
+from typing import NoReturn
 
 import structlog
 
-from executor.browser.url_policy import Decision, UrlPolicy
+from executor.browser.url_policy import Decision, UrlPolicy, host_not_resolved, normalize_host
 
 log = structlog.get_logger()
 
@@ -42,6 +43,8 @@ HANDSHAKE_TIMEOUT_SECONDS = 10.0
 PIPE_CHUNK = 64 * 1024
 
 RefusalListener = Callable[[str, int, Decision], None]
+#: Hears of a host the proxy could not resolve (a network error, not a refusal).
+UnresolvedListener = Callable[[str, int, Decision], None]
 
 
 class _Refused(Exception):
@@ -51,21 +54,26 @@ class _Refused(Exception):
 
 class PolicyProxy:
     """SOCKS5 (CONNECT only, no auth) on 127.0.0.1, deciding each connection with
-    `policy`; `on_refused(host, port, decision)` hears of each refusal."""
+    `policy`; `on_refused(host, port, decision)` hears of each refusal, and
+    `on_unresolved(host, port, decision)` of each host that did not resolve (answered
+    "host unreachable", as a network error, and not counted as a refusal)."""
 
     def __init__(
         self,
         policy: UrlPolicy,
         *,
         on_refused: RefusalListener | None = None,
+        on_unresolved: UnresolvedListener | None = None,
         connect_timeout_seconds: float = 15.0,
         refusal_log_level: int = logging.INFO,
     ) -> None:
         self.policy = policy
         self.refusal_log_level = refusal_log_level
         self.on_refused = on_refused
+        self.on_unresolved = on_unresolved
         self.connect_timeout = connect_timeout_seconds
         self.refused: dict[tuple[str, int], Decision] = {}
+        self.unresolved: dict[tuple[str, int], Decision] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -162,6 +170,8 @@ class PolicyProxy:
         self, host: str, port: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         decision = await self.policy.check_host(host, port)
+        if decision.unresolved:
+            self._unresolved(host, port, decision)
         if not decision.allowed:
             self.refused[(decision.host or host, port)] = decision
             log.log(
@@ -171,13 +181,29 @@ class PolicyProxy:
             if self.on_refused is not None:
                 self.on_refused(host, port, decision)
             raise _Refused(REPLY_NOT_ALLOWED)
+        try:
+            addresses = await self.policy.resolve(host, port)
+        except (OSError, TimeoutError, ValueError) as exc:  # an allowed name that does not resolve
+            self._unresolved(host, port, host_not_resolved(normalize_host(host), exc))
+        if not addresses:
+            self._unresolved(host, port, host_not_resolved(normalize_host(host), OSError("no address")))
         last_error: OSError | None = None
-        for address in await self.policy.resolve(host, port):
+        for address in addresses:
             try:
                 return await asyncio.open_connection(str(address), port)
             except OSError as exc:
                 last_error = exc
         raise last_error or OSError(f"no address for {host}")
+
+
+    def _unresolved(self, host: str, port: int, decision: Decision) -> NoReturn:
+        """A name that does not resolve: a network error (SOCKS "host unreachable"),
+        told to `on_unresolved`, never recorded as a refusal."""
+        self.unresolved[(decision.host or host, port)] = decision
+        log.info("policy_proxy_host_not_resolved", host=host, port=port, reason=decision.reason)
+        if self.on_unresolved is not None:
+            self.on_unresolved(host, port, decision)
+        raise _Refused(REPLY_HOST_UNREACHABLE)
 
 
 async def _reply(writer: asyncio.StreamWriter, code: int) -> None:

@@ -7,7 +7,8 @@
 - `async with pool.context() as session:` gives a fresh `BrowserContext` and page
   (service workers blocked, downloads off, the URL policy installed through a
   per-context SOCKS proxy and request routing) on the least-loaded browser, at most
-  `contexts_per_browser` at once per browser (callers wait for room). The context is
+  `contexts_per_browser` at once per browser and `browser_slots` in all (callers
+  wait for room: an executor may run more light jobs than browser jobs). The context is
   closed in `finally`, on cancellation too.
 - A browser is recycled after `browser_recycle_after` contexts, and relaunched when
   it crashes or disconnects: the sessions it carried see `session.lost` and their
@@ -150,7 +151,11 @@ class BrowserPool:
         if self._started:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(sweep_leftovers, self.run_dir)
+        try:
+            await asyncio.to_thread(sweep_leftovers, self.run_dir, self.settings.browser_scratch_dir)
+        except Exception:
+            # Tidying up after earlier runs is never a reason not to run jobs.
+            log.exception("browser_leftover_sweep_failed", run_dir=str(self.run_dir))
         await self._deny_proxy.start()
         if self._playwright is None:
             self._playwright = await async_playwright().start()
@@ -229,6 +234,10 @@ class BrowserPool:
 
     # --- choosing a browser ----------------------------------------------------------------
 
+    def open_contexts(self) -> int:
+        """Jobs' contexts open now (counted against `browser_slots`)."""
+        return sum(b.open for b in self._browsers)
+
     def _live_count(self) -> int:
         return sum(1 for b in self._browsers if not b.gone.is_set())
 
@@ -243,17 +252,24 @@ class BrowserPool:
         await self._ensure_driver()
         cap = max(1, self.settings.contexts_per_browser)
         limit = max(1, self.settings.max_concurrent_browsers)
+        slots = max(1, self.settings.browser_slots)
         async with self._cond:
             while True:
                 if self._closed:
                     raise _unavailable("the browser pool is closed", "BROWSER_POOL_CLOSED")
+                if self.open_contexts() >= slots:
+                    # Every browser slot is taken: wait for a job to give its page back.
+                    await self._cond.wait()
+                    continue
                 room = [b for b in self._browsers if b.usable and b.open < cap]
                 best = min(room, key=lambda b: b.open, default=None)
                 can_launch = self._live_count() < limit
                 if best is not None and (best.open == 0 or not can_launch):
                     return self._take(best)
                 if can_launch:
-                    pooled = _PooledBrowser(await asyncio.to_thread(create_browser_dir, self.run_dir))
+                    pooled = _PooledBrowser(await asyncio.to_thread(
+                        create_browser_dir, self.run_dir, self.settings.browser_scratch_dir
+                    ))
                     self._browsers.append(pooled)
                     break
                 await self._cond.wait()
@@ -436,7 +452,7 @@ class BrowserPool:
         assert pooled.browser is not None
         policy = UrlPolicy(self.settings.allowed_hosts)
         guard = RequestGuard(policy)
-        proxy = PolicyProxy(policy, on_refused=guard.on_proxy_refused)
+        proxy = PolicyProxy(policy, on_refused=guard.on_proxy_refused, on_unresolved=guard.on_proxy_unresolved)
         await proxy.start()
         context: BrowserContext | None = None
         timeout = self.settings.browser_new_page_timeout_seconds

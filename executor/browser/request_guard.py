@@ -9,6 +9,12 @@ redirect hop, say) is reported by URL too.
 A refused request of the job's page's main frame is a policy violation that fails
 the job (`violation`, `violated`); any other refused request is aborted and listed
 in `blocked_urls`.
+
+A host that does not resolve is no policy matter: its request is aborted as the
+network error it is (`namenotresolved`; "host unreachable" from the proxy), a
+navigation of the job's page to it fails the step with a retryable HOST_NOT_RESOLVED
+naming the host (`unresolved_navigation`), and sub-resources of such hosts are not
+listed in `blocked_urls` (which lists policy refusals only).
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ MAX_URL_CHARS = 2048
 PROXY_FAILURES = ("ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED", "ERR_TUNNEL")
 
 
+def host_not_resolved(url: str, host: str, reason: str) -> JobError:
+    """A navigation whose host did not resolve: a network error, tried again."""
+    return JobError(
+        f"navigation to {url[:MAX_URL_CHARS]} failed: the host {host} could not be resolved"
+        + (f" ({reason})" if reason else ""),
+        code=code_pb2.UNAVAILABLE,
+        reason="HOST_NOT_RESOLVED",
+        retryable=True,
+        metadata={"url": url[:MAX_URL_CHARS], "host": host, "resolve_error": reason[:300]},
+    )
+
+
 def policy_violation(url: str, reason: str) -> JobError:
     return JobError(
         f"navigation to {url[:MAX_URL_CHARS]} refused by the URL policy: {reason}",
@@ -49,6 +67,26 @@ class RequestGuard:
         self.violated = asyncio.Event()
         self.page: Page | None = None
         self._proxy_refusals: dict[tuple[str, int], Decision] = {}
+        self._proxy_unresolved: dict[tuple[str, int], Decision] = {}
+        #: The last navigation of the job's page that failed because its host did
+        #: not resolve (the step that made it fails with this error).
+        self.unresolved_navigation: JobError | None = None
+        self._unresolved_seen = asyncio.Event()
+
+    async def navigation_verdict(self) -> None:
+        """Wait until a navigation of the page was refused, or found its host
+        unresolved (for a navigation that failed at the proxy)."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self.violated, self._unresolved_seen)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    def clear_unresolved(self) -> None:
+        """Forget an earlier step's unresolved navigation."""
+        self.unresolved_navigation = None
+        self._unresolved_seen.clear()
 
     def watch_page(self, page: Page) -> None:
         """The job's page: a refused main-frame navigation of it fails the job."""
@@ -61,6 +99,9 @@ class RequestGuard:
 
     def on_proxy_refused(self, host: str, port: int, decision: Decision) -> None:
         self._proxy_refusals[(normalize_host(host), port)] = decision
+
+    def on_proxy_unresolved(self, host: str, port: int, decision: Decision) -> None:
+        self._proxy_unresolved[(normalize_host(host), port)] = decision
 
     # --- handlers -----------------------------------------------------------------------
 
@@ -77,6 +118,10 @@ class RequestGuard:
             if decision.allowed:
                 await route.continue_()
                 return
+            if decision.unresolved:
+                self._not_resolved(request, decision)
+                await route.abort("namenotresolved")
+                return
             self._refused(request, decision.reason)
             await route.abort("blockedbyclient")
         except PlaywrightError:
@@ -88,6 +133,10 @@ class RequestGuard:
             decision = await self._decide(websocket.url, websocket=True)
             if decision.allowed:
                 websocket.connect_to_server()
+                return
+            if decision.unresolved:
+                log.info("websocket_host_not_resolved", url=websocket.url[:300], reason=decision.reason)
+                await websocket.close(code=1011, reason="host not resolved")
                 return
             self._record_blocked(websocket.url, decision.reason)
             await websocket.close(code=1008, reason="refused by the URL policy")
@@ -102,9 +151,14 @@ class RequestGuard:
         if parts is None:
             return
         _scheme, host, port = parts
-        decision = self._proxy_refusals.get((normalize_host(host), port))
+        key = (normalize_host(host), port)
+        decision = self._proxy_refusals.get(key)
         if decision is not None:
             self._refused(request, decision.reason)
+            return
+        unresolved = self._proxy_unresolved.get(key)
+        if unresolved is not None:
+            self._not_resolved(request, unresolved)
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -116,6 +170,16 @@ class RequestGuard:
             log.warning("url_policy_refused_navigation", url=request.url[:300], reason=reason)
         else:
             self._record_blocked(request.url, reason)
+
+    def _not_resolved(self, request: Request, decision: Decision) -> None:
+        parts = split_url(request.url)
+        host = decision.host or (normalize_host(parts[1]) if parts else "")
+        if self._is_job_navigation(request):
+            self.unresolved_navigation = host_not_resolved(request.url, host, decision.reason)
+            self._unresolved_seen.set()
+            log.info("navigation_host_not_resolved", url=request.url[:300], host=host, reason=decision.reason)
+        else:
+            log.info("request_host_not_resolved", url=request.url[:300], host=host, reason=decision.reason)
 
     def _record_blocked(self, url: str, reason: str) -> None:
         url = url[:MAX_URL_CHARS]

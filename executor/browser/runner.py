@@ -2,7 +2,8 @@
 
 Each step runs against its own deadline and races two signals -- the browser died
 (retryable BROWSER_CRASHED) and the URL policy refused a navigation of the job's page
-(non-retryable URL_POLICY_VIOLATION). A failing step fails the job with a JobError
+(non-retryable URL_POLICY_VIOLATION; a host that does not resolve is a retryable
+HOST_NOT_RESOLVED instead). A failing step fails the job with a JobError
 that names the step (index and name), its action and selector, and why. Cancelling
 the task that runs `run()` cancels the step and closes the context.
 """
@@ -158,6 +159,7 @@ class BrowserTaskRunner:
         await report(index * 100 // total, f"step {index + 1}/{total}: {name}", index, name)
         started = time.monotonic()
         outcome = job_pb2.StepResult(index=index, name=name, action=action)
+        session.guard.clear_unresolved()
         try:
             _, message = action_of(step)
             await self._race(session, ACTIONS[action](ctx, message), timeout)
@@ -253,6 +255,11 @@ class BrowserTaskRunner:
             exc = session.guard.violation
         elif session.lost.is_set() or is_closed_error(exc):
             exc = session.crash_error()
+        unresolved = session.guard.unresolved_navigation
+        if unresolved is not None and isinstance(exc, PlaywrightError) and "net::ERR_" in str(exc):
+            # The page's navigation failed because its host (a redirect hop's, say,
+            # which only the proxy sees) did not resolve: say so, and which host.
+            exc = unresolved
         if isinstance(exc, JobError):
             return _with_step(ctx, exc.reason, exc.message, exc.code, exc.retryable, exc.metadata)
         if isinstance(exc, StepFailure):

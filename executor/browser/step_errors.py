@@ -4,6 +4,9 @@ Playwright raises."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 from google.rpc import code_pb2
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
@@ -28,6 +31,10 @@ _CLOSED_MARKS = (
     "Connection closed",
 )
 _NET_ERROR = "net::ERR_"
+# Chromium's errors for a name that did not resolve (ours: the route handler aborts
+# such a request with `namenotresolved`).
+_NAME_NOT_RESOLVED_MARKS = ("net::ERR_NAME_NOT_RESOLVED", "net::ERR_NAME_RESOLUTION_FAILED")
+_AT_URL = re.compile(r" at (\S+)")
 
 
 class StepFailure(Exception):
@@ -99,6 +106,21 @@ def expectation_failed(expected: str, actual: str) -> StepFailure:
     )
 
 
+def host_not_resolved(host: str, detail: str, url: str = "") -> StepFailure:
+    """A host that did not resolve: a network error (UNAVAILABLE), tried again --
+    never a policy violation, which is for addresses that resolved and are refused."""
+    metadata = {"host": host}
+    if url:
+        metadata["url"] = url[:2048]
+    return StepFailure(
+        "HOST_NOT_RESOLVED",
+        f"the host {host or '(unknown)'} could not be resolved: {detail}",
+        code=code_pb2.UNAVAILABLE,
+        retryable=True,
+        metadata=metadata,
+    )
+
+
 def is_invalid_selector_error(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, PlaywrightError) and any(m in text for m in _INVALID_SELECTOR_MARKS)
@@ -126,6 +148,14 @@ def classify_playwright_error(
         return step_timeout(timeout_s, line)
     if is_invalid_selector_error(exc):
         return invalid_selector(selector, line)
+    if any(mark in line for mark in _NAME_NOT_RESOLVED_MARKS):
+        found = _AT_URL.search(line)
+        url = found.group(1) if found else ""
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:
+            host = ""
+        return host_not_resolved(host, line, url)
     if _NET_ERROR in line:
         return StepFailure(
             "NAVIGATION_FAILED",

@@ -65,6 +65,14 @@ class Decision:
     reason: str = ""
     host: str = ""
     addresses: tuple[IPAddress, ...] = field(default=())
+    unresolved: bool = False
+    """Not allowed because the name did not resolve (or resolving timed out): a
+    network error, not a refusal. Nothing was decided about any address."""
+
+    @property
+    def refused(self) -> bool:
+        """Refused by the policy (as opposed to a host that could not be resolved)."""
+        return not self.allowed and not self.unresolved
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -182,7 +190,7 @@ def check_addresses(host: str, addresses: Sequence[IPAddress]) -> Decision:
     """The decision for a host that resolved to these addresses: refused if any of
     them is refused (a name with one public and one private address is refused)."""
     if not addresses:
-        return Decision(False, "the host resolved to no address", host)
+        return Decision(False, f"{host} resolved to no address", host, unresolved=True)
     literal = parse_ip_host(host) is not None
     for address in addresses:
         why = address_refusal(address)
@@ -223,7 +231,21 @@ def split_url(url: str) -> tuple[str, str, int] | None:
 # --- resolving policy -----------------------------------------------------------------
 
 
+def host_not_resolved(host: str, exc: BaseException) -> Decision:
+    """The decision for a name whose resolution failed: not allowed (nothing to
+    connect to), but not a policy refusal either."""
+    why = str(exc) or ("timeout" if isinstance(exc, TimeoutError) else type(exc).__name__)
+    return Decision(False, f"{host} could not be resolved ({why})", host, unresolved=True)
+
+
+#: Names that never resolve (RFC 6761 §6.4: resolvers should answer at once,
+#: without asking a DNS server).
+NEVER_RESOLVED_TLD = "invalid"
+
+
 async def resolve_with_loop(host: str, port: int) -> list[IPAddress]:
+    if host == NEVER_RESOLVED_TLD or host.endswith("." + NEVER_RESOLVED_TLD):
+        raise socket.gaierror(socket.EAI_NONAME, f"Name or service not known (.{NEVER_RESOLVED_TLD} never resolves)")
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     found: list[IPAddress] = []
@@ -309,5 +331,5 @@ class UrlPolicy:
             async with asyncio.timeout(self._resolve_timeout):
                 addresses = await self._resolver(host, port)
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: bad IDNA names
-            return Decision(False, f"{host} could not be resolved ({exc or 'timeout'})", host)
+            return host_not_resolved(host, exc)
         return check_addresses(host, addresses)

@@ -21,6 +21,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "default_step_timeout_seconds": 5.0,
         "max_concurrent_browsers": 2,
         "contexts_per_browser": 4,
+        # The pool tests open several contexts at once whatever the host's default.
+        "browser_slots": 8,
         "browser_launch_timeout_seconds": 30.0,
     }
     values.update(overrides)
