@@ -9,7 +9,6 @@ import signal
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from conveyor.artifacts import LocalArtifactStore
@@ -28,6 +27,7 @@ from conveyor.v1 import (
 from gateway.admission import Admission
 from gateway.errors import ErrorInterceptor
 from gateway.event_hub import EventHub
+from gateway.health import Health, Readiness
 from gateway.janitor import Janitor
 from gateway.runtime import GatewayRuntime
 from gateway.schedules import ScheduleFiring
@@ -56,7 +56,11 @@ class Gateway:
         self.admission = Admission(self.store)
         self.schedules = ScheduleStore(self.client, settings.key_prefix)
         self.firing = ScheduleFiring(self.schedules, self.admission.wake)
-        self.health = HealthServicer()
+        self.health = Health()
+        # Readiness pings on a connection of its own: a pool busy or hung cannot hold it up.
+        self.readiness = Readiness(
+            self.health, connect(url, max_connections=1, client_name="conveyor-gateway-health"), SERVICE_NAMES
+        )
         artifacts = LocalArtifactStore(settings.artifact_root)
         self.janitor = Janitor(self.store, artifacts)
         self.runtime = GatewayRuntime(
@@ -105,21 +109,26 @@ class Gateway:
         await self.admission.start()
         await self.janitor.start()
         await self.firing.start()
+        self.readiness.update(True)  # the store answered above; the loop follows it from here
         await self.server.start()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.readiness.start()
         log.info("gateway serving", addr=self.settings.grpc_addr, port=self.port)
 
     async def stop(self) -> None:
-        """Graceful: health NOT_SERVING, watch streams end with UNAVAILABLE, in-flight
-        unary calls finish (up to the grace period)."""
+        """Graceful and bounded: health turns NOT_SERVING, and every health watcher is
+        told so (up to DRAIN_TIMEOUT_SECONDS), before anything closes; then watch
+        streams end with UNAVAILABLE, health watches too, and in-flight unary calls
+        finish (up to the grace period)."""
         log.info("gateway stopping")
-        await self.health.enter_graceful_shutdown()
+        await self.health.drain()
+        await self.readiness.close()
         await self.firing.close()
         await self.admission.close()
         await self.janitor.close()
         await self.hub.close()
+        self.health.close()
         await self.server.stop(self.settings.shutdown_grace_seconds)
+        await self.readiness.client.aclose()
         await self.client.aclose()
         log.info("gateway stopped")
 
