@@ -158,7 +158,10 @@ class ExecutorRuntime:
             self.completed += 1
             log.info("job completed", state=state and state.value)
         finally:
-            self.running.pop(claim.job_id, None)
+            # Only this attempt's entry: the job's next attempt may already run here
+            # (a retry claimed while this one's finish was on its way).
+            if self.running.get(claim.job_id) is running:
+                del self.running[claim.job_id]
 
     async def _execute(self, claim: Claim, spec: job_service_pb2.SubmitJobRequest) -> job_pb2.JobResult:
         kind = spec.WhichOneof("task")
@@ -213,13 +216,17 @@ class ExecutorRuntime:
     async def _heartbeat_once(self) -> None:
         info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "worker": self.worker_index,
                                 "completed": self.completed}
-        running = [(r.job_id, r.attempt) for r in self.running.values()]
+        sent = dict(self.running)
+        running = [(r.job_id, r.attempt) for r in sent.values()]
         stop = await self.store.heartbeat(
             self.executor_id, self.slots, int(self.settings.executor_ttl_seconds * 1000),
             self.stall_ms, info, running,
         )
         for job_id, job in zip(stop, await self.store.get_many(stop), strict=True):
-            self.stop_job(job_id, "cancel" if job is not None and job.cancel_requested else "lost")
+            # The verdict is on the attempt reported; a newer attempt of the same job
+            # started since is not stopped by it.
+            if self.running.get(job_id) is sent.get(job_id):
+                self.stop_job(job_id, "cancel" if job is not None and job.cancel_requested else "lost")
 
     async def _heartbeat_loop(self) -> None:
         while True:
