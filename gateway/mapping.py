@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from conveyor.store.records import (
@@ -34,18 +36,51 @@ STATE_TO_PROTO = {
 }
 STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
 
+_M = TypeVar("_M", bound=Message)
+
 EVENT_TYPE_TO_PROTO = {
     EventType.STATE: job_pb2.JOB_EVENT_TYPE_STATE_CHANGED,
     EventType.PROGRESS: job_pb2.JOB_EVENT_TYPE_PROGRESS,
 }
 
 
+#: protobuf's valid ranges: a Duration within ±10,000 years, a Timestamp within
+#: 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z, nanos within ±999,999,999.
+DURATION_MAX_SECONDS = 315_576_000_000
+NANOS_MAX = 999_999_999
+TIMESTAMP_MIN_SECONDS = -62_135_596_800
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
+_TS_MIN_MS = TIMESTAMP_MIN_SECONDS * 1000
+_TS_MAX_MS = TIMESTAMP_MAX_SECONDS * 1000 + 999
+_DURATION_MAX_MS = DURATION_MAX_SECONDS * 1000
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _clamp(value: int, bounds: tuple[int, int]) -> int:
+    return max(bounds[0], min(bounds[1], value))
+
+
 def _ts(ms: int) -> timestamp_pb2.Timestamp | None:
+    """A stored time as a Timestamp (None for 0); a stored value out of protobuf's
+    range is shown at the nearest end of it rather than failing the read."""
     if not ms:
         return None
     ts = timestamp_pb2.Timestamp()
-    ts.FromMilliseconds(ms)
+    ts.FromMilliseconds(_clamp(ms, (_TS_MIN_MS, _TS_MAX_MS)))
     return ts
+
+
+def _parsed(message: _M, data: bytes | None) -> _M | None:
+    """`data` parsed into `message`, or None when it cannot be (a stored value that
+    is not what it should be must not fail the read of the job)."""
+    if data is None:
+        return None
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError):
+        return None
+    return message
 
 
 def duration_ms(d: duration_pb2.Duration) -> int:
@@ -67,7 +102,7 @@ def new_job(
     """A validated request as the store's NewJob (the request itself is the stored spec)."""
     run_at_ms = 0
     if request.HasField("run_at"):
-        run_at_ms = request.run_at.ToMilliseconds()
+        run_at_ms = max(request.run_at.ToMilliseconds(), now_ms)  # a time in the past is now
     elif request.HasField("delay"):
         run_at_ms = now_ms + duration_ms(request.delay)
     hosts = sorted({
@@ -108,37 +143,41 @@ def heartbeat_now() -> job_pb2.Heartbeat:
 
 def _duration(ms: int) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
-    d.FromMilliseconds(ms)
+    d.FromMilliseconds(_clamp(ms, (-_DURATION_MAX_MS, _DURATION_MAX_MS)))
     return d
 
 
 def attempt_to_proto(a: AttemptRecord) -> job_pb2.AttemptRecord:
-    out = job_pb2.AttemptRecord(attempt=a.attempt, outcome=STATE_TO_PROTO[a.outcome], worker=a.worker)
+    out = job_pb2.AttemptRecord(attempt=_clamp(a.attempt, _INT32), outcome=STATE_TO_PROTO[a.outcome], worker=a.worker)
     for field, ms in (("start_time", a.start_ms), ("end_time", a.end_ms)):
         ts = _ts(ms)
         if ts is not None:
             getattr(out, field).CopyFrom(ts)
-    if a.error is not None:
-        out.error.ParseFromString(a.error)
+    error = _parsed(status_pb2.Status(), a.error)
+    if error is not None:
+        out.error.CopyFrom(error)
     return out
 
 
 def job_to_proto(rec: JobRecord, *, estimated_start_ms: int = 0) -> job_pb2.Job:
+    """A stored job as the API shows it. Never fails for what is stored: numbers out
+    of range are clamped, a part that cannot be parsed is left out."""
+    labels = rec.labels if isinstance(rec.labels, dict) else {}
     job = job_pb2.Job(
         id=rec.id,
         queue=rec.queue,
         state=STATE_TO_PROTO[rec.state],
         priority=int(rec.priority),  # type: ignore[arg-type]
-        progress=rec.progress,
+        progress=_clamp(rec.progress, _INT32),
         progress_message=rec.progress_message,
-        attempt=rec.attempt,
-        max_attempts=rec.attempt_limit,
-        position=rec.position,
-        labels=rec.labels,
+        attempt=_clamp(rec.attempt, _INT32),
+        max_attempts=_clamp(rec.attempt_limit, _INT32),
+        position=_clamp(rec.position, _INT64),
+        labels={str(k): str(v) for k, v in labels.items()},
         owner=rec.owner,
-        last_sequence=rec.last_sequence,
+        last_sequence=_clamp(rec.last_sequence, _INT64),
         cancel_requested=rec.cancel_requested and not rec.state.terminal,
-        depends_on=rec.depends_on,
+        depends_on=[str(d) for d in rec.depends_on],
         dedup_key=rec.dedup_key,
         attempts=[attempt_to_proto(a) for a in rec.attempts],
     )
@@ -152,16 +191,20 @@ def job_to_proto(rec: JobRecord, *, estimated_start_ms: int = 0) -> job_pb2.Job:
         ts = _ts(ms)
         if ts is not None:
             getattr(job, field).CopyFrom(ts)
-    job.timeout.FromMilliseconds(rec.timeout_ms)
-    spec = job_service_pb2.SubmitJobRequest.FromString(rec.spec)
-    if spec.HasField("browser"):
+    job.timeout.CopyFrom(_duration(rec.timeout_ms))
+    spec = _parsed(job_service_pb2.SubmitJobRequest(), rec.spec)
+    if spec is not None and spec.HasField("browser"):
         job.browser.CopyFrom(spec.browser)
-    elif spec.HasField("noop"):
+    elif spec is not None and spec.HasField("noop"):
         job.noop.CopyFrom(spec.noop)
-    if rec.result is not None and rec.state is State.COMPLETED:
-        job.result.ParseFromString(rec.result)
-    if rec.error is not None and rec.state is not State.COMPLETED:
-        job.error.ParseFromString(rec.error)
+    if rec.state is State.COMPLETED:
+        result = _parsed(job_pb2.JobResult(), rec.result)
+        if result is not None:
+            job.result.CopyFrom(result)
+    else:
+        error = _parsed(status_pb2.Status(), rec.error)
+        if error is not None:
+            job.error.CopyFrom(error)
     return job
 
 
@@ -183,8 +226,9 @@ def event_to_proto(ev: EventRecord) -> job_pb2.JobEvent:
     ts = _ts(ev.time_ms)
     if ts is not None:
         out.time.CopyFrom(ts)
-    if ev.error is not None:
-        out.error.CopyFrom(status_pb2.Status.FromString(ev.error))
+    error = _parsed(status_pb2.Status(), ev.error)
+    if error is not None:
+        out.error.CopyFrom(error)
     return out
 
 
@@ -267,7 +311,7 @@ def schedule_to_proto(rec: ScheduleRecord) -> schedule_service_pb2.Schedule:
         name=rec.name,
         cron=rec.cron,
         time_zone=rec.time_zone,
-        template=job_service_pb2.SubmitJobRequest.FromString(rec.template),
+        template=_parsed(job_service_pb2.SubmitJobRequest(), rec.template),
         paused=rec.paused,
         last_job_id=rec.last_job_id,
         owner=rec.owner,

@@ -27,18 +27,23 @@ from gateway.mapping import (
     submitted_to_proto,
 )
 from gateway.runtime import GatewayRuntime
-from gateway.validation import JOB_ID, validate_submit
+from gateway.validation import (
+    MAX_ARTIFACT_NAME,
+    MAX_BATCH,
+    MAX_SEQUENCE,
+    MAX_VIOLATIONS,
+    MAX_WAIT_S,
+    WAIT_DEFAULT_S,
+    capped,
+    check_job_id,
+    check_page_token,
+    check_queue,
+    duration_problem,
+    validate_submit,
+)
 
-MAX_BATCH = 1000
-WAIT_DEFAULT_S = 30.0
-WAIT_MAX_S = 300.0
 CANCEL_CONFIRM_S = 3.0
-
-
-def _check_id(value: str, field: str = "id") -> str:
-    if not JOB_ID.match(value):
-        raise InvalidArgument(FieldViolation(field, "a job id (letters, digits, '-', '_'; 1 to 64)"))
-    return value
+SHUTTING_DOWN = "the gateway is shutting down; reconnect with after_sequence"
 
 
 def caller_owner(context: grpc.aio.ServicerContext) -> str:
@@ -52,7 +57,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self.rt = rt
 
     async def _owned(self, job_id: str, owner: str) -> JobRecord:
-        job = await self.rt.store.get(_check_id(job_id))
+        job = await self.rt.store.get(check_job_id(job_id))
         if job.owner != owner:
             # Someone else's job is indistinguishable from a missing one.
             raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
@@ -106,8 +111,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             found = validate_submit(req, self.rt.limits, prefix) or await self._check_dependencies(req, owner, prefix)
             if found:
                 refused[i] = found
+            if len(refused) >= MAX_VIOLATIONS and not request.allow_partial:
+                break  # refused anyway, and no more could be shown
         if refused and not request.allow_partial:
-            raise InvalidArgument([v for found in refused.values() for v in found])
+            raise InvalidArgument(capped([v for found in refused.values() for v in found]))
         now_ms = int(time.time() * 1000)
         accepted = [i for i in range(len(request.requests)) if i not in refused]
         outcomes = await self.rt.store.submit_many(
@@ -135,6 +142,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         if request.page_size < 0:
             raise InvalidArgument(FieldViolation("page_size", "must not be negative"))
+        if request.queue:
+            check_queue(request.queue)
+        check_page_token(request.page_token)
         state = None
         if request.state:
             if request.state not in STATE_FROM_PROTO:
@@ -151,9 +161,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        _check_id(request.id)
-        if request.HasField("after_sequence") and request.after_sequence < 0:
-            raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
+        check_job_id(request.id)
+        if request.HasField("after_sequence") and not 0 <= request.after_sequence <= MAX_SEQUENCE:
+            raise InvalidArgument(FieldViolation("after_sequence", f"between 0 and {MAX_SEQUENCE}"))
         job = await self._owned(request.id, caller_owner(context))
         yield pb.WatchJobResponse(job=job_to_proto(job))
         last = request.after_sequence if request.HasField("after_sequence") else job.last_sequence
@@ -164,7 +174,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             # Subscribed before the replay reads the job's log: nothing falls in between.
             sub = await hub.subscribe_job(job.id, job.queue)
         except HubClosed:
-            raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
+            raise Unavailable(SHUTTING_DOWN) from None
         try:
             batches = follow(
                 sub, last, sequence_of=lambda ev: ev.sequence, heartbeat=self.rt.settings.watch_heartbeat_seconds,
@@ -178,19 +188,17 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                     if event.terminal:
                         return
         except HubClosed:
-            raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
+            raise Unavailable(SHUTTING_DOWN) from None
         finally:
             hub.unsubscribe(sub)
 
     async def _until_done(self, job: JobRecord, timeout: float) -> JobRecord:
-        """The job (`job`, as last read) once terminal, or as it is when `timeout` passes."""
+        """The job (`job`, as last read) once terminal, or as it is when `timeout`
+        passes. Raises HubClosed when the gateway shuts down first."""
         if job.state.terminal:
             return job
         job_id = job.id
-        try:
-            sub = await self.rt.hub.subscribe_job(job_id, job.queue)
-        except HubClosed:
-            return job
+        sub = await self.rt.hub.subscribe_job(job_id, job.queue)
         try:
             job = await self.rt.store.get(job_id)  # it may have ended before the subscription
             deadline = asyncio.get_running_loop().time() + timeout
@@ -201,18 +209,22 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                 if any(ev.terminal for ev in await sub.wait(left)):
                     job = await self.rt.store.get(job_id)
             return job
-        except HubClosed:
-            return await self.rt.store.get(job_id)
         finally:
             self.rt.hub.unsubscribe(sub)
 
     async def WaitJob(self, request: pb.WaitJobRequest, context: grpc.aio.ServicerContext) -> pb.WaitJobResponse:
         timeout = WAIT_DEFAULT_S
         if request.HasField("timeout"):
+            problem = duration_problem(request.timeout, int(MAX_WAIT_S * 1000))
+            if problem:
+                raise InvalidArgument(FieldViolation("timeout", problem))
             timeout = duration_ms(request.timeout) / 1000
-            if not 0 <= timeout <= WAIT_MAX_S:
-                raise InvalidArgument(FieldViolation("timeout", f"between 0 and {WAIT_MAX_S:g}s"))
-        job = await self._until_done(await self._owned(request.id, caller_owner(context)), timeout)
+        job = await self._owned(request.id, caller_owner(context))
+        try:
+            job = await self._until_done(job, timeout)
+        except HubClosed:
+            # Not a timeout: the job may still end; the caller asks again elsewhere.
+            raise Unavailable("the gateway is shutting down; wait again") from None
         return pb.WaitJobResponse(job=job_to_proto(job), done=job.state.terminal)
 
     # ---- act ----------------------------------------------------------------------
@@ -220,8 +232,12 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
         job = await self._owned(request.id, caller_owner(context))
         await self.rt.store.cancel(request.id, CANCELLED_BY_CLIENT)
-        # An active job is stopped by its executor; give it a moment to confirm.
-        job = await self._until_done(job, CANCEL_CONFIRM_S)
+        # An active job is stopped by its executor; give it a moment to confirm. The
+        # cancel is recorded either way: at shutdown the job is answered as it is.
+        try:
+            job = await self._until_done(job, CANCEL_CONFIRM_S)
+        except HubClosed:
+            job = await self.rt.store.get(job.id)
         return pb.CancelJobResponse(job=job_to_proto(job))
 
     async def RetryJob(self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext) -> pb.RetryJobResponse:
@@ -233,9 +249,11 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def GetArtifact(
         self, request: pb.GetArtifactRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GetArtifactResponse]:
-        await self._owned(_check_id(request.job_id, "job_id"), caller_owner(context))
-        if not request.name:
-            raise InvalidArgument(FieldViolation("name", "an artifact name from result.artifacts is required"))
+        check_job_id(request.job_id, "job_id")
+        if not request.name or len(request.name) > MAX_ARTIFACT_NAME:
+            raise InvalidArgument(FieldViolation(
+                "name", f"an artifact name from result.artifacts is required (at most {MAX_ARTIFACT_NAME} characters)"))
+        await self._owned(request.job_id, caller_owner(context))
         artifacts = self.rt.artifacts
         size, content_type = await artifacts.stat(request.job_id, request.name)
         first = True

@@ -20,19 +20,21 @@ from gateway.mapping import (
     worker_to_proto,
 )
 from gateway.runtime import GatewayRuntime
-from gateway.validation import QUEUE_NAME
-
-MAX_PAGE = 1000
-MAX_BULK = 10_000
-MAX_CONCURRENCY = 100_000
-#: The most events a WatchQueue message carries (WatchQueueRequest.max_batch_size).
-MAX_WATCH_BATCH = 1000
+from gateway.validation import (
+    MAX_BULK,
+    MAX_CONCURRENCY,
+    MAX_HOST_RATE_LIMIT,
+    MAX_OLDER_THAN_MS,
+    MAX_QUEUE_PAGE,
+    MAX_WATCH_BATCH,
+    check_page_token,
+    check_queue,
+    duration_problem,
+)
 
 
 def _check_queue(name: str) -> str:
-    if not QUEUE_NAME.match(name):
-        raise InvalidArgument(FieldViolation("queue", "a queue name is required"))
-    return name
+    return check_queue(name)
 
 
 def _bulk_limit(limit: int) -> int:
@@ -50,7 +52,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     ) -> pb.ListQueuesResponse:
         if request.page_size < 0:
             raise InvalidArgument(FieldViolation("page_size", "must not be negative"))
-        size = min(request.page_size or 100, MAX_PAGE)
+        size = min(request.page_size or 100, MAX_QUEUE_PAGE)
+        check_page_token(request.page_token)
         queues = await self.rt.store.list_queues()
         names = [q.name for q in queues]
         start = 0
@@ -75,8 +78,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                 raise InvalidArgument(FieldViolation("concurrency", f"between 0 and {MAX_CONCURRENCY}"))
             fields["concurrency"] = request.concurrency
         if request.HasField("host_rate_limit"):
-            if request.host_rate_limit < 0:
-                raise InvalidArgument(FieldViolation("host_rate_limit", "must not be negative"))
+            if not 0 <= request.host_rate_limit <= MAX_HOST_RATE_LIMIT:
+                raise InvalidArgument(FieldViolation("host_rate_limit", f"between 0 and {MAX_HOST_RATE_LIMIT}"))
             fields["host_rate_limit"] = request.host_rate_limit
         if not fields:
             raise InvalidArgument(FieldViolation("concurrency", "give concurrency and/or host_rate_limit"))
@@ -106,9 +109,12 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             raise InvalidArgument(
                 FieldViolation("state", "JOB_STATE_COMPLETED, JOB_STATE_FAILED or JOB_STATE_CANCELLED")
             )
-        older = duration_ms(request.older_than) if request.HasField("older_than") else 0
-        if older < 0:
-            raise InvalidArgument(FieldViolation("older_than", "must not be negative"))
+        older = 0
+        if request.HasField("older_than"):
+            problem = duration_problem(request.older_than, MAX_OLDER_THAN_MS)
+            if problem:
+                raise InvalidArgument(FieldViolation("older_than", problem))
+            older = duration_ms(request.older_than)
         await self.rt.store.get_queue(name)  # NOT_FOUND for an unknown queue
         before = await self.rt.store.now_ms() - older
         deleted = await self.rt.store.clean_queue(name, state, before, _bulk_limit(request.limit))

@@ -13,6 +13,7 @@ from gateway.mapping import new_schedule, schedule_to_proto
 from gateway.runtime import GatewayRuntime
 from gateway.schedules import ScheduleFiring, validate_schedule
 from gateway.servicers.jobs import caller_owner
+from gateway.validation import capped, check_page_token, check_schedule_id, validate_schedule_bounds
 
 
 class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
@@ -24,9 +25,12 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
     async def CreateSchedule(
         self, request: pb.CreateScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateScheduleResponse:
-        violations = validate_schedule(request, self.rt.limits)
+        # The sizes first: the cron and zone parsers quote what they refuse.
+        violations = validate_schedule_bounds(request.cron, request.time_zone) or validate_schedule(
+            request, self.rt.limits
+        )
         if violations:
-            raise InvalidArgument(violations)
+            raise InvalidArgument(capped(violations))
         s = self.rt.settings
         new = new_schedule(
             request,
@@ -46,31 +50,31 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         if request.page_size < 0:
             raise InvalidArgument(FieldViolation("page_size", "must not be negative"))
         records, token = await self.schedules.list_schedules(
-            caller_owner(context), page_size=request.page_size, page_token=request.page_token
+            caller_owner(context), page_size=request.page_size, page_token=check_page_token(request.page_token)
         )
         return pb.ListSchedulesResponse(schedules=[schedule_to_proto(r) for r in records], next_page_token=token)
 
     async def GetSchedule(
         self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetScheduleResponse:
-        record = await self.schedules.get(request.id, caller_owner(context))
+        record = await self.schedules.get(check_schedule_id(request.id), caller_owner(context))
         return pb.GetScheduleResponse(schedule=schedule_to_proto(record))
 
     async def DeleteSchedule(
         self, request: pb.DeleteScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteScheduleResponse:
-        await self.schedules.delete(request.id, caller_owner(context))
+        await self.schedules.delete(check_schedule_id(request.id), caller_owner(context))
         return pb.DeleteScheduleResponse()
 
     async def PauseSchedule(
         self, request: pb.PauseScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseScheduleResponse:
-        record = await self.schedules.pause(request.id, caller_owner(context))
+        record = await self.schedules.pause(check_schedule_id(request.id), caller_owner(context))
         return pb.PauseScheduleResponse(schedule=schedule_to_proto(record))
 
     async def ResumeSchedule(
         self, request: pb.ResumeScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeScheduleResponse:
-        record = await self.schedules.resume(request.id, caller_owner(context))
+        record = await self.schedules.resume(check_schedule_id(request.id), caller_owner(context))
         self.firing.wake()
         return pb.ResumeScheduleResponse(schedule=schedule_to_proto(record))
