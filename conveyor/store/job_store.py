@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,8 @@ from conveyor.store.replies import Context, refused
 from conveyor.store.scripts import register_scripts
 
 MAX_PAGE_SIZE = 1000
+#: The most jobs of one score a page token skips (a token is the last score and a count).
+MAX_PAGE_SKIP = 2**31
 #: Times a command is sent again on a new connection when its own is found dead.
 RECONNECT_RETRIES = 3
 #: The newest timing samples a queue's statistics use (SAMPLES in lua/includes/samples.lua; the
@@ -97,8 +100,11 @@ def _encode_token(score: float, skip: int) -> str:
 def _decode_token(token: str) -> tuple[float, int]:
     try:
         score, skip = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return float(score), int(skip)
-    except (ValueError, TypeError) as exc:
+        score, skip = float(score), int(skip)
+        if not math.isfinite(score) or not 0 <= skip <= MAX_PAGE_SKIP:
+            raise ValueError("out of range")
+        return score, skip
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidArgument(FieldViolation("page_token", "not a token this server issued")) from exc
 
 

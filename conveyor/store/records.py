@@ -34,13 +34,37 @@ class Priority(IntEnum):
 
 
 def text_of(value: bytes | None) -> str:
-    """A hash field's text ('' when missing)."""
-    return value.decode() if value is not None else ""
+    """A hash field's text ('' when missing; bytes that are not UTF-8 replaced)."""
+    return value.decode(errors="replace") if value is not None else ""
 
 
 def int_of(value: bytes | None) -> int:
-    """A hash field's integer (0 when missing or empty)."""
-    return int(value) if value else 0
+    """A hash field's integer (0 when missing, empty or not a number; Lua's exponent
+    form, "1e+20", read as the number it is): no stored value makes a read fail."""
+    if not value:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return int(float(value))
+        except (ValueError, OverflowError):
+            return 0
+
+
+def json_of(value: bytes | None, default: Any) -> Any:
+    """A hash field's JSON (`default` when missing or not JSON)."""
+    try:
+        return json.loads(value) if value else default
+    except ValueError:
+        return default
+
+
+def _priority_of(value: bytes | None) -> Priority:
+    try:
+        return Priority(int_of(value) or Priority.NORMAL)
+    except ValueError:
+        return Priority.NORMAL
 
 
 @dataclass(frozen=True)
@@ -103,14 +127,14 @@ class JobRecord:
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes]) -> JobRecord:
-        labels = h.get(b"labels")
-        deps = h.get(b"depends_on")
+        labels = json_of(h.get(b"labels"), {})
+        deps = json_of(h.get(b"depends_on"), [])
         return cls(
             id=text_of(h[b"id"]),
             queue=text_of(h[b"queue"]),
             owner=text_of(h.get(b"owner")),
             state=State(text_of(h[b"state"])),
-            priority=Priority(int_of(h.get(b"priority")) or Priority.NORMAL),
+            priority=_priority_of(h.get(b"priority")),
             attempt=int_of(h.get(b"attempt")),
             attempt_limit=int_of(h.get(b"limit")),
             attempts_per_set=int_of(h.get(b"max")),
@@ -124,7 +148,7 @@ class JobRecord:
             last_sequence=int_of(h.get(b"seq")),
             spec=h.get(b"spec", b""),
             kind=text_of(h.get(b"kind")),
-            labels=json.loads(labels) if labels else {},
+            labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
             result=h.get(b"result") or None,
             error=h.get(b"error") or None,
             cancel_requested=h.get(b"cancel") == b"1",
@@ -133,7 +157,7 @@ class JobRecord:
             request_id=text_of(h.get(b"request_id")),
             position=int_of(h.get(b"_position")),
             ready_ms=int_of(h.get(b"ready")),
-            depends_on=tuple(json.loads(deps)) if deps else (),
+            depends_on=tuple(str(d) for d in deps) if isinstance(deps, list) else (),
             dedup_key=text_of(h.get(b"dedup")).rsplit(":", 1)[-1] if h.get(b"dedup") else "",
             attempts=tuple(AttemptRecord.from_job_hash(h)),
         )
