@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63onveyor/v1/job.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x90\x07\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12\'\n\x08priority\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.Priority\x12\x10\n\x08progress\x18\x05 \x01(\x05\x12\x18\n\x10progress_message\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x08 \x01(\x05\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08position\x18\x0c \x01(\x03\x12,\n\x08run_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07timeout\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x06labels\x18\x0f \x03(\x0b\x32\x1c.conveyor.v1.Job.LabelsEntry\x12\r\n\x05owner\x18\x10 \x01(\t\x12\x15\n\rlast_sequence\x18\x11 \x01(\x03\x12\x18\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\x12\x38\n\x14\x65stimated_start_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndepends_on\x18\x16 \x03(\t\x12\x11\n\tdedup_key\x18\x17 \x01(\t\x12,\n\x08\x61ttempts\x18  \x03(\x0b\x32\x1a.conveyor.v1.AttemptRecord\x12+\n\x07\x62rowser\x18\x14 \x01(\x0b\x32\x18.conveyor.v1.BrowserTaskH\x00\x12%\n\x04noop\x18\x15 \x01(\x0b\x32\x15.conveyor.v1.NoopTaskH\x00\x12&\n\x06result\x18\x1e \x01(\x0b\x32\x16.conveyor.v1.JobResult\x12!\n\x05\x65rror\x18\x1f \x01(\x0b\x32\x12.google.rpc.Status\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04task\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd9\x01\n\rAttemptRecord\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07outcome\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12!\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06worker\x18\x06 \x01(\t\"\xee\x01\n\tJobResult\x12&\n\x05steps\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.StepResult\x12\x32\n\x06values\x18\x02 \x03(\x0b\x32\".conveyor.v1.JobResult.ValuesEntry\x12(\n\tartifacts\x18\x03 \x03(\x0b\x32\x15.conveyor.v1.Artifact\x12\x14\n\x0c\x62locked_urls\x18\x04 \x03(\t\x1a\x45\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\xb8\x01\n\nStepResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.conveyor.v1.StepStatus\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10matched_selector\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"V\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x12\n\nstep_index\x18\x04 \x01(\x05\"\xca\x02\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04type\x18\x05 \x01(\x0e\x32\x19.conveyor.v1.JobEventType\x12$\n\x05state\x18\x06 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12\x10\n\x08progress\x18\x07 \x01(\x05\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12\x12\n\nstep_index\x18\n \x01(\x05\x12\x11\n\tstep_name\x18\x0b \x01(\t\x12!\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x12.google.rpc.Status\x12\x16\n\x0equeue_sequence\x18\r \x01(\x03*\xb1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_WAITING\x10\x01\x12\x15\n\x11JOB_STATE_DELAYED\x10\x02\x12\x14\n\x10JOB_STATE_ACTIVE\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\x88\x01\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_CRITICAL\x10\x01\x12\x11\n\rPRIORITY_HIGH\x10\x02\x12\x13\n\x0fPRIORITY_NORMAL\x10\x03\x12\x10\n\x0cPRIORITY_LOW\x10\x04\x12\x11\n\rPRIORITY_BULK\x10\x05*U\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_STATUS_OK\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02*m\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1cJOB_EVENT_TYPE_STATE_CHANGED\x10\x01\x12\x1b\n\x17JOB_EVENT_TYPE_PROGRESS\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63onveyor/v1/job.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xca\x07\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12\'\n\x08priority\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.Priority\x12\x10\n\x08progress\x18\x05 \x01(\x05\x12\x18\n\x10progress_message\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x08 \x01(\x05\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08position\x18\x0c \x01(\x03\x12,\n\x08run_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07timeout\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x06labels\x18\x0f \x03(\x0b\x32\x1c.conveyor.v1.Job.LabelsEntry\x12\r\n\x05owner\x18\x10 \x01(\t\x12\x15\n\rlast_sequence\x18\x11 \x01(\x03\x12\x18\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\x12\x38\n\x14\x65stimated_start_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndepends_on\x18\x16 \x03(\t\x12\x11\n\tdedup_key\x18\x17 \x01(\t\x12,\n\x08\x61ttempts\x18  \x03(\x0b\x32\x1a.conveyor.v1.AttemptRecord\x12+\n\x07\x62rowser\x18\x14 \x01(\x0b\x32\x18.conveyor.v1.BrowserTaskH\x00\x12%\n\x04noop\x18\x15 \x01(\x0b\x32\x15.conveyor.v1.NoopTaskH\x00\x12*\n\tkind_task\x18\x18 \x01(\x0b\x32\x15.conveyor.v1.KindTaskH\x00\x12\x0c\n\x04kind\x18\x19 \x01(\t\x12&\n\x06result\x18\x1e \x01(\x0b\x32\x16.conveyor.v1.JobResult\x12!\n\x05\x65rror\x18\x1f \x01(\x0b\x32\x12.google.rpc.Status\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04task\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd9\x01\n\rAttemptRecord\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07outcome\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12!\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06worker\x18\x06 \x01(\t\"\x96\x02\n\tJobResult\x12&\n\x05steps\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.StepResult\x12\x32\n\x06values\x18\x02 \x03(\x0b\x32\".conveyor.v1.JobResult.ValuesEntry\x12(\n\tartifacts\x18\x03 \x03(\x0b\x32\x15.conveyor.v1.Artifact\x12\x14\n\x0c\x62locked_urls\x18\x04 \x03(\t\x12&\n\x06output\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x1a\x45\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\xb8\x01\n\nStepResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.conveyor.v1.StepStatus\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10matched_selector\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"V\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x12\n\nstep_index\x18\x04 \x01(\x05\"\xca\x02\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04type\x18\x05 \x01(\x0e\x32\x19.conveyor.v1.JobEventType\x12$\n\x05state\x18\x06 \x01(\x0e\x32\x15.conveyor.v1.JobState\x12\x10\n\x08progress\x18\x07 \x01(\x05\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12\x12\n\nstep_index\x18\n \x01(\x05\x12\x11\n\tstep_name\x18\x0b \x01(\t\x12!\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x12.google.rpc.Status\x12\x16\n\x0equeue_sequence\x18\r \x01(\x03*\xb1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_WAITING\x10\x01\x12\x15\n\x11JOB_STATE_DELAYED\x10\x02\x12\x14\n\x10JOB_STATE_ACTIVE\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\x88\x01\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_CRITICAL\x10\x01\x12\x11\n\rPRIORITY_HIGH\x10\x02\x12\x13\n\x0fPRIORITY_NORMAL\x10\x03\x12\x10\n\x0cPRIORITY_LOW\x10\x04\x12\x11\n\rPRIORITY_BULK\x10\x05*U\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_STATUS_OK\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02*m\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1cJOB_EVENT_TYPE_STATE_CHANGED\x10\x01\x12\x1b\n\x17JOB_EVENT_TYPE_PROGRESS\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,30 +40,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_JOBRESULT_VALUESENTRY']._loaded_options = None
   _globals['_JOBRESULT_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2222
-  _globals['_JOBSTATE']._serialized_end=2399
-  _globals['_PRIORITY']._serialized_start=2402
-  _globals['_PRIORITY']._serialized_end=2538
-  _globals['_STEPSTATUS']._serialized_start=2540
-  _globals['_STEPSTATUS']._serialized_end=2625
-  _globals['_JOBEVENTTYPE']._serialized_start=2627
-  _globals['_JOBEVENTTYPE']._serialized_end=2736
+  _globals['_JOBSTATE']._serialized_start=2320
+  _globals['_JOBSTATE']._serialized_end=2497
+  _globals['_PRIORITY']._serialized_start=2500
+  _globals['_PRIORITY']._serialized_end=2636
+  _globals['_STEPSTATUS']._serialized_start=2638
+  _globals['_STEPSTATUS']._serialized_end=2723
+  _globals['_JOBEVENTTYPE']._serialized_start=2725
+  _globals['_JOBEVENTTYPE']._serialized_end=2834
   _globals['_JOB']._serialized_start=183
-  _globals['_JOB']._serialized_end=1095
-  _globals['_JOB_LABELSENTRY']._serialized_start=1042
-  _globals['_JOB_LABELSENTRY']._serialized_end=1087
-  _globals['_HEARTBEAT']._serialized_start=1097
-  _globals['_HEARTBEAT']._serialized_end=1150
-  _globals['_ATTEMPTRECORD']._serialized_start=1153
-  _globals['_ATTEMPTRECORD']._serialized_end=1370
-  _globals['_JOBRESULT']._serialized_start=1373
-  _globals['_JOBRESULT']._serialized_end=1611
-  _globals['_JOBRESULT_VALUESENTRY']._serialized_start=1542
-  _globals['_JOBRESULT_VALUESENTRY']._serialized_end=1611
-  _globals['_STEPRESULT']._serialized_start=1614
-  _globals['_STEPRESULT']._serialized_end=1798
-  _globals['_ARTIFACT']._serialized_start=1800
-  _globals['_ARTIFACT']._serialized_end=1886
-  _globals['_JOBEVENT']._serialized_start=1889
-  _globals['_JOBEVENT']._serialized_end=2219
+  _globals['_JOB']._serialized_end=1153
+  _globals['_JOB_LABELSENTRY']._serialized_start=1100
+  _globals['_JOB_LABELSENTRY']._serialized_end=1145
+  _globals['_HEARTBEAT']._serialized_start=1155
+  _globals['_HEARTBEAT']._serialized_end=1208
+  _globals['_ATTEMPTRECORD']._serialized_start=1211
+  _globals['_ATTEMPTRECORD']._serialized_end=1428
+  _globals['_JOBRESULT']._serialized_start=1431
+  _globals['_JOBRESULT']._serialized_end=1709
+  _globals['_JOBRESULT_VALUESENTRY']._serialized_start=1640
+  _globals['_JOBRESULT_VALUESENTRY']._serialized_end=1709
+  _globals['_STEPRESULT']._serialized_start=1712
+  _globals['_STEPRESULT']._serialized_end=1896
+  _globals['_ARTIFACT']._serialized_start=1898
+  _globals['_ARTIFACT']._serialized_end=1984
+  _globals['_JOBEVENT']._serialized_start=1987
+  _globals['_JOBEVENT']._serialized_end=2317
 # @@protoc_insertion_point(module_scope)

@@ -169,6 +169,8 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     BROWSER_FIELD_NUMBER: _builtins.int
     NOOP_FIELD_NUMBER: _builtins.int
+    KIND_TASK_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
@@ -193,6 +195,8 @@ class Job(_message.Message):
     cancel_requested: _builtins.bool
     """Set once a cancel was asked for an ACTIVE job, until it ends."""
     dedup_key: _builtins.str
+    kind: _builtins.str
+    """The job's kind: "browser", "noop", or the name of `kind_task`."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -228,6 +232,8 @@ class Job(_message.Message):
     @_builtins.property
     def noop(self) -> _task_pb2.NoopTask: ...
     @_builtins.property
+    def kind_task(self) -> _task_pb2.KindTask: ...
+    @_builtins.property
     def result(self) -> Global___JobResult:
         """Set when COMPLETED."""
 
@@ -262,14 +268,16 @@ class Job(_message.Message):
         attempts: _abc.Iterable[Global___AttemptRecord] | None = ...,
         browser: _task_pb2.BrowserTask | None = ...,
         noop: _task_pb2.NoopTask | None = ...,
+        kind_task: _task_pb2.KindTask | None = ...,
+        kind: _builtins.str = ...,
         result: Global___JobResult | None = ...,
         error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "estimated_start_time", b"estimated_start_time", "noop", b"noop", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "estimated_start_time", b"estimated_start_time", "kind_task", b"kind_task", "noop", b"noop", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "browser", b"browser", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "dedup_key", b"dedup_key", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "estimated_start_time", b"estimated_start_time", "id", b"id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "noop", b"noop", "owner", b"owner", "position", b"position", "priority", b"priority", "progress", b"progress", "progress_message", b"progress_message", "queue", b"queue", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "browser", b"browser", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "dedup_key", b"dedup_key", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "estimated_start_time", b"estimated_start_time", "id", b"id", "kind", b"kind", "kind_task", b"kind_task", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "noop", b"noop", "owner", b"owner", "position", b"position", "priority", b"priority", "progress", b"progress", "progress_message", b"progress_message", "queue", b"queue", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["browser", "noop"]  # noqa: Y015
+    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["browser", "noop", "kind_task"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_task) -> _WhichOneofReturnType_task | None: ...
 
@@ -369,6 +377,7 @@ class JobResult(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     ARTIFACTS_FIELD_NUMBER: _builtins.int
     BLOCKED_URLS_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepResult]:
         """One per step run, in order."""
@@ -385,6 +394,10 @@ class JobResult(_message.Message):
     def blocked_urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Requests the URL policy refused while the job ran (sub-resources)."""
 
+    @_builtins.property
+    def output(self) -> _struct_pb2.Value:
+        """What a kind's handler returned (JSON), for kinds other than browser and noop."""
+
     def __init__(
         self,
         *,
@@ -392,10 +405,11 @@ class JobResult(_message.Message):
         values: _abc.Mapping[_builtins.str, _struct_pb2.Value] | None = ...,
         artifacts: _abc.Iterable[Global___Artifact] | None = ...,
         blocked_urls: _abc.Iterable[_builtins.str] | None = ...,
+        output: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "blocked_urls", b"blocked_urls", "steps", b"steps", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "blocked_urls", b"blocked_urls", "output", b"output", "steps", b"steps", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

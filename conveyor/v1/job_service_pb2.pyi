@@ -57,10 +57,12 @@ class SubmitJobRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     BROWSER_FIELD_NUMBER: _builtins.int
     NOOP_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     DEDUP_KEY_FIELD_NUMBER: _builtins.int
     DEDUP_WINDOW_FIELD_NUMBER: _builtins.int
     DEDUP_RETURN_EXISTING_FIELD_NUMBER: _builtins.int
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue; "default" when empty. Letters, digits, '-', '_', '.', at most 64."""
     priority: _job_pb2.Priority.ValueType
@@ -93,12 +95,20 @@ class SubmitJobRequest(_message.Message):
     @_builtins.property
     def noop(self) -> _task_pb2.NoopTask: ...
     @_builtins.property
+    def kind(self) -> _task_pb2.KindTask:
+        """Any other kind: {"kind": {"name": "scrape-website", "input": {...}}}."""
+
+    @_builtins.property
     def dedup_window(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Jobs (ids) that must COMPLETE before this one may start. Until then the job is
         DELAYED; if one of them fails for good or is cancelled, this job is CANCELLED.
         """
+
+    @_builtins.property
+    def retry(self) -> _task_pb2.RetryPolicy:
+        """Overrides the kind's retry policy for this job (max_attempts sets the attempts)."""
 
     def __init__(
         self,
@@ -113,16 +123,18 @@ class SubmitJobRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         browser: _task_pb2.BrowserTask | None = ...,
         noop: _task_pb2.NoopTask | None = ...,
+        kind: _task_pb2.KindTask | None = ...,
         dedup_key: _builtins.str = ...,
         dedup_window: _duration_pb2.Duration | None = ...,
         dedup_return_existing: _builtins.bool = ...,
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        retry: _task_pb2.RetryPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "dedup_window", b"dedup_window", "delay", b"delay", "noop", b"noop", "run_at", b"run_at", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "dedup_window", b"dedup_window", "delay", b"delay", "kind", b"kind", "noop", b"noop", "retry", b"retry", "run_at", b"run_at", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "dedup_key", b"dedup_key", "dedup_return_existing", b"dedup_return_existing", "dedup_window", b"dedup_window", "delay", b"delay", "depends_on", b"depends_on", "labels", b"labels", "max_attempts", b"max_attempts", "noop", b"noop", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "run_at", b"run_at", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["browser", b"browser", "dedup_key", b"dedup_key", "dedup_return_existing", b"dedup_return_existing", "dedup_window", b"dedup_window", "delay", b"delay", "depends_on", b"depends_on", "kind", b"kind", "labels", b"labels", "max_attempts", b"max_attempts", "noop", b"noop", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "retry", b"retry", "run_at", b"run_at", "task", b"task", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["browser", "noop"]  # noqa: Y015
+    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["browser", "noop", "kind"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_task) -> _WhichOneofReturnType_task | None: ...
 
@@ -287,11 +299,14 @@ class ListJobsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     state: _job_pb2.JobState.ValueType
     page_size: _builtins.int
     """At most 1000; 50 when 0."""
     page_token: _builtins.str
+    kind: _builtins.str
+    """Only jobs of this kind ("noop", "browser", or a kind's name); needs `queue`."""
     def __init__(
         self,
         *,
@@ -299,10 +314,11 @@ class ListJobsRequest(_message.Message):
         state: _job_pb2.JobState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -442,18 +442,28 @@ class RetryFailedJobsRequest(_message.Message):
 
     QUEUE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     limit: _builtins.int
     """At most this many (default and maximum 10000)."""
+    priority: _job_pb2.Priority.ValueType
+    """The retried jobs' new priority (unset: each keeps its own), e.g. PRIORITY_LOW to
+    reprocess a dead-letter set behind fresh work.
+    """
+    max_attempts: _builtins.int
+    """Attempts in the retried jobs' fresh set (0: each its own max_attempts)."""
     def __init__(
         self,
         *,
         queue: _builtins.str = ...,
         limit: _builtins.int = ...,
+        priority: _job_pb2.Priority.ValueType = ...,
+        max_attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "max_attempts", b"max_attempts", "priority", b"priority", "queue", b"queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -615,6 +625,7 @@ class Worker(_message.Message):
     RUNNING_JOB_IDS_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
     JOBS_COMPLETED_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     host: _builtins.str
     pid: _builtins.int
@@ -627,6 +638,10 @@ class Worker(_message.Message):
 
     @_builtins.property
     def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The job kinds it serves: admission hands it only jobs of these."""
+
     def __init__(
         self,
         *,
@@ -637,10 +652,11 @@ class Worker(_message.Message):
         running_job_ids: _abc.Iterable[_builtins.str] | None = ...,
         last_heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
         jobs_completed: _builtins.int = ...,
+        kinds: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat_time", b"last_heartbeat_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "id", b"id", "jobs_completed", b"jobs_completed", "last_heartbeat_time", b"last_heartbeat_time", "pid", b"pid", "running_job_ids", b"running_job_ids", "slots", b"slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "id", b"id", "jobs_completed", b"jobs_completed", "kinds", b"kinds", "last_heartbeat_time", b"last_heartbeat_time", "pid", b"pid", "running_job_ids", b"running_job_ids", "slots", b"slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

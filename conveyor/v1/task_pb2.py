@@ -23,55 +23,62 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/task.proto\x12\x0b\x63onveyor.v1\x1a\x1egoogle/protobuf/duration.proto\"Q\n\x0b\x42rowserTask\x12 \n\x05steps\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Step\x12 \n\x05\x66iles\x18\x02 \x03(\x0b\x32\x11.conveyor.v1.File\";\n\x04\x46ile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"Q\n\x08NoopTask\x12(\n\x05sleep\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x66\x61il_first_attempts\x18\x02 \x01(\x05\"-\n\x06Target\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\x11\n\tfallbacks\x18\x02 \x03(\t\"\x94\x06\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x08navigate\x18\n \x01(\x0b\x32\x1b.conveyor.v1.NavigateActionH\x00\x12)\n\x05\x63lick\x18\x0b \x01(\x0b\x32\x18.conveyor.v1.ClickActionH\x00\x12\'\n\x04\x66ill\x18\x0c \x01(\x0b\x32\x17.conveyor.v1.FillActionH\x00\x12\'\n\x04type\x18\r \x01(\x0b\x32\x17.conveyor.v1.TypeActionH\x00\x12)\n\x05\x63lear\x18\x0e \x01(\x0b\x32\x18.conveyor.v1.ClearActionH\x00\x12)\n\x05press\x18\x0f \x01(\x0b\x32\x18.conveyor.v1.PressActionH\x00\x12)\n\x05hover\x18\x10 \x01(\x0b\x32\x18.conveyor.v1.HoverActionH\x00\x12+\n\x06select\x18\x11 \x01(\x0b\x32\x19.conveyor.v1.SelectActionH\x00\x12)\n\x05\x63heck\x18\x12 \x01(\x0b\x32\x18.conveyor.v1.CheckActionH\x00\x12-\n\x07uncheck\x18\x13 \x01(\x0b\x32\x1a.conveyor.v1.UncheckActionH\x00\x12+\n\x06scroll\x18\x14 \x01(\x0b\x32\x19.conveyor.v1.ScrollActionH\x00\x12\'\n\x04wait\x18\x15 \x01(\x0b\x32\x17.conveyor.v1.WaitActionH\x00\x12+\n\x06\x65xpect\x18\x16 \x01(\x0b\x32\x19.conveyor.v1.ExpectActionH\x00\x12-\n\x07\x65xtract\x18\x17 \x01(\x0b\x32\x1a.conveyor.v1.ExtractActionH\x00\x12\x33\n\nscreenshot\x18\x18 \x01(\x0b\x32\x1d.conveyor.v1.ScreenshotActionH\x00\x12+\n\x06upload\x18\x19 \x01(\x0b\x32\x19.conveyor.v1.UploadActionH\x00\x42\x08\n\x06\x61\x63tion\"1\n\x0eNavigateAction\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x12\n\nwait_until\x18\x02 \x01(\t\"W\n\x0b\x43lickAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0e\n\x06\x62utton\x18\x02 \x01(\t\x12\x13\n\x0b\x63lick_count\x18\x03 \x01(\x05\"?\n\nFillAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0c\n\x04text\x18\x02 \x01(\t\"i\n\nTypeAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x05\x64\x65lay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"2\n\x0b\x43learAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\"?\n\x0bPressAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0b\n\x03key\x18\x02 \x01(\t\"2\n\x0bHoverAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\"S\n\x0cSelectAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\"2\n\x0b\x43heckAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\"4\n\rUncheckAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\"K\n\x0cScrollAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\n\n\x02\x64x\x18\x02 \x01(\x05\x12\n\n\x02\x64y\x18\x03 \x01(\x05\"\x97\x01\n\nWaitAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\r\n\x05state\x18\x02 \x01(\t\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0curl_contains\x18\x04 \x01(\t\x12\x12\n\nload_state\x18\x05 \x01(\t\"\xe9\x01\n\x0c\x45xpectAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x11\n\x07visible\x18\x02 \x01(\x08H\x00\x12\x10\n\x06hidden\x18\x03 \x01(\x08H\x00\x12\x17\n\rtext_contains\x18\x04 \x01(\tH\x00\x12\x15\n\x0btext_equals\x18\x05 \x01(\tH\x00\x12\x0f\n\x05value\x18\x06 \x01(\tH\x00\x12\x0f\n\x05\x63ount\x18\x07 \x01(\x05H\x00\x12\x18\n\x0etitle_contains\x18\x08 \x01(\tH\x00\x12\x16\n\x0curl_contains\x18\t \x01(\tH\x00\x42\x0b\n\tcondition\"o\n\rExtractAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x11\n\tattribute\x18\x03 \x01(\t\x12\x0c\n\x04html\x18\x04 \x01(\x08\x12\x0b\n\x03\x61ll\x18\x05 \x01(\x08\"J\n\x10ScreenshotAction\x12\x11\n\tfull_page\x18\x01 \x01(\x08\x12#\n\x06target\x18\x02 \x01(\x0b\x32\x13.conveyor.v1.Target\"B\n\x0cUploadAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\r\n\x05\x66iles\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/task.proto\x12\x0b\x63onveyor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"Q\n\x0b\x42rowserTask\x12 \n\x05steps\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Step\x12 \n\x05\x66iles\x18\x02 \x03(\x0b\x32\x11.conveyor.v1.File\";\n\x04\x46ile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"Q\n\x08NoopTask\x12(\n\x05sleep\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x66\x61il_first_attempts\x18\x02 \x01(\x05\"@\n\x08KindTask\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x85\x01\n\x0bRetryPolicy\x12%\n\x07\x62\x61\x63koff\x18\x01 \x01(\x0e\x32\x14.conveyor.v1.Backoff\x12\'\n\x04\x62\x61se\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03max\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x06Target\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\x11\n\tfallbacks\x18\x02 \x03(\t\"\x94\x06\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x08navigate\x18\n \x01(\x0b\x32\x1b.conveyor.v1.NavigateActionH\x00\x12)\n\x05\x63lick\x18\x0b \x01(\x0b\x32\x18.conveyor.v1.ClickActionH\x00\x12\'\n\x04\x66ill\x18\x0c \x01(\x0b\x32\x17.conveyor.v1.FillActionH\x00\x12\'\n\x04type\x18\r \x01(\x0b\x32\x17.conveyor.v1.TypeActionH\x00\x12)\n\x05\x63lear\x18\x0e \x01(\x0b\x32\x18.conveyor.v1.ClearActionH\x00\x12)\n\x05press\x18\x0f \x01(\x0b\x32\x18.conveyor.v1.PressActionH\x00\x12)\n\x05hover\x18\x10 \x01(\x0b\x32\x18.conveyor.v1.HoverActionH\x00\x12+\n\x06select\x18\x11 \x01(\x0b\x32\x19.conveyor.v1.SelectActionH\x00\x12)\n\x05\x63heck\x18\x12 \x01(\x0b\x32\x18.conveyor.v1.CheckActionH\x00\x12-\n\x07uncheck\x18\x13 \x01(\x0b\x32\x1a.conveyor.v1.UncheckActionH\x00\x12+\n\x06scroll\x18\x14 \x01(\x0b\x32\x19.conveyor.v1.ScrollActionH\x00\x12\'\n\x04wait\x18\x15 \x01(\x0b\x32\x17.conveyor.v1.WaitActionH\x00\x12+\n\x06\x65xpect\x18\x16 \x01(\x0b\x32\x19.conveyor.v1.ExpectActionH\x00\x12-\n\x07\x65xtract\x18\x17 \x01(\x0b\x32\x1a.conveyor.v1.ExtractActionH\x00\x12\x33\n\nscreenshot\x18\x18 \x01(\x0b\x32\x1d.conveyor.v1.ScreenshotActionH\x00\x12+\n\x06upload\x18\x19 \x01(\x0b\x32\x19.conveyor.v1.UploadActionH\x00\x42\x08\n\x06\x61\x63tion\"1\n\x0eNavigateAction\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x12\n\nwait_until\x18\x02 \x01(\t\"W\n\x0b\x43lickAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0e\n\x06\x62utton\x18\x02 \x01(\t\x12\x13\n\x0b\x63lick_count\x18\x03 \x01(\x05\"?\n\nFillAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0c\n\x04text\x18\x02 \x01(\t\"i\n\nTypeAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x05\x64\x65lay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"2\n\x0b\x43learAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\"?\n\x0bPressAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0b\n\x03key\x18\x02 \x01(\t\"2\n\x0bHoverAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\"S\n\x0cSelectAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\"2\n\x0b\x43heckAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\"4\n\rUncheckAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\"K\n\x0cScrollAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\n\n\x02\x64x\x18\x02 \x01(\x05\x12\n\n\x02\x64y\x18\x03 \x01(\x05\"\x97\x01\n\nWaitAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\r\n\x05state\x18\x02 \x01(\t\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0curl_contains\x18\x04 \x01(\t\x12\x12\n\nload_state\x18\x05 \x01(\t\"\xe9\x01\n\x0c\x45xpectAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x11\n\x07visible\x18\x02 \x01(\x08H\x00\x12\x10\n\x06hidden\x18\x03 \x01(\x08H\x00\x12\x17\n\rtext_contains\x18\x04 \x01(\tH\x00\x12\x15\n\x0btext_equals\x18\x05 \x01(\tH\x00\x12\x0f\n\x05value\x18\x06 \x01(\tH\x00\x12\x0f\n\x05\x63ount\x18\x07 \x01(\x05H\x00\x12\x18\n\x0etitle_contains\x18\x08 \x01(\tH\x00\x12\x16\n\x0curl_contains\x18\t \x01(\tH\x00\x42\x0b\n\tcondition\"o\n\rExtractAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x11\n\tattribute\x18\x03 \x01(\t\x12\x0c\n\x04html\x18\x04 \x01(\x08\x12\x0b\n\x03\x61ll\x18\x05 \x01(\x08\"J\n\x10ScreenshotAction\x12\x11\n\tfull_page\x18\x01 \x01(\x08\x12#\n\x06target\x18\x02 \x01(\x0b\x32\x13.conveyor.v1.Target\"B\n\x0cUploadAction\x12#\n\x06target\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Target\x12\r\n\x05\x66iles\x18\x02 \x03(\t*N\n\x07\x42\x61\x63koff\x12\x17\n\x13\x42\x41\x43KOFF_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41\x43KOFF_EXPONENTIAL\x10\x01\x12\x11\n\rBACKOFF_FIXED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.task_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BROWSERTASK']._serialized_start=71
-  _globals['_BROWSERTASK']._serialized_end=152
-  _globals['_FILE']._serialized_start=154
-  _globals['_FILE']._serialized_end=213
-  _globals['_NOOPTASK']._serialized_start=215
-  _globals['_NOOPTASK']._serialized_end=296
-  _globals['_TARGET']._serialized_start=298
-  _globals['_TARGET']._serialized_end=343
-  _globals['_STEP']._serialized_start=346
-  _globals['_STEP']._serialized_end=1134
-  _globals['_NAVIGATEACTION']._serialized_start=1136
-  _globals['_NAVIGATEACTION']._serialized_end=1185
-  _globals['_CLICKACTION']._serialized_start=1187
-  _globals['_CLICKACTION']._serialized_end=1274
-  _globals['_FILLACTION']._serialized_start=1276
-  _globals['_FILLACTION']._serialized_end=1339
-  _globals['_TYPEACTION']._serialized_start=1341
-  _globals['_TYPEACTION']._serialized_end=1446
-  _globals['_CLEARACTION']._serialized_start=1448
-  _globals['_CLEARACTION']._serialized_end=1498
-  _globals['_PRESSACTION']._serialized_start=1500
-  _globals['_PRESSACTION']._serialized_end=1563
-  _globals['_HOVERACTION']._serialized_start=1565
-  _globals['_HOVERACTION']._serialized_end=1615
-  _globals['_SELECTACTION']._serialized_start=1617
-  _globals['_SELECTACTION']._serialized_end=1700
-  _globals['_CHECKACTION']._serialized_start=1702
-  _globals['_CHECKACTION']._serialized_end=1752
-  _globals['_UNCHECKACTION']._serialized_start=1754
-  _globals['_UNCHECKACTION']._serialized_end=1806
-  _globals['_SCROLLACTION']._serialized_start=1808
-  _globals['_SCROLLACTION']._serialized_end=1883
-  _globals['_WAITACTION']._serialized_start=1886
-  _globals['_WAITACTION']._serialized_end=2037
-  _globals['_EXPECTACTION']._serialized_start=2040
-  _globals['_EXPECTACTION']._serialized_end=2273
-  _globals['_EXTRACTACTION']._serialized_start=2275
-  _globals['_EXTRACTACTION']._serialized_end=2386
-  _globals['_SCREENSHOTACTION']._serialized_start=2388
-  _globals['_SCREENSHOTACTION']._serialized_end=2462
-  _globals['_UPLOADACTION']._serialized_start=2464
-  _globals['_UPLOADACTION']._serialized_end=2530
+  _globals['_BACKOFF']._serialized_start=2764
+  _globals['_BACKOFF']._serialized_end=2842
+  _globals['_BROWSERTASK']._serialized_start=101
+  _globals['_BROWSERTASK']._serialized_end=182
+  _globals['_FILE']._serialized_start=184
+  _globals['_FILE']._serialized_end=243
+  _globals['_NOOPTASK']._serialized_start=245
+  _globals['_NOOPTASK']._serialized_end=326
+  _globals['_KINDTASK']._serialized_start=328
+  _globals['_KINDTASK']._serialized_end=392
+  _globals['_RETRYPOLICY']._serialized_start=395
+  _globals['_RETRYPOLICY']._serialized_end=528
+  _globals['_TARGET']._serialized_start=530
+  _globals['_TARGET']._serialized_end=575
+  _globals['_STEP']._serialized_start=578
+  _globals['_STEP']._serialized_end=1366
+  _globals['_NAVIGATEACTION']._serialized_start=1368
+  _globals['_NAVIGATEACTION']._serialized_end=1417
+  _globals['_CLICKACTION']._serialized_start=1419
+  _globals['_CLICKACTION']._serialized_end=1506
+  _globals['_FILLACTION']._serialized_start=1508
+  _globals['_FILLACTION']._serialized_end=1571
+  _globals['_TYPEACTION']._serialized_start=1573
+  _globals['_TYPEACTION']._serialized_end=1678
+  _globals['_CLEARACTION']._serialized_start=1680
+  _globals['_CLEARACTION']._serialized_end=1730
+  _globals['_PRESSACTION']._serialized_start=1732
+  _globals['_PRESSACTION']._serialized_end=1795
+  _globals['_HOVERACTION']._serialized_start=1797
+  _globals['_HOVERACTION']._serialized_end=1847
+  _globals['_SELECTACTION']._serialized_start=1849
+  _globals['_SELECTACTION']._serialized_end=1932
+  _globals['_CHECKACTION']._serialized_start=1934
+  _globals['_CHECKACTION']._serialized_end=1984
+  _globals['_UNCHECKACTION']._serialized_start=1986
+  _globals['_UNCHECKACTION']._serialized_end=2038
+  _globals['_SCROLLACTION']._serialized_start=2040
+  _globals['_SCROLLACTION']._serialized_end=2115
+  _globals['_WAITACTION']._serialized_start=2118
+  _globals['_WAITACTION']._serialized_end=2269
+  _globals['_EXPECTACTION']._serialized_start=2272
+  _globals['_EXPECTACTION']._serialized_end=2505
+  _globals['_EXTRACTACTION']._serialized_start=2507
+  _globals['_EXTRACTACTION']._serialized_end=2618
+  _globals['_SCREENSHOTACTION']._serialized_start=2620
+  _globals['_SCREENSHOTACTION']._serialized_end=2694
+  _globals['_UPLOADACTION']._serialized_start=2696
+  _globals['_UPLOADACTION']._serialized_end=2762
 # @@protoc_insertion_point(module_scope)

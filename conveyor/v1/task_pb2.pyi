@@ -7,7 +7,9 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +20,28 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Backoff:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BackoffEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Backoff.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BACKOFF_UNSPECIFIED: _Backoff.ValueType  # 0
+    BACKOFF_EXPONENTIAL: _Backoff.ValueType  # 1
+    """base, 2 x base, 4 x base, ... up to max (with jitter)."""
+    BACKOFF_FIXED: _Backoff.ValueType  # 2
+    """base every time."""
+
+class Backoff(_Backoff, metaclass=_BackoffEnumTypeWrapper):
+    """How the backoff between attempts grows."""
+
+BACKOFF_UNSPECIFIED: Backoff.ValueType  # 0
+BACKOFF_EXPONENTIAL: Backoff.ValueType  # 1
+"""base, 2 x base, 4 x base, ... up to max (with jitter)."""
+BACKOFF_FIXED: Backoff.ValueType  # 2
+"""base every time."""
+Global___Backoff: _TypeAlias = Backoff  # noqa: Y015
 
 @_typing.final
 class BrowserTask(_message.Message):
@@ -112,6 +136,75 @@ class NoopTask(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NoopTask: _TypeAlias = NoopTask  # noqa: Y015
+
+@_typing.final
+class KindTask(_message.Message):
+    """A job of a kind the executors serve (a user's kind, or a built-in one written
+    with the public kind API, such as `crawl`): its name and its input, as JSON. The
+    gateway validates the input against the input schema the kind's executors
+    published, and names the JSON path of what is wrong.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The kind's name, as registered with @job_kind: lowercase letters, digits, '-',
+    '_' and '.', at most 64.
+    """
+    @_builtins.property
+    def input(self) -> _struct_pb2.Struct:
+        """The kind's input (a JSON object)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        input: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KindTask: _TypeAlias = KindTask  # noqa: Y015
+
+@_typing.final
+class RetryPolicy(_message.Message):
+    """How a failed attempt is retried, overriding the kind's defaults (attempts are the
+    job's max_attempts).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKOFF_FIELD_NUMBER: _builtins.int
+    BASE_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    backoff: Global___Backoff.ValueType
+    @_builtins.property
+    def base(self) -> _duration_pb2.Duration:
+        """The first backoff (exponential: doubled each attempt; fixed: every attempt)."""
+
+    @_builtins.property
+    def max(self) -> _duration_pb2.Duration:
+        """The longest backoff."""
+
+    def __init__(
+        self,
+        *,
+        backoff: Global___Backoff.ValueType = ...,
+        base: _duration_pb2.Duration | None = ...,
+        max: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "max", b"max"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "base", b"base", "max", b"max"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
 
 @_typing.final
 class Target(_message.Message):
