@@ -135,6 +135,15 @@ class Settings(BaseSettings):
     max_concurrent_browsers: int = Field(
         default=2, validation_alias=_env("MAX_CONCURRENT_BROWSERS", "MAX_CONCURRENT_BROWSERS")
     )
+    kinds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Modules of job kinds to load besides the built-ins and the `conveyor.kinds` entry points "
+        "(comma-separated, e.g. mypkg.jobs).",
+    )
+    executor_kinds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The kinds this executor serves (comma-separated names); empty: every kind it loaded.",
+    )
     chromium_path: str = "/usr/bin/chromium"
     browser_scratch_dir: Path | None = Field(
         default=None,
@@ -184,6 +193,13 @@ class Settings(BaseSettings):
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("kinds", "executor_kinds", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
     @cached_property

@@ -22,6 +22,7 @@ from google.rpc import code_pb2
 from redis.exceptions import RedisError
 
 from conveyor.artifacts import LocalArtifactStore
+from conveyor.kinds import JobError, Kind, KindSpec, load_kinds
 from conveyor.settings import Settings
 from conveyor.statuses import CANCELLED_BY_CLIENT
 from conveyor.store.job_store import JobStore, connect
@@ -30,10 +31,11 @@ from conveyor.transport import store_policy
 from conveyor.v1 import job_pb2, job_service_pb2
 from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskRunner
-from executor.errors import JobError
+from executor.browser.url_policy import UrlPolicy
 from executor.finish_batcher import FinishBatcher
+from executor.kind_context import ExecutorJobContext, ExecutorServices
+from executor.kind_runner import run_kind
 from executor.retry_policy import RetryPolicy
-from executor.tasks.noop import run_noop
 
 log = structlog.get_logger("executor")
 
@@ -55,6 +57,11 @@ class ExecutorRuntime:
         self.executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.slots = settings.executor_slots
         self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
+        #: The kinds this worker serves, by name (the built-ins, CONVEYOR_KINDS and
+        #: the entry points; all of them, or those of CONVEYOR_EXECUTOR_KINDS).
+        self.kinds: dict[str, Kind] = {
+            k.name: k for k in load_kinds(settings.kinds).serving(settings.executor_kinds)
+        }
         self.running: dict[str, RunningJob] = {}
         #: Jobs claimed as their message was taken off the queue (the consumer's
         #: take), by (job id, attempt), waiting for their actor to run them.
@@ -66,7 +73,7 @@ class ExecutorRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._store: JobStore | None = None
         self._pool: BrowserPool | None = None
-        self._browser: BrowserTaskRunner | None = None
+        self._services: ExecutorServices | None = None
         self._finishes: FinishBatcher | None = None
         self.completed = 0
 
@@ -84,17 +91,22 @@ class ExecutorRuntime:
         self._finishes = FinishBatcher(self._store)
         await self.store.client.ping()
         artifacts = LocalArtifactStore(s.artifact_root)
-        # Shared by every worker on the host: each browser dir names its creator, and
-        # only dirs whose creator is gone are swept as leftovers.
-        self._pool = BrowserPool(s, run_dir=Path(s.data_dir) / "browsers")
-        await self._pool.start()
-        self._browser = BrowserTaskRunner(self._pool, artifacts, s)
+        self._services = ExecutorServices(artifacts, UrlPolicy(s.allowed_hosts), s.max_artifact_bytes)
+        if any(kind.browser for kind in self.kinds.values()):
+            # Shared by every worker on the host: each browser dir names its creator, and
+            # only dirs whose creator is gone are swept as leftovers.
+            self._pool = BrowserPool(s, run_dir=Path(s.data_dir) / "browsers")
+            await self._pool.start()
+            self._services.pool = self._pool
+            self._services.browser_runner = BrowserTaskRunner(self._pool, artifacts, s)
+        await self.store.publish_kinds([KindSpec.of(kind) for kind in self.kinds.values()])
         await self._heartbeat_once()
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
         ]
-        log.info("executor worker ready", executor_id=self.executor_id, slots=self.slots)
+        log.info("executor worker ready", executor_id=self.executor_id, slots=self.slots,
+                 kinds=sorted(self.kinds), browsers=self._pool is not None)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -140,19 +152,19 @@ class ExecutorRuntime:
             await self._failed(claim, JobError(
                 f"the job ran longer than its time limit of {claim.timeout_ms / 1000:g}s",
                 code=code_pb2.DEADLINE_EXCEEDED, reason="JOB_TIMEOUT", retryable=True,
-            ))
+            ), spec)
         except asyncio.CancelledError:
             if not running.stop_reason:
                 raise  # the worker itself is being stopped
             await self._stopped(claim, running.stop_reason)
         except JobError as err:
-            await self._failed(claim, err)
+            await self._failed(claim, err, spec)
         except Exception as exc:
             log.exception("job crashed")
             await self._failed(claim, JobError(
                 f"internal error: {type(exc).__name__}: {exc}", code=code_pb2.INTERNAL,
                 reason="EXECUTOR_ERROR", retryable=True,
-            ))
+            ), spec)
         else:
             state = await self._finish(claim, "completed", result.SerializeToString())
             self.completed += 1
@@ -164,24 +176,24 @@ class ExecutorRuntime:
                 del self.running[claim.job_id]
 
     async def _execute(self, claim: Claim, spec: job_service_pb2.SubmitJobRequest) -> job_pb2.JobResult:
-        kind = spec.WhichOneof("task")
-        if kind == "noop":
-            return await run_noop(spec.noop, claim.attempt)
-        if kind == "browser":
-            assert self._browser is not None
+        kind = self.kinds.get(claim.kind)
+        if kind is None:
+            raise JobError(f"this executor does not serve kind {claim.kind!r}", code=code_pb2.FAILED_PRECONDITION,
+                           reason="KIND_NOT_SERVED", retryable=True)
+        assert self._services is not None, "runtime not started"
 
-            async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
-                await self.store.report_progress(
-                    claim.job_id, claim.attempt, progress, message, step_index, step_name
-                )
+        async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
+            await self.store.report_progress(claim.job_id, claim.attempt, progress, message, step_index, step_name)
 
-            result: job_pb2.JobResult = await self._browser.run(claim.job_id, spec.browser, report)
-            return result
-        raise JobError(f"unknown task kind {kind!r}", code=code_pb2.INVALID_ARGUMENT,
-                       reason="UNKNOWN_TASK", retryable=False)
+        ctx = ExecutorJobContext(
+            job_id=claim.job_id, attempt=claim.attempt, queue=claim.queue, labels=dict(spec.labels), kind=kind,
+            services=self._services, report=report, log=log.bind(kind=kind.name),
+        )
+        return await run_kind(kind, ctx, spec)
 
-    async def _failed(self, claim: Claim, err: JobError) -> None:
-        retry_in = self.policy.retry_delay_ms(err, claim.attempt, claim.attempt_limit)
+    async def _failed(self, claim: Claim, err: JobError, spec: job_service_pb2.SubmitJobRequest) -> None:
+        policy = self.policy.for_job(self.kinds.get(claim.kind), spec)
+        retry_in = policy.retry_delay_ms(err, claim.attempt, claim.attempt_limit)
         state = await self._finish(claim, "failed", err.to_status().SerializeToString(), retry_in)
         log.warning("job attempt failed", reason=err.reason, error=err.message, retryable=err.retryable,
                     state=state and state.value, retry_in_ms=retry_in)
@@ -220,7 +232,7 @@ class ExecutorRuntime:
         running = [(r.job_id, r.attempt) for r in sent.values()]
         stop = await self.store.heartbeat(
             self.executor_id, self.slots, int(self.settings.executor_ttl_seconds * 1000),
-            self.stall_ms, info, running,
+            self.stall_ms, info, running, kinds=list(self.kinds),
         )
         for job_id, job in zip(stop, await self.store.get_many(stop), strict=True):
             # The verdict is on the attempt reported; a newer attempt of the same job
