@@ -29,6 +29,12 @@ RUN_JOB_ACTOR = "run_job"
 WORKER_TIMEOUT_MS = 15_000
 
 
+def kind_queue(kind: str) -> str:
+    """The Dramatiq queue that jobs of `kind` travel on, taken from by the executors
+    that serve it (lua: kind_queue() in store/lua/includes/admission.lua)."""
+    return f"{TRANSPORT_QUEUE}.{kind}"
+
+
 def wake_key(namespace: str, queue_name: str) -> str:
     """The list idle consumers block on; admit() in store/lua/includes/admission.lua pushes to it."""
     return f"{namespace}:{queue_name}.wake"

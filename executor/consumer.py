@@ -30,7 +30,7 @@ from dramatiq.message import Message
 from redis.exceptions import RedisError
 
 from conveyor.store.records import TakenMessage
-from conveyor.transport import wake_key
+from conveyor.transport import kind_queue, wake_key
 from executor.runtime import ExecutorRuntime
 
 log = structlog.get_logger("executor.consumer")
@@ -67,7 +67,10 @@ class QueueConsumer:
         #: A client of its own for blocking on the wake list, so that blocking never
         #: holds one of the store's connections.
         self._wake = wake
-        self._wake_key = wake_key(broker.namespace, queue_name)
+        #: The queues of the kinds the worker serves, then the transport queue itself
+        #: (messages sent with Dramatiq's own API).
+        self.queues = [*(kind_queue(kind) for kind in sorted(runtime.kinds)), queue_name]
+        self._wake_keys = [wake_key(broker.namespace, queue) for queue in self.queues]
         self._running: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
 
@@ -93,13 +96,13 @@ class QueueConsumer:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            taken = await store.take(free, self.worker_id, self.runtime.stall_ms)
+            taken = await store.take(free, self.worker_id, self.runtime.stall_ms, self.queues)
             for message in taken.messages:
                 task = asyncio.create_task(self._process(message), name=f"message {message.message_id}")
                 self._running.add(task)
                 task.add_done_callback(self._done)
             if not taken.popped:
-                await self._wake.blpop([self._wake_key], timeout=IDLE_BLOCK_SECONDS)
+                await self._wake.blpop(self._wake_keys, timeout=IDLE_BLOCK_SECONDS)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -128,7 +131,7 @@ class QueueConsumer:
             self.runtime.acked_by_store.discard(message_id)
             return
         try:
-            await self.runtime.store.ack(self.worker_id, message_id)
+            await self.runtime.store.ack(self.worker_id, message_id, taken.queue)
         except (RedisError, OSError) as exc:
             # Outstanding until this worker is gone; then handed back and refused as stale.
             log.warning("ack failed", message_id=message_id, error=str(exc))

@@ -12,8 +12,10 @@ import pytest
 from dramatiq.message import Message
 
 from conveyor.errors import FailedPrecondition, NotFound
+from conveyor.kinds import KindSpec
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import NewJob, Priority, State, TakenMessage
+from conveyor.transport import kind_queue
 
 
 def new(queue: str = "default", priority: Priority = Priority.NORMAL, *, run_at_ms: int = 0,
@@ -22,8 +24,12 @@ def new(queue: str = "default", priority: Priority = Priority.NORMAL, *, run_at_
                   timeout_ms=60_000, run_at_ms=run_at_ms, spec=b"", kind="noop", request_id=request_id)
 
 
+#: The Dramatiq queue the test jobs (kind "noop") are handed over on.
+NOOP_QUEUE = kind_queue("noop")
+
+
 async def register(store: JobStore, slots: int, executor: str = "ex") -> None:
-    await store.heartbeat(executor, slots, 60_000, 60_000, {}, [])
+    await store.heartbeat(executor, slots, 60_000, 60_000, {}, [], kinds=["noop"])
 
 
 async def assert_counters_match(store: JobStore, queue: str) -> None:
@@ -127,10 +133,10 @@ async def test_heartbeat_keeps_a_running_job_and_reports_cancel(store: JobStore)
     await store.claim(h.job_id, h.attempt, "ex", stall_timeout_ms=300)
     for _ in range(3):
         await asyncio.sleep(0.15)
-        assert await store.heartbeat("ex", 1, 60_000, 300, {}, [(job.id, 1)]) == []
+        assert await store.heartbeat("ex", 1, 60_000, 300, {}, [(job.id, 1)], kinds=["noop"]) == []
         assert await store.reap(b"lost") == (0, 0)
     assert await store.cancel(job.id, b"c") is State.ACTIVE
-    assert await store.heartbeat("ex", 1, 60_000, 300, {}, [(job.id, 1)]) == [job.id]
+    assert await store.heartbeat("ex", 1, 60_000, 300, {}, [(job.id, 1)], kinds=["noop"]) == [job.id]
     assert await store.mark_cancelled(job.id, 1, b"c") is State.CANCELLED
     await assert_counters_match(store, "default")
 
@@ -199,10 +205,10 @@ async def test_hand_over_writes_a_dramatiq_message_and_finish_refills_the_slot(s
     await register(store, 1)
     (h,) = await store.dispatch()
     a = store.policy
-    queue_key = f"{a.transport_namespace}:{a.transport_queue}"
+    queue_key = f"{a.transport_namespace}:{NOOP_QUEUE}"  # the queue of the job's kind
     (mid,) = await store.client.lrange(queue_key, 0, -1)
     message = Message.decode(await store.client.hget(f"{queue_key}.msgs", mid))
-    assert (message.actor_name, message.queue_name, message.args) == (a.actor_name, a.transport_queue, (first.id, 1))
+    assert (message.actor_name, message.queue_name, message.args) == (a.actor_name, NOOP_QUEUE, (first.id, 1))
     assert message.options["redis_message_id"] == mid.decode()
     assert await store.client.llen(f"{queue_key}.wake") == 1  # an idle consumer is woken
 
@@ -232,9 +238,9 @@ async def test_take_claims_as_it_takes_skips_stale_deliveries_and_finish_acknowl
     assert not isinstance(await store.claim(stale.id, 1, "other", 10_000), str)
 
     a = store.policy
-    queue_key = f"{a.transport_namespace}:{a.transport_queue}"
-    acks = f"{a.transport_namespace}:__acks__.w1.{a.transport_queue}"
-    taken = await store.take(10, "w1", 10_000)
+    queue_key = f"{a.transport_namespace}:{NOOP_QUEUE}"
+    acks = f"{a.transport_namespace}:__acks__.w1.{NOOP_QUEUE}"
+    taken = await store.take(10, "w1", 10_000, [NOOP_QUEUE])
     assert taken.popped == 2 and len(taken.messages) == 1
     claim = taken.messages[0].claim
     assert claim is not None and claim.job_id == fresh.id and claim.attempt == 1 and claim.kind == "noop"
@@ -264,9 +270,9 @@ async def test_take_passes_on_messages_that_name_no_job_for_their_actor(store: J
                           options={"redis_message_id": mid}, message_id=mid)
         await store.client.hset(f"{ns}:{q}.msgs", mid, message.encode())
         await store.client.rpush(f"{ns}:{q}", mid)
-    taken = await store.take(10, "w1", 10_000)
+    taken = await store.take(10, "w1", 10_000, [NOOP_QUEUE, q])
     assert taken.popped == 2
-    assert [(m.message_id, m.claim) for m in taken.messages] == [(mid, None) for mid in ids]
+    assert [(m.message_id, m.claim, m.queue) for m in taken.messages] == [(mid, None, q) for mid in ids]
     assert Message.decode(taken.messages[0].data).args == ("j", 1)
 
 
@@ -278,20 +284,21 @@ async def test_reap_hands_a_dead_workers_outstanding_deliveries_back_to_the_queu
     deadline). A live worker's deliveries stay where they are."""
     policy = replace(store.policy, worker_timeout_ms=300)
     quick = JobStore(store.client, store.prefix, policy)
-    ns, q = policy.transport_namespace, policy.transport_queue
+    await quick.publish_kinds([KindSpec("noop", {})])  # reap hands back the kinds' queues it knows
+    ns, q = policy.transport_namespace, NOOP_QUEUE
     jobs = [new(), new()]
     for job in jobs:
         await quick.submit(job)
     await register(quick, 2)
     assert len(await quick.dispatch(10)) == 2
-    dead = await quick.take(1, "dead", 60_000)
+    dead = await quick.take(1, "dead", 60_000, [q])
     assert len(dead.messages) == 1
     dead_claim = dead.messages[0].claim
     assert dead_claim is not None
 
     async def live_takes_and_reaps() -> bool:
         # The live worker beats (its take); the dead one does not.
-        taken = await quick.take(1, "live", 60_000)
+        taken = await quick.take(1, "live", 60_000, [q])
         live_messages.extend(taken.messages)
         await quick.reap(b"lost")
         return bool(await store.client.llen(f"{ns}:{q}"))
@@ -306,7 +313,7 @@ async def test_reap_hands_a_dead_workers_outstanding_deliveries_back_to_the_queu
     assert len(live_messages) == 1 and live_messages[0].claim is not None
     assert await store.client.smembers(f"{ns}:__acks__.live.{q}") == {live_messages[0].message_id.encode()}
 
-    again = await quick.take(10, "other", 60_000)
+    again = await quick.take(10, "other", 60_000, [q])
     assert again.popped == 1 and again.messages == []  # its job is ACTIVE: refused, acknowledged
     assert [k.decode() for k in await store.client.hkeys(f"{ns}:{q}.msgs")] == [live_messages[0].message_id]
     record = await store.get(dead_claim.job_id)
@@ -320,14 +327,15 @@ async def test_ack_acknowledges_a_delivery_that_no_finish_did(store: JobStore) -
     await store.submit(job)
     await register(store, 1)
     assert len(await store.dispatch(10)) == 1
-    taken = await store.take(1, "w1", 60_000)
+    taken = await store.take(1, "w1", 60_000, [NOOP_QUEUE])
     (message,) = taken.messages
-    ns, q = store.policy.transport_namespace, store.policy.transport_queue
+    ns, q = store.policy.transport_namespace, NOOP_QUEUE
+    assert message.queue == q
     assert await store.client.scard(f"{ns}:__acks__.w1.{q}") == 1
-    await store.ack("w1", message.message_id)
+    await store.ack("w1", message.message_id, q)
     assert await store.client.scard(f"{ns}:__acks__.w1.{q}") == 0
     assert await store.client.hlen(f"{ns}:{q}.msgs") == 0
-    await store.ack("w1", message.message_id)  # twice: nothing left to do, no error
+    await store.ack("w1", message.message_id, q)  # twice: nothing left to do, no error
 
 
 async def test_attempts_that_end_together_finish_in_one_script_each_as_if_alone(store: JobStore) -> None:

@@ -13,6 +13,7 @@ from dramatiq.message import Message
 from conveyor.errors import AlreadyExists
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import NewJob, Priority, State
+from conveyor.transport import kind_queue
 from tests.test_store import assert_counters_match, register
 
 
@@ -26,10 +27,10 @@ async def next_delivery(store: JobStore) -> tuple[str, int]:
     """Admit, then take the next message from the Dramatiq queue as an executor would
     (a finishing job may already have handed the next one over)."""
     await store.dispatch()
-    p = store.policy
-    mid = await store.client.lpop(f"{p.transport_namespace}:{p.transport_queue}")
+    queue = f"{store.policy.transport_namespace}:{kind_queue('noop')}"
+    mid = await store.client.lpop(queue)
     assert mid is not None, "nothing was handed over"
-    message = Message.decode(await store.client.hget(f"{p.transport_namespace}:{p.transport_queue}.msgs", mid))
+    message = Message.decode(await store.client.hget(f"{queue}.msgs", mid))
     job_id, attempt = message.args
     return str(job_id), int(attempt)
 

@@ -14,6 +14,7 @@ from conveyor.store.keys import Keys
 from conveyor.store.replies import REFUSALS, Context, refused
 from conveyor.store.schedule_store import ScheduleStore
 from conveyor.store.scripts import INCLUDES_DIR, LUA_DIR, SCRIPT_NAMES, script_source
+from conveyor.transport import TRANSPORT_QUEUE, kind_queue
 
 #: Each Lua key builder of includes/base.lua, called with sample arguments, and the
 #: name the Python side builds for the same thing.
@@ -33,6 +34,10 @@ LUA_KEYS = {
     "K_CAPACITY": Keys(PREFIX).capacity,
     "K_GC": Keys(PREFIX).deleted,
     "K_CANCEL_CHANNEL": Keys(PREFIX).cancel_channel,
+    "K_KINDS": Keys(PREFIX).kinds,
+    "K_KIND_CAPACITY": Keys(PREFIX).kind_capacity,
+    "K_KIND_INFLIGHT": Keys(PREFIX).kind_inflight,
+    f"kind_queue({{queue = '{TRANSPORT_QUEUE}'}}, 'scrape')": kind_queue("scrape"),
 }
 
 
@@ -45,7 +50,7 @@ async def test_key_names_in_lua_and_in_python_agree(redis_url: str) -> None:
         "K_SCHEDULES_DUE": schedules.due_key,
         "k_owner_schedules('O')": schedules.owner_key("O"),
     }
-    base = (INCLUDES_DIR / "base.lua").read_text()
+    base = (INCLUDES_DIR / "base.lua").read_text() + (INCLUDES_DIR / "admission.lua").read_text()
     script = base + "\nreturn {" + ", ".join(lua_keys) + "}"
     try:
         built = await client.eval(script, 0, PREFIX)

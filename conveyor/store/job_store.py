@@ -26,6 +26,7 @@ from conveyor.errors import (
     InvalidArgument,
     NotFound,
 )
+from conveyor.kinds.registry import KindSpec
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
     TAKE_STRIDE,
@@ -174,13 +175,18 @@ class JobStore:
         return job
 
     async def list_jobs(
-        self, *, queue: str = "", state: State | None = None, page_size: int = 50, page_token: str = ""
+        self, *, queue: str = "", state: State | None = None, page_size: int = 50, page_token: str = "",
+        kind: str = "",
     ) -> tuple[list[JobRecord], str]:
         """Jobs newest first (WAITING ones in line order), paged by (score, skip) tokens
-        that stay correct while jobs are added."""
+        that stay correct while jobs are added; of one kind of one queue with `kind`."""
         page_size = min(page_size or 50, MAX_PAGE_SIZE)
         ascending = state is State.WAITING
-        if state is None:
+        if kind:
+            if not queue or state is not None:
+                raise InvalidArgument(FieldViolation("kind", "needs a queue, and no state"))
+            key = self.keys.queue_index(queue, f"kind:{kind}")
+        elif state is None:
             key = self.keys.queue_index(queue, "jobs") if queue else self.keys.jobs
         elif not queue:
             raise InvalidArgument(FieldViolation("queue", "required when state is given"))
@@ -294,8 +300,22 @@ class JobStore:
         except ResponseError as exc:
             raise refused(exc, Context(action="clean")) from None
 
-    async def retry_failed(self, name: str, limit: int) -> int:
-        return int(await self._run("retry_failed", name, limit))
+    async def retry_failed(self, name: str, limit: int, *, priority: int = 0, max_attempts: int = 0) -> int:
+        """Retry a queue's FAILED jobs, at `priority` and with `max_attempts` in their
+        fresh set when given (0: each job's own)."""
+        return int(await self._run("retry_failed", name, limit, priority, max_attempts))
+
+    # ---- kinds ------------------------------------------------------------------------
+
+    async def publish_kinds(self, specs: Sequence[KindSpec]) -> None:
+        """An executor's kinds, for the gateways to validate jobs against (kept: a kind
+        once published stays known while no executor serves it)."""
+        if specs:
+            await self.client.hset(self.keys.kinds, mapping={spec.name: spec.to_json() for spec in specs})
+
+    async def published_kinds(self) -> dict[str, KindSpec]:
+        published = await self.client.hgetall(self.keys.kinds)
+        return {name.decode(): KindSpec.from_json(raw) for name, raw in published.items()}
 
     async def take_deleted(self, count: int = 100) -> list[str]:
         """Ids of deleted jobs whose artifacts are still to be removed."""
@@ -343,26 +363,26 @@ class JobStore:
 
     # ---- executor side ----------------------------------------------------------------
 
-    async def take(self, count: int, worker_id: str, stall_timeout_ms: int) -> Taken:
-        """Up to `count` messages off the transport queue for the executor worker
-        `worker_id`, their jobs claimed by it. Stale and duplicate deliveries are
-        acknowledged in the script and left out (but counted as popped)."""
-        flat = await self._run("take", count, worker_id, stall_timeout_ms, *self.policy.args())
+    async def take(self, count: int, worker_id: str, stall_timeout_ms: int, queues: Sequence[str]) -> Taken:
+        """Up to `count` messages off the Dramatiq `queues` (in that order) for the
+        executor worker `worker_id`, their jobs claimed by it. Stale and duplicate
+        deliveries are acknowledged in the script and left out (but counted as popped)."""
+        flat = await self._run("take", count, worker_id, stall_timeout_ms, *self.policy.args(), *queues)
         messages: list[TakenMessage] = []
         for i in range(1, len(flat), TAKE_STRIDE):
-            data, message_id, ok = flat[i], flat[i + 1].decode(), int(flat[i + 2])
+            data, message_id, queue, ok = flat[i], flat[i + 1].decode(), flat[i + 2].decode(), int(flat[i + 3])
             claim = None
             if ok == 1:
                 job_id, attempt, _ = message_id.rsplit("-", 2)
                 claim = Claim.from_reply(
-                    job_id, int(attempt), flat[i + 2:i + TAKE_STRIDE], Delivery(worker_id, message_id)
+                    job_id, int(attempt), flat[i + 3:i + TAKE_STRIDE], Delivery(worker_id, message_id, queue)
                 )
-            messages.append(TakenMessage(data, message_id, claim))
+            messages.append(TakenMessage(data, message_id, claim, queue))
         return Taken(int(flat[0]), messages)
 
-    async def ack(self, worker_id: str, message_id: str) -> None:
-        """Acknowledge a delivery that no finish acknowledged (see ack.lua)."""
-        await self._run("ack", worker_id, message_id, *self.policy.args())
+    async def ack(self, worker_id: str, message_id: str, queue: str) -> None:
+        """Acknowledge a delivery taken off `queue` that no finish acknowledged (see ack.lua)."""
+        await self._run("ack", worker_id, message_id, queue, *self.policy.args())
 
     async def claim(self, job_id: str, attempt: int, executor_id: str, stall_timeout_ms: int) -> Claim | str:
         """The claim, or the reason there is none (a duplicate or stale delivery)."""
@@ -379,6 +399,7 @@ class JobStore:
         stall_timeout_ms: int,
         info: dict[str, Any],
         running: Sequence[tuple[str, int]],
+        kinds: Sequence[str] = (),
     ) -> list[str]:
         """Register the executor and keep its running jobs alive; returns the job ids
         it should stop (cancel asked, or no longer its own)."""
@@ -387,7 +408,7 @@ class JobStore:
             flat += [job_id, attempt]
         reply = await self._run(
             "heartbeat", executor_id, slots, ttl_ms, stall_timeout_ms, json.dumps(info),
-            self.policy.transport_namespace, *flat,
+            self.policy.transport_namespace, json.dumps(sorted(kinds)), *flat,
         )
         return [r.decode() for r in reply]
 

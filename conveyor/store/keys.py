@@ -65,5 +65,20 @@ class Keys:
         return f"{self.prefix}:gc"
 
     @property
+    def kinds(self) -> str:
+        """The kinds executors published: name -> KindSpec JSON (lua: K_KINDS)."""
+        return f"{self.prefix}:kinds"
+
+    @property
+    def kind_capacity(self) -> str:
+        """Per kind, the slots of the live executors serving it (lua: K_KIND_CAPACITY)."""
+        return f"{self.prefix}:capacity:kinds"
+
+    @property
+    def kind_inflight(self) -> str:
+        """Per kind, its jobs handed over or running (lua: K_KIND_INFLIGHT)."""
+        return f"{self.prefix}:inflight:kinds"
+
+    @property
     def cancel_channel(self) -> str:
         return f"{self.prefix}:cancel"

@@ -309,6 +309,8 @@ class Delivery:
 
     worker_id: str
     message_id: str
+    #: The Dramatiq queue it was taken from (its kind's, or the transport queue).
+    queue: str = ""
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,8 @@ class Finish:
         delivery = self.delivery
         return [self.job_id, self.attempt, self.outcome, self.payload,
                 -1 if self.retry_in_ms is None else self.retry_in_ms,
-                delivery.worker_id if delivery else "", delivery.message_id if delivery else ""]
+                delivery.worker_id if delivery else "", delivery.message_id if delivery else "",
+                delivery.queue if delivery else ""]
 
 
 @dataclass(frozen=True)
@@ -353,7 +356,7 @@ class Claim:
 
 
 #: Entries per message in take.lua's reply.
-TAKE_STRIDE = 8
+TAKE_STRIDE = 9
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,8 @@ class TakenMessage:
     data: bytes
     message_id: str
     claim: Claim | None
+    #: The Dramatiq queue it was taken from.
+    queue: str = ""
 
 
 @dataclass(frozen=True)
@@ -433,6 +438,7 @@ class ExecutorRecord:
     host: str
     pid: int
     completed: int
+    kinds: tuple[str, ...] = ()
 
     @classmethod
     def from_hash(cls, executor_id: str, h: dict[bytes, bytes]) -> ExecutorRecord:
@@ -445,4 +451,5 @@ class ExecutorRecord:
             host=str(info.get("host", "")),
             pid=int(info.get("pid", 0)),
             completed=int(info.get("completed", 0)),
+            kinds=tuple(str(k) for k in json_of(h.get(b"kinds"), [])),
         )

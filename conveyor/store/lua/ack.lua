@@ -5,10 +5,11 @@
 --   ARGV[1]  key prefix
 --   ARGV[2]  Dramatiq worker id
 --   ARGV[3]  message id
---   ARGV[4…] the policy arguments (transport_args)
+--   ARGV[4]  the Dramatiq queue it was taken from
+--   ARGV[5…] the policy arguments (transport_args)
 -- Reply: 1.
 -- @include admission
 -- @include executor
 
-ack_delivery(transport_args(4), ARGV[2], ARGV[3])
+ack_delivery(transport_args(5), ARGV[2], ARGV[3], ARGV[4])
 return 1

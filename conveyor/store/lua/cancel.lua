@@ -12,7 +12,8 @@
 
 local id, payload = ARGV[2], ARGV[3]
 local kj = k_job(id)
-local state, q, attempt, handed = unpack(redis.call('HMGET', kj, 'state', 'queue', 'attempt', 'handed'))
+local state, q, attempt, handed, kind = unpack(redis.call('HMGET', kj, 'state', 'queue', 'attempt', 'handed',
+  'kind'))
 if not state then return refuse('JOB_NOT_FOUND', id) end
 if TERMINAL[state] then return refuse('JOB_STATE', id, state) end
 local now = now_ms()
@@ -27,7 +28,7 @@ if state == 'ACTIVE' then
 end
 if state == 'WAITING' then
   redis.call('ZREM', k_index(q, 'waiting'), id)
-  if handed == '1' then leave_inflight(id, q) end
+  if handed == '1' then leave_inflight(id, q, kind) end
 end
 transition(id, q, state, 'CANCELLED', now, {attempt = tonumber(attempt), event = {'e', payload},
   fields = {'error', payload, 'ended', int(now), 'handed', 0, 'cancel', 1}, settle = transport_args(4)})

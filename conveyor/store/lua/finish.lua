@@ -3,10 +3,10 @@
 -- through a gateway).
 --   ARGV[1]     key prefix
 --   ARGV[2…10]  the policy arguments (transport_args)
---   ARGV[11…]   seven per attempt: job id, attempt, outcome, payload, retry delay ms
---               (-1: none), then the Dramatiq worker id and message id of its delivery
---               ('' and '' for none), acknowledged here whatever the outcome, so the
---               worker's own ack has nothing left to do.
+--   ARGV[11…]   eight per attempt: job id, attempt, outcome, payload, retry delay ms
+--               (-1: none), then the Dramatiq worker id, message id and queue of its
+--               delivery ('', '' and '' for none), acknowledged here whatever the
+--               outcome, so the worker's own ack has nothing left to do.
 --     outcome 'completed': payload is the serialized result
 --     outcome 'failed':    payload is the serialized error; a retry delay >= 0 asks for
 --                          a retry (granted while attempts remain and no cancel was asked)
@@ -22,13 +22,13 @@ local now = now_ms()
 
 local function finish(id, attempt, outcome, payload, retry_delay)
   local kj = k_job(id)
-  local state, cur, q, limit, cancel, started, has_dependents = unpack(redis.call('HMGET', kj, 'state',
-    'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents'))
+  local state, cur, q, limit, cancel, started, has_dependents, kind = unpack(redis.call('HMGET', kj, 'state',
+    'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind'))
   if state ~= 'ACTIVE' or cur ~= attempt then return '' end
   -- Due times are on Redis's clock, like every other time here, whatever the
   -- executor's clock says.
   local retry_at = now + retry_delay
-  leave_inflight(id, q)
+  leave_inflight(id, q, kind)
   sample(q, 'run', now - (tonumber(started) or now))
   local to, h
   if outcome == 'completed' then
@@ -55,8 +55,8 @@ local function finish(id, attempt, outcome, payload, retry_delay)
 end
 
 local out = {}
-for i = 11, #ARGV, 7 do
-  if ARGV[i + 6] ~= '' then ack_delivery(t, ARGV[i + 5], ARGV[i + 6]) end
+for i = 11, #ARGV, 8 do
+  if ARGV[i + 6] ~= '' then ack_delivery(t, ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]) end
   out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]))
 end
 admit(t, now)

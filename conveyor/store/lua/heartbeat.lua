@@ -8,7 +8,8 @@
 --   ARGV[5]  stall timeout ms
 --   ARGV[6]  info (JSON)
 --   ARGV[7]  Dramatiq namespace
---   ARGV[8…] job id, attempt pairs: the jobs it runs
+--   ARGV[8]  the kinds it serves (a JSON list)
+--   ARGV[9…] job id, attempt pairs: the jobs it runs
 -- Reply: the ids among those that the executor should stop: cancel asked, or no
 -- longer its own (recovered as stalled, deleted).
 -- @include admission
@@ -20,12 +21,13 @@ redis.call('ZADD', K_EXECUTORS, int(now + ttl_ms), executor)
 redis.call('ZADD', ARGV[7] .. ':__heartbeats__', int(now), executor)
 local kx = k_executor(executor)
 local running = {}
-for i = 8, #ARGV, 2 do running[#running + 1] = ARGV[i] end
-redis.call('HSET', kx, 'slots', slots, 'info', info, 'seen', int(now), 'jobs', cjson.encode(running))
+for i = 9, #ARGV, 2 do running[#running + 1] = ARGV[i] end
+redis.call('HSET', kx, 'slots', slots, 'info', info, 'seen', int(now), 'jobs', cjson.encode(running),
+  'kinds', ARGV[8])
 redis.call('PEXPIRE', kx, int(ttl_ms * 10))
 refresh_capacity(now)
 local stop = {}
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local id, attempt = ARGV[i], ARGV[i + 1]
   local kj = k_job(id)
   local state, cur, worker, cancel = unpack(redis.call('HMGET', kj, 'state', 'attempt', 'worker', 'cancel'))

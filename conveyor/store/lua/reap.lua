@@ -22,23 +22,29 @@ local t = transport_args(5)
 local now = now_ms()
 local requeued, failed = 0, 0
 refresh_capacity(now)
-local beats, qkey = t.ns .. ':__heartbeats__', t.ns .. ':' .. t.queue
-for _, worker in ipairs(redis.call('ZRANGEBYSCORE', beats, '-inf', now - worker_timeout_ms, 'LIMIT', 0, limit)) do
-  local acks = dramatiq_acks(t, worker)
-  for _, mid in ipairs(redis.call('SMEMBERS', acks)) do
-    if redis.call('HEXISTS', qkey .. '.msgs', mid) == 1 then redis.call('RPUSH', qkey, mid) end
+local beats = t.ns .. ':__heartbeats__'
+local dead = redis.call('ZRANGEBYSCORE', beats, '-inf', now - worker_timeout_ms, 'LIMIT', 0, limit)
+if #dead > 0 then
+  for _, queue in ipairs(transport_queues(t)) do
+    local qkey = t.ns .. ':' .. queue
+    for _, worker in ipairs(dead) do
+      local acks = dramatiq_acks(t, worker, queue)
+      for _, mid in ipairs(redis.call('SMEMBERS', acks)) do
+        if redis.call('HEXISTS', qkey .. '.msgs', mid) == 1 then redis.call('RPUSH', qkey, mid) end
+      end
+      redis.call('DEL', acks)
+    end
   end
-  redis.call('DEL', acks)
-  redis.call('ZREM', beats, worker)
+  for _, worker in ipairs(dead) do redis.call('ZREM', beats, worker) end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT', 0, limit)) do
   local kj = k_job(id)
-  local state, q, attempt, limit_a, cancel, handed = unpack(redis.call('HMGET', kj,
-    'state', 'queue', 'attempt', 'limit', 'cancel', 'handed'))
+  local state, q, attempt, limit_a, cancel, handed, kind = unpack(redis.call('HMGET', kj,
+    'state', 'queue', 'attempt', 'limit', 'cancel', 'handed', 'kind'))
   if not state then
     redis.call('ZREM', K_INFLIGHT, id)
   else
-    leave_inflight(id, q)
+    leave_inflight(id, q, kind)
     if state == 'WAITING' and handed == '1' then
       redis.call('HSET', kj, 'handed', 0)
       enter_line(id, q, true, now)

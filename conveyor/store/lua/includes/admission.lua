@@ -3,18 +3,36 @@
 -- @include base
 
 -- Forget the executors that went silent, and sum the slots of the live ones into
--- K_CAPACITY (read by every admit()). Run by every heartbeat and every reap, so a
--- dead executor's slots stop counting within a second of its time-to-live.
+-- K_CAPACITY, and per kind they serve into K_KIND_CAPACITY (read by every admit()).
+-- Run by every heartbeat and every reap, so a dead executor's slots stop counting
+-- within a second of its time-to-live. The kinds' in-flight counts are recounted from
+-- the in-flight set here too, so a count can never drift for long.
 local function refresh_capacity(now)
   for _, ex in ipairs(redis.call('ZRANGEBYSCORE', K_EXECUTORS, '-inf', now)) do
     redis.call('ZREM', K_EXECUTORS, ex)
     redis.call('DEL', k_executor(ex))
   end
-  local capacity = 0
+  local capacity, by_kind = 0, {}
   for _, ex in ipairs(redis.call('ZRANGE', K_EXECUTORS, 0, -1)) do
-    capacity = capacity + (tonumber(hget(k_executor(ex), 'slots')) or 0)
+    local slots, kinds = unpack(redis.call('HMGET', k_executor(ex), 'slots', 'kinds'))
+    slots = tonumber(slots) or 0
+    capacity = capacity + slots
+    for _, kind in ipairs(kinds and cjson.decode(kinds) or {}) do by_kind[kind] = (by_kind[kind] or 0) + slots end
   end
   redis.call('SET', K_CAPACITY, capacity)
+  local flat = {}
+  for kind, slots in pairs(by_kind) do flat[#flat + 1] = kind; flat[#flat + 1] = slots end
+  redis.call('DEL', K_KIND_CAPACITY)
+  if #flat > 0 then redis.call('HSET', K_KIND_CAPACITY, unpack(flat)) end
+  local inflight = {}
+  for _, id in ipairs(redis.call('ZRANGE', K_INFLIGHT, 0, -1)) do
+    local kind = hget(k_job(id), 'kind')
+    if kind then inflight[kind] = (inflight[kind] or 0) + 1 end
+  end
+  flat = {}
+  for kind, n in pairs(inflight) do flat[#flat + 1] = kind; flat[#flat + 1] = n end
+  redis.call('DEL', K_KIND_INFLIGHT)
+  if #flat > 0 then redis.call('HSET', K_KIND_INFLIGHT, unpack(flat)) end
 end
 
 -- Where handed-over jobs go (a Dramatiq queue), and how many finished jobs a queue
@@ -28,63 +46,88 @@ local function transport_args(i)
           max_age_ms = tonumber(ARGV[i + 8])}
 end
 
+-- The Dramatiq queue jobs of `kind` travel on (the executors serving that kind take
+-- from it): the transport queue's name, a dot, the kind.
+local function kind_queue(t, kind) return t.queue .. '.' .. kind end
+
 -- Write the Dramatiq message "run attempt `attempt` of job `id`" straight into the
--- broker's queue (its layout: <ns>:<queue> list of ids, <ns>:<queue>.msgs hash), in
--- the same atomic step that marks the job handed over: a job is never handed over
--- without its message, nor sent twice for one hand-over.
-local function hand_over(id, attempt, now, t)
+-- broker's queue of the job's kind (its layout: <ns>:<queue> list of ids,
+-- <ns>:<queue>.msgs hash), in the same atomic step that marks the job handed over: a
+-- job is never handed over without its message, nor sent twice for one hand-over.
+local function hand_over(id, attempt, kind, now, t)
   -- Unique per hand-over: the same attempt is handed over again only after the
   -- hand-over timeout.
   local mid = id .. '-' .. attempt .. '-' .. int(now)
-  local msg = cjson.encode({queue_name = t.queue, actor_name = t.actor, args = {id, attempt}, kwargs = {},
+  local queue = kind_queue(t, kind)
+  local msg = cjson.encode({queue_name = queue, actor_name = t.actor, args = {id, attempt}, kwargs = {},
                             options = {redis_message_id = mid}, message_id = mid, message_timestamp = now})
-  local qkey = t.ns .. ':' .. t.queue
+  local qkey = t.ns .. ':' .. queue
   redis.call('HSET', qkey .. '.msgs', mid, msg)
   redis.call('RPUSH', qkey, mid)
 end
 
--- The next job of a queue's line that may start now, taken out of the line; nil when
--- the line is empty or everything within reach is held back by the queue's per-host
--- navigation rate (`rate` per second; the job's hosts are those it navigates to).
-local RATE_SCAN = 50
-local function take_next(q, rate, now)
+-- The next job of a queue's line that may start now, taken out of the line: the
+-- first one whose kind has room on the executors serving it (`kind_room`: kind ->
+-- free slots) and, under the queue's per-host navigation rate (`rate` per second; a
+-- job's hosts are those it navigates to), whose hosts are under it. Only the first
+-- SCAN jobs of the line are looked at. Returns its id, kind and attempt so far; nil
+-- when the line is empty or nothing within reach may start.
+local SCAN = 50
+local function take_next(q, rate, now, kind_room)
   local line = k_index(q, 'waiting')
-  if rate <= 0 then
-    return redis.call('ZPOPMIN', line)[1]
-  end
   local sec = math.floor(now / 1000)
-  for _, id in ipairs(redis.call('ZRANGE', line, 0, RATE_SCAN - 1)) do
-    local hosts = hget(k_job(id), 'hosts')
-    local windows, ok = {}, true
-    for _, host in ipairs(hosts and cjson.decode(hosts) or {}) do
-      local window = k_rate(q, host, sec)
-      if (tonumber(redis.call('GET', window)) or 0) >= rate then
-        ok = false
-        break
+  -- The job `id` if it may start now: its kind, attempt so far; else nil.
+  local function admissible(id)
+    local kind, attempt, hosts = unpack(redis.call('HMGET', k_job(id), 'kind', 'attempt', 'hosts'))
+    if not kind or (kind_room[kind] or 0) <= 0 then return nil end
+    local windows = {}
+    if rate > 0 then
+      for _, host in ipairs(hosts and cjson.decode(hosts) or {}) do
+        local window = k_rate(q, host, sec)
+        if (tonumber(redis.call('GET', window)) or 0) >= rate then return nil end
+        windows[#windows + 1] = window
       end
-      windows[#windows + 1] = window
     end
-    if ok then
-      for _, window in ipairs(windows) do
-        redis.call('INCR', window)
-        redis.call('PEXPIRE', window, 2000)
-      end
-      redis.call('ZREM', line, id)
-      return id
+    for _, window in ipairs(windows) do
+      redis.call('INCR', window)
+      redis.call('PEXPIRE', window, 2000)
     end
+    return kind, tonumber(attempt)
   end
-  return nil
+  -- The head of the line first (nearly always the one), then the next few.
+  local head = redis.call('ZRANGE', line, 0, 0)[1]
+  if not head then return nil end
+  local candidates = {head}
+  local kind, attempt = admissible(head)
+  local i = 1
+  while not kind do
+    i = i + 1
+    if i == 2 then candidates = redis.call('ZRANGE', line, 0, SCAN - 1) end
+    if i > #candidates then return nil end
+    kind, attempt = admissible(candidates[i])
+  end
+  redis.call('ZREM', line, candidates[i])
+  return candidates[i], kind, attempt
 end
 
 -- Admission: hand waiting jobs to the executors, only as many as they have free
--- slots, and only as many of one queue as its concurrency allows. Queues take
--- turns, one job each, highest priority (then oldest) first within a queue.
+-- slots (in all, and for each job's kind on the executors that serve it), and only
+-- as many of one queue as its concurrency allows. Queues take turns, one job each,
+-- highest priority (then oldest) first within a queue.
 -- Returns a flat list {id1, attempt1, id2, attempt2, ...}.
 local function admit(t, now)
   local capacity = tonumber(redis.call('GET', K_CAPACITY)) or 0
   local free = math.min(capacity - redis.call('ZCARD', K_INFLIGHT), t.max)
   local out = {}
   if free <= 0 then return out end
+
+  local kind_room = {}
+  local caps = redis.call('HGETALL', K_KIND_CAPACITY)
+  for i = 1, #caps, 2 do kind_room[caps[i]] = tonumber(caps[i + 1]) end
+  local busy = redis.call('HGETALL', K_KIND_INFLIGHT)
+  for i = 1, #busy, 2 do
+    if kind_room[busy[i]] then kind_room[busy[i]] = kind_room[busy[i]] - tonumber(busy[i + 1]) end
+  end
 
   local open = {}
   for _, q in ipairs(redis.call('SMEMBERS', K_READY_QUEUES)) do
@@ -97,25 +140,29 @@ local function admit(t, now)
     end
   end
 
+  local woken = {}
   local progress = true
   while free > 0 and progress do
     progress = false
     for _, entry in ipairs(open) do
       if free > 0 and entry.room > 0 then
-        local id = take_next(entry.q, entry.rate, now)
+        local id, kind, attempt = take_next(entry.q, entry.rate, now, kind_room)
         if not id then
           entry.room = 0
           if redis.call('ZCARD', k_index(entry.q, 'waiting')) == 0 then
             redis.call('SREM', K_READY_QUEUES, entry.q)
           end
         else
-          local attempt = tonumber(hget(k_job(id), 'attempt')) + 1
+          attempt = attempt + 1
           redis.call('HSET', k_job(id), 'handed', 1)
           redis.call('ZADD', K_INFLIGHT, int(now + t.handover_ms), id)
           redis.call('HINCRBY', k_queue(entry.q), 'inflight', 1)
-          hand_over(id, attempt, now, t)
+          redis.call('HINCRBY', K_KIND_INFLIGHT, kind, 1)
+          hand_over(id, attempt, kind, now, t)
           out[#out + 1] = id
           out[#out + 1] = attempt
+          kind_room[kind] = kind_room[kind] - 1
+          woken[kind] = (woken[kind] or 0) + 1
           entry.room = entry.room - 1
           free = free - 1
           progress = true
@@ -123,11 +170,11 @@ local function admit(t, now)
       end
     end
   end
-  if #out > 0 then
-    -- Wake as many idle consumers as there are new messages (bounded).
-    local wake = t.ns .. ':' .. t.queue .. '.wake'
+  -- Wake as many idle consumers of each kind's queue as it got new messages (bounded).
+  for kind, n in pairs(woken) do
+    local wake = t.ns .. ':' .. kind_queue(t, kind) .. '.wake'
     local tokens = {}
-    for i = 1, math.min(#out / 2, 64) do tokens[i] = '1' end
+    for i = 1, math.min(n, 64) do tokens[i] = '1' end
     if redis.call('LPUSH', wake, unpack(tokens)) > 64 then redis.call('LTRIM', wake, 0, 63) end
   end
   return out

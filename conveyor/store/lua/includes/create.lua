@@ -74,6 +74,7 @@ local function create_job(j, spec, now)
   if j.hosts and #j.hosts > 0 then set('hosts', cjson.encode(j.hosts)) end
   redis.call('ZADD', K_JOBS, int(now), id)
   redis.call('ZADD', k_index(q, 'jobs'), int(now), id)
+  redis.call('ZADD', k_index(q, 'kind:' .. j.kind), int(now), id)  -- ListJobs by kind
 
   -- Dependencies: completed ones are met; a failed or cancelled one cancels this job.
   local pending, broken = 0, nil

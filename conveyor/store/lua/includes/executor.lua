@@ -23,12 +23,21 @@ local function claim_job(id, attempt, executor, stall_ms, now)
 end
 
 -- Dramatiq's bookkeeping of a delivery (its Redis layout, see transport.py): the
--- message a worker took sits in that worker's ack set and in the queue's message hash.
-local function dramatiq_acks(t, worker) return t.ns .. ':__acks__.' .. worker .. '.' .. t.queue end
+-- message a worker took off `queue` sits in that worker's ack set of the queue and in
+-- the queue's message hash.
+local function dramatiq_acks(t, worker, queue) return t.ns .. ':__acks__.' .. worker .. '.' .. queue end
 
 -- Acknowledge a delivery, as Dramatiq's own ack does.
-local function ack_delivery(t, worker, message_id)
-  if redis.call('SREM', dramatiq_acks(t, worker), message_id) > 0 then
-    redis.call('HDEL', t.ns .. ':' .. t.queue .. '.msgs', message_id)
+local function ack_delivery(t, worker, message_id, queue)
+  if redis.call('SREM', dramatiq_acks(t, worker, queue), message_id) > 0 then
+    redis.call('HDEL', t.ns .. ':' .. queue .. '.msgs', message_id)
   end
+end
+
+-- Every Dramatiq queue jobs travel on: the transport queue (messages sent with
+-- Dramatiq's own API) and one per kind executors have published.
+local function transport_queues(t)
+  local queues = {t.queue}
+  for _, kind in ipairs(redis.call('HKEYS', K_KINDS)) do queues[#queues + 1] = kind_queue(t, kind) end
+  return queues
 end

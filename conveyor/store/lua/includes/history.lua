@@ -8,13 +8,14 @@
 -- repeat of the request still answers with this job (see create_job).
 local function delete_job(id)
   local kj = k_job(id)
-  local q, state, owner, request_id, dedup = unpack(redis.call('HMGET', kj, 'queue', 'state', 'owner',
-    'request_id', 'dedup'))
+  local q, state, owner, request_id, dedup, kind = unpack(redis.call('HMGET', kj, 'queue', 'state', 'owner',
+    'request_id', 'dedup', 'kind'))
   if not q then return 0 end
   if not TERMINAL[state] then return 0 end  -- only jobs that have ended
   move(id, q, state, nil, 0)
   redis.call('ZREM', K_JOBS, id)
   redis.call('ZREM', k_index(q, 'jobs'), id)
+  if kind then redis.call('ZREM', k_index(q, 'kind:' .. kind), id) end
   if request_id and request_id ~= '' then
     local k_req = k_request(owner, request_id)
     local made, fingerprint = string.match(redis.call('GET', k_req) or '', '^(%S+) ?(%S*)')

@@ -58,9 +58,12 @@ local function position(id, q)
   return 0
 end
 
--- Leave the in-flight set (handed over or running): frees a slot of the queue.
-local function leave_inflight(id, q)
+-- Leave the in-flight set (handed over or running): frees a slot of the queue and
+-- of the job's kind (`kind`, when the caller knows it; refresh_capacity() recounts
+-- the kinds' in-flight jobs anyway).
+local function leave_inflight(id, q, kind)
   if redis.call('ZREM', K_INFLIGHT, id) == 1 then
     redis.call('HINCRBY', k_queue(q), 'inflight', -1)
+    if kind then redis.call('HINCRBY', K_KIND_INFLIGHT, kind, -1) end
   end
 end
