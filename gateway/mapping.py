@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
+from conveyor.kinds import KindSpec
 from conveyor.store.records import (
     AttemptRecord,
     EventRecord,
@@ -88,7 +89,9 @@ def duration_ms(d: duration_pb2.Duration) -> int:
 
 
 def task_kind(request: job_service_pb2.SubmitJobRequest) -> str:
-    return request.WhichOneof("task") or ""
+    """The job's kind: the built-in task's field name, or the name a `kind` task gives."""
+    task = request.WhichOneof("task") or ""
+    return request.kind.name if task == "kind" else task
 
 
 def new_job(
@@ -98,8 +101,13 @@ def new_job(
     now_ms: int,
     default_max_attempts: int,
     default_timeout_ms: int,
+    kind: KindSpec | None = None,
 ) -> NewJob:
-    """A validated request as the store's NewJob (the request itself is the stored spec)."""
+    """A validated request as the store's NewJob (the request itself is the stored
+    spec). What the request leaves out comes from its kind's defaults, then the server's."""
+    if kind is not None:
+        default_max_attempts = kind.max_attempts or default_max_attempts
+        default_timeout_ms = kind.timeout_ms or default_timeout_ms
     run_at_ms = 0
     if request.HasField("run_at"):
         run_at_ms = max(request.run_at.ToMilliseconds(), now_ms)  # a time in the past is now
@@ -197,6 +205,9 @@ def job_to_proto(rec: JobRecord, *, estimated_start_ms: int = 0) -> job_pb2.Job:
         job.browser.CopyFrom(spec.browser)
     elif spec is not None and spec.HasField("noop"):
         job.noop.CopyFrom(spec.noop)
+    elif spec is not None and spec.HasField("kind"):
+        job.kind_task.CopyFrom(spec.kind)
+    job.kind = rec.kind
     if rec.state is State.COMPLETED:
         result = _parsed(job_pb2.JobResult(), rec.result)
         if result is not None:
@@ -262,7 +273,7 @@ def queue_to_proto(q: QueueRecord) -> queue_service_pb2.Queue:
 def worker_to_proto(w: ExecutorRecord) -> queue_service_pb2.Worker:
     out = queue_service_pb2.Worker(
         id=w.id, host=w.host, pid=w.pid, slots=w.slots, running_job_ids=w.running_job_ids,
-        jobs_completed=w.completed,
+        jobs_completed=w.completed, kinds=w.kinds,
     )
     ts = _ts(w.seen_ms)
     if ts is not None:

@@ -11,6 +11,7 @@ from conveyor.store.job_store import JobStore
 from gateway.admission import Admission
 from gateway.event_hub import EventHub
 from gateway.janitor import Janitor
+from gateway.kind_catalog import KindCatalog
 from gateway.validation import Limits
 
 
@@ -23,3 +24,4 @@ class GatewayRuntime:
     artifacts: ArtifactStore
     janitor: Janitor
     limits: Limits
+    kinds: KindCatalog

@@ -29,6 +29,7 @@ from gateway.errors import ErrorInterceptor
 from gateway.event_hub import EventHub
 from gateway.health import Health, Readiness
 from gateway.janitor import Janitor
+from gateway.kind_catalog import KindCatalog
 from gateway.runtime import GatewayRuntime
 from gateway.schedules import ScheduleFiring
 from gateway.servicers.jobs import JobServicer
@@ -70,6 +71,7 @@ class Gateway:
             admission=self.admission,
             artifacts=artifacts,
             janitor=self.janitor,
+            kinds=KindCatalog(self.store),
             limits=Limits(
                 max_steps=settings.max_steps,
                 max_file_bytes=settings.max_file_bytes,

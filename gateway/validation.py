@@ -47,6 +47,8 @@ MAX_DEPENDENCIES = 100
 #: How far ahead `delay` and `run_at` (and a schedule template's `delay`) may start a job.
 MAX_AHEAD_MS = 366 * 24 * 3600 * 1000
 MAX_DEDUP_WINDOW_MS = 30 * 24 * 3600 * 1000
+#: The longest backoff a job's own `retry` may ask for (base and max).
+MAX_BACKOFF_MS = 24 * 3600 * 1000
 
 # ---- a browser task ----------------------------------------------------------------
 MAX_TEXT = 100_000
@@ -233,9 +235,23 @@ def validate_submit(
             if not JOB_ID.match(dep):
                 bad(f"depends_on[{i}]", "a job id")
 
+    if req.HasField("retry"):
+        if req.retry.backoff not in task_pb2.Backoff.values():
+            bad("retry.backoff", f"unknown backoff {req.retry.backoff}")
+        for name in ("base", "max"):
+            if req.retry.HasField(name):
+                problem = duration_problem(getattr(req.retry, name), MAX_BACKOFF_MS)
+                if problem:
+                    bad(f"retry.{name}", problem)
+        if (req.retry.HasField("base") and req.retry.HasField("max")
+                and duration_ms(req.retry.max) < duration_ms(req.retry.base)):
+            bad("retry.max", "must not be shorter than retry.base")
+
     kind = req.WhichOneof("task")
     if kind is None:
-        bad("task", "a task is required: browser or noop")
+        bad("task", "a task is required: browser, noop or kind")
+    elif kind == "kind":
+        pass  # the kind's name and input: checked against what its executors published (gateway/kind_catalog.py)
     elif kind == "noop":
         if req.noop.HasField("sleep"):
             problem = duration_problem(req.noop.sleep, limits.max_job_timeout_ms)

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument, NotFound, Unavailable
+from conveyor.kinds import KindSpec
+from conveyor.kinds.api import KIND_NAME
 from conveyor.statuses import CANCELLED_BY_CLIENT
 from conveyor.store.records import JobRecord, NewJob
 from conveyor.v1 import job_service_pb2 as pb
@@ -65,7 +67,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     # ---- submit -----------------------------------------------------------------
 
-    def _new_job(self, request: pb.SubmitJobRequest, owner: str, now_ms: int) -> NewJob:
+    def _new_job(self, request: pb.SubmitJobRequest, owner: str, now_ms: int, kind: KindSpec | None) -> NewJob:
         s = self.rt.settings
         return new_job(
             request,
@@ -73,7 +75,21 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             now_ms=now_ms,
             default_max_attempts=s.default_max_attempts,
             default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
+            kind=kind,
         )
+
+    async def _checked(
+        self, request: pb.SubmitJobRequest, owner: str, prefix: str = ""
+    ) -> tuple[KindSpec | None, list[FieldViolation]]:
+        """What is wrong with a submit, field by field (the contract's bounds, then the
+        jobs it depends on, then a `kind` task against its published kind), and the
+        kind's spec for a `kind` task."""
+        found = validate_submit(request, self.rt.limits, prefix) or await self._check_dependencies(
+            request, owner, prefix
+        )
+        if found or request.WhichOneof("task") != "kind":
+            return None, found
+        return await self.rt.kinds.check(request.kind, f"{prefix}kind")
 
     async def _check_dependencies(
         self, request: pb.SubmitJobRequest, owner: str, prefix: str = ""
@@ -90,10 +106,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.SubmitJobResponse:
         owner = caller_owner(context)
-        violations = validate_submit(request, self.rt.limits) or await self._check_dependencies(request, owner)
+        kind, violations = await self._checked(request, owner)
         if violations:
             raise InvalidArgument(violations)
-        submitted = await self.rt.store.submit(self._new_job(request, owner, int(time.time() * 1000)))
+        submitted = await self.rt.store.submit(self._new_job(request, owner, int(time.time() * 1000), kind))
         self.rt.admission.wake()
         return submitted_to_proto(submitted)
 
@@ -106,9 +122,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             raise InvalidArgument(FieldViolation("requests", f"at most {MAX_BATCH} requests per call"))
         owner = caller_owner(context)
         refused: dict[int, list[FieldViolation]] = {}
+        kinds: dict[int, KindSpec | None] = {}
         for i, req in enumerate(request.requests):
-            prefix = f"requests[{i}]."
-            found = validate_submit(req, self.rt.limits, prefix) or await self._check_dependencies(req, owner, prefix)
+            kinds[i], found = await self._checked(req, owner, f"requests[{i}].")
             if found:
                 refused[i] = found
             if len(refused) >= MAX_VIOLATIONS and not request.allow_partial:
@@ -118,7 +134,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         now_ms = int(time.time() * 1000)
         accepted = [i for i in range(len(request.requests)) if i not in refused]
         outcomes = await self.rt.store.submit_many(
-            [self._new_job(request.requests[i], owner, now_ms) for i in accepted]
+            [self._new_job(request.requests[i], owner, now_ms, kinds[i]) for i in accepted]
         )
         self.rt.admission.wake()
         response = pb.SubmitJobsResponse(results=[pb.SubmitJobResponse() for _ in request.requests])
@@ -150,8 +166,11 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             if request.state not in STATE_FROM_PROTO:
                 raise InvalidArgument(FieldViolation("state", f"unknown state {request.state}"))
             state = STATE_FROM_PROTO[request.state]
+        if request.kind and not KIND_NAME.match(request.kind):
+            raise InvalidArgument(FieldViolation("kind", "a kind's name (lowercase letters, digits, '.', '_', '-')"))
         jobs, token = await self.rt.store.list_jobs(
-            queue=request.queue, state=state, page_size=request.page_size, page_token=request.page_token
+            queue=request.queue, state=state, page_size=request.page_size, page_token=request.page_token,
+            kind=request.kind,
         )
         owner = caller_owner(context)
         return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs if j.owner == owner], next_page_token=token)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
+from conveyor.v1 import job_pb2, queue_service_pb2_grpc
 from conveyor.v1 import queue_service_pb2 as pb
-from conveyor.v1 import queue_service_pb2_grpc
 from gateway.event_hub import HubClosed, follow
 from gateway.mapping import (
     STATE_FROM_PROTO,
@@ -21,6 +21,7 @@ from gateway.mapping import (
 )
 from gateway.runtime import GatewayRuntime
 from gateway.validation import (
+    MAX_ATTEMPTS,
     MAX_BULK,
     MAX_CONCURRENCY,
     MAX_HOST_RATE_LIMIT,
@@ -125,8 +126,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self, request: pb.RetryFailedJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetryFailedJobsResponse:
         name = _check_queue(request.queue)
+        if request.priority and request.priority not in job_pb2.Priority.values():
+            raise InvalidArgument(FieldViolation("priority", f"unknown priority {request.priority}"))
+        if not 0 <= request.max_attempts <= MAX_ATTEMPTS:
+            raise InvalidArgument(FieldViolation("max_attempts", f"between 0 (each job's own) and {MAX_ATTEMPTS}"))
         await self.rt.store.get_queue(name)
-        retried = await self.rt.store.retry_failed(name, _bulk_limit(request.limit))
+        retried = await self.rt.store.retry_failed(
+            name, _bulk_limit(request.limit), priority=request.priority, max_attempts=request.max_attempts
+        )
         self.rt.admission.wake()
         return pb.RetryFailedJobsResponse(retried=retried)
 
