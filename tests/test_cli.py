@@ -886,3 +886,140 @@ def test_up_refuses_a_port_in_use(up_env: tuple[dict[str, str], str], tmp_path: 
         "(is another gateway running? set CONVEYOR_GRPC_ADDR or --grpc-addr)\n"
     )
     assert not (tmp_path / "data").exists()  # refused before starting anything
+
+
+# --- job kinds: submit --kind/--input, kinds, list --kind, retry-failed overrides ----------------
+def test_kind_input_is_json_or_a_file_of_json_or_yaml(tmp_path: Path) -> None:
+    from clients.cli.main import CliError, read_kind_input
+
+    assert read_kind_input('{"texts": ["a b"], "top": 2}') == {"texts": ["a b"], "top": 2}
+    (tmp_path / "in.json").write_text('{"messages": [{"role": "user", "content": "hi"}]}')
+    (tmp_path / "in.yaml").write_text("messages:\n  - role: user\n    content: hi\n")
+    assert read_kind_input(f"@{tmp_path / 'in.json'}") == read_kind_input(f"@{tmp_path / 'in.yaml'}") == {
+        "messages": [{"role": "user", "content": "hi"}]
+    }
+    assert read_kind_input("@-", io.StringIO('{"a": 1}')) == {"a": 1}
+    (tmp_path / "empty.json").write_text(" \n")
+    for text, message in [
+        ("{nope", "--input: not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+        ("[1, 2]", "--input: expected an object (the kind's input), got list"),
+        (f"@{tmp_path / 'missing.json'}", f"--input {tmp_path / 'missing.json'}: cannot read: No such file"),
+        (f"@{tmp_path / 'empty.json'}", f"--input {tmp_path / 'empty.json'}: the file is empty"),
+    ]:
+        with pytest.raises(CliError) as caught:
+            read_kind_input(text)
+        assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_kind_submit_usage_and_input_errors_come_before_any_call(tmp_path: Path) -> None:
+    nobody = ["--target", "127.0.0.1:1"]  # nobody listens: each is refused before a call
+    bad = run_cli("submit", "--kind", "chat", "--input", '"hello"', *nobody)
+    assert (bad.returncode, bad.stdout) == (1, "")
+    assert bad.stderr == "error: --input: expected an object (the kind's input), got str\n"
+    unjson = run_cli("submit", "--kind", "chat", "--input", '{"a": 1,}', *nobody)
+    assert unjson.returncode == 1 and unjson.stderr.startswith("error: --input: not valid JSON: ")
+    named = run_cli("submit", "--kind", "Not A Kind!", "--input", "{}", *nobody)
+    assert named.returncode == 1 and named.stderr.startswith("error: UNAVAILABLE: ")  # the name is the server's call
+    job_file = tmp_path / "noop.json"
+    job_file.write_text('{"noop": {}}')
+    for args in (
+        ["submit", str(job_file), "--kind", "chat"],  # both
+        ["submit"],  # neither
+        ["submit", str(job_file), "--input", "{}"],  # --input without --kind
+    ):
+        usage = run_cli(*args, *nobody)
+        assert usage.returncode == 2, (args, usage.stderr)
+        assert "usage: conveyor" in usage.stderr
+
+
+def test_kinds_counts_the_workers_that_serve_each() -> None:
+    from clients.cli.main import kinds_table
+
+    workers = [
+        queue_service_pb2.Worker(id="a", kinds=["noop", "browser"]),
+        queue_service_pb2.Worker(id="b", kinds=["noop", "chat", "chat"]),
+        queue_service_pb2.Worker(id="c"),  # an executor older than kinds: none published
+    ]
+    assert kinds_table(workers) == [("browser", 1), ("chat", 1), ("noop", 2)]
+    assert kinds_table([]) == []
+
+
+def test_e2e_kinds_of_the_examples_through_the_cli(redis_url: str, tmp_path: Path) -> None:
+    """An executor serving only the example kinds (and noop), loaded by CONVEYOR_KINDS
+    from examples/ on the path: the CLI lists them, submits them by name with JSON or
+    YAML input, shows progress and output, and lists and retries them by kind."""
+    from tests.support.processes import stack_env
+
+    path = os.pathsep.join(p for p in (str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")) if p)
+    env = stack_env(
+        redis_url, tmp_path / "data",
+        PYTHONPATH=path,
+        CONVEYOR_KINDS="conveyor_examples.chat,conveyor_examples.wordcount,conveyor_examples.flaky",
+        CONVEYOR_EXECUTOR_KINDS="chat,chat-batch,wordcount,flaky,noop",
+        CONVEYOR_CHAT_THINK_SECONDS="0.05",
+    )  # fmt: skip
+    stack = Stack(redis_url, env, tmp_path / "logs")
+    try:
+        stack.start_gateway()
+        stack.start_executor()
+        _e2e_example_kinds(stack, tmp_path)
+    finally:
+        stack.stop()
+        stack.print_problems()
+
+
+def _e2e_example_kinds(stack: Stack, tmp_path: Path) -> None:
+    target = ["--target", stack.grpc_target]
+    q = _queue()
+
+    listed = run_cli("kinds", "--json", *target)
+    assert listed.returncode == 0, listed.stderr
+    kinds = {row["kind"]: row["workers"] for row in map(json.loads, listed.stdout.splitlines())}
+    assert kinds == {"chat": 1, "chat-batch": 1, "flaky": 1, "noop": 1, "wordcount": 1}  # no browser
+    table = run_cli("kinds", *target).stdout.splitlines()
+    assert table[0].split() == ["KIND", "WORKERS"] and table[1].split() == ["chat", "1"]
+
+    chat_input = {"messages": [{"role": "user", "content": "what is 6 * 7?"}], "metadata": {"session": "s-1"}}
+    chatted = run_cli("submit", "--kind", "chat", "--input", json.dumps(chat_input), "--queue", q, "--watch", *target)
+    assert chatted.returncode == 0, chatted.stdout + chatted.stderr
+    chat_id = chatted.stdout.split()[2].rstrip(":")
+    assert re.search(r"#\d+ ACTIVE +\d+% thinking\.\.\.", chatted.stdout), chatted.stdout
+    assert "replying..." in chatted.stdout
+    assert f"job {chat_id}: COMPLETED" in chatted.stdout
+    assert '    "content": "6 * 7 = 42"' in chatted.stdout.split("output:\n", 1)[1]
+
+    job = json.loads(run_cli("get", chat_id, *target).stdout)
+    assert job["kind"] == "chat"
+    assert job["result"]["output"] == {
+        "reply": {"role": "assistant", "content": "6 * 7 = 42"}, "turns": 1, "metadata": {"session": "s-1"}
+    }
+
+    yaml_input = tmp_path / "count.yaml"
+    yaml_input.write_text("texts:\n  - the cat and the hat\ntop: 1\n")
+    counted = run_cli("submit", "--kind", "wordcount", "--input", f"@{yaml_input}", "--queue", q, "-q", "-w", *target)
+    assert counted.returncode == 0, counted.stderr
+    count_id = counted.stdout.strip()
+    output = json.loads(run_cli("get", count_id, *target).stdout)["result"]["output"]
+    assert output["top"] == [{"word": "the", "count": 2}] and output["words"] == 5
+
+    # A permanent error fails the job at once, though the kind allows 2 attempts.
+    empty = run_cli("submit", "--kind", "wordcount", "--input", '{"texts": []}', "--queue", q, "--watch", *target)
+    assert empty.returncode == 1, empty.stdout + empty.stderr
+    failed_id = empty.stdout.split()[2].rstrip(":")
+    assert f"job {failed_id}: FAILED" in empty.stdout and "(attempt 1 of 2)" in empty.stdout
+    assert "`texts` is empty" in empty.stdout
+
+    refused = run_cli("submit", "--kind", "chat", "--input", '{"messages": []}', "--queue", q, *target)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: INVALID_ARGUMENT: "), refused.stderr
+    assert "messages" in refused.stderr and refused.stderr.count("\n") == 1
+    unknown = run_cli("submit", "--kind", "no-such-kind", "--input", "{}", "--queue", q, *target)
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: INVALID_ARGUMENT: "), unknown.stderr
+
+    by_kind = run_cli("list", "--queue", q, "--kind", "wordcount", "--json", *target)
+    assert by_kind.returncode == 0, by_kind.stderr
+    assert {json.loads(line)["id"] for line in by_kind.stdout.splitlines()} == {count_id, failed_id}
+
+    again = run_cli("retry-failed", q, "--priority", "low", "--max-attempts", "1", *target)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"queue {q}: retried 1 failed job (priority low, 1 attempt)\n"
+    assert json.loads(run_cli("get", failed_id, *target).stdout)["priority"] == "PRIORITY_LOW"

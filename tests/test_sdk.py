@@ -494,3 +494,206 @@ async def test_the_sync_client_has_the_same_surface(fake: Fake) -> None:
 
     await asyncio.to_thread(use)
     assert fake.jobs.metadata[0]["authorization"] == "Bearer s"
+
+
+# --- job kinds: submit any kind, its output, list by kind, kinds served, dead-letter overrides
+class KindJobs(FakeJobs):
+    """Also records ListJobs requests, and GetJob of "kind-1" is a completed job of a
+    user's kind with an output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.list_requests: list[job_service_pb2.ListJobsRequest] = []
+
+    async def ListJobs(
+        self, request: job_service_pb2.ListJobsRequest, context: Any
+    ) -> job_service_pb2.ListJobsResponse:
+        self.list_requests.append(request)
+        return await super().ListJobs(request, context)
+
+    async def GetJob(self, request: job_service_pb2.GetJobRequest, context: Any) -> job_service_pb2.GetJobResponse:
+        from google.protobuf import json_format
+
+        if request.id != "kind-1":
+            return await super().GetJob(request, context)
+        job = job_pb2.Job(id="kind-1", kind="chat", state=job_pb2.JOB_STATE_COMPLETED)
+        job.kind_task.name = "chat"
+        json_format.ParseDict({"reply": {"role": "assistant", "content": "hi"}, "turns": 1, "score": 0.5,
+                               "tags": ["a", None, True]}, job.result.output)
+        return job_service_pb2.GetJobResponse(job=job)
+
+
+class KindQueues(FakeQueues):
+    async def ListWorkers(
+        self, request: queue_service_pb2.ListWorkersRequest, context: Any
+    ) -> queue_service_pb2.ListWorkersResponse:
+        return queue_service_pb2.ListWorkersResponse(
+            workers=[
+                queue_service_pb2.Worker(id="w1", kinds=["noop", "browser", "crawl"]),
+                queue_service_pb2.Worker(id="w2", kinds=["noop", "chat", "wordcount", "chat"]),
+                queue_service_pb2.Worker(id="w3", kinds=["noop", "chat"]),
+            ]
+        )
+
+
+class KindFake:
+    def __init__(self, target: str, jobs: KindJobs, queues: KindQueues) -> None:
+        self.target = target
+        self.jobs = jobs
+        self.queues = queues
+
+
+@pytest.fixture
+async def kind_fake() -> AsyncIterator[KindFake]:
+    server = grpc.aio.server()
+    jobs, queues = KindJobs(), KindQueues()
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queues, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield KindFake(f"127.0.0.1:{port}", jobs, queues)
+    finally:
+        await server.stop(None)
+
+
+CHAT_INPUT = {"messages": [{"role": "user", "content": "what is 6 * 7?"}], "metadata": {"session": "s-1", "n": 3}}
+
+
+def test_a_job_of_a_kind_is_its_name_and_input() -> None:
+    from google.protobuf import json_format
+    from pydantic import BaseModel
+
+    from clients.sdk import job_request
+
+    request = job_request(kind="chat", input=CHAT_INPUT, queue="agents", priority="high", labels={"team": "ai"})
+    # The same request as the JSON mapping that buf curl sends.
+    assert request == to_submit_request(
+        {"queue": "agents", "priority": "PRIORITY_HIGH", "labels": {"team": "ai"},
+         "kind": {"name": "chat", "input": CHAT_INPUT}}
+    )  # fmt: skip
+    assert request.WhichOneof("task") == "kind"
+    assert json_format.MessageToDict(request.kind.input) == {
+        "messages": [{"role": "user", "content": "what is 6 * 7?"}], "metadata": {"session": "s-1", "n": 3.0},
+    }  # fmt: skip
+    # Fields of a base request stay; an empty input is still sent as {}.
+    based = job_request({"queue": "q", "maxAttempts": 5, "labels": {"a": "b"}}, kind="flaky")
+    assert (based.queue, based.max_attempts, dict(based.labels), based.kind.name) == ("q", 5, {"a": "b"}, "flaky")
+    assert based.kind.HasField("input") and not based.kind.input.fields
+    assert not based.HasField("retry")
+
+    class Count(BaseModel):
+        texts: list[str]
+        when: dt.date
+
+    typed = job_request(kind="wordcount", input=Count(texts=["a b"], when=dt.date(2030, 1, 2)))
+    assert json_format.MessageToDict(typed.kind.input) == {"texts": ["a b"], "when": "2030-01-02"}
+
+
+def test_a_job_may_override_its_kinds_retry_policy() -> None:
+    from clients.sdk import job_request
+    from conveyor.kinds import Retry
+    from conveyor.v1 import task_pb2
+
+    fixed = job_request(kind="wordcount", retry={"backoff": "fixed", "base": "1.5s", "max": 30, "attempts": 2})
+    assert fixed.retry.backoff == task_pb2.BACKOFF_FIXED
+    assert (fixed.retry.base.seconds, fixed.retry.base.nanos, fixed.retry.max.seconds) == (1, 500_000_000, 30)
+    assert fixed.max_attempts == 2
+    explicit = job_request(kind="wordcount", retry={"attempts": 2}, max_attempts=7)
+    assert explicit.max_attempts == 7 and not explicit.retry.HasField("base")  # max_attempts= wins
+    from_kind_api = job_request(kind="chat", retry=Retry(attempts=4, backoff="exponential", base="500ms", max="1m"))
+    assert from_kind_api.retry.backoff == task_pb2.BACKOFF_EXPONENTIAL
+    assert (from_kind_api.retry.base.nanos, from_kind_api.retry.max.seconds, from_kind_api.max_attempts) == (
+        500_000_000, 60, 4,
+    )  # fmt: skip
+    as_message = task_pb2.RetryPolicy(backoff=task_pb2.BACKOFF_FIXED)
+    assert job_request({"noop": {}}, retry=as_message).retry == as_message  # any task's retry can be overridden
+    timed = job_request(kind="x", retry={"backoff": "BACKOFF_EXPONENTIAL", "base": dt.timedelta(seconds=2)})
+    assert (timed.retry.backoff, timed.retry.base.seconds) == (task_pb2.BACKOFF_EXPONENTIAL, 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        ({}, TypeError, "give a job request, or kind="),
+        ({"request": {"noop": {}}, "kind": "chat"}, ValueError, "already has a task"),
+        ({"request": {"noop": {}}, "input": {"a": 1}}, ValueError, "input= goes with kind="),
+        ({"kind": "chat", "input": {"a": object()}}, ValueError, "a kind's input must be JSON"),
+        ({"kind": "chat", "input": ["not", "an", "object"]}, TypeError, "a dict or a pydantic model"),
+        ({"kind": "chat", "retry": {"backoff": "linear"}}, ValueError, "'exponential' or 'fixed'"),
+        ({"kind": "chat", "retry": {"base": "soon"}}, ValueError, "retry base: not a duration"),
+        ({"kind": "chat", "retry": {"base": -1}}, ValueError, "must not be negative"),
+        ({"kind": "chat", "retry": {"attempts": 0}}, ValueError, "at least 1"),
+        ({"kind": "chat", "retry": {"jitter": 0.1}}, ValueError, "unknown setting 'jitter'"),
+        ({"kind": "chat", "priority": "urgent"}, ValueError, "unknown priority 'urgent'"),
+    ],
+)
+def test_bad_kind_requests_are_refused_before_any_call(
+    args: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    from clients.sdk import job_request
+
+    with pytest.raises(error, match=match):
+        job_request(**args)
+
+
+def test_job_output_is_plain_python() -> None:
+    from google.protobuf import json_format
+
+    from clients.sdk import job_output
+
+    job = job_pb2.Job(id="j", kind="wordcount", state=job_pb2.JOB_STATE_COMPLETED)
+    assert job_output(job) is None  # no output (yet): None, not {}
+    json_format.ParseDict({"words": 19, "top": [{"word": "the", "count": 4}], "ratio": 0.25, "big": 2.0**60,
+                           "none": None, "ok": True}, job.result.output)
+    out = job_output(job)
+    assert out == {"words": 19, "top": [{"word": "the", "count": 4}], "ratio": 0.25, "big": 2.0**60,
+                   "none": None, "ok": True}  # fmt: skip
+    assert type(out["words"]) is int and type(out["ratio"]) is float and type(out["big"]) is float
+    scalar = job_pb2.JobResult()
+    scalar.output.string_value = "done"
+    assert job_output(scalar) == "done"  # any JSON value, not only objects
+
+
+async def test_kinds_through_the_async_client(kind_fake: KindFake) -> None:
+    from google.protobuf import json_format
+
+    from clients.sdk import job_output
+
+    async with AsyncConveyorClient(kind_fake.target) as client:
+        submitted = await client.submit(kind="chat", input=CHAT_INPUT, queue="agents", retry={"attempts": 2})
+        assert submitted.id == "job-1"
+        job = await client.get("kind-1")
+        assert (job.kind, job.WhichOneof("task")) == ("chat", "kind_task")
+        assert job_output(job) == {"reply": {"role": "assistant", "content": "hi"}, "turns": 1, "score": 0.5,
+                                   "tags": ["a", None, True]}  # fmt: skip
+        listed = [j.id async for j in client.list(queue="agents", kind="chat", limit=2)]
+        assert listed == ["j0", "j1"]
+        assert await client.kinds() == {"browser": 1, "chat": 2, "crawl": 1, "noop": 3, "wordcount": 1}
+        assert await client.retry_failed("agents", 100, priority="low", max_attempts=1) == 2
+        assert await client.retry_failed("agents") == 2
+    [sent] = kind_fake.jobs.submitted
+    assert (sent.queue, sent.kind.name, sent.max_attempts) == ("agents", "chat", 2)
+    assert json_format.MessageToDict(sent.kind.input)["messages"][0]["content"] == "what is 6 * 7?"
+    assert [(r.queue, r.kind) for r in kind_fake.jobs.list_requests] == [("agents", "chat")]
+    overridden, plain_retry = kind_fake.queues.requests
+    assert (overridden.limit, overridden.priority, overridden.max_attempts) == (100, job_pb2.PRIORITY_LOW, 1)
+    assert (plain_retry.priority, plain_retry.max_attempts) == (job_pb2.PRIORITY_UNSPECIFIED, 0)
+
+
+async def test_kinds_through_the_sync_client(kind_fake: KindFake) -> None:
+    from clients.sdk import job_output
+
+    def use() -> None:
+        with ConveyorClient(kind_fake.target) as client:
+            assert client.submit(kind="wordcount", input={"texts": ["a b a"]}, priority="PRIORITY_BULK").id == "job-1"
+            assert job_output(client.get("kind-1"))["turns"] == 1
+            assert [j.id for j in client.list(queue="q", kind="wordcount", limit=1)] == ["j0"]
+            assert client.kinds()["chat"] == 2
+            assert client.retry_failed("q", priority=job_pb2.PRIORITY_LOW, max_attempts=3) == 2
+
+    await asyncio.to_thread(use)
+    [sent] = kind_fake.jobs.submitted
+    assert (sent.kind.name, sent.priority) == ("wordcount", job_pb2.PRIORITY_BULK)
+    assert kind_fake.jobs.list_requests[0].kind == "wordcount"
+    assert kind_fake.queues.requests[0].max_attempts == 3

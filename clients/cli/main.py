@@ -17,12 +17,14 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
+import yaml
 from google.rpc import status_pb2
 
 from clients.cli.files import JobFileError, read_job_file
@@ -40,9 +42,17 @@ from clients.cli.render import (
     to_json,
     worker_row,
 )
-from clients.sdk import DEFAULT_TARGET, AsyncConveyorClient, ConveyorRpcError, queue_events
+from clients.sdk import (
+    DEFAULT_TARGET,
+    AsyncConveyorClient,
+    ConveyorRpcError,
+    job_output,
+    job_request,
+    kinds_of,
+    queue_events,
+)
 from clients.sdk._common import to_state
-from conveyor.v1 import job_pb2
+from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 
 
 class CliError(Exception):
@@ -60,11 +70,45 @@ def _client(args: argparse.Namespace) -> AsyncConveyorClient:
 
 
 # --- commands ------------------------------------------------------------------------
-async def cmd_submit(args: argparse.Namespace) -> int:
+def read_kind_input(text: str, stdin: TextIO | None = None) -> dict[str, Any]:
+    """`--input`: a JSON object, or @FILE (JSON, or YAML for .yaml/.yml; @- for stdin)."""
+    label, yaml_ok = "--input", False
+    if text.startswith("@"):
+        path = text[1:]
+        label = f"--input {'<stdin>' if path == '-' else path}"
+        yaml_ok = Path(path).suffix.lower() in {".yaml", ".yml"}
+        try:
+            text = (stdin or sys.stdin).read() if path == "-" else Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise CliError(f"{label}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+        if not text.strip():
+            raise CliError(f"{label}: the file is empty")
     try:
-        requests = read_job_file(args.file)
+        data = yaml.safe_load(text) if yaml_ok else json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CliError(f"{label}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except yaml.YAMLError as err:
+        raise CliError(f"{label}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{label}: expected an object (the kind's input), got {type(data).__name__}")
+    return data
+
+
+def _submit_requests(args: argparse.Namespace) -> list[job_service_pb2.SubmitJobRequest]:
+    if args.kind:
+        data = read_kind_input(args.input) if args.input is not None else {}
+        try:
+            return [job_request(kind=args.kind, input=data)]
+        except (TypeError, ValueError) as err:
+            raise CliError(f"--input: {err}") from None
+    try:
+        return read_job_file(args.file)
     except JobFileError as err:
         raise CliError(str(err)) from None
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    requests = _submit_requests(args)
     for request in requests:
         if args.queue:
             request.queue = args.queue
@@ -100,13 +144,20 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             return code
         for index, result in enumerate(results):
             if index not in refused:
-                code = max(code, await _watch(client, result.id, sys.stdout, quiet=args.quiet, state=result.state))
+                # From the job's first event on (the one the line above reported): what
+                # happened between the submit and the watch is shown too.
+                code = max(code, await _watch(client, result.id, sys.stdout, after=FIRST_EVENT, quiet=args.quiet,
+                                              state=result.state))
         return code
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         return await _watch(client, args.id, sys.stdout, after=args.after)
+
+
+#: A job's first event: its creation, in the state SubmitJob answered with.
+FIRST_EVENT = 1
 
 
 async def _watch(
@@ -130,7 +181,17 @@ async def _watch(
     job = await client.get(job_id)
     if not quiet:
         print_outcome(job, out)
+        print_output(job, out)
     return 0 if job.state == job_pb2.JOB_STATE_COMPLETED else 1
+
+
+def print_output(job: job_pb2.Job, out: TextIO) -> None:
+    """What a kind's handler returned (`result.output`), as indented JSON."""
+    output = job_output(job)
+    if output is not None:
+        print("output:", file=out)
+        print(textwrap.indent(json.dumps(output, indent=2, ensure_ascii=False), "  "), file=out)
+        out.flush()
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
@@ -151,6 +212,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
             async for job in client.list(
                 queue=args.queue or "",
                 state=args.state,
+                kind=args.kind or "",
                 page_size=min(args.limit, 1000),
                 limit=args.limit,
             )
@@ -245,8 +307,15 @@ async def cmd_clean(args: argparse.Namespace) -> int:
 
 async def cmd_retry_failed(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        retried = await client.retry_failed(args.name, args.limit)
-    print(f"queue {args.name}: retried {retried} failed job{'' if retried == 1 else 's'}")
+        retried = await client.retry_failed(
+            args.name, args.limit, priority=_priority(args.priority) if args.priority else None,
+            max_attempts=args.max_attempts or None,
+        )  # fmt: skip
+    overrides = [f"priority {args.priority.lower()}"] if args.priority else []
+    if args.max_attempts:
+        overrides.append(f"{args.max_attempts} attempt{'' if args.max_attempts == 1 else 's'}")
+    how = f" ({', '.join(overrides)})" if overrides else ""
+    print(f"queue {args.name}: retried {retried} failed job{'' if retried == 1 else 's'}{how}")
     return 0
 
 
@@ -277,6 +346,28 @@ async def cmd_workers(args: argparse.Namespace) -> int:
     else:
         print("no workers alive", file=sys.stderr)
     return 0
+
+
+async def cmd_kinds(args: argparse.Namespace) -> int:
+    """The kinds the live executors serve (from ListWorkers: no RPC lists kinds)."""
+    async with _client(args) as client:
+        workers = await client.workers()
+    kinds = kinds_table(workers)
+    if args.json:
+        for name, count in kinds:
+            print(json.dumps({"kind": name, "workers": count}, separators=(",", ":")))
+    elif kinds:
+        print_table([[name, str(count)] for name, count in kinds], ["KIND", "WORKERS"], sys.stdout)
+    elif workers:
+        print(f"no kinds published by the {len(workers)} live worker(s)", file=sys.stderr)
+    else:
+        print("no workers alive", file=sys.stderr)
+    return 0
+
+
+def kinds_table(workers: Sequence[queue_service_pb2.Worker]) -> list[tuple[str, int]]:
+    """Each kind the workers serve, with how many serve it, by name."""
+    return list(kinds_of(workers).items())
 
 
 async def cmd_artifact(args: argparse.Namespace) -> int:
@@ -396,8 +487,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = command("submit", cmd_submit, "Submit the job(s) in a JSON or YAML file.")
-    p.add_argument("file", help="a SubmitJobRequest in the protobuf JSON mapping; - for stdin")
+    p = command(
+        "submit", cmd_submit, "Submit the job(s) in a JSON or YAML file, or a job of a kind: --kind NAME --input JSON."
+    )
+    p.add_argument("file", nargs="?", help="a SubmitJobRequest in the protobuf JSON mapping; - for stdin")
+    p.add_argument("--kind", help="instead of a file: a job of this kind (see `conveyor kinds`)")
+    p.add_argument(
+        "--input", help="with --kind: the kind's input, a JSON object or @FILE (JSON or YAML; @- for stdin)"
+    )
     p.add_argument("--watch", "-w", action="store_true", help="follow the job to its end")
     p.add_argument("--queue", help="override the queue")
     p.add_argument("--priority", help="override the priority (critical, high, normal, low, bulk)")
@@ -419,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", cmd_list, "List jobs, newest first.")
     p.add_argument("--queue")
     p.add_argument("--state", help="waiting, delayed, active, completed, failed or cancelled")
+    p.add_argument("--kind", help="only jobs of this kind (with --queue)")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -464,6 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("retry-failed", cmd_retry_failed, "Give every FAILED job of a queue a fresh set of attempts.")
     p.add_argument("name")
     p.add_argument("--limit", type=_non_negative, default=0, help="at most this many (default: the server maximum)")
+    p.add_argument("--priority", help="their new priority, e.g. low (default: each keeps its own)")
+    p.add_argument(
+        "--max-attempts", type=_non_negative, default=0, help="attempts in the fresh set (default: each its own)"
+    )
 
     p = command(
         "watch-queue",
@@ -479,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("workers", cmd_workers, "The executor workers alive now.")
     p.add_argument("--json", action="store_true", help="one Worker as JSON per line")
+
+    p = command("kinds", cmd_kinds, "The job kinds the live executors serve, with how many workers serve each.")
+    p.add_argument("--json", action="store_true", help='one {"kind", "workers"} object per line')
 
     from clients.cli.schedules import add_schedule_commands
 
@@ -545,6 +650,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "queue-set" and args.concurrency is None and args.host_rate_limit is None:
         parser.error("queue-set: give --concurrency and/or --host-rate-limit")
+    if args.command == "submit":
+        if args.kind and args.file:
+            parser.error("submit: give a job file or --kind, not both")
+        if not args.kind and not args.file:
+            parser.error("submit: give a job file (- for stdin), or --kind NAME [--input JSON]")
+        if args.input is not None and not args.kind:
+            parser.error("submit: --input goes with --kind")
     try:
         code: int = asyncio.run(args.handler(args))
         return code

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, json_format
+from google.protobuf import duration_pb2, json_format, struct_pb2
+from pydantic import BaseModel
 
-from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
+from conveyor.kinds.api import Retry, seconds_of
+from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2, task_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
@@ -35,6 +37,12 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 Metadata = tuple[tuple[str, str], ...]
 JobRequest = job_service_pb2.SubmitJobRequest | Mapping[str, Any]
+KindInput = Mapping[str, Any] | BaseModel
+"""A kind's input: a dict (JSON-able) or a pydantic model (sent as its JSON)."""
+RetryLike = task_pb2.RetryPolicy | Retry | Mapping[str, Any]
+"""A retry policy for one job: a RetryPolicy, a `conveyor.kinds.Retry`, or a dict such
+as `{"backoff": "fixed", "base": "1s", "max": "30s", "attempts": 2}` (durations as
+seconds, "500ms"/"2s"/"1m" texts or timedeltas; `attempts` sets max_attempts)."""
 
 
 def channel_options(extra: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
@@ -59,6 +67,166 @@ def to_submit_request(request: JobRequest) -> job_service_pb2.SubmitJobRequest:
     except json_format.ParseError as err:
         raise ValueError("not a valid SubmitJobRequest: " + " ".join(str(err).split())) from err
     return message
+
+
+def job_request(
+    request: JobRequest | None = None,
+    *,
+    kind: str | None = None,
+    input: KindInput | None = None,
+    retry: RetryLike | None = None,
+    queue: str | None = None,
+    priority: str | int | None = None,
+    max_attempts: int | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> job_service_pb2.SubmitJobRequest:
+    """A SubmitJobRequest: `request` (a message or a dict in the JSON mapping, as for
+    `to_submit_request`), or a job of `kind` with `input` (`{"kind": {"name": kind,
+    "input": input}}`), with the other arguments set on top of it."""
+    if request is None and kind is None:
+        raise TypeError("give a job request, or kind= (and input=)")
+    message = job_service_pb2.SubmitJobRequest()
+    if request is not None:
+        message.CopyFrom(to_submit_request(request))
+    if kind is not None:
+        if message.WhichOneof("task") is not None:
+            raise ValueError(f"kind={kind!r}, but the request already has a task ({message.WhichOneof('task')})")
+        message.kind.name = kind
+        message.kind.input.SetInParent()  # present even when empty: {"input": {}}
+        data = input.model_dump(mode="json", by_alias=True) if isinstance(input, BaseModel) else input or {}
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a kind's input is a dict or a pydantic model, not {type(data).__name__}")
+        try:
+            json_format.ParseDict(jsonable(data), message.kind.input)
+        except (json_format.ParseError, TypeError, ValueError) as err:
+            raise ValueError("a kind's input must be JSON: " + " ".join(str(err).split())) from err
+    elif input is not None:
+        raise ValueError("input= goes with kind=")
+    if retry is not None:
+        policy, attempts = to_retry_policy(retry)
+        message.retry.CopyFrom(policy)
+        if attempts is not None and max_attempts is None:
+            max_attempts = attempts
+    if queue is not None:
+        message.queue = queue
+    if priority is not None:
+        message.priority = to_priority(priority)
+    if max_attempts is not None:
+        message.max_attempts = max_attempts
+    if labels is not None:
+        message.labels.update(labels)
+    return message
+
+
+_BACKOFFS = {"exponential": task_pb2.BACKOFF_EXPONENTIAL, "fixed": task_pb2.BACKOFF_FIXED}
+
+
+def to_retry_policy(retry: RetryLike) -> tuple[task_pb2.RetryPolicy, int | None]:
+    """A RetryPolicy, and the attempts the policy names (None: not named)."""
+    if isinstance(retry, task_pb2.RetryPolicy):
+        return retry, None
+    if isinstance(retry, Retry):
+        fields: dict[str, Any] = {"backoff": retry.backoff, "base": retry.base, "max": retry.max,
+                                  "attempts": retry.attempts}
+    elif isinstance(retry, Mapping):
+        fields = dict(retry)
+    else:
+        raise TypeError(f"a retry policy is a dict, a Retry or a RetryPolicy, not {type(retry).__name__}")
+    policy = task_pb2.RetryPolicy()
+    attempts: int | None = None
+    for key, value in fields.items():
+        if key == "backoff":
+            policy.backoff = _backoff(value)
+        elif key in ("base", "max"):
+            getattr(policy, key).CopyFrom(_duration_of(value, key))
+        elif key in ("attempts", "max_attempts", "maxAttempts"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"retry {key}: a whole number of at least 1, not {value!r}")
+            attempts = value
+        else:
+            raise ValueError(f"retry: unknown setting {key!r} (backoff, base, max, attempts)")
+    return policy, attempts
+
+
+def _backoff(value: Any) -> task_pb2.Backoff.ValueType:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return task_pb2.Backoff.ValueType(value)
+    name = str(value).strip().lower().removeprefix("backoff_")
+    if name not in _BACKOFFS:
+        raise ValueError(f"retry backoff: 'exponential' or 'fixed', not {value!r}")
+    return _BACKOFFS[name]
+
+
+def _duration_of(value: Any, what: str) -> duration_pb2.Duration:
+    if isinstance(value, duration_pb2.Duration):
+        return value
+    if isinstance(value, dt.timedelta):
+        return duration(value)
+    try:
+        seconds = seconds_of(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"retry {what}: {err}") from None
+    if seconds < 0:
+        raise ValueError(f"retry {what}: must not be negative")
+    return duration(seconds)
+
+
+def to_priority(priority: str | int) -> job_pb2.Priority.ValueType:
+    """A Priority from its name ("high", "PRIORITY_HIGH") or number."""
+    if isinstance(priority, int):
+        return job_pb2.Priority.ValueType(priority)
+    name = priority.strip().upper()
+    name = name if name.startswith("PRIORITY_") else f"PRIORITY_{name}"
+    try:
+        return job_pb2.Priority.Value(name)
+    except ValueError:
+        names = ", ".join(n.removeprefix("PRIORITY_").lower() for n in job_pb2.Priority.keys()[1:])
+        raise ValueError(f"unknown priority {priority!r}; one of {names}") from None
+
+
+def plain(value: struct_pb2.Value) -> Any:
+    """A google.protobuf.Value as plain Python (dict, list, str, bool, None, and
+    numbers: whole ones as int, as JSON writes them)."""
+    which = value.WhichOneof("kind")
+    if which == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) <= 2**53 else number
+    if which == "string_value":
+        return value.string_value
+    if which == "bool_value":
+        return value.bool_value
+    if which == "struct_value":
+        return {key: plain(item) for key, item in value.struct_value.fields.items()}
+    if which == "list_value":
+        return [plain(item) for item in value.list_value.values]
+    return None
+
+
+def job_output(job: job_pb2.Job | job_pb2.JobResult) -> Any:
+    """What the kind's handler returned (`result.output`) as plain Python; None when
+    there is none (not completed yet, or a `browser`/`noop` job)."""
+    result = job.result if isinstance(job, job_pb2.Job) else job
+    return plain(result.output) if result.HasField("output") else None
+
+
+def kinds_of(workers: Iterable[queue_service_pb2.Worker]) -> dict[str, int]:
+    """The kinds the workers serve, each with how many of them serve it, by name."""
+    counts: dict[str, int] = {}
+    for worker in workers:
+        for name in set(worker.kinds):
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def retry_failed_request(
+    name: str, limit: int, priority: str | int | None, max_attempts: int | None
+) -> queue_service_pb2.RetryFailedJobsRequest:
+    request = queue_service_pb2.RetryFailedJobsRequest(queue=name, limit=limit)
+    if priority is not None:
+        request.priority = to_priority(priority)
+    if max_attempts is not None:
+        request.max_attempts = max_attempts
+    return request
 
 
 def jsonable(value: Any) -> Any:

@@ -6,7 +6,7 @@ import asyncio
 import builtins
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -19,12 +19,17 @@ from clients.sdk._common import (
     MAX_WAIT_CHUNK,
     RECONNECT_CODES,
     JobRequest,
+    KindInput,
+    RetryLike,
     call_metadata,
     channel_options,
     clean_queue_request,
     duration,
     is_terminal,
+    job_request,
+    kinds_of,
     queue_events,
+    retry_failed_request,
     to_state,
     to_submit_request,
     update_queue_request,
@@ -117,12 +122,35 @@ class AsyncConveyorClient:
             call.cancel()  # a no-op once the stream has ended; stops it if we left early
 
     # --- jobs --------------------------------------------------------------------------
-    async def submit(self, request: JobRequest, *, timeout: float | None = _UNSET) -> job_service_pb2.SubmitJobResponse:
+    async def submit(
+        self,
+        request: JobRequest | None = None,
+        *,
+        kind: str | None = None,
+        input: KindInput | None = None,
+        retry: RetryLike | None = None,
+        queue: str | None = None,
+        priority: str | int | None = None,
+        max_attempts: int | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout: float | None = _UNSET,
+    ) -> job_service_pb2.SubmitJobResponse:
         """Submit one job: a SubmitJobRequest, or a dict in the protobuf JSON mapping
-        such as `{"noop": {"sleep": "0.2s"}, "priority": "PRIORITY_HIGH"}`."""
-        result: job_service_pb2.SubmitJobResponse = await self._call(
-            self._jobs.SubmitJob, to_submit_request(request), timeout
-        )
+        such as `{"noop": {"sleep": "0.2s"}, "priority": "PRIORITY_HIGH"}`; or a job
+        of any kind the executors serve, by name, with its input:
+
+            await client.submit(kind="chat", input={"messages": [...]}, queue="agents")
+
+        `input` is a dict or a pydantic model; `retry` overrides the kind's retry
+        policy for this job (`{"backoff": "fixed", "base": "1s", "attempts": 2}`, a
+        `conveyor.kinds.Retry` or a RetryPolicy); `queue`, `priority`, `max_attempts`
+        and `labels` are set on top of `request`. Read what the job returned, once it
+        has completed, with `job_output(await client.get(id))`."""
+        message = job_request(
+            request, kind=kind, input=input, retry=retry, queue=queue, priority=priority,
+            max_attempts=max_attempts, labels=labels,
+        )  # fmt: skip
+        result: job_service_pb2.SubmitJobResponse = await self._call(self._jobs.SubmitJob, message, timeout)
         return result
 
     async def submit_many(
@@ -157,11 +185,13 @@ class AsyncConveyorClient:
         *,
         queue: str = "",
         state: str | int | None = None,
+        kind: str = "",
         page_size: int = 0,
         limit: int | None = None,
     ) -> AsyncIterator[job_pb2.Job]:
-        """Jobs, newest first, following page tokens; at most `limit` of them."""
-        request = job_service_pb2.ListJobsRequest(queue=queue, state=to_state(state), page_size=page_size)
+        """Jobs, newest first, following page tokens; at most `limit` of them. `kind`
+        ("noop", "browser" or a kind's name) needs `queue`."""
+        request = job_service_pb2.ListJobsRequest(queue=queue, state=to_state(state), kind=kind, page_size=page_size)
         seen = 0
         while True:
             response: job_service_pb2.ListJobsResponse = await self._call(self._jobs.ListJobs, request)
@@ -313,11 +343,21 @@ class AsyncConveyorClient:
         )
         return int(response.deleted)
 
-    async def retry_failed(self, name: str, limit: int = 0, *, timeout: float | None = _UNSET) -> int:
+    async def retry_failed(
+        self,
+        name: str,
+        limit: int = 0,
+        *,
+        priority: str | int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = _UNSET,
+    ) -> int:
         """Give every FAILED job of the queue (at most `limit`; 0: the server maximum)
-        a fresh set of attempts. Returns how many were retried."""
+        a fresh set of attempts: `max_attempts` of them (None: each its own), at
+        `priority` (None: each keeps its own; e.g. "low" to reprocess a dead-letter
+        set behind fresh work). Returns how many were retried."""
         response: queue_service_pb2.RetryFailedJobsResponse = await self._call(
-            self._queues.RetryFailedJobs, queue_service_pb2.RetryFailedJobsRequest(queue=name, limit=limit), timeout
+            self._queues.RetryFailedJobs, retry_failed_request(name, limit, priority, max_attempts), timeout
         )
         return int(response.retried)
 
@@ -368,6 +408,11 @@ class AsyncConveyorClient:
             self._queues.ListWorkers, queue_service_pb2.ListWorkersRequest(), timeout
         )
         return builtins.list(response.workers)
+
+    async def kinds(self, *, timeout: float | None = _UNSET) -> dict[str, int]:
+        """The job kinds the live executor workers serve, each with how many workers
+        serve it (from ListWorkers)."""
+        return kinds_of(await self.workers(timeout=timeout))
 
     # --- health ------------------------------------------------------------------------
     async def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:

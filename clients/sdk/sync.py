@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -18,12 +18,17 @@ from clients.sdk._common import (
     MAX_WAIT_CHUNK,
     RECONNECT_CODES,
     JobRequest,
+    KindInput,
+    RetryLike,
     call_metadata,
     channel_options,
     clean_queue_request,
     duration,
     is_terminal,
+    job_request,
+    kinds_of,
     queue_events,
+    retry_failed_request,
     to_state,
     to_submit_request,
     update_queue_request,
@@ -94,10 +99,24 @@ class ConveyorClient:
             raise ConveyorRpcError.from_grpc(err) from err
 
     # --- jobs --------------------------------------------------------------------------
-    def submit(self, request: JobRequest, *, timeout: float | None = _UNSET) -> job_service_pb2.SubmitJobResponse:
-        result: job_service_pb2.SubmitJobResponse = self._call(
-            self._jobs.SubmitJob, to_submit_request(request), timeout
-        )
+    def submit(
+        self,
+        request: JobRequest | None = None,
+        *,
+        kind: str | None = None,
+        input: KindInput | None = None,
+        retry: RetryLike | None = None,
+        queue: str | None = None,
+        priority: str | int | None = None,
+        max_attempts: int | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout: float | None = _UNSET,
+    ) -> job_service_pb2.SubmitJobResponse:
+        message = job_request(
+            request, kind=kind, input=input, retry=retry, queue=queue, priority=priority,
+            max_attempts=max_attempts, labels=labels,
+        )  # fmt: skip
+        result: job_service_pb2.SubmitJobResponse = self._call(self._jobs.SubmitJob, message, timeout)
         return result
 
     def submit_many(
@@ -124,10 +143,11 @@ class ConveyorClient:
         *,
         queue: str = "",
         state: str | int | None = None,
+        kind: str = "",
         page_size: int = 0,
         limit: int | None = None,
     ) -> Iterator[job_pb2.Job]:
-        request = job_service_pb2.ListJobsRequest(queue=queue, state=to_state(state), page_size=page_size)
+        request = job_service_pb2.ListJobsRequest(queue=queue, state=to_state(state), kind=kind, page_size=page_size)
         seen = 0
         while True:
             response: job_service_pb2.ListJobsResponse = self._call(self._jobs.ListJobs, request)
@@ -263,9 +283,17 @@ class ConveyorClient:
         )
         return int(response.deleted)
 
-    def retry_failed(self, name: str, limit: int = 0, *, timeout: float | None = _UNSET) -> int:
+    def retry_failed(
+        self,
+        name: str,
+        limit: int = 0,
+        *,
+        priority: str | int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = _UNSET,
+    ) -> int:
         response: queue_service_pb2.RetryFailedJobsResponse = self._call(
-            self._queues.RetryFailedJobs, queue_service_pb2.RetryFailedJobsRequest(queue=name, limit=limit), timeout
+            self._queues.RetryFailedJobs, retry_failed_request(name, limit, priority, max_attempts), timeout
         )
         return int(response.retried)
 
@@ -304,6 +332,9 @@ class ConveyorClient:
             self._queues.ListWorkers, queue_service_pb2.ListWorkersRequest(), timeout
         )
         return builtins.list(response.workers)
+
+    def kinds(self, *, timeout: float | None = _UNSET) -> dict[str, int]:
+        return kinds_of(self.workers(timeout=timeout))
 
     def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
