@@ -19,8 +19,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.conveyor-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # The example job kinds, installed as a user installs theirs: executors find them
+  # through their `conveyor.kinds` entry points.
+  .venv/bin/python -m pip install -q --no-build-isolation -e examples/
   touch "$stamp"
 fi
