@@ -1,17 +1,19 @@
 """The registry of job kinds: the one place to look for what kinds exist.
 
-An executor loads the built-in kinds (BUILTIN_MODULES: one module per kind), the
-modules named in CONVEYOR_KINDS, and the modules of the `conveyor.kinds` entry point
-group; each module registers its kinds with @job_kind as it is imported. It serves
-all of them, or those named in CONVEYOR_EXECUTOR_KINDS, and publishes what it serves
-to the store as KindSpecs (name, input JSON Schema, defaults): the gateway validates
-jobs against those without importing anyone's code.
+An executor loads the built-in kinds (every module of BUILTIN_PACKAGE: one module
+per kind, so adding one is adding its module), the modules named in CONVEYOR_KINDS,
+and the modules of the `conveyor.kinds` entry point group; each module registers its
+kinds with @job_kind as it is imported. It serves all of them, or those named in
+CONVEYOR_EXECUTOR_KINDS, and publishes what it serves to the store as KindSpecs
+(name, input JSON Schema, defaults): the gateway validates jobs against those without
+importing anyone's code.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
@@ -19,8 +21,8 @@ from typing import Any
 
 from conveyor.kinds.api import KIND_NAME, Kind
 
-#: The built-in kinds, one module each (their handlers live in the executor).
-BUILTIN_MODULES = ("executor.kinds.noop", "executor.kinds.browser", "executor.kinds.crawl")
+#: The package of the built-in kinds, one module each (their handlers live in the executor).
+BUILTIN_PACKAGE = "executor.kinds"
 #: Kinds whose input is a message of the contract (a SubmitJobRequest oneof field),
 #: not JSON: the gateway validates them with the contract's own rules.
 TYPED_KINDS = frozenset({"noop", "browser"})
@@ -109,7 +111,9 @@ def load_kinds(modules: Iterable[str] = (), *, registry: KindRegistry | None = N
     """Import the built-in kinds, then `modules` (dotted names, e.g. from CONVEYOR_KINDS)
     and the modules of the entry point group; their @job_kind decorators fill the
     registry."""
-    for name in (*BUILTIN_MODULES, *modules):
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    builtins = [f"{BUILTIN_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if not m.ispkg]
+    for name in (*builtins, *modules):
         try:
             importlib.import_module(name)
         except ImportError as exc:
