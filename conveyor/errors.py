@@ -61,3 +61,16 @@ class Unavailable(ConveyorError):
 
 class OutOfRange(ConveyorError):
     reason = "OUT_OF_RANGE"
+
+
+class Unauthenticated(ConveyorError):
+    """No key, or one that is unknown or revoked."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ConveyorError):
+    """The caller's role may not do this (never said of another tenant's things:
+    those do not exist for the caller, NotFound)."""
+
+    reason = "PERMISSION_DENIED"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -100,9 +101,52 @@ class Settings(BaseSettings):
 
     # --- gateway -----------------------------------------------------------------
     grpc_addr: str = "127.0.0.1:50051"
+    auth: Literal["on", "off"] = Field(
+        default="on",
+        description="on: every Conveyor RPC needs an API key (`authorization: Bearer <key>`); off: every caller "
+        "is the default tenant's admin (refused beyond loopback unless `insecure`).",
+    )
+    admin_key: str = Field(
+        default="", description="The bootstrap admin key (of the default tenant); `conveyor up` makes one."
+    )
+    insecure: bool = Field(
+        default=False, description="Let a gateway bound beyond loopback serve without auth (say it on purpose)."
+    )
     watch_heartbeat_seconds: float = 10.0
     max_request_bytes: int = 8 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
+
+    # --- TLS -----------------------------------------------------------------------
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) the gateway serves TLS with, with CONVEYOR_TLS_KEY_FILE. "
+        "Unset: plaintext gRPC.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of CONVEYOR_TLS_CERT_FILE.")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle; set, the gateway requires a client certificate signed by it (mTLS).",
+    )
+    redis_username: str | None = Field(
+        default=None,
+        validation_alias=_env("REDIS_USERNAME", "REDIS_USERNAME"),
+        description="Redis ACL user, with REDIS_PASSWORD, when the URL is built from REDIS_HOST/REDIS_PORT "
+        "(a CONVEYOR_REDIS_URL names its own: rediss://user:password@host:port/0).",
+    )
+    redis_tls: bool = Field(
+        default=False,
+        description="TLS to Redis (rediss://) when the URL is built from REDIS_HOST/REDIS_PORT; "
+        "implied by any CONVEYOR_REDIS_TLS_* file.",
+    )
+    redis_tls_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that Redis's certificate must be signed by (default: the system's)."
+    )
+    redis_tls_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate for a Redis that wants one (tls-auth-clients)."
+    )
+    redis_tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of CONVEYOR_REDIS_TLS_CERT_FILE."
+    )
 
     # --- admission ---------------------------------------------------------------
     queue_concurrency: int = Field(
@@ -202,13 +246,51 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("CONVEYOR_TLS_CERT_FILE and CONVEYOR_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("CONVEYOR_TLS_CLIENT_CA_FILE (mTLS) needs CONVEYOR_TLS_CERT_FILE and _KEY_FILE")
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise ValueError("CONVEYOR_REDIS_TLS_CERT_FILE and CONVEYOR_REDIS_TLS_KEY_FILE go together")
+        if self.redis_url and self._redis_tls_files() and urlsplit(self.redis_url).scheme != "rediss":
+            raise ValueError("CONVEYOR_REDIS_TLS_* files are set but CONVEYOR_REDIS_URL is not rediss://")
+        return self
+
+    def _redis_tls_files(self) -> dict[str, str]:
+        """redis-py's TLS arguments (query arguments of a rediss:// URL) from the settings."""
+        files = {
+            "ssl_ca_certs": self.redis_tls_ca_file,
+            "ssl_certfile": self.redis_tls_cert_file,
+            "ssl_keyfile": self.redis_tls_key_file,
+        }
+        return {name: str(path) for name, path in files.items() if path is not None}
+
     @cached_property
     def effective_redis_url(self) -> str:
-        """The URL the services connect to."""
+        """The URL the services connect to. It carries everything a client needs, so
+        that every Redis client made from it (the store's, the wake list's, Dramatiq's
+        broker) agrees: the ACL user and password, and for rediss:// the TLS files
+        as query arguments (`ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, which
+        redis-py's from_url hands to its TLS connections; ones in the URL win)."""
+        tls = self._redis_tls_files()
         if self.redis_url:
-            return self.redis_url
-        auth = f":{self.redis_password}@" if self.redis_password else ""
-        return f"redis://{auth}{self.redis_host}:{self.redis_port}/0"
+            url = self.redis_url
+        else:
+            scheme = "rediss" if self.redis_tls or tls else "redis"
+            auth = ""
+            if self.redis_username or self.redis_password:
+                user = quote(self.redis_username or "", safe="")
+                auth = f"{user}:{quote(self.redis_password or '', safe='')}@"
+            url = f"{scheme}://{auth}{self.redis_host}:{self.redis_port}/0"
+        parts = urlsplit(url)
+        given = parse_qs(parts.query)
+        extra = {name: value for name, value in tls.items() if name not in given}
+        if not extra:
+            return url
+        query = "&".join(q for q in (parts.query, urlencode(extra)) if q)
+        return parts._replace(query=query).geturl()
 
     @property
     def artifact_root(self) -> Path:

@@ -25,6 +25,13 @@ def status_bytes(code: int, reason: str, message: str, **metadata: str) -> bytes
 CANCELLED_BY_CLIENT = status_bytes(code_pb2.CANCELLED, "CANCELLED_BY_CLIENT", "the job was cancelled")
 
 
+def cancelled_by(key_id: str) -> bytes:
+    """CANCELLED_BY_CLIENT naming the API key that asked for it (metadata `key_id`)."""
+    if not key_id:
+        return CANCELLED_BY_CLIENT
+    return status_bytes(code_pb2.CANCELLED, "CANCELLED_BY_CLIENT", "the job was cancelled", key_id=key_id)
+
+
 def error_reason(status: status_pb2.Status) -> str:
     """The ErrorInfo reason of a status, or ''."""
     for detail in status.details:

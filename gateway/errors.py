@@ -33,7 +33,9 @@ from conveyor.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from conveyor.statuses import ERROR_DOMAIN
@@ -48,6 +50,8 @@ CODES: dict[type[ConveyorError], int] = {
     ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     Unavailable: code_pb2.UNAVAILABLE,
     OutOfRange: code_pb2.OUT_OF_RANGE,
+    Unauthenticated: code_pb2.UNAUTHENTICATED,
+    PermissionDenied: code_pb2.PERMISSION_DENIED,
 }
 
 # Caps, in UTF-8 bytes, on what a status carries. Worst case, every one of them full
@@ -209,12 +213,19 @@ def _malformed(method: str, request_type: str, bad: _Malformed) -> MalformedRequ
 Handler = Callable[..., Any]
 
 
-class _Call:
-    """One method's handler, wrapped: request checks and error mapping around it."""
+#: What runs before every handler, inside its error mapping (the caller's
+#: authentication and the role check): given the method's full name and the call.
+Guard = Callable[[str, grpc.aio.ServicerContext], Awaitable[None]]
 
-    def __init__(self, method: str, handler: grpc.RpcMethodHandler) -> None:
+
+class _Call:
+    """One method's handler, wrapped: request checks, the guard and error mapping
+    around it."""
+
+    def __init__(self, method: str, handler: grpc.RpcMethodHandler, guard: Guard | None = None) -> None:
         self.method = method
         self.request_type = _request_type(handler.request_deserializer)
+        self.guard = guard
 
     def check(self, request: Any) -> Any:
         if isinstance(request, _Malformed):
@@ -227,6 +238,8 @@ class _Call:
 
     async def unary_response(self, inner: Handler, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if self.guard is not None:
+                await self.guard(self.method, context)
             result = inner(request, context)
             if inspect.isawaitable(result):
                 result = await result
@@ -241,6 +254,8 @@ class _Call:
         generator's) messages are written with `context.write`; a coroutine handler
         writes its own."""
         try:
+            if self.guard is not None:
+                await self.guard(self.method, context)
             result = inner(request, context)
             if hasattr(result, "__aiter__"):
                 async with contextlib.aclosing(result) as messages:
@@ -257,8 +272,8 @@ class _Call:
             await _abort(context, exc, self.method)
 
 
-def wrap_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    call = _Call(method, handler)
+def wrap_handler(method: str, handler: grpc.RpcMethodHandler, guard: Guard | None = None) -> grpc.RpcMethodHandler:
+    call = _Call(method, handler, guard)
     deserialize = _tolerant(handler.request_deserializer)
     serialize = handler.response_serializer
     if handler.unary_unary is not None:
@@ -293,9 +308,10 @@ def wrap_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodH
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self) -> None:
+    def __init__(self, guard: Guard | None = None) -> None:
         # Each method's handler, as registered and as wrapped (the server asks per call).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._guard = guard
 
     async def intercept_service(
         self,
@@ -309,6 +325,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = wrap_handler(method, handler)
+        wrapped = wrap_handler(method, handler, self._guard)
         self._wrapped[method] = (handler, wrapped)
         return wrapped

@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from conveyor.kinds import KindSpec
+from conveyor.store.key_store import KeyRecord
 from conveyor.store.records import (
     AttemptRecord,
     EventRecord,
@@ -25,7 +26,7 @@ from conveyor.store.records import (
     Submitted,
 )
 from conveyor.store.schedule_store import NewSchedule, ScheduleRecord
-from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2, schedule_service_pb2
+from conveyor.v1 import job_pb2, job_service_pb2, key_service_pb2, queue_service_pb2, schedule_service_pb2
 
 STATE_TO_PROTO = {
     State.WAITING: job_pb2.JOB_STATE_WAITING,
@@ -268,6 +269,16 @@ def queue_to_proto(q: QueueRecord) -> queue_service_pb2.Queue:
             run_time_p99=_duration(s.percentile("run", 99)),
         ),
     )
+
+
+def key_to_proto(k: KeyRecord) -> key_service_pb2.ApiKey:
+    out = key_service_pb2.ApiKey(id=k.id, name=k.name, tenant=k.tenant, role=int(k.role),  # type: ignore[arg-type]
+                                 created_by=k.created_by)
+    for field, ms in (("create_time", k.created_ms), ("revoke_time", k.revoked_ms)):
+        ts = _ts(ms)
+        if ts is not None:
+            getattr(out, field).CopyFrom(ts)
+    return out
 
 
 def worker_to_proto(w: ExecutorRecord) -> queue_service_pb2.Worker:

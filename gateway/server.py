@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
+from pathlib import Path
 
 import grpc
 import structlog
@@ -14,17 +16,21 @@ from grpc_reflection.v1alpha import reflection
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore, connect
+from conveyor.store.key_store import KeyStore
 from conveyor.store.schedule_store import ScheduleStore
 from conveyor.transport import store_policy
 from conveyor.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedule_service_pb2,
     schedule_service_pb2_grpc,
 )
 from gateway.admission import Admission
+from gateway.auth import Authenticator, is_loopback
 from gateway.errors import ErrorInterceptor
 from gateway.event_hub import EventHub
 from gateway.health import Health, Readiness
@@ -33,6 +39,7 @@ from gateway.kind_catalog import KindCatalog
 from gateway.runtime import GatewayRuntime
 from gateway.schedules import ScheduleFiring
 from gateway.servicers.jobs import JobServicer
+from gateway.servicers.keys import KeyServicer
 from gateway.servicers.queues import QueueServicer
 from gateway.servicers.schedules import ScheduleServicer
 from gateway.validation import Limits
@@ -43,7 +50,48 @@ SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+    key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
 )
+
+
+class InsecureBinding(RuntimeError):
+    """A gateway reachable beyond this machine without auth, and not told that is meant."""
+
+
+def _read_pem(path: Path, setting: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise RuntimeError(f"{setting}={path}: cannot read: {err.strerror or err}") from None
+    if b"-----BEGIN " not in data:
+        raise RuntimeError(f"{setting}={path}: not a PEM file")
+    return data
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC port when CONVEYOR_TLS_CERT_FILE and CONVEYOR_TLS_KEY_FILE are
+    set (None: plaintext); with CONVEYOR_TLS_CLIENT_CA_FILE, clients must present a
+    certificate signed by that CA (mTLS). A pair that does not match, or a file that
+    cannot be read, stops the gateway here with the setting named, not at the first
+    handshake."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    cert = _read_pem(settings.tls_cert_file, "CONVEYOR_TLS_CERT_FILE")
+    key = _read_pem(settings.tls_key_file, "CONVEYOR_TLS_KEY_FILE")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert_file, settings.tls_key_file
+        )
+    except ssl.SSLError as err:
+        raise RuntimeError(
+            f"CONVEYOR_TLS_CERT_FILE and CONVEYOR_TLS_KEY_FILE are not a certificate and its key: {err}"
+        ) from None
+    client_ca = None
+    if settings.tls_client_ca_file is not None:
+        client_ca = _read_pem(settings.tls_client_ca_file, "CONVEYOR_TLS_CLIENT_CA_FILE")
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 class Gateway:
@@ -58,6 +106,8 @@ class Gateway:
         self.schedules = ScheduleStore(self.client, settings.key_prefix)
         self.firing = ScheduleFiring(self.schedules, self.admission.wake)
         self.health = Health()
+        self.keys = KeyStore(self.client, settings.key_prefix)
+        self.authenticator = Authenticator(self.keys if settings.auth == "on" else None, admin_key=settings.admin_key)
         # Readiness pings on a connection of its own: a pool busy or hung cannot hold it up.
         self.readiness = Readiness(
             self.health, connect(url, max_connections=1, client_name="conveyor-gateway-health"), SERVICE_NAMES
@@ -82,7 +132,7 @@ class Gateway:
         # Requests a little over the limit still arrive, so validation can name the field.
         max_message = settings.max_request_bytes * 2 + 1024 * 1024
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[ErrorInterceptor(guard=self.authenticator)],
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
@@ -95,6 +145,7 @@ class Gateway:
         schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
             ScheduleServicer(self.runtime, self.schedules, self.firing), self.server
         )
+        key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self.keys), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -102,9 +153,23 @@ class Gateway:
         )
         self.port = 0
 
+    def check_binding(self) -> None:
+        s = self.settings
+        if s.auth == "off" and not is_loopback(s.grpc_addr) and not s.insecure:
+            raise InsecureBinding(
+                f"refusing to serve {s.grpc_addr} without auth: anyone who reaches it could read and change every "
+                "job. Keep CONVEYOR_AUTH=on (the default) with API keys, bind to loopback, or set "
+                "CONVEYOR_INSECURE=true if that is what you want."
+            )
+
     async def start(self) -> None:
+        self.check_binding()
         await self.client.ping()
-        self.port = self.server.add_insecure_port(self.settings.grpc_addr)
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(self.settings.grpc_addr)
+        else:
+            self.port = self.server.add_secure_port(self.settings.grpc_addr, credentials)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.grpc_addr}")
         await self.hub.start()
@@ -114,7 +179,10 @@ class Gateway:
         self.readiness.update(True)  # the store answered above; the loop follows it from here
         await self.server.start()
         await self.readiness.start()
-        log.info("gateway serving", addr=self.settings.grpc_addr, port=self.port)
+        log.info("gateway serving", addr=self.settings.grpc_addr, port=self.port, tls=credentials is not None,
+                 client_certificates=self.settings.tls_client_ca_file is not None, auth=self.settings.auth)
+        if self.authenticator.enabled and not self.settings.admin_key and not await self.keys.list_keys():
+            log.warning("auth is on and there is no API key yet: set CONVEYOR_ADMIN_KEY to bootstrap one")
 
     async def stop(self) -> None:
         """Graceful and bounded: health turns NOT_SERVING, and every health watcher is

@@ -71,12 +71,14 @@ def test_redis_has_aof_and_a_named_volume(compose: dict[str, Any]) -> None:
     assert "redis-data" in compose["volumes"]
 
 
-def test_gateway_listens_on_all_interfaces_and_uses_the_redis_service(compose: dict[str, Any]) -> None:
+def test_gateway_listens_in_its_container_with_auth_and_is_published_on_loopback(compose: dict[str, Any]) -> None:
     gateway = compose["services"]["gateway"]
     env = _env(gateway)
     assert env["CONVEYOR_GRPC_ADDR"] == "0.0.0.0:50051"
     assert env["CONVEYOR_REDIS_URL"] == "redis://redis:6379/0"
-    assert "50051:50051" in [str(p) for p in gateway["ports"]]
+    # Auth on, the admin key from the environment (compose refuses to start without it).
+    assert env["CONVEYOR_AUTH"] == "on" and env["CONVEYOR_ADMIN_KEY"].startswith("${CONVEYOR_ADMIN_KEY:?")
+    assert [str(p) for p in gateway["ports"]] == ["127.0.0.1:50051:50051"]
 
 
 def test_executor_is_scalable_with_init_and_shared_memory(compose: dict[str, Any]) -> None:

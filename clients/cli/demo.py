@@ -87,7 +87,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         async def body() -> int:
             say(f"gateway SERVING on {stack.target}")
             say()
-            async with AsyncConveyorClient(stack.target) as client:
+            async with AsyncConveyorClient(stack.target, api_key=stack.api_key) as client:
                 submitted = await client.submit(example_job(page_url))
                 where = f", position {submitted.position}" if submitted.position else ""
                 say(f"submitted the example job {submitted.id}: {state_name(submitted.state)}{where}")

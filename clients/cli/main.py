@@ -27,6 +27,7 @@ import grpc
 import yaml
 from google.rpc import status_pb2
 
+from clients.cli.admin_key import api_key_of
 from clients.cli.files import JobFileError, read_job_file
 from clients.cli.render import (
     JOB_HEADERS,
@@ -65,8 +66,40 @@ def _default_target() -> str:
     return client_target(os.environ.get("CONVEYOR_GRPC_ADDR") or DEFAULT_TARGET)
 
 
-def _client(args: argparse.Namespace) -> AsyncConveyorClient:
-    return AsyncConveyorClient(args.target, api_key=args.api_key or None)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_tls() -> bool | None:
+    """CONVEYOR_TLS: 1/true/yes/on or 0/false/no/off; unset: decided by the other flags."""
+    value = os.environ.get("CONVEYOR_TLS")
+    if value is None:
+        return None
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise CliError(f"CONVEYOR_TLS={value!r}: say 1/true/yes/on or 0/false/no/off")
+
+
+def tls_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The client's TLS arguments from --tls/--no-tls, --ca-cert, --client-cert and
+    --client-key (and CONVEYOR_TLS, CONVEYOR_CA_CERT, CONVEYOR_CLIENT_CERT,
+    CONVEYOR_CLIENT_KEY)."""
+    return {
+        "tls": args.tls if args.tls is not None else _env_tls(),
+        "ca_cert": args.ca_cert or None,
+        "client_cert": args.client_cert or None,
+        "client_key": args.client_key or None,
+    }
+
+
+def command_client(args: argparse.Namespace, **kwargs: Any) -> AsyncConveyorClient:
+    """The client of a command: its --target, API key and TLS flags."""
+    try:
+        return AsyncConveyorClient(args.target, api_key=api_key_of(args), **tls_options(args), **kwargs)
+    except ValueError as err:
+        raise CliError(f"TLS: {err}") from None
 
 
 # --- commands ------------------------------------------------------------------------
@@ -116,7 +149,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             request.priority = _priority(args.priority)
         if args.request_id:
             request.request_id = args.request_id
-    async with _client(args) as client:
+    async with command_client(args) as client:
         refused: dict[int, status_pb2.Status] = {}
         if len(requests) == 1 and not args.allow_partial:
             results = [await client.submit(requests[0])]
@@ -152,7 +185,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         return await _watch(client, args.id, sys.stdout, after=args.after)
 
 
@@ -195,7 +228,7 @@ def print_output(job: job_pb2.Job, out: TextIO) -> None:
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         job = await client.get(args.id)
     print(to_json(job))
     return 0
@@ -206,7 +239,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
         to_state(args.state)
     except ValueError as err:
         raise CliError(str(err)) from None
-    async with _client(args) as client:
+    async with command_client(args) as client:
         jobs = [
             job
             async for job in client.list(
@@ -228,7 +261,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         job = await client.cancel(args.id)
     extra = " (cancel requested; the executor is stopping it)" if job.cancel_requested else ""
     print(f"job {job.id}: {state_name(job.state)}{extra}")
@@ -236,7 +269,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 async def cmd_retry(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         job = await client.retry(args.id)
     where = f", position {job.position}" if job.position else ""
     print(f"job {job.id}: {state_name(job.state)}{where} (attempt {job.attempt} so far)")
@@ -244,7 +277,7 @@ async def cmd_retry(args: argparse.Namespace) -> int:
 
 
 async def cmd_queues(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         queues = [await client.queue(args.name)] if args.name else await client.queues()
     if args.json:
         for queue in queues:
@@ -265,7 +298,7 @@ async def cmd_queues(args: argparse.Namespace) -> int:
 
 
 async def cmd_queue(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         queue = await client.queue(args.name)
     if args.json:
         print(to_json(queue))
@@ -275,7 +308,7 @@ async def cmd_queue(args: argparse.Namespace) -> int:
 
 
 async def cmd_pause(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         queue = await client.pause_queue(args.name)
     running = f", {queue.counts.active} active will finish" if queue.counts.active else ""
     print(f"queue {queue.name}: paused ({queue.counts.waiting} waiting{running})")
@@ -283,14 +316,14 @@ async def cmd_pause(args: argparse.Namespace) -> int:
 
 
 async def cmd_resume(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         queue = await client.resume_queue(args.name)
     print(f"queue {queue.name}: resumed ({queue.counts.waiting} waiting)")
     return 0
 
 
 async def cmd_queue_set(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         queue = await client.update_queue(args.name, args.concurrency, args.host_rate_limit)
     rate = f"{queue.host_rate_limit} navigations/s per host" if queue.host_rate_limit else "none"
     print(f"queue {queue.name}: concurrency {queue.concurrency}, host rate limit {rate}")
@@ -298,7 +331,7 @@ async def cmd_queue_set(args: argparse.Namespace) -> int:
 
 
 async def cmd_clean(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         deleted = await client.clean_queue(args.name, args.state, args.older_than, args.limit)
     age = f" that ended more than {_age_text(args.older_than)} ago" if args.older_than else ""
     print(f"queue {args.name}: deleted {deleted} {args.state} job{'' if deleted == 1 else 's'}{age}")
@@ -306,7 +339,7 @@ async def cmd_clean(args: argparse.Namespace) -> int:
 
 
 async def cmd_retry_failed(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         retried = await client.retry_failed(
             args.name, args.limit, priority=_priority(args.priority) if args.priority else None,
             max_attempts=args.max_attempts or None,
@@ -321,7 +354,7 @@ async def cmd_retry_failed(args: argparse.Namespace) -> int:
 
 async def cmd_watch_queue(args: argparse.Namespace) -> int:
     """Runs until interrupted; one line per event, flushed as it comes."""
-    async with _client(args) as client:
+    async with command_client(args) as client:
         # In batches: a busy queue's events come as the bursts they happen in. (A
         # heartbeat carries none; it only proves the stream is alive.)
         async for message in client.watch_queue(args.name, after_sequence=args.after, max_batch_size=100):
@@ -335,7 +368,7 @@ async def cmd_watch_queue(args: argparse.Namespace) -> int:
 
 
 async def cmd_workers(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with command_client(args) as client:
         workers = await client.workers()
     if args.json:
         for worker in workers:
@@ -350,7 +383,7 @@ async def cmd_workers(args: argparse.Namespace) -> int:
 
 async def cmd_kinds(args: argparse.Namespace) -> int:
     """The kinds the live executors serve (from ListWorkers: no RPC lists kinds)."""
-    async with _client(args) as client:
+    async with command_client(args) as client:
         workers = await client.workers()
     kinds = kinds_table(workers)
     if args.json:
@@ -372,7 +405,7 @@ def kinds_table(workers: Sequence[queue_service_pb2.Worker]) -> list[tuple[str, 
 
 async def cmd_artifact(args: argparse.Namespace) -> int:
     output = args.output or Path(args.name).name
-    async with _client(args) as client:
+    async with command_client(args) as client:
         if output == "-":
             async for chunk in client.artifact_chunks(args.job, args.name):
                 sys.stdout.buffer.write(chunk.data)
@@ -396,7 +429,7 @@ async def cmd_artifact(args: argparse.Namespace) -> int:
 
 
 async def cmd_health(args: argparse.Namespace) -> int:
-    async with AsyncConveyorClient(args.target, api_key=args.api_key or None, timeout=args.timeout) as client:
+    async with command_client(args, timeout=args.timeout) as client:
         status = await client.health(args.service)
     print(status)
     return 0 if status == "SERVING" else 1
@@ -478,6 +511,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key",
         default=os.environ.get("CONVEYOR_API_KEY"),
         help="API key sent as a bearer token (default: $CONVEYOR_API_KEY)",
+    )
+    remote.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="talk TLS to the gateway (default: $CONVEYOR_TLS; on with --ca-cert, a client certificate, "
+        "or a grpcs:// or https:// target)",
+    )
+    remote.add_argument(
+        "--ca-cert",
+        metavar="PEM",
+        default=os.environ.get("CONVEYOR_CA_CERT"),
+        help="CA bundle the gateway's certificate must be signed by; implies --tls "
+        "(default: $CONVEYOR_CA_CERT, else the system's CAs)",
+    )
+    remote.add_argument(
+        "--client-cert",
+        metavar="PEM",
+        default=os.environ.get("CONVEYOR_CLIENT_CERT"),
+        help="client certificate, for a gateway that requires one (mTLS); with --client-key "
+        "(default: $CONVEYOR_CLIENT_CERT)",
+    )
+    remote.add_argument(
+        "--client-key",
+        metavar="PEM",
+        default=os.environ.get("CONVEYOR_CLIENT_KEY"),
+        help="the client certificate's private key (default: $CONVEYOR_CLIENT_KEY)",
     )
 
     def command(
@@ -589,6 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_schedule_commands(sub, remote)
 
+    from clients.cli.keys import add_key_commands
+
+    add_key_commands(sub, remote)
+
     p = command("artifact", cmd_artifact, "Download an artifact (a screenshot) of a job.")
     p.add_argument("job")
     p.add_argument("name")
@@ -675,13 +739,28 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
+def _wants_tls(args: argparse.Namespace) -> bool:
+    try:
+        tls = tls_options(args)["tls"]
+    except CliError:
+        tls = None
+    if tls is not None:
+        return bool(tls)
+    scheme = str(args.target).partition("://")[0].lower()
+    return bool(args.ca_cert or args.client_cert or scheme in ("grpcs", "https"))
+
+
 def _error(text: str) -> None:
     print(f"error: {text}", file=sys.stderr, flush=True)
 
 
 def _hint(err: ConveyorRpcError, args: argparse.Namespace) -> str:
     if err.code == grpc.StatusCode.UNAVAILABLE and getattr(args, "target", None):
-        return f" (is a gateway running at {args.target}? `conveyor up` starts one)"
+        if _wants_tls(args):
+            return (f" (is a gateway serving TLS at {args.target}? Check --ca-cert, and for a gateway that "
+                    "requires client certificates, --client-cert and --client-key)")
+        return (f" (is a gateway running at {args.target}? `conveyor up` starts one; "
+                "one that serves TLS needs --tls and perhaps --ca-cert)")
     if err.code == grpc.StatusCode.UNAUTHENTICATED:
         return " (set --api-key or CONVEYOR_API_KEY)"
     return ""

@@ -73,7 +73,9 @@ def schedule_row(s: Schedule) -> list[str]:
 
 
 def _client(args: argparse.Namespace) -> AsyncConveyorClient:
-    return AsyncConveyorClient(args.target, api_key=args.api_key or None)
+    from clients.cli.main import command_client  # its --target, API key and TLS flags
+
+    return command_client(args)
 
 
 def _next_run(s: Schedule) -> str:

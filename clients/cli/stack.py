@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from clients.cli.admin_key import ensure_admin_key
 from clients.sdk import AsyncConveyorClient, ConveyorRpcError
 from conveyor.embedded_redis import PDEATHSIG_PREEXEC, EmbeddedRedis
 from conveyor.settings import Settings, default_executor_slots
@@ -112,6 +113,8 @@ class LocalStack:
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
     redis: EmbeddedRedis | None = field(default=None, init=False)
+    #: The admin key the gateway accepts (None with CONVEYOR_AUTH=off).
+    api_key: str | None = field(default=None, init=False)
     children: list[Child] = field(default_factory=list, init=False)
     _exits: dict[str, asyncio.Task[str]] = field(default_factory=dict, init=False)
 
@@ -146,6 +149,10 @@ class LocalStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CONVEYOR_DATA_DIR": str(self.data_dir), **self.env}
         env["CONVEYOR_GRPC_ADDR"] = self.grpc_addr
+        if env.get("CONVEYOR_AUTH", "on") != "off":
+            # Safe and easy: auth on, with an admin key made on first start and kept here.
+            env.setdefault("CONVEYOR_ADMIN_KEY", ensure_admin_key(self.data_dir))
+            self.api_key = env["CONVEYOR_ADMIN_KEY"]
         if self.redis_url:
             env["CONVEYOR_REDIS_URL"] = self.redis_url
         else:

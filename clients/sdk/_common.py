@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -47,6 +49,70 @@ seconds, "500ms"/"2s"/"1m" texts or timedeltas; `attempts` sets max_attempts).""
 
 def channel_options(extra: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
     return [*CHANNEL_OPTIONS, *(extra or [])]
+
+
+_TLS_SCHEMES = {"grpcs": True, "https": True, "grpc": False, "http": False}
+
+
+def _pem(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"{what} {path}: cannot read: {err.strerror or err}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{what} {path}: not a PEM file")
+    return data
+
+
+def channel_target(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    tls: bool | None = None,
+    ca_cert: str | os.PathLike[str] | None = None,
+    client_cert: str | os.PathLike[str] | None = None,
+    client_key: str | os.PathLike[str] | None = None,
+) -> tuple[str, grpc.ChannelCredentials | None]:
+    """The gRPC target and the channel's credentials (None: plaintext).
+
+    `credentials` (gRPC channel credentials made by the caller) are used as they are,
+    and exclude the other arguments.
+
+    TLS is on with `tls=True`, with a `grpcs://` or `https://` target, or when a
+    `ca_cert` or client certificate is given; `grpc://` and `http://` say plaintext
+    (the scheme is dropped from the target). Without `ca_cert` the server's
+    certificate must be signed by a CA the system trusts; with it, by one in that PEM
+    bundle. `client_cert` and `client_key` (PEM files, both or neither) present a
+    client certificate, for a gateway that requires one (mTLS). Other targets
+    (`host:port`, `dns:///host:port`, `unix:path`) are passed to gRPC as they are."""
+    scheme, sep, rest = target.partition("://")
+    implied: bool | None = None
+    if sep and scheme.lower() in _TLS_SCHEMES:
+        implied = _TLS_SCHEMES[scheme.lower()]
+        target = rest.rstrip("/")
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("client_cert and client_key go together")
+    wants_files = ca_cert is not None or client_cert is not None
+    if credentials is not None:
+        if wants_files or tls is not None:
+            raise ValueError("give credentials, or tls/ca_cert/client_cert/client_key, not both")
+        if implied is False:
+            raise ValueError(f"credentials were given, but the target {scheme}://{rest} says plaintext")
+        return target, credentials
+    if tls is None:
+        tls = implied if implied is not None else wants_files
+    if not tls:
+        if implied:
+            raise ValueError(f"tls=False, but the target {scheme}://{rest} says TLS")
+        if wants_files:
+            raise ValueError("ca_cert and client certificates need TLS (tls=False was given)")
+        return target, None
+    if implied is False:
+        raise ValueError(f"TLS was asked for, but the target {scheme}://{rest} says plaintext")
+    root = _pem(ca_cert, "CA certificate") if ca_cert is not None else None
+    chain = _pem(client_cert, "client certificate") if client_cert is not None else None
+    key = _pem(client_key, "client key") if client_key is not None else None
+    return target, grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
 
 
 def call_metadata(api_key: str | None) -> Metadata:

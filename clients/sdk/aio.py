@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import datetime as dt
+import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
@@ -23,6 +24,7 @@ from clients.sdk._common import (
     RetryLike,
     call_metadata,
     channel_options,
+    channel_target,
     clean_queue_request,
     duration,
     is_terminal,
@@ -42,6 +44,8 @@ from conveyor.v1 import (
     job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
@@ -61,6 +65,11 @@ class AsyncConveyorClient:
     Failed calls raise `ConveyorRpcError` (code, message, reason, field violations).
     `timeout` is the default deadline of unary calls in seconds (None: no deadline);
     streams have no deadline.
+
+    TLS: `tls=True` (a server certificate from a CA the system trusts), `ca_cert=`
+    (a PEM bundle of your own CA; implies TLS), `client_cert=` and `client_key=` for a
+    gateway that requires client certificates (mTLS), or a `grpcs://host:port` (or
+    `https://`) target. `credentials=` takes gRPC channel credentials made elsewhere.
     """
 
     def __init__(
@@ -71,20 +80,30 @@ class AsyncConveyorClient:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         options: list[tuple[str, Any]] | None = None,
+        tls: bool | None = None,
+        ca_cert: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         opts = channel_options(options)
+        address, credentials = channel_target(
+            target, credentials=credentials, tls=tls, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key
+        )
+        #: Whether the channel is TLS.
+        self.tls = credentials is not None
         self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=opts)
+            grpc.aio.secure_channel(address, credentials, options=opts)
             if credentials is not None
-            else grpc.aio.insecure_channel(target, options=opts)
+            else grpc.aio.insecure_channel(address, options=opts)
         )
         self._metadata = call_metadata(api_key)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
         self._schedules = schedule_stub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._keys = key_service_pb2_grpc.KeyServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncConveyorClient:
         return self
@@ -463,3 +482,33 @@ class AsyncConveyorClient:
             self._schedules.ResumeSchedule, schedule_pb.ResumeScheduleRequest(id=schedule_id), timeout
         )
         return response.schedule
+
+    # --- API keys (the admin role) --------------------------------------------------------
+    async def create_key(
+        self, tenant: str, role: key_service_pb2.Role.ValueType, name: str = "", *, timeout: float | None = _UNSET
+    ) -> key_service_pb2.CreateKeyResponse:
+        """A new key of `tenant` with `role`; the answer's `secret` is shown this once."""
+        request = key_service_pb2.CreateKeyRequest(tenant=tenant, role=role, name=name)
+        response: key_service_pb2.CreateKeyResponse = await self._call(self._keys.CreateKey, request, timeout)
+        return response
+
+    async def list_keys(
+        self, tenant: str = "", *, timeout: float | None = _UNSET
+    ) -> builtins.list[key_service_pb2.ApiKey]:
+        response: key_service_pb2.ListKeysResponse = await self._call(
+            self._keys.ListKeys, key_service_pb2.ListKeysRequest(tenant=tenant), timeout
+        )
+        return builtins.list(response.keys)
+
+    async def revoke_key(self, key_id: str, *, timeout: float | None = _UNSET) -> key_service_pb2.ApiKey:
+        response: key_service_pb2.RevokeKeyResponse = await self._call(
+            self._keys.RevokeKey, key_service_pb2.RevokeKeyRequest(id=key_id), timeout
+        )
+        return response.key
+
+    async def whoami(self, *, timeout: float | None = _UNSET) -> key_service_pb2.WhoAmIResponse:
+        """The tenant and role of the key in use."""
+        response: key_service_pb2.WhoAmIResponse = await self._call(
+            self._keys.WhoAmI, key_service_pb2.WhoAmIRequest(), timeout
+        )
+        return response

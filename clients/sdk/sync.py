@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
@@ -22,6 +23,7 @@ from clients.sdk._common import (
     RetryLike,
     call_metadata,
     channel_options,
+    channel_target,
     clean_queue_request,
     duration,
     is_terminal,
@@ -41,6 +43,8 @@ from conveyor.v1 import (
     job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
@@ -49,7 +53,8 @@ _UNSET: Any = object()
 
 
 class ConveyorClient:
-    """A blocking Conveyor client; see `AsyncConveyorClient` for the methods."""
+    """A blocking Conveyor client; see `AsyncConveyorClient` for the methods and for
+    TLS (`tls=`, `ca_cert=`, `client_cert=`, `client_key=`, `grpcs://` targets)."""
 
     def __init__(
         self,
@@ -59,20 +64,30 @@ class ConveyorClient:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         options: list[tuple[str, Any]] | None = None,
+        tls: bool | None = None,
+        ca_cert: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         opts = channel_options(options)
+        address, credentials = channel_target(
+            target, credentials=credentials, tls=tls, ca_cert=ca_cert, client_cert=client_cert, client_key=client_key
+        )
+        #: Whether the channel is TLS.
+        self.tls = credentials is not None
         self._channel = (
-            grpc.secure_channel(target, credentials, options=opts)
+            grpc.secure_channel(address, credentials, options=opts)
             if credentials is not None
-            else grpc.insecure_channel(target, options=opts)
+            else grpc.insecure_channel(address, options=opts)
         )
         self._metadata = call_metadata(api_key)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
         self._schedules = schedule_stub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._keys = key_service_pb2_grpc.KeyServiceStub(self._channel)
 
     def __enter__(self) -> ConveyorClient:
         return self
@@ -383,3 +398,33 @@ class ConveyorClient:
             self._schedules.ResumeSchedule, schedule_pb.ResumeScheduleRequest(id=schedule_id), timeout
         )
         return response.schedule
+
+    # --- API keys (the admin role) --------------------------------------------------------
+    def create_key(
+        self, tenant: str, role: key_service_pb2.Role.ValueType, name: str = "", *, timeout: float | None = _UNSET
+    ) -> key_service_pb2.CreateKeyResponse:
+        """A new key of `tenant` with `role`; the answer's `secret` is shown this once."""
+        request = key_service_pb2.CreateKeyRequest(tenant=tenant, role=role, name=name)
+        response: key_service_pb2.CreateKeyResponse = self._call(self._keys.CreateKey, request, timeout)
+        return response
+
+    def list_keys(
+        self, tenant: str = "", *, timeout: float | None = _UNSET
+    ) -> builtins.list[key_service_pb2.ApiKey]:
+        response: key_service_pb2.ListKeysResponse = self._call(
+            self._keys.ListKeys, key_service_pb2.ListKeysRequest(tenant=tenant), timeout
+        )
+        return builtins.list(response.keys)
+
+    def revoke_key(self, key_id: str, *, timeout: float | None = _UNSET) -> key_service_pb2.ApiKey:
+        response: key_service_pb2.RevokeKeyResponse = self._call(
+            self._keys.RevokeKey, key_service_pb2.RevokeKeyRequest(id=key_id), timeout
+        )
+        return response.key
+
+    def whoami(self, *, timeout: float | None = _UNSET) -> key_service_pb2.WhoAmIResponse:
+        """The tenant and role of the key in use."""
+        response: key_service_pb2.WhoAmIResponse = self._call(
+            self._keys.WhoAmI, key_service_pb2.WhoAmIRequest(), timeout
+        )
+        return response

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 import redis.asyncio as aioredis
@@ -70,7 +71,17 @@ def connect(url: str, *, max_connections: int = 32, client_name: str | None = No
     safe: each one is atomic, and one that did run the first time (its reply lost,
     which takes Redis failing mid-reply) finds its work done: a finished attempt is
     stale, a created job is answered as existing, and a job claimed by a take or
-    claim whose reply was lost is recovered by its stall deadline."""
+    claim whose reply was lost is recovered by its stall deadline.
+
+    TLS is the URL's: `rediss://` (Settings.effective_redis_url adds the
+    CONVEYOR_REDIS_TLS_* files as its `ssl_ca_certs`, `ssl_certfile` and `ssl_keyfile`
+    query arguments), the server's name checked against its certificate. A Redis ACL
+    user and password are the URL's too: `rediss://user:password@host:port/0`."""
+    parts = urlsplit(url)
+    tls_args = sorted(name for name in parse_qs(parts.query) if name.startswith("ssl_"))
+    if tls_args and parts.scheme != "rediss":
+        # redis-py would fail each connection with an unexpected keyword argument.
+        raise ValueError(f"{', '.join(tls_args)} in a {parts.scheme}:// Redis URL: TLS needs rediss://")
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=30, client_name=client_name,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RECONNECT_RETRIES),
@@ -167,6 +178,13 @@ class JobStore:
                 continue
             out.append(JobRecord.from_hash(_pairs(reply)))
         return out
+
+    async def owners(self, job_ids: Sequence[str]) -> list[str | None]:
+        """Each job's tenant (None for a job that is gone), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "owner")
+        return [o.decode() if o is not None else None for o in await pipe.execute()]
 
     async def get(self, job_id: str) -> JobRecord:
         (job,) = await self.get_many([job_id])
@@ -300,10 +318,12 @@ class JobStore:
         except ResponseError as exc:
             raise refused(exc, Context(action="clean")) from None
 
-    async def retry_failed(self, name: str, limit: int, *, priority: int = 0, max_attempts: int = 0) -> int:
+    async def retry_failed(
+        self, name: str, limit: int, *, priority: int = 0, max_attempts: int = 0, by: str = ""
+    ) -> int:
         """Retry a queue's FAILED jobs, at `priority` and with `max_attempts` in their
-        fresh set when given (0: each job's own)."""
-        return int(await self._run("retry_failed", name, limit, priority, max_attempts))
+        fresh set when given (0: each job's own), asked by the API key `by`."""
+        return int(await self._run("retry_failed", name, limit, priority, max_attempts, by))
 
     # ---- kinds ------------------------------------------------------------------------
 
@@ -334,9 +354,10 @@ class JobStore:
         except ResponseError as exc:
             raise refused(exc, Context(action="cancel")) from None
 
-    async def retry(self, job_id: str) -> tuple[State, int]:
+    async def retry(self, job_id: str, *, by: str = "") -> tuple[State, int]:
+        """Retry a FAILED or CANCELLED job, asked by the API key `by` (its event says so)."""
         try:
-            state, position = await self._run("retry", job_id)
+            state, position = await self._run("retry", job_id, by)
         except ResponseError as exc:
             raise refused(exc, Context(action="retry")) from None
         return State(state.decode()), int(position)

@@ -79,6 +79,19 @@ class Keys:
         """Per kind, its jobs handed over or running (lua: K_KIND_INFLIGHT)."""
         return f"{self.prefix}:inflight:kinds"
 
+    def api_key(self, key_id: str) -> str:
+        """An API key's record (lua: k_api_key)."""
+        return f"{self.prefix}:apikey:{key_id}"
+
+    def api_key_hash(self, secret_hash: str) -> str:
+        """A secret's hash -> its key id, while the key is not revoked (lua: k_api_key_hash)."""
+        return f"{self.prefix}:apikey-hash:{secret_hash}"
+
+    @property
+    def api_keys(self) -> str:
+        """Every key's id, by creation time (lua: K_API_KEYS)."""
+        return f"{self.prefix}:apikeys"
+
     @property
     def cancel_channel(self) -> str:
         return f"{self.prefix}:cancel"

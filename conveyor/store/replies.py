@@ -89,6 +89,11 @@ def _too_many_schedules(args: list[str], c: Context) -> ConveyorError:
     )
 
 
+def _key_not_found(args: list[str], c: Context) -> ConveyorError:
+    (key_id,) = args
+    return NotFound(f"key {key_id!r} not found", metadata={"key_id": key_id})
+
+
 def _state_not_finished(args: list[str], c: Context) -> ConveyorError:
     (state,) = args
     return InvalidArgument(FieldViolation("state", f"{state} is not a finished state"))
@@ -103,6 +108,7 @@ REFUSALS: dict[str, Callable[[list[str], Context], ConveyorError]] = {
     "SCHEDULE_DELETED": _schedule_deleted,
     "TOO_MANY_SCHEDULES": _too_many_schedules,
     "STATE_NOT_FINISHED": _state_not_finished,
+    "KEY_NOT_FOUND": _key_not_found,
 }
 
 

@@ -12,10 +12,11 @@ import grpc
 from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument, NotFound, Unavailable
 from conveyor.kinds import KindSpec
 from conveyor.kinds.api import KIND_NAME
-from conveyor.statuses import CANCELLED_BY_CLIENT
+from conveyor.statuses import cancelled_by
 from conveyor.store.records import JobRecord, NewJob
 from conveyor.v1 import job_service_pb2 as pb
 from conveyor.v1 import job_service_pb2_grpc
+from gateway.auth import caller
 from gateway.errors import to_status
 from gateway.estimates import estimate_start_ms
 from gateway.event_hub import HubClosed, follow
@@ -49,9 +50,9 @@ SHUTTING_DOWN = "the gateway is shutting down; reconnect with after_sequence"
 
 
 def caller_owner(context: grpc.aio.ServicerContext) -> str:
-    """The tenant of the caller. Every job carries its owner; until API keys are
-    configured every caller is the 'default' tenant."""
-    return "default"
+    """The tenant of the caller (its API key's; `default` with auth off): what it
+    makes is that tenant's."""
+    return caller().tenant
 
 
 class JobServicer(job_service_pb2_grpc.JobServiceServicer):
@@ -59,8 +60,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self.rt = rt
 
     async def _owned(self, job_id: str, owner: str) -> JobRecord:
+        """The job, if it exists for the caller (its tenant's, or any for an admin)."""
         job = await self.rt.store.get(check_job_id(job_id))
-        if job.owner != owner:
+        if job.owner != owner and not caller().sees_every_tenant:
             # Someone else's job is indistinguishable from a missing one.
             raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
         return job
@@ -172,8 +174,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             queue=request.queue, state=state, page_size=request.page_size, page_token=request.page_token,
             kind=request.kind,
         )
-        owner = caller_owner(context)
-        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs if j.owner == owner], next_page_token=token)
+        who = caller()
+        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs if who.may_see(j.owner)], next_page_token=token)
 
     # ---- follow -------------------------------------------------------------------
 
@@ -250,7 +252,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
         job = await self._owned(request.id, caller_owner(context))
-        await self.rt.store.cancel(request.id, CANCELLED_BY_CLIENT)
+        await self.rt.store.cancel(request.id, cancelled_by(caller().key_id))
         # An active job is stopped by its executor; give it a moment to confirm. The
         # cancel is recorded either way: at shutdown the job is answered as it is.
         try:
@@ -261,7 +263,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     async def RetryJob(self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext) -> pb.RetryJobResponse:
         await self._owned(request.id, caller_owner(context))
-        await self.rt.store.retry(request.id)
+        await self.rt.store.retry(request.id, by=caller().key_id)
         self.rt.admission.wake()
         return pb.RetryJobResponse(job=job_to_proto(await self.rt.store.get(request.id)))
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+import structlog
 
 from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
+from conveyor.store.job_store import JobStore
+from conveyor.store.records import EventRecord
 from conveyor.v1 import job_pb2, queue_service_pb2_grpc
 from conveyor.v1 import queue_service_pb2 as pb
+from gateway.auth import Caller, caller
 from gateway.event_hub import HubClosed, follow
 from gateway.mapping import (
     STATE_FROM_PROTO,
@@ -32,6 +36,28 @@ from gateway.validation import (
     check_queue,
     duration_problem,
 )
+
+log = structlog.get_logger("gateway.queues")
+
+
+class TenantFilter:
+    """A queue's events as a caller may see them: only its tenant's jobs' (all of
+    them for an admin). Each job's tenant is read once per stream."""
+
+    def __init__(self, store: JobStore, who: Caller) -> None:
+        self._store = store
+        self._who = who
+        self._owners: dict[str, str | None] = {}
+
+    async def events(self, batch: list[EventRecord]) -> list[EventRecord]:
+        if self._who.sees_every_tenant:
+            return batch
+        unknown = list({ev.job_id for ev in batch} - self._owners.keys())
+        if unknown:
+            if len(self._owners) > 100_000:
+                self._owners.clear()
+            self._owners.update(zip(unknown, await self._store.owners(unknown), strict=True))
+        return [ev for ev in batch if self._owners.get(ev.job_id) == self._who.tenant]
 
 
 def _check_queue(name: str) -> str:
@@ -85,6 +111,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         if not fields:
             raise InvalidArgument(FieldViolation("concurrency", "give concurrency and/or host_rate_limit"))
         q = await self.rt.store.update_queue(_check_queue(request.queue), **fields)
+        log.info("queue updated", queue=q.name, **fields)  # with the caller's key_id bound
         self.rt.admission.wake()
         return pb.UpdateQueueResponse(queue=queue_to_proto(q))
 
@@ -92,12 +119,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self, request: pb.PauseQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseQueueResponse:
         q = await self.rt.store.update_queue(_check_queue(request.queue), paused=1)
+        log.info("queue paused", queue=q.name)
         return pb.PauseQueueResponse(queue=queue_to_proto(q))
 
     async def ResumeQueue(
         self, request: pb.ResumeQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeQueueResponse:
         q = await self.rt.store.update_queue(_check_queue(request.queue), paused=0)
+        log.info("queue resumed", queue=q.name)
         self.rt.admission.wake()
         return pb.ResumeQueueResponse(queue=queue_to_proto(q))
 
@@ -119,6 +148,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         await self.rt.store.get_queue(name)  # NOT_FOUND for an unknown queue
         before = await self.rt.store.now_ms() - older
         deleted = await self.rt.store.clean_queue(name, state, before, _bulk_limit(request.limit))
+        log.info("queue cleaned", queue=name, state=state.value, deleted=deleted)
         self.rt.janitor.wake()
         return pb.CleanQueueResponse(deleted=deleted)
 
@@ -132,7 +162,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             raise InvalidArgument(FieldViolation("max_attempts", f"between 0 (each job's own) and {MAX_ATTEMPTS}"))
         await self.rt.store.get_queue(name)
         retried = await self.rt.store.retry_failed(
-            name, _bulk_limit(request.limit), priority=request.priority, max_attempts=request.max_attempts
+            name, _bulk_limit(request.limit), priority=request.priority, max_attempts=request.max_attempts,
+            by=caller().key_id,
         )
         self.rt.admission.wake()
         return pb.RetryFailedJobsResponse(retried=retried)
@@ -161,7 +192,12 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                 heartbeat=self.rt.settings.watch_heartbeat_seconds,
                 replay=lambda after: store.queue_events_after(name, after),
             )
-            async for batch in batches:
+            mine = TenantFilter(store, caller())
+            async for ready in batches:
+                # Only other tenants' events: nothing of them shows, not even a message.
+                batch = await mine.events(ready) if ready else ready
+                if ready and not batch:
+                    continue
                 if not batch:
                     yield pb.WatchQueueResponse(heartbeat=heartbeat_now())
                 elif request.max_batch_size <= 1:

@@ -207,6 +207,8 @@ def stack_env(redis_url: str, data_dir: Path, **overrides: str) -> dict[str, str
         "CONVEYOR_WATCH_HEARTBEAT_SECONDS": "1",
         "CONVEYOR_ALLOWED_HOSTS": "127.0.0.1",
         "CONVEYOR_EXECUTOR_SLOTS": "4",
+        # Loopback test stacks run without auth unless a test turns it on (test_auth.py).
+        "CONVEYOR_AUTH": "off",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(overrides)

@@ -19,7 +19,8 @@ if TERMINAL[state] then return refuse('JOB_STATE', id, state) end
 local now = now_ms()
 if state == 'ACTIVE' then
   if hget(kj, 'cancel') ~= '1' then
-    redis.call('HSET', kj, 'cancel', 1)
+    -- The error its end records (who asked, in its metadata), whatever the executor sends.
+    redis.call('HSET', kj, 'cancel', 1, 'cancel_error', payload)
     redis.call('PUBLISH', K_CANCEL_CHANNEL, id)
     emit(id, q, 'progress', 'ACTIVE', tonumber(attempt),
       {'p', hget(kj, 'progress') or 0, 'm', 'cancel requested'}, now)

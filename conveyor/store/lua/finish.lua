@@ -22,8 +22,8 @@ local now = now_ms()
 
 local function finish(id, attempt, outcome, payload, retry_delay)
   local kj = k_job(id)
-  local state, cur, q, limit, cancel, started, has_dependents, kind = unpack(redis.call('HMGET', kj, 'state',
-    'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind'))
+  local state, cur, q, limit, cancel, started, has_dependents, kind, cancel_error = unpack(redis.call('HMGET', kj,
+    'state', 'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind', 'cancel_error'))
   if state ~= 'ACTIVE' or cur ~= attempt then return '' end
   -- Due times are on Redis's clock, like every other time here, whatever the
   -- executor's clock says.
@@ -38,6 +38,7 @@ local function finish(id, attempt, outcome, payload, retry_delay)
     if attempt ~= '1' then redis.call('HDEL', kj, 'error') end
   elseif outcome == 'cancelled' or cancel == '1' then
     to = 'CANCELLED'
+    payload = cancel_error or payload  -- the cancel's own error: who asked for it
     h = {'error', payload, 'ended', int(now)}
   elseif retry_delay >= 0 and tonumber(attempt) < tonumber(limit) then
     to = 'DELAYED'

@@ -18,6 +18,8 @@ local function k_rate(q, host, sec) return P .. ':rate:' .. q .. ':' .. host .. 
 local function k_schedule(sid) return P .. ':schedule:' .. sid end
 local function k_schedule_request(owner, request_id) return P .. ':schedule-req:' .. owner .. ':' .. request_id end
 local function k_owner_schedules(owner) return P .. ':schedules:owner:' .. owner end
+local function k_api_key(id) return P .. ':apikey:' .. id end
+local function k_api_key_hash(hash) return P .. ':apikey-hash:' .. hash end
 local K_JOBS = P .. ':jobs'
 local K_QUEUES = P .. ':queues'
 local K_READY_QUEUES = P .. ':ready-queues'
@@ -31,6 +33,7 @@ local K_KINDS = P .. ':kinds'  -- per kind: the spec its executors published (JS
 local K_CANCEL_CHANNEL = P .. ':cancel'
 local K_GC = P .. ':gc'  -- ids of deleted jobs whose artifacts are still to be removed
 local K_SCHEDULES_DUE = P .. ':schedules:due'
+local K_API_KEYS = P .. ':apikeys'  -- every key's id, by creation time
 
 -- A request id (of a job or a schedule) answers with what it made for this long,
 -- whatever has happened to that since.
