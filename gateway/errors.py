@@ -269,6 +269,8 @@ class _Call:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
+            if context.cancelled():
+                return  # the client went away mid-stream: nobody to answer, nothing failed
             await _abort(context, exc, self.method)
 
 

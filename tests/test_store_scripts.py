@@ -36,6 +36,8 @@ LUA_KEYS = {
     "K_CANCEL_CHANNEL": Keys(PREFIX).cancel_channel,
     "K_KINDS": Keys(PREFIX).kinds,
     "k_api_key('K')": Keys(PREFIX).api_key("K"),
+    "k_owner_jobs('T')": Keys(PREFIX).owner_jobs("T"),
+    "k_index('Q', 'owner:' .. 'T')": Keys(PREFIX).queue_index("Q", "owner:T"),
     "k_api_key_hash('H')": Keys(PREFIX).api_key_hash("H"),
     "K_API_KEYS": Keys(PREFIX).api_keys,
     "K_KIND_CAPACITY": Keys(PREFIX).kind_capacity,

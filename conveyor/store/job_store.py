@@ -194,13 +194,17 @@ class JobStore:
 
     async def list_jobs(
         self, *, queue: str = "", state: State | None = None, page_size: int = 50, page_token: str = "",
-        kind: str = "",
+        kind: str = "", owner: str = "",
     ) -> tuple[list[JobRecord], str]:
         """Jobs newest first (WAITING ones in line order), paged by (score, skip) tokens
-        that stay correct while jobs are added; of one kind of one queue with `kind`."""
+        that stay correct while jobs are added; of one kind of one queue with `kind`;
+        of one tenant with `owner` (paged within its own jobs when no state or kind is
+        asked for; filtered from those pages otherwise)."""
         page_size = min(page_size or 50, MAX_PAGE_SIZE)
         ascending = state is State.WAITING
-        if kind:
+        if owner and not kind and state is None:
+            key = self.keys.queue_index(queue, f"owner:{owner}") if queue else self.keys.owner_jobs(owner)
+        elif kind:
             if not queue or state is not None:
                 raise InvalidArgument(FieldViolation("kind", "needs a queue, and no state"))
             key = self.keys.queue_index(queue, f"kind:{kind}")
@@ -218,7 +222,10 @@ class JobStore:
             rows = await self.client.zrangebyscore(key, bound, "+inf", start=skip, num=page_size, withscores=True)
         else:
             rows = await self.client.zrevrangebyscore(key, bound, "-inf", start=skip, num=page_size, withscores=True)
-        jobs = [j for j in await self.get_many([m.decode() for m, _ in rows]) if j is not None]
+        jobs = [
+            j for j in await self.get_many([m.decode() for m, _ in rows])
+            if j is not None and (not owner or j.owner == owner)
+        ]
         token = ""
         if len(rows) == page_size:
             last = rows[-1][1]

@@ -79,6 +79,10 @@ class Keys:
         """Per kind, its jobs handed over or running (lua: K_KIND_INFLIGHT)."""
         return f"{self.prefix}:inflight:kinds"
 
+    def owner_jobs(self, owner: str) -> str:
+        """A tenant's jobs, by creation time (lua: k_owner_jobs)."""
+        return f"{self.prefix}:owner:{owner}:jobs"
+
     def api_key(self, key_id: str) -> str:
         """An API key's record (lua: k_api_key)."""
         return f"{self.prefix}:apikey:{key_id}"

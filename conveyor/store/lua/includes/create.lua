@@ -75,6 +75,9 @@ local function create_job(j, spec, now)
   redis.call('ZADD', K_JOBS, int(now), id)
   redis.call('ZADD', k_index(q, 'jobs'), int(now), id)
   redis.call('ZADD', k_index(q, 'kind:' .. j.kind), int(now), id)  -- ListJobs by kind
+  -- ListJobs of one tenant pages within its own jobs (in all, and in a queue).
+  redis.call('ZADD', k_owner_jobs(owner), int(now), id)
+  redis.call('ZADD', k_index(q, 'owner:' .. owner), int(now), id)
 
   -- Dependencies: completed ones are met; a failed or cancelled one cancels this job.
   local pending, broken = 0, nil

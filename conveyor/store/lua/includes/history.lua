@@ -16,6 +16,10 @@ local function delete_job(id)
   redis.call('ZREM', K_JOBS, id)
   redis.call('ZREM', k_index(q, 'jobs'), id)
   if kind then redis.call('ZREM', k_index(q, 'kind:' .. kind), id) end
+  if owner then
+    redis.call('ZREM', k_owner_jobs(owner), id)
+    redis.call('ZREM', k_index(q, 'owner:' .. owner), id)
+  end
   if request_id and request_id ~= '' then
     local k_req = k_request(owner, request_id)
     local made, fingerprint = string.match(redis.call('GET', k_req) or '', '^(%S+) ?(%S*)')
