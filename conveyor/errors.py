@@ -55,6 +55,16 @@ class ResourceExhausted(ConveyorError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class QuotaExceeded(ResourceExhausted):
+    """A tenant's quota is used up: google.rpc.QuotaFailure names it (`subject`)."""
+
+    def __init__(self, message: str, *, subject: str, retry_after_seconds: float = 5.0,
+                 metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message, retry_after_seconds=retry_after_seconds, reason="QUOTA_EXCEEDED")
+        self.subject = subject
+        self.metadata = metadata or {}
+
+
 class Unavailable(ConveyorError):
     reason = "UNAVAILABLE"
 

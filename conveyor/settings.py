@@ -212,6 +212,9 @@ class Settings(BaseSettings):
 
     # --- jobs --------------------------------------------------------------------
     default_max_attempts: int = 3
+    tenant_max_open_jobs: int = Field(
+        default=0, ge=0, description="The most open (waiting, delayed, running) jobs one tenant may have; 0: no limit."
+    )
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
     default_job_timeout_seconds: float = 300.0

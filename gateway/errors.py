@@ -34,6 +34,7 @@ from conveyor.errors import (
     NotFound,
     OutOfRange,
     PermissionDenied,
+    QuotaExceeded,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
@@ -130,6 +131,11 @@ def to_status(exc: ConveyorError) -> status_pb2.Status:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(exc.retry_after_seconds * 1000))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    if isinstance(exc, QuotaExceeded):
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=cap(exc.subject, MAX_FIELD_BYTES), description=cap(exc.message, MAX_DESCRIPTION_BYTES)
+        )
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
     return status_pb2.Status(code=code, message=cap(exc.message, MAX_MESSAGE_BYTES), details=details)
 
 

@@ -103,6 +103,7 @@ def new_job(
     default_max_attempts: int,
     default_timeout_ms: int,
     kind: KindSpec | None = None,
+    max_open: int = 0,
 ) -> NewJob:
     """A validated request as the store's NewJob (the request itself is the stored
     spec). What the request leaves out comes from its kind's defaults, then the server's."""
@@ -135,6 +136,7 @@ def new_job(
         dedup_return_existing=request.dedup_return_existing,
         depends_on=tuple(request.depends_on),
         hosts=tuple(hosts),
+        max_open=max_open,
     )
 
 

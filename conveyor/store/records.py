@@ -401,6 +401,8 @@ class NewJob:
     dedup_return_existing: bool = False
     depends_on: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
+    #: The most open (waiting, delayed, running) jobs its tenant may have; 0: no limit.
+    max_open: int = 0
 
     def to_json(self) -> str:
         """The job as create_job() in lua/includes/create.lua reads it (the spec travels apart: it is bytes)."""
@@ -416,6 +418,8 @@ class NewJob:
             data["depends_on"] = list(self.depends_on)
         if self.hosts:
             data["hosts"] = list(self.hosts)
+        if self.max_open:
+            data["max_open"] = self.max_open
         return json.dumps(data)
 
 

@@ -21,6 +21,7 @@ from conveyor.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    QuotaExceeded,
     ResourceExhausted,
 )
 
@@ -89,6 +90,14 @@ def _too_many_schedules(args: list[str], c: Context) -> ConveyorError:
     )
 
 
+def _quota_exceeded(args: list[str], c: Context) -> ConveyorError:
+    tenant, most = args
+    return QuotaExceeded(
+        f"tenant {tenant!r} has {most} open jobs (waiting, delayed or running), its quota: submit again once "
+        "some have ended", subject=f"tenant:{tenant}", metadata={"tenant": tenant, "limit": most},
+    )
+
+
 def _key_not_found(args: list[str], c: Context) -> ConveyorError:
     (key_id,) = args
     return NotFound(f"key {key_id!r} not found", metadata={"key_id": key_id})
@@ -109,6 +118,7 @@ REFUSALS: dict[str, Callable[[list[str], Context], ConveyorError]] = {
     "TOO_MANY_SCHEDULES": _too_many_schedules,
     "STATE_NOT_FINISHED": _state_not_finished,
     "KEY_NOT_FOUND": _key_not_found,
+    "QUOTA_EXCEEDED": _quota_exceeded,
 }
 
 

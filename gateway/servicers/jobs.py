@@ -78,6 +78,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             default_max_attempts=s.default_max_attempts,
             default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
             kind=kind,
+            max_open=s.tenant_max_open_jobs,
         )
 
     async def _checked(

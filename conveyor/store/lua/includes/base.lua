@@ -19,6 +19,7 @@ local function k_schedule(sid) return P .. ':schedule:' .. sid end
 local function k_schedule_request(owner, request_id) return P .. ':schedule-req:' .. owner .. ':' .. request_id end
 local function k_owner_schedules(owner) return P .. ':schedules:owner:' .. owner end
 local function k_owner_jobs(owner) return P .. ':owner:' .. owner .. ':jobs' end  -- a tenant's jobs, by creation
+local function k_tenant(owner) return P .. ':tenant:' .. owner end  -- a tenant's counters: 'open' jobs
 local function k_api_key(id) return P .. ':apikey:' .. id end
 local function k_api_key_hash(hash) return P .. ':apikey-hash:' .. hash end
 local K_JOBS = P .. ':jobs'

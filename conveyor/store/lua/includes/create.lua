@@ -26,8 +26,9 @@ end
 -- hosts (array). `spec` is the serialized request (its SHA-1 is the request's
 -- fingerprint, for request ids).
 -- Returns {id, state, position, existing (0|1)}, or the refusals DUPLICATE_JOB <id>
--- (a deduplication key) and REQUEST_ID_REUSED <id> (the request id made that job from
--- another request).
+-- (a deduplication key), REQUEST_ID_REUSED <id> (the request id made that job from
+-- another request) and QUOTA_EXCEEDED <tenant> <most> (`max_open`: the most open jobs
+-- a tenant may have; 0 for no limit).
 local function create_job(j, spec, now)
   local id, q, owner = j.id, j.queue, j.owner
   -- The id is the caller's: a create sent again (a client retrying after a lost
@@ -42,6 +43,12 @@ local function create_job(j, spec, now)
     fingerprint = redis.sha1hex(spec)
     local made = made_by_request(k_req, fingerprint)
     if made then return made end
+  end
+  -- The tenant's quota of open (waiting, delayed or running) jobs: refused before
+  -- anything is written.
+  local max_open = tonumber(j.max_open) or 0
+  if max_open > 0 and (tonumber(redis.call('HGET', k_tenant(owner), 'open')) or 0) >= max_open then
+    return refuse('QUOTA_EXCEEDED', owner, max_open)
   end
   local k_dedup_key
   if j.dedup_key and j.dedup_key ~= '' then
@@ -98,7 +105,7 @@ local function create_job(j, spec, now)
 
   local run_at = tonumber(j.run_at) or 0
   if run_at > now then set('run_at', int(run_at)) end
-  local o = {attempt = 0, fields = h, priority = tonumber(j.priority)}
+  local o = {attempt = 0, fields = h, priority = tonumber(j.priority), owner = owner}
   local state
   if broken then
     state = 'CANCELLED'

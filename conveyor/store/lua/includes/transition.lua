@@ -15,7 +15,17 @@ local settle
 -- `o.has_dependents`, the job's field of that name, when the caller read it).
 -- `o.score` is a DELAYED job's due time. Returns the queue's count of `to` and the
 -- event's queue sequence.
+-- A job that opens (is made, or retried) or closes (ends) is counted in its tenant's
+-- open jobs (`o.owner`: the tenant, when the caller has it), which quotas read.
 local function transition(id, q, from, to, now, o)
+  local opens = (from == nil or TERMINAL[from]) and not TERMINAL[to]
+  local closes = from ~= nil and not TERMINAL[from] and TERMINAL[to]
+  if opens or closes then
+    local owner = o.owner or hget(k_job(id), 'owner')
+    if owner and redis.call('HINCRBY', k_tenant(owner), 'open', opens and 1 or -1) < 0 then
+      redis.call('HSET', k_tenant(owner), 'open', 0)  -- (jobs made before the count began)
+    end
+  end
   local fields = o.fields or {}
   if to == 'WAITING' then enter_line(id, q, o.keep_place, now, o.priority, fields) end
   local count = move(id, q, from, to, now, o.score, fields)
