@@ -21,7 +21,7 @@ local limit, payload, worker_timeout_ms = tonumber(ARGV[2]), ARGV[3], tonumber(A
 local t = transport_args(5)
 local now = now_ms()
 local requeued, failed = 0, 0
-refresh_capacity(now)
+refresh_capacity(now, true)
 local beats = t.ns .. ':__heartbeats__'
 local dead = redis.call('ZRANGEBYSCORE', beats, '-inf', now - worker_timeout_ms, 'LIMIT', 0, limit)
 if #dead > 0 then

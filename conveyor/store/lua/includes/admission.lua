@@ -5,9 +5,10 @@
 -- Forget the executors that went silent, and sum the slots of the live ones into
 -- K_CAPACITY, and per kind they serve into K_KIND_CAPACITY (read by every admit()).
 -- Run by every heartbeat and every reap, so a dead executor's slots stop counting
--- within a second of its time-to-live. The kinds' in-flight counts are recounted from
--- the in-flight set here too, so a count can never drift for long.
-local function refresh_capacity(now)
+-- within a second of its time-to-live. With `recount` (the reaps, about once a second
+-- per gateway: not every executor's heartbeat, as the in-flight set may be large), the
+-- kinds' in-flight counts are recounted from the in-flight set, so none drifts for long.
+local function refresh_capacity(now, recount)
   for _, ex in ipairs(redis.call('ZRANGEBYSCORE', K_EXECUTORS, '-inf', now)) do
     redis.call('ZREM', K_EXECUTORS, ex)
     redis.call('DEL', k_executor(ex))
@@ -24,6 +25,7 @@ local function refresh_capacity(now)
   for kind, slots in pairs(by_kind) do flat[#flat + 1] = kind; flat[#flat + 1] = slots end
   redis.call('DEL', K_KIND_CAPACITY)
   if #flat > 0 then redis.call('HSET', K_KIND_CAPACITY, unpack(flat)) end
+  if not recount then return end
   local inflight = {}
   for _, id in ipairs(redis.call('ZRANGE', K_INFLIGHT, 0, -1)) do
     local kind = hget(k_job(id), 'kind')
