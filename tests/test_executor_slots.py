@@ -88,15 +88,18 @@ async def test_a_one_machine_stack_runs_as_many_jobs_as_queue_concurrency(
     )
     await stack.start(ready_timeout=60)
     try:
+        # The one-machine stack runs with auth on, with the admin key it made.
+        assert stack.api_key
+        key = (("authorization", f"Bearer {stack.api_key}"),)
         async with grpc.aio.insecure_channel(stack.target) as ch:
             jobs = JobServiceStub(ch)
             ids = [
-                (await jobs.SubmitJob(submit_request({"queue": "seeds", "noop": {"sleep": "60s"}}))).id
+                (await jobs.SubmitJob(submit_request({"queue": "seeds", "noop": {"sleep": "60s"}}), metadata=key)).id
                 for _ in range(concurrency + 1)
             ]
 
             async def states() -> list[job_pb2.JobState.ValueType]:
-                return [(await jobs.GetJob(pb.GetJobRequest(id=i))).job.state for i in ids]
+                return [(await jobs.GetJob(pb.GetJobRequest(id=i), metadata=key)).job.state for i in ids]
 
             async def until_all_admitted() -> list[job_pb2.JobState.ValueType]:
                 while True:
@@ -117,7 +120,7 @@ async def test_a_one_machine_stack_runs_as_many_jobs_as_queue_concurrency(
             assert now.count(job_pb2.JOB_STATE_ACTIVE) == concurrency
             assert now.count(job_pb2.JOB_STATE_WAITING) == 1  # the queue's limit holds
             for job_id in ids:
-                await jobs.CancelJob(pb.CancelJobRequest(id=job_id))
+                await jobs.CancelJob(pb.CancelJobRequest(id=job_id), metadata=key)
     finally:
         await stack.stop(grace=15, quiet=True)
     assert f"executor slots: {concurrency} per worker process" in out.getvalue()
