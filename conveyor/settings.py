@@ -215,6 +215,9 @@ class Settings(BaseSettings):
     tenant_max_open_jobs: int = Field(
         default=0, ge=0, description="The most open (waiting, delayed, running) jobs one tenant may have; 0: no limit."
     )
+    tenant_max_submits_per_second: int = Field(
+        default=0, ge=0, description="The most jobs one tenant may submit in a second; 0: no limit."
+    )
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
     default_job_timeout_seconds: float = 300.0

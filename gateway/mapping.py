@@ -104,6 +104,7 @@ def new_job(
     default_timeout_ms: int,
     kind: KindSpec | None = None,
     max_open: int = 0,
+    max_rate: int = 0,
 ) -> NewJob:
     """A validated request as the store's NewJob (the request itself is the stored
     spec). What the request leaves out comes from its kind's defaults, then the server's."""
@@ -137,6 +138,7 @@ def new_job(
         depends_on=tuple(request.depends_on),
         hosts=tuple(hosts),
         max_open=max_open,
+        max_rate=max_rate,
     )
 
 

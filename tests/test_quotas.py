@@ -4,7 +4,9 @@ quota is per tenant, and frees as jobs end."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -82,3 +84,30 @@ async def test_the_quota_refuses_the_n_plus_first_open_job_and_writes_nothing(
                                   metadata=who["acme"])
     assert batch.results[0].id and [e.index for e in batch.errors] == [1]
     assert batch.errors[0].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+
+
+async def test_a_tenants_submit_rate_is_held_per_second(redis_url: str, tmp_path: Path) -> None:
+    """20 submits in one batch against 5 a second: at most 5 per second of creation
+    are made (a batch takes well under a second, so at most two seconds' worth), the
+    rest are RESOURCE_EXHAUSTED with a RetryInfo; nothing of a refused one is written."""
+    env = stack_env(redis_url, tmp_path, CONVEYOR_TENANT_MAX_SUBMITS_PER_SECOND="5")
+    stack = Stack(redis_url, env, tmp_path / "logs")
+    stack.start_gateway()
+    try:
+        async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+            jobs = JobServiceStub(channel)
+            q = unique_queue("rate")
+            batch = await jobs.SubmitJobs(pb.SubmitJobsRequest(requests=[delayed(q) for _ in range(20)],
+                                                               allow_partial=True))
+            made = [r.id for r in batch.results if r.id]
+            assert 5 <= len(made) <= 10 and len(batch.errors) == 20 - len(made)
+            for error in batch.errors:
+                assert error.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                retry = error_details_pb2.RetryInfo()
+                assert any(d.Unpack(retry) for d in error.error.details)
+            listed = (await jobs.ListJobs(pb.ListJobsRequest(queue=q, page_size=100))).jobs
+            assert sorted(j.id for j in listed) == sorted(made)
+            per_second = Counter(j.create_time.seconds for j in listed)
+            assert max(per_second.values()) <= 5, per_second
+    finally:
+        stack.stop()

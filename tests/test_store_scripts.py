@@ -71,7 +71,7 @@ def test_every_refusal_a_script_gives_is_mapped_to_a_domain_error() -> None:
     mapped = set(REFUSALS) | {"NEXT_RUN_NOT_AFTER"}  # a caller's fault: raised as it is
     assert used == mapped
     # Every mapped refusal turns into a domain error with its arguments.
-    samples = {"JOB_STATE": ["j1", "COMPLETED"], "QUOTA_EXCEEDED": ["acme", "3"]}
+    samples = {"JOB_STATE": ["j1", "COMPLETED"], "QUOTA_EXCEEDED": ["acme", "3"], "RATE_EXCEEDED": ["acme", "5"]}
     for reason in REFUSALS:
         args = samples.get(reason, ["x1"])
         error = refused(ResponseError(" ".join(["CONVEYOR", reason, *args])), Context(action="cancel"))

@@ -403,6 +403,8 @@ class NewJob:
     hosts: tuple[str, ...] = ()
     #: The most open (waiting, delayed, running) jobs its tenant may have; 0: no limit.
     max_open: int = 0
+    #: The most jobs its tenant may submit in one second; 0: no limit.
+    max_rate: int = 0
 
     def to_json(self) -> str:
         """The job as create_job() in lua/includes/create.lua reads it (the spec travels apart: it is bytes)."""
@@ -420,6 +422,8 @@ class NewJob:
             data["hosts"] = list(self.hosts)
         if self.max_open:
             data["max_open"] = self.max_open
+        if self.max_rate:
+            data["max_rate"] = self.max_rate
         return json.dumps(data)
 
 

@@ -98,6 +98,14 @@ def _quota_exceeded(args: list[str], c: Context) -> ConveyorError:
     )
 
 
+def _rate_exceeded(args: list[str], c: Context) -> ConveyorError:
+    tenant, most = args
+    return QuotaExceeded(
+        f"tenant {tenant!r} submits at most {most} jobs a second: submit again in a moment",
+        subject=f"tenant:{tenant}:submit-rate", retry_after_seconds=1.0, metadata={"tenant": tenant, "limit": most},
+    )
+
+
 def _key_not_found(args: list[str], c: Context) -> ConveyorError:
     (key_id,) = args
     return NotFound(f"key {key_id!r} not found", metadata={"key_id": key_id})
@@ -119,6 +127,7 @@ REFUSALS: dict[str, Callable[[list[str], Context], ConveyorError]] = {
     "STATE_NOT_FINISHED": _state_not_finished,
     "KEY_NOT_FOUND": _key_not_found,
     "QUOTA_EXCEEDED": _quota_exceeded,
+    "RATE_EXCEEDED": _rate_exceeded,
 }
 
 

@@ -79,6 +79,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
             kind=kind,
             max_open=s.tenant_max_open_jobs,
+            max_rate=s.tenant_max_submits_per_second,
         )
 
     async def _checked(

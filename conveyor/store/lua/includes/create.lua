@@ -27,8 +27,9 @@ end
 -- fingerprint, for request ids).
 -- Returns {id, state, position, existing (0|1)}, or the refusals DUPLICATE_JOB <id>
 -- (a deduplication key), REQUEST_ID_REUSED <id> (the request id made that job from
--- another request) and QUOTA_EXCEEDED <tenant> <most> (`max_open`: the most open jobs
--- a tenant may have; 0 for no limit).
+-- another request), QUOTA_EXCEEDED <tenant> <most> (`max_open`: the most open jobs a
+-- tenant may have) and RATE_EXCEEDED <tenant> <most> (`max_rate`: the most jobs it may
+-- submit in a second); 0 for no limit.
 local function create_job(j, spec, now)
   local id, q, owner = j.id, j.queue, j.owner
   -- The id is the caller's: a create sent again (a client retrying after a lost
@@ -49,6 +50,17 @@ local function create_job(j, spec, now)
   local max_open = tonumber(j.max_open) or 0
   if max_open > 0 and (tonumber(redis.call('HGET', k_tenant(owner), 'open')) or 0) >= max_open then
     return refuse('QUOTA_EXCEEDED', owner, max_open)
+  end
+  -- Its submit rate: at most `max_rate` new jobs in one second of Redis's clock (a job
+  -- refused for it is not counted).
+  local max_rate = tonumber(j.max_rate) or 0
+  if max_rate > 0 then
+    local window = k_tenant(owner) .. ':rate:' .. math.floor(now / 1000)
+    if (tonumber(redis.call('GET', window)) or 0) >= max_rate then
+      return refuse('RATE_EXCEEDED', owner, max_rate)
+    end
+    redis.call('INCR', window)
+    redis.call('PEXPIRE', window, 2000)
   end
   local k_dedup_key
   if j.dedup_key and j.dedup_key ~= '' then
