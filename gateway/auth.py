@@ -11,7 +11,6 @@ CACHE_SECONDS, so a revoked key stops working on every gateway within that."""
 from __future__ import annotations
 
 import contextvars
-import ipaddress
 import time
 from dataclasses import dataclass
 
@@ -90,20 +89,6 @@ def bearer(context: grpc.aio.ServicerContext) -> str | None:
             scheme, _, token = str(value).partition(" ")
             return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
     return None
-
-
-def is_loopback(addr: str) -> bool:
-    """Whether a listen address (host:port, [v6]:port, unix:...) is reachable only from
-    this machine."""
-    if addr.startswith("unix:"):
-        return True
-    host = addr.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Authenticator:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from conveyor.artifacts import LocalArtifactStore
+from conveyor.net import is_loopback
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore, connect
 from conveyor.store.key_store import KeyStore
@@ -30,7 +31,7 @@ from conveyor.v1 import (
     schedule_service_pb2_grpc,
 )
 from gateway.admission import Admission
-from gateway.auth import Authenticator, is_loopback
+from gateway.auth import Authenticator
 from gateway.errors import ErrorInterceptor
 from gateway.event_hub import EventHub
 from gateway.health import Health, Readiness

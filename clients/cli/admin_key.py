@@ -8,13 +8,16 @@ import os
 import secrets
 from pathlib import Path
 
-from gateway.auth import is_loopback
+from conveyor.net import is_loopback
+from conveyor.settings import Settings
 
 ADMIN_KEY_FILE = "admin.key"
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("CONVEYOR_DATA_DIR", ".conveyor"))
+    """Where `conveyor up` keeps its data by default (CONVEYOR_DATA_DIR, as the
+    services read it)."""
+    return Settings().data_dir
 
 
 def ensure_admin_key(data_dir: Path) -> str:
