@@ -49,10 +49,6 @@ class KindCatalog:
             await self._refresh(MISS_SECONDS)
         return self._specs.get(name)
 
-    async def all(self) -> list[KindSpec]:
-        await self._refresh(FRESH_SECONDS)
-        return sorted(self._specs.values(), key=lambda s: s.name)
-
     def _validator(self, spec: KindSpec) -> Draft202012Validator:
         cached = self._validators.get(spec.name)
         if cached is None or cached[0] != spec:
