@@ -59,10 +59,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     def __init__(self, rt: GatewayRuntime) -> None:
         self.rt = rt
 
-    async def _owned(self, job_id: str, owner: str) -> JobRecord:
+    async def _owned(self, job_id: str) -> JobRecord:
         """The job, if it exists for the caller (its tenant's, or any for an admin)."""
         job = await self.rt.store.get(check_job_id(job_id))
-        if job.owner != owner and not caller().sees_every_tenant:
+        if not caller().may_see(job.owner):
             # Someone else's job is indistinguishable from a missing one.
             raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
         return job
@@ -155,7 +155,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     # ---- read ---------------------------------------------------------------------
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
-        job = await self._owned(request.id, caller_owner(context))
+        job = await self._owned(request.id)
         eta = await estimate_start_ms(self.rt.store, job) if job.position else 0
         return pb.GetJobResponse(job=job_to_proto(job, estimated_start_ms=eta))
 
@@ -187,7 +187,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         check_job_id(request.id)
         if request.HasField("after_sequence") and not 0 <= request.after_sequence <= MAX_SEQUENCE:
             raise InvalidArgument(FieldViolation("after_sequence", f"between 0 and {MAX_SEQUENCE}"))
-        job = await self._owned(request.id, caller_owner(context))
+        job = await self._owned(request.id)
         yield pb.WatchJobResponse(job=job_to_proto(job))
         last = request.after_sequence if request.HasField("after_sequence") else job.last_sequence
         if job.state.terminal and last >= job.last_sequence:
@@ -242,7 +242,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             if problem:
                 raise InvalidArgument(FieldViolation("timeout", problem))
             timeout = duration_ms(request.timeout) / 1000
-        job = await self._owned(request.id, caller_owner(context))
+        job = await self._owned(request.id)
         try:
             job = await self._until_done(job, timeout)
         except HubClosed:
@@ -253,7 +253,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     # ---- act ----------------------------------------------------------------------
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
-        job = await self._owned(request.id, caller_owner(context))
+        job = await self._owned(request.id)
         await self.rt.store.cancel(request.id, cancelled_by(caller().key_id))
         # An active job is stopped by its executor; give it a moment to confirm. The
         # cancel is recorded either way: at shutdown the job is answered as it is.
@@ -264,7 +264,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         return pb.CancelJobResponse(job=job_to_proto(job))
 
     async def RetryJob(self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext) -> pb.RetryJobResponse:
-        await self._owned(request.id, caller_owner(context))
+        await self._owned(request.id)
         await self.rt.store.retry(request.id, by=caller().key_id)
         self.rt.admission.wake()
         return pb.RetryJobResponse(job=job_to_proto(await self.rt.store.get(request.id)))
@@ -276,7 +276,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         if not request.name or len(request.name) > MAX_ARTIFACT_NAME:
             raise InvalidArgument(FieldViolation(
                 "name", f"an artifact name from result.artifacts is required (at most {MAX_ARTIFACT_NAME} characters)"))
-        await self._owned(request.job_id, caller_owner(context))
+        await self._owned(request.job_id)
         artifacts = self.rt.artifacts
         size, content_type = await artifacts.stat(request.job_id, request.name)
         first = True

@@ -57,7 +57,7 @@ class TenantFilter:
             if len(self._owners) > 100_000:
                 self._owners.clear()
             self._owners.update(zip(unknown, await self._store.owners(unknown), strict=True))
-        return [ev for ev in batch if self._owners.get(ev.job_id) == self._who.tenant]
+        return [ev for ev in batch if (owner := self._owners.get(ev.job_id)) is not None and self._who.may_see(owner)]
 
 
 def _check_queue(name: str) -> str:
