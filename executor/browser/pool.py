@@ -33,6 +33,7 @@ from google.rpc import code_pb2
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
+from conveyor.kinds.errors import JobError
 from conveyor.processes import (
     browser_processes,
     find_main_pid,
@@ -47,7 +48,6 @@ from executor.browser.policy_proxy import PolicyProxy
 from executor.browser.request_guard import RequestGuard
 from executor.browser.session import BrowserSession, browser_crashed
 from executor.browser.url_policy import Decision, UrlPolicy
-from executor.errors import JobError
 
 log = structlog.get_logger()
 

@@ -27,8 +27,8 @@ from google.rpc import code_pb2
 from playwright.async_api import BrowserContext, Page, Request, Route, WebSocketRoute
 from playwright.async_api import Error as PlaywrightError
 
+from conveyor.kinds.errors import JobError
 from executor.browser.url_policy import Decision, UrlPolicy, normalize_host, split_url
-from executor.errors import JobError
 
 log = structlog.get_logger()
 

@@ -22,6 +22,7 @@ from google.rpc import code_pb2
 from playwright.async_api import Error as PlaywrightError
 
 from conveyor.artifacts import ArtifactStore
+from conveyor.kinds.errors import JobError
 from conveyor.settings import Settings
 from conveyor.v1 import job_pb2, task_pb2
 from executor.browser.pool import BrowserPool
@@ -43,7 +44,6 @@ from executor.browser.steps import (
 from executor.browser.targets import check_selector
 from executor.browser.timing import Deadline
 from executor.browser.uploads import UploadStager, check_files, sweep_staging
-from executor.errors import JobError
 
 log = structlog.get_logger()
 

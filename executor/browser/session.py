@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from google.rpc import code_pb2
 from playwright.async_api import BrowserContext, Page
 
+from conveyor.kinds.errors import JobError
 from executor.browser.policy_proxy import PolicyProxy
 from executor.browser.request_guard import RequestGuard
-from executor.errors import JobError
 
 
 def browser_crashed(detail: str, **metadata: str) -> JobError:

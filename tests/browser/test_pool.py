@@ -16,12 +16,12 @@ import pytest
 from google.rpc import code_pb2
 
 from conveyor.artifacts import LocalArtifactStore
+from conveyor.kinds.errors import JobError
 from conveyor.processes import pid_alive, process_start_time, process_table, read_process
 from conveyor.v1 import job_pb2
 from executor.browser.browser_dirs import MARKER_FILE, SCRATCH_PREFIX, scratch_root
 from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskFailed, BrowserTaskRunner
-from executor.errors import JobError
 from tests.browser.helpers import browser_task, make_settings, new_job_id, run_steps, values_of
 
 PoolFactory = Callable[..., BrowserPool]

@@ -12,11 +12,11 @@ import pytest
 from google.rpc import code_pb2
 
 from conveyor.artifacts import LocalArtifactStore
+from conveyor.kinds.errors import JobError
 from conveyor.settings import Settings
 from conveyor.v1 import job_pb2
 from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskFailed, BrowserTaskRunner
-from executor.errors import JobError
 from tests.browser.helpers import Progress, browser_task, new_job_id, run_steps
 
 
