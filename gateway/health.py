@@ -29,6 +29,8 @@ PING_INTERVAL_SECONDS = 1.0
 PING_TIMEOUT_SECONDS = 1.0
 #: How long shutdown waits for health watchers to be sent NOT_SERVING.
 DRAIN_TIMEOUT_SECONDS = 2.0
+#: How long NOT_SERVING stands, once sent, before the gateway's streams close.
+DRAIN_HOLD_SECONDS = 0.3
 
 SERVING: int = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING: int = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -81,6 +83,9 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
                 await asyncio.wait_for(self._progress.wait(), left)
             except TimeoutError:
                 continue
+        # Sent is not yet read: a moment for watchers (and load balancers polling
+        # Check) to act on NOT_SERVING before the streams they route start closing.
+        await asyncio.sleep(DRAIN_HOLD_SECONDS)
         return True
 
     def close(self) -> None:
