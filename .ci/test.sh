@@ -10,6 +10,8 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== buf lint"
 (cd protos && ../.venv/bin/buf lint)
+echo "== buf breaking (against the contract as last released: protos/baseline/, see README \"Contract\")"
+.venv/bin/buf breaking protos --against protos/baseline/conveyor-v1.binpb
 echo "== pytest"
 # pytest exits 5 when it collected no test: that fails here like any other error.
 .venv/bin/pytest -p no:cacheprovider "$@"

@@ -378,6 +378,14 @@ class JobResult(_message.Message):
     ARTIFACTS_FIELD_NUMBER: _builtins.int
     BLOCKED_URLS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    CONSOLE_FIELD_NUMBER: _builtins.int
+    PAGE_ERRORS_FIELD_NUMBER: _builtins.int
+    CONSOLE_DROPPED_FIELD_NUMBER: _builtins.int
+    SAVED_SESSION_FIELD_NUMBER: _builtins.int
+    console_dropped: _builtins.int
+    """Console messages and page errors past the bounds, not kept."""
+    saved_session: _builtins.str
+    """The session this job saved (BrowserTask.session.save), when it did."""
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepResult]:
         """One per step run, in order."""
@@ -398,6 +406,16 @@ class JobResult(_message.Message):
     def output(self) -> _struct_pb2.Value:
         """What a kind's handler returned (JSON), for kinds other than browser and noop."""
 
+    @_builtins.property
+    def console(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsoleMessage]:
+        """Console messages of the job's pages, in order (at most 200, each text at most
+        2,000 characters; `console_dropped` counts the rest).
+        """
+
+    @_builtins.property
+    def page_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___PageError]:
+        """Uncaught errors in the job's pages (at most 50, each at most 4,000 characters)."""
+
     def __init__(
         self,
         *,
@@ -406,14 +424,76 @@ class JobResult(_message.Message):
         artifacts: _abc.Iterable[Global___Artifact] | None = ...,
         blocked_urls: _abc.Iterable[_builtins.str] | None = ...,
         output: _struct_pb2.Value | None = ...,
+        console: _abc.Iterable[Global___ConsoleMessage] | None = ...,
+        page_errors: _abc.Iterable[Global___PageError] | None = ...,
+        console_dropped: _builtins.int = ...,
+        saved_session: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "blocked_urls", b"blocked_urls", "output", b"output", "steps", b"steps", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "blocked_urls", b"blocked_urls", "console", b"console", "console_dropped", b"console_dropped", "output", b"output", "page_errors", b"page_errors", "saved_session", b"saved_session", "steps", b"steps", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobResult: _TypeAlias = JobResult  # noqa: Y015
+
+@_typing.final
+class ConsoleMessage(_message.Message):
+    """A message a page logged (console.log, console.error, ...)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"log", "info", "warning", "error", "debug", ..."""
+    text: _builtins.str
+    location: _builtins.str
+    """The script's URL and line, when known ("https://x/app.js:12")."""
+    step_index: _builtins.int
+    """The step that ran when it was logged."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        text: _builtins.str = ...,
+        location: _builtins.str = ...,
+        step_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "step_index", b"step_index", "text", b"text", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsoleMessage: _TypeAlias = ConsoleMessage  # noqa: Y015
+
+@_typing.final
+class PageError(_message.Message):
+    """An uncaught exception in a page."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    step_index: _builtins.int
+    """The step that ran when it was thrown."""
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        step_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "step_index", b"step_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PageError: _TypeAlias = PageError  # noqa: Y015
 
 @_typing.final
 class StepResult(_message.Message):

@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onveyor/v1/key_service.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x1f\n\x04role\x18\x04 \x01(\x0e\x32\x11.conveyor.v1.Role\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x07 \x01(\t\"Q\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1f\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.Role\x12\x0c\n\x04name\x18\x03 \x01(\t\"E\n\x11\x43reateKeyResponse\x12 \n\x03key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"!\n\x0fListKeysRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"5\n\x10ListKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.ApiKey\"\x1e\n\x10RevokeKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x11RevokeKeyResponse\x12 \n\x03key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKey\"\x0f\n\rWhoAmIRequest\"Q\n\x0eWhoAmIResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1f\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.Role\x12\x0e\n\x06key_id\x18\x03 \x01(\t*d\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x12\n\x0eROLE_SUBMITTER\x10\x02\x12\x11\n\rROLE_OPERATOR\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\xb0\x02\n\nKeyService\x12J\n\tCreateKey\x12\x1d.conveyor.v1.CreateKeyRequest\x1a\x1e.conveyor.v1.CreateKeyResponse\x12G\n\x08ListKeys\x12\x1c.conveyor.v1.ListKeysRequest\x1a\x1d.conveyor.v1.ListKeysResponse\x12J\n\tRevokeKey\x12\x1d.conveyor.v1.RevokeKeyRequest\x1a\x1e.conveyor.v1.RevokeKeyResponse\x12\x41\n\x06WhoAmI\x12\x1a.conveyor.v1.WhoAmIRequest\x1a\x1b.conveyor.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onveyor/v1/key_service.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\x06\x41piKey\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n\x06tenant\x18\x03 \x01(\tR\x06tenant\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x11.conveyor.v1.RoleR\x04role\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\x12\x1d\n\ncreated_by\x18\x07 \x01(\tR\tcreatedBy\"e\n\x10\x43reateKeyRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.RoleR\x04role\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\"R\n\x11\x43reateKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyR\x03key\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\")\n\x0fListKeysRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\";\n\x10ListKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.ApiKeyR\x04keys\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\":\n\x11RevokeKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyR\x03key\"\x0f\n\rWhoAmIRequest\"f\n\x0eWhoAmIResponse\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.RoleR\x04role\x12\x15\n\x06key_id\x18\x03 \x01(\tR\x05keyId*d\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x12\n\x0eROLE_SUBMITTER\x10\x02\x12\x11\n\rROLE_OPERATOR\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\xb0\x02\n\nKeyService\x12J\n\tCreateKey\x12\x1d.conveyor.v1.CreateKeyRequest\x1a\x1e.conveyor.v1.CreateKeyResponse\x12G\n\x08ListKeys\x12\x1c.conveyor.v1.ListKeysRequest\x1a\x1d.conveyor.v1.ListKeysResponse\x12J\n\tRevokeKey\x12\x1d.conveyor.v1.RevokeKeyRequest\x1a\x1e.conveyor.v1.RevokeKeyResponse\x12\x41\n\x06WhoAmI\x12\x1a.conveyor.v1.WhoAmIRequest\x1a\x1b.conveyor.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.key_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=714
-  _globals['_ROLE']._serialized_end=814
+  _globals['_ROLE']._serialized_start=850
+  _globals['_ROLE']._serialized_end=950
   _globals['_APIKEY']._serialized_start=80
-  _globals['_APIKEY']._serialized_end=281
-  _globals['_CREATEKEYREQUEST']._serialized_start=283
-  _globals['_CREATEKEYREQUEST']._serialized_end=364
-  _globals['_CREATEKEYRESPONSE']._serialized_start=366
-  _globals['_CREATEKEYRESPONSE']._serialized_end=435
-  _globals['_LISTKEYSREQUEST']._serialized_start=437
-  _globals['_LISTKEYSREQUEST']._serialized_end=470
-  _globals['_LISTKEYSRESPONSE']._serialized_start=472
-  _globals['_LISTKEYSRESPONSE']._serialized_end=525
-  _globals['_REVOKEKEYREQUEST']._serialized_start=527
-  _globals['_REVOKEKEYREQUEST']._serialized_end=557
-  _globals['_REVOKEKEYRESPONSE']._serialized_start=559
-  _globals['_REVOKEKEYRESPONSE']._serialized_end=612
-  _globals['_WHOAMIREQUEST']._serialized_start=614
-  _globals['_WHOAMIREQUEST']._serialized_end=629
-  _globals['_WHOAMIRESPONSE']._serialized_start=631
-  _globals['_WHOAMIRESPONSE']._serialized_end=712
-  _globals['_KEYSERVICE']._serialized_start=817
-  _globals['_KEYSERVICE']._serialized_end=1121
+  _globals['_APIKEY']._serialized_end=340
+  _globals['_CREATEKEYREQUEST']._serialized_start=342
+  _globals['_CREATEKEYREQUEST']._serialized_end=443
+  _globals['_CREATEKEYRESPONSE']._serialized_start=445
+  _globals['_CREATEKEYRESPONSE']._serialized_end=527
+  _globals['_LISTKEYSREQUEST']._serialized_start=529
+  _globals['_LISTKEYSREQUEST']._serialized_end=570
+  _globals['_LISTKEYSRESPONSE']._serialized_start=572
+  _globals['_LISTKEYSRESPONSE']._serialized_end=631
+  _globals['_REVOKEKEYREQUEST']._serialized_start=633
+  _globals['_REVOKEKEYREQUEST']._serialized_end=667
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=669
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=727
+  _globals['_WHOAMIREQUEST']._serialized_start=729
+  _globals['_WHOAMIREQUEST']._serialized_end=744
+  _globals['_WHOAMIRESPONSE']._serialized_start=746
+  _globals['_WHOAMIRESPONSE']._serialized_end=848
+  _globals['_KEYSERVICE']._serialized_start=953
+  _globals['_KEYSERVICE']._serialized_end=1257
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _QueueHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QueueHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueueHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUEUE_HEALTH_UNSPECIFIED: _QueueHealth.ValueType  # 0
+    QUEUE_HEALTH_HEALTHY: _QueueHealth.ValueType  # 1
+    QUEUE_HEALTH_DEGRADED: _QueueHealth.ValueType  # 2
+    QUEUE_HEALTH_UNHEALTHY: _QueueHealth.ValueType  # 3
+
+class QueueHealth(_QueueHealth, metaclass=_QueueHealthEnumTypeWrapper):
+    """A queue's health: HEALTHY (no issue), DEGRADED (jobs still flow, but something needs
+    a look: paused, failures above CONVEYOR_QUEUE_HEALTH_FAILURE_RATE, a growing backlog)
+    or UNHEALTHY (jobs do not flow or mostly fail: no live executor for what waits,
+    jobs stalled in line, failures above CONVEYOR_QUEUE_HEALTH_FAILURE_RATE_UNHEALTHY).
+    """
+
+QUEUE_HEALTH_UNSPECIFIED: QueueHealth.ValueType  # 0
+QUEUE_HEALTH_HEALTHY: QueueHealth.ValueType  # 1
+QUEUE_HEALTH_DEGRADED: QueueHealth.ValueType  # 2
+QUEUE_HEALTH_UNHEALTHY: QueueHealth.ValueType  # 3
+Global___QueueHealth: _TypeAlias = QueueHealth  # noqa: Y015
 
 @_typing.final
 class Queue(_message.Message):
@@ -32,6 +57,8 @@ class Queue(_message.Message):
     STATS_FIELD_NUMBER: _builtins.int
     HOST_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    ISSUES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     paused: _builtins.bool
     concurrency: _builtins.int
@@ -44,10 +71,14 @@ class Queue(_message.Message):
     """The queue sequence of its newest event: WatchQueue with after_sequence set to it
     resumes from here, nothing missed.
     """
+    health: Global___QueueHealth.ValueType
+    """The verdict on the queue, and the issues that make it so (none when HEALTHY)."""
     @_builtins.property
     def counts(self) -> Global___QueueCounts: ...
     @_builtins.property
     def stats(self) -> Global___QueueStats: ...
+    @_builtins.property
+    def issues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueIssue]: ...
     def __init__(
         self,
         *,
@@ -58,14 +89,46 @@ class Queue(_message.Message):
         stats: Global___QueueStats | None = ...,
         host_rate_limit: _builtins.int = ...,
         last_sequence: _builtins.int = ...,
+        health: Global___QueueHealth.ValueType = ...,
+        issues: _abc.Iterable[Global___QueueIssue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "counts", b"counts", "host_rate_limit", b"host_rate_limit", "last_sequence", b"last_sequence", "name", b"name", "paused", b"paused", "stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "counts", b"counts", "health", b"health", "host_rate_limit", b"host_rate_limit", "issues", b"issues", "last_sequence", b"last_sequence", "name", b"name", "paused", b"paused", "stats", b"stats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Queue: _TypeAlias = Queue  # noqa: Y015
+
+@_typing.final
+class QueueIssue(_message.Message):
+    """One thing wrong with a queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """PAUSED, HIGH_FAILURE_RATE, NO_EXECUTOR, STALLED or BACKLOG_GROWING."""
+    severity: Global___QueueHealth.ValueType
+    """How bad it is: DEGRADED or UNHEALTHY."""
+    message: _builtins.str
+    """For people: what is wrong, with the figures."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        severity: Global___QueueHealth.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "severity", b"severity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueIssue: _TypeAlias = QueueIssue  # noqa: Y015
 
 @_typing.final
 class QueueCounts(_message.Message):
@@ -119,9 +182,29 @@ class QueueStats(_message.Message):
     RUN_TIME_P50_FIELD_NUMBER: _builtins.int
     RUN_TIME_P95_FIELD_NUMBER: _builtins.int
     RUN_TIME_P99_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    WAIT_TIME_MEAN_FIELD_NUMBER: _builtins.int
+    RUN_TIME_MEAN_FIELD_NUMBER: _builtins.int
+    CANCELLED_LAST_HOUR_FIELD_NUMBER: _builtins.int
+    THROUGHPUT_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    COMPLETED_TOTAL_FIELD_NUMBER: _builtins.int
+    FAILED_TOTAL_FIELD_NUMBER: _builtins.int
+    CANCELLED_TOTAL_FIELD_NUMBER: _builtins.int
     completed_last_hour: _builtins.int
     """Totals over the last hour."""
     failed_last_hour: _builtins.int
+    success_rate: _builtins.float
+    """Completed / (completed + failed) over the last hour; unset when no job ended then."""
+    cancelled_last_hour: _builtins.int
+    """Jobs cancelled over the last hour."""
+    throughput_per_minute: _builtins.float
+    """Jobs that ended (completed or failed for good) per minute, over the last 5 minutes."""
+    completed_total: _builtins.int
+    """Jobs that reached each final state since the queue's first job (kept by the store;
+    not lowered when jobs are cleaned or age out of the history, unlike `counts`).
+    """
+    failed_total: _builtins.int
+    cancelled_total: _builtins.int
     @_builtins.property
     def completed_per_minute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Jobs completed and failed for good in each of the last 60 minutes, oldest first
@@ -146,6 +229,12 @@ class QueueStats(_message.Message):
     def run_time_p95(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def run_time_p99(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def wait_time_mean(self) -> _duration_pb2.Duration:
+        """Means over the same recent jobs as the percentiles."""
+
+    @_builtins.property
+    def run_time_mean(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
@@ -159,12 +248,22 @@ class QueueStats(_message.Message):
         run_time_p50: _duration_pb2.Duration | None = ...,
         run_time_p95: _duration_pb2.Duration | None = ...,
         run_time_p99: _duration_pb2.Duration | None = ...,
+        success_rate: _builtins.float | None = ...,
+        wait_time_mean: _duration_pb2.Duration | None = ...,
+        run_time_mean: _duration_pb2.Duration | None = ...,
+        cancelled_last_hour: _builtins.int = ...,
+        throughput_per_minute: _builtins.float = ...,
+        completed_total: _builtins.int = ...,
+        failed_total: _builtins.int = ...,
+        cancelled_total: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["run_time_p50", b"run_time_p50", "run_time_p95", b"run_time_p95", "run_time_p99", b"run_time_p99", "wait_time_p50", b"wait_time_p50", "wait_time_p95", b"wait_time_p95", "wait_time_p99", b"wait_time_p99"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate", "run_time_mean", b"run_time_mean", "run_time_p50", b"run_time_p50", "run_time_p95", b"run_time_p95", "run_time_p99", b"run_time_p99", "success_rate", b"success_rate", "wait_time_mean", b"wait_time_mean", "wait_time_p50", b"wait_time_p50", "wait_time_p95", b"wait_time_p95", "wait_time_p99", b"wait_time_p99"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_last_hour", b"completed_last_hour", "completed_per_minute", b"completed_per_minute", "failed_last_hour", b"failed_last_hour", "failed_per_minute", b"failed_per_minute", "run_time_p50", b"run_time_p50", "run_time_p95", b"run_time_p95", "run_time_p99", b"run_time_p99", "wait_time_p50", b"wait_time_p50", "wait_time_p95", b"wait_time_p95", "wait_time_p99", b"wait_time_p99"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate", "cancelled_last_hour", b"cancelled_last_hour", "cancelled_total", b"cancelled_total", "completed_last_hour", b"completed_last_hour", "completed_per_minute", b"completed_per_minute", "completed_total", b"completed_total", "failed_last_hour", b"failed_last_hour", "failed_per_minute", b"failed_per_minute", "failed_total", b"failed_total", "run_time_mean", b"run_time_mean", "run_time_p50", b"run_time_p50", "run_time_p95", b"run_time_p95", "run_time_p99", b"run_time_p99", "success_rate", b"success_rate", "throughput_per_minute", b"throughput_per_minute", "wait_time_mean", b"wait_time_mean", "wait_time_p50", b"wait_time_p50", "wait_time_p95", b"wait_time_p95", "wait_time_p99", b"wait_time_p99"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__success_rate: _TypeAlias = _typing.Literal["success_rate"]  # noqa: Y015
+    _WhichOneofArgType__success_rate: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__success_rate) -> _WhichOneofReturnType__success_rate | None: ...
 
 Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
 

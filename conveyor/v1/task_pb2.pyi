@@ -43,6 +43,38 @@ BACKOFF_FIXED: Backoff.ValueType  # 2
 """base every time."""
 Global___Backoff: _TypeAlias = Backoff  # noqa: Y015
 
+class _TraceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TraceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TraceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRACE_MODE_UNSPECIFIED: _TraceMode.ValueType  # 0
+    """Off."""
+    TRACE_MODE_OFF: _TraceMode.ValueType  # 1
+    TRACE_MODE_ON: _TraceMode.ValueType  # 2
+    """Every attempt."""
+    TRACE_MODE_RETAIN_ON_FAILURE: _TraceMode.ValueType  # 3
+    """Recorded on every attempt, kept only for a failed one."""
+    TRACE_MODE_ON_FIRST_RETRY: _TraceMode.ValueType  # 4
+    """Recorded only on the first retry (the job's second attempt)."""
+
+class TraceMode(_TraceMode, metaclass=_TraceModeEnumTypeWrapper):
+    """When a job's Playwright trace (trace.zip: `playwright show-trace`) is kept, as
+    Playwright Test's `trace` option.
+    """
+
+TRACE_MODE_UNSPECIFIED: TraceMode.ValueType  # 0
+"""Off."""
+TRACE_MODE_OFF: TraceMode.ValueType  # 1
+TRACE_MODE_ON: TraceMode.ValueType  # 2
+"""Every attempt."""
+TRACE_MODE_RETAIN_ON_FAILURE: TraceMode.ValueType  # 3
+"""Recorded on every attempt, kept only for a failed one."""
+TRACE_MODE_ON_FIRST_RETRY: TraceMode.ValueType  # 4
+"""Recorded only on the first retry (the job's second attempt)."""
+Global___TraceMode: _TypeAlias = TraceMode  # noqa: Y015
+
 @_typing.final
 class BrowserTask(_message.Message):
     """What a job does. A job carries exactly one task: a browser task (a list of typed
@@ -55,6 +87,9 @@ class BrowserTask(_message.Message):
 
     STEPS_FIELD_NUMBER: _builtins.int
     FILES_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
         """The steps, in order. At least one; at most the server's step limit."""
@@ -63,19 +98,197 @@ class BrowserTask(_message.Message):
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___File]:
         """Files that `upload` steps may reference by name. Bounded in total size."""
 
+    @_builtins.property
+    def context(self) -> Global___BrowserContextOptions:
+        """How the job's browser context is set up: viewport, device emulation, locale,
+        time zone, color scheme, extra HTTP headers, cookies, the test id attribute.
+        """
+
+    @_builtins.property
+    def session(self) -> Global___SessionOptions:
+        """Start from a saved session of the job's owner and/or save one when the job
+        completes (cookies and local storage), so a suite logs in once.
+        """
+
+    @_builtins.property
+    def recording(self) -> Global___RecordingOptions:
+        """Debugging artifacts: a Playwright trace, a video, a HAR (console messages and
+        page errors are always in the result).
+        """
+
     def __init__(
         self,
         *,
         steps: _abc.Iterable[Global___Step] | None = ...,
         files: _abc.Iterable[Global___File] | None = ...,
+        context: Global___BrowserContextOptions | None = ...,
+        session: Global___SessionOptions | None = ...,
+        recording: Global___RecordingOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "recording", b"recording", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "files", b"files", "recording", b"recording", "session", b"session", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BrowserTask: _TypeAlias = BrowserTask  # noqa: Y015
+
+@_typing.final
+class BrowserContextOptions(_message.Message):
+    """How a browser task's context is set up (Playwright's browser.newContext options)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ExtraHttpHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VIEWPORT_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    LOCALE_FIELD_NUMBER: _builtins.int
+    TIMEZONE_ID_FIELD_NUMBER: _builtins.int
+    COLOR_SCHEME_FIELD_NUMBER: _builtins.int
+    EXTRA_HTTP_HEADERS_FIELD_NUMBER: _builtins.int
+    COOKIES_FIELD_NUMBER: _builtins.int
+    TEST_ID_ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    REDUCED_MOTION_FIELD_NUMBER: _builtins.int
+    device: _builtins.str
+    """A device of Playwright's device list ("iPhone 13", "Pixel 7", "Desktop Chrome"...):
+    its user agent, viewport, scale factor, mobile and touch settings.
+    """
+    user_agent: _builtins.str
+    """Overrides the user agent (also a device's)."""
+    locale: _builtins.str
+    """A BCP 47 locale such as "de-DE": navigator.language, Accept-Language, formats."""
+    timezone_id: _builtins.str
+    """An IANA time zone such as "Europe/Berlin"."""
+    color_scheme: _builtins.str
+    """"light", "dark" or "no-preference" (prefers-color-scheme)."""
+    test_id_attribute: _builtins.str
+    """The attribute `testId` locators read (default "data-testid")."""
+    reduced_motion: _builtins.str
+    """"reduce" or "no-preference" (prefers-reduced-motion)."""
+    @_builtins.property
+    def viewport(self) -> Global___Viewport:
+        """The page's viewport in CSS pixels (a device's when unset and `device` is given)."""
+
+    @_builtins.property
+    def extra_http_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Headers sent with every request of the context."""
+
+    @_builtins.property
+    def cookies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cookie]:
+        """Cookies set before the first step."""
+
+    def __init__(
+        self,
+        *,
+        viewport: Global___Viewport | None = ...,
+        device: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        locale: _builtins.str = ...,
+        timezone_id: _builtins.str = ...,
+        color_scheme: _builtins.str = ...,
+        extra_http_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cookies: _abc.Iterable[Global___Cookie] | None = ...,
+        test_id_attribute: _builtins.str = ...,
+        reduced_motion: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["viewport", b"viewport"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color_scheme", b"color_scheme", "cookies", b"cookies", "device", b"device", "extra_http_headers", b"extra_http_headers", "locale", b"locale", "reduced_motion", b"reduced_motion", "test_id_attribute", b"test_id_attribute", "timezone_id", b"timezone_id", "user_agent", b"user_agent", "viewport", b"viewport"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BrowserContextOptions: _TypeAlias = BrowserContextOptions  # noqa: Y015
+
+@_typing.final
+class Viewport(_message.Message):
+    """A viewport size in CSS pixels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    width: _builtins.int
+    height: _builtins.int
+    def __init__(
+        self,
+        *,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Viewport: _TypeAlias = Viewport  # noqa: Y015
+
+@_typing.final
+class Cookie(_message.Message):
+    """A cookie, as Playwright's context.addCookies takes it: a url, or a domain and path."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    HTTP_ONLY_FIELD_NUMBER: _builtins.int
+    SECURE_FIELD_NUMBER: _builtins.int
+    SAME_SITE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.str
+    url: _builtins.str
+    domain: _builtins.str
+    path: _builtins.str
+    expires: _builtins.int
+    """Unix time in seconds; unset for a session cookie."""
+    http_only: _builtins.bool
+    secure: _builtins.bool
+    same_site: _builtins.str
+    """"Strict", "Lax" or "None"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+        url: _builtins.str = ...,
+        domain: _builtins.str = ...,
+        path: _builtins.str = ...,
+        expires: _builtins.int = ...,
+        http_only: _builtins.bool = ...,
+        secure: _builtins.bool = ...,
+        same_site: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "expires", b"expires", "http_only", b"http_only", "name", b"name", "path", b"path", "same_site", b"same_site", "secure", b"secure", "url", b"url", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cookie: _TypeAlias = Cookie  # noqa: Y015
 
 @_typing.final
 class File(_message.Message):
@@ -209,29 +422,265 @@ Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
 @_typing.final
 class Target(_message.Message):
     """What a step acts on: any Playwright selector, with fallbacks tried in order when
-    the main selector matches nothing.
+    the main selector matches nothing (the first match is used) -- or a structured
+    `locator`, as Playwright's locator API builds them (strict: it must match exactly
+    one element for an action).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SELECTOR_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    LOCATOR_FIELD_NUMBER: _builtins.int
     selector: _builtins.str
     @_builtins.property
     def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def locator(self) -> Global___Locator: ...
     def __init__(
         self,
         *,
         selector: _builtins.str = ...,
         fallbacks: _abc.Iterable[_builtins.str] | None = ...,
+        locator: Global___Locator | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["locator", b"locator"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallbacks", b"fallbacks", "selector", b"selector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallbacks", b"fallbacks", "locator", b"locator", "selector", b"selector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Target: _TypeAlias = Target  # noqa: Y015
+
+@_typing.final
+class Locator(_message.Message):
+    """A locator as Playwright builds them: page.getByRole(...), getByText(...), ...
+    Built in this order: the `frames` are entered, then `within` is located, then the
+    elements are picked (`by`), then `filters` apply, then `nth`/`first`/`last`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    PLACEHOLDER_FIELD_NUMBER: _builtins.int
+    ALT_TEXT_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    TEST_ID_FIELD_NUMBER: _builtins.int
+    CSS_FIELD_NUMBER: _builtins.int
+    XPATH_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    REGEX_FIELD_NUMBER: _builtins.int
+    EXACT_FIELD_NUMBER: _builtins.int
+    IGNORE_CASE_FIELD_NUMBER: _builtins.int
+    CHECKED_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    EXPANDED_FIELD_NUMBER: _builtins.int
+    PRESSED_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    INCLUDE_HIDDEN_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    NTH_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    WITHIN_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """getByRole: an ARIA role ("button", "link", "heading"...), with `name`."""
+    text: _builtins.str
+    """getByText."""
+    label: _builtins.str
+    """getByLabel."""
+    placeholder: _builtins.str
+    """getByPlaceholder."""
+    alt_text: _builtins.str
+    """getByAltText."""
+    title: _builtins.str
+    """getByTitle."""
+    test_id: _builtins.str
+    """getByTestId (the attribute is BrowserContextOptions.test_id_attribute)."""
+    css: _builtins.str
+    """locator(css)."""
+    xpath: _builtins.str
+    """locator("xpath=...")."""
+    name: _builtins.str
+    """For `role`: the accessible name."""
+    regex: _builtins.bool
+    """The text of text/label/placeholder/altText/title/testId (and `name`) is a
+    regular expression.
+    """
+    exact: _builtins.bool
+    """Whole, case-sensitive match instead of a case-insensitive substring."""
+    ignore_case: _builtins.bool
+    """With `regex`: ignore case."""
+    checked: _builtins.bool
+    """For `role`: ARIA states the element must have."""
+    disabled: _builtins.bool
+    expanded: _builtins.bool
+    pressed: _builtins.bool
+    selected: _builtins.bool
+    level: _builtins.int
+    """For `role`: heading level (1-6)."""
+    include_hidden: _builtins.bool
+    """For `role`: match elements hidden from the accessibility tree too."""
+    nth: _builtins.int
+    """The n-th match (0-based; -1 is the last)."""
+    first: _builtins.bool
+    last: _builtins.bool
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocatorFilter]:
+        """locator.filter(...), in order."""
+
+    @_builtins.property
+    def within(self) -> Global___Locator:
+        """Search inside the elements this locator matches (a chain)."""
+
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___Locator]:
+        """iframes to enter first, outermost first: each locates an <iframe> element whose
+        content frame is searched (locator.contentFrame()).
+        """
+
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        text: _builtins.str = ...,
+        label: _builtins.str = ...,
+        placeholder: _builtins.str = ...,
+        alt_text: _builtins.str = ...,
+        title: _builtins.str = ...,
+        test_id: _builtins.str = ...,
+        css: _builtins.str = ...,
+        xpath: _builtins.str = ...,
+        name: _builtins.str = ...,
+        regex: _builtins.bool = ...,
+        exact: _builtins.bool = ...,
+        ignore_case: _builtins.bool = ...,
+        checked: _builtins.bool | None = ...,
+        disabled: _builtins.bool | None = ...,
+        expanded: _builtins.bool | None = ...,
+        pressed: _builtins.bool | None = ...,
+        selected: _builtins.bool | None = ...,
+        level: _builtins.int = ...,
+        include_hidden: _builtins.bool = ...,
+        filters: _abc.Iterable[Global___LocatorFilter] | None = ...,
+        nth: _builtins.int | None = ...,
+        first: _builtins.bool = ...,
+        last: _builtins.bool = ...,
+        within: Global___Locator | None = ...,
+        frames: _abc.Iterable[Global___Locator] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_checked", b"_checked", "_disabled", b"_disabled", "_expanded", b"_expanded", "_nth", b"_nth", "_pressed", b"_pressed", "_selected", b"_selected", "alt_text", b"alt_text", "by", b"by", "checked", b"checked", "css", b"css", "disabled", b"disabled", "expanded", b"expanded", "label", b"label", "nth", b"nth", "placeholder", b"placeholder", "pressed", b"pressed", "role", b"role", "selected", b"selected", "test_id", b"test_id", "text", b"text", "title", b"title", "within", b"within", "xpath", b"xpath"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checked", b"_checked", "_disabled", b"_disabled", "_expanded", b"_expanded", "_nth", b"_nth", "_pressed", b"_pressed", "_selected", b"_selected", "alt_text", b"alt_text", "by", b"by", "checked", b"checked", "css", b"css", "disabled", b"disabled", "exact", b"exact", "expanded", b"expanded", "filters", b"filters", "first", b"first", "frames", b"frames", "ignore_case", b"ignore_case", "include_hidden", b"include_hidden", "label", b"label", "last", b"last", "level", b"level", "name", b"name", "nth", b"nth", "placeholder", b"placeholder", "pressed", b"pressed", "regex", b"regex", "role", b"role", "selected", b"selected", "test_id", b"test_id", "text", b"text", "title", b"title", "within", b"within", "xpath", b"xpath"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__checked: _TypeAlias = _typing.Literal["checked"]  # noqa: Y015
+    _WhichOneofArgType__checked: _TypeAlias = _typing.Literal["_checked", b"_checked"]  # noqa: Y015
+    _WhichOneofReturnType__disabled: _TypeAlias = _typing.Literal["disabled"]  # noqa: Y015
+    _WhichOneofArgType__disabled: _TypeAlias = _typing.Literal["_disabled", b"_disabled"]  # noqa: Y015
+    _WhichOneofReturnType__expanded: _TypeAlias = _typing.Literal["expanded"]  # noqa: Y015
+    _WhichOneofArgType__expanded: _TypeAlias = _typing.Literal["_expanded", b"_expanded"]  # noqa: Y015
+    _WhichOneofReturnType__nth: _TypeAlias = _typing.Literal["nth"]  # noqa: Y015
+    _WhichOneofArgType__nth: _TypeAlias = _typing.Literal["_nth", b"_nth"]  # noqa: Y015
+    _WhichOneofReturnType__pressed: _TypeAlias = _typing.Literal["pressed"]  # noqa: Y015
+    _WhichOneofArgType__pressed: _TypeAlias = _typing.Literal["_pressed", b"_pressed"]  # noqa: Y015
+    _WhichOneofReturnType__selected: _TypeAlias = _typing.Literal["selected"]  # noqa: Y015
+    _WhichOneofArgType__selected: _TypeAlias = _typing.Literal["_selected", b"_selected"]  # noqa: Y015
+    _WhichOneofReturnType_by: _TypeAlias = _typing.Literal["role", "text", "label", "placeholder", "alt_text", "title", "test_id", "css", "xpath"]  # noqa: Y015
+    _WhichOneofArgType_by: _TypeAlias = _typing.Literal["by", b"by"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__checked) -> _WhichOneofReturnType__checked | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__disabled) -> _WhichOneofReturnType__disabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expanded) -> _WhichOneofReturnType__expanded | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__nth) -> _WhichOneofReturnType__nth | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pressed) -> _WhichOneofReturnType__pressed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__selected) -> _WhichOneofReturnType__selected | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_by) -> _WhichOneofReturnType_by | None: ...
+
+Global___Locator: _TypeAlias = Locator  # noqa: Y015
+
+@_typing.final
+class LocatorFilter(_message.Message):
+    """locator.filter(): keep the elements that have (or do not have) a text or a
+    descendant.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HAS_TEXT_FIELD_NUMBER: _builtins.int
+    HAS_NOT_TEXT_FIELD_NUMBER: _builtins.int
+    REGEX_FIELD_NUMBER: _builtins.int
+    IGNORE_CASE_FIELD_NUMBER: _builtins.int
+    HAS_FIELD_NUMBER: _builtins.int
+    HAS_NOT_FIELD_NUMBER: _builtins.int
+    VISIBLE_FIELD_NUMBER: _builtins.int
+    has_text: _builtins.str
+    has_not_text: _builtins.str
+    regex: _builtins.bool
+    """has_text / has_not_text are regular expressions."""
+    ignore_case: _builtins.bool
+    visible: _builtins.bool
+    """Keep only visible (true) or only hidden (false) elements."""
+    @_builtins.property
+    def has(self) -> Global___Locator: ...
+    @_builtins.property
+    def has_not(self) -> Global___Locator: ...
+    def __init__(
+        self,
+        *,
+        has_text: _builtins.str = ...,
+        has_not_text: _builtins.str = ...,
+        regex: _builtins.bool = ...,
+        ignore_case: _builtins.bool = ...,
+        has: Global___Locator | None = ...,
+        has_not: Global___Locator | None = ...,
+        visible: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_visible", b"_visible", "has", b"has", "has_not", b"has_not", "visible", b"visible"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_visible", b"_visible", "has", b"has", "has_not", b"has_not", "has_not_text", b"has_not_text", "has_text", b"has_text", "ignore_case", b"ignore_case", "regex", b"regex", "visible", b"visible"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__visible: _TypeAlias = _typing.Literal["visible"]  # noqa: Y015
+    _WhichOneofArgType__visible: _TypeAlias = _typing.Literal["_visible", b"_visible"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__visible) -> _WhichOneofReturnType__visible | None: ...
+
+Global___LocatorFilter: _TypeAlias = LocatorFilter  # noqa: Y015
+
+@_typing.final
+class Pattern(_message.Message):
+    """A text to compare with: a string, or a regular expression when `regex` is set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    REGEX_FIELD_NUMBER: _builtins.int
+    IGNORE_CASE_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    regex: _builtins.bool
+    ignore_case: _builtins.bool
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        regex: _builtins.bool = ...,
+        ignore_case: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ignore_case", b"ignore_case", "regex", b"regex", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Pattern: _TypeAlias = Pattern  # noqa: Y015
 
 @_typing.final
 class Step(_message.Message):
@@ -241,6 +690,7 @@ class Step(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    SOFT_FIELD_NUMBER: _builtins.int
     NAVIGATE_FIELD_NUMBER: _builtins.int
     CLICK_FIELD_NUMBER: _builtins.int
     FILL_FIELD_NUMBER: _builtins.int
@@ -257,8 +707,26 @@ class Step(_message.Message):
     EXTRACT_FIELD_NUMBER: _builtins.int
     SCREENSHOT_FIELD_NUMBER: _builtins.int
     UPLOAD_FIELD_NUMBER: _builtins.int
+    EVALUATE_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_FUNCTION_FIELD_NUMBER: _builtins.int
+    GO_BACK_FIELD_NUMBER: _builtins.int
+    GO_FORWARD_FIELD_NUMBER: _builtins.int
+    RELOAD_FIELD_NUMBER: _builtins.int
+    FOCUS_FIELD_NUMBER: _builtins.int
+    BLUR_FIELD_NUMBER: _builtins.int
+    DISPATCH_EVENT_FIELD_NUMBER: _builtins.int
+    DRAG_FIELD_NUMBER: _builtins.int
+    KEYBOARD_FIELD_NUMBER: _builtins.int
+    MOUSE_FIELD_NUMBER: _builtins.int
+    DIALOG_FIELD_NUMBER: _builtins.int
+    SWITCH_PAGE_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """A name shown in progress events and errors."""
+    soft: _builtins.bool
+    """For checks (expect; evaluate with `expected`): a failure is recorded and the job
+    goes on; the job fails at the end, naming every failed check.
+    """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """How long the step may take (auto-waiting included). Server default when unset."""
@@ -295,11 +763,40 @@ class Step(_message.Message):
     def screenshot(self) -> Global___ScreenshotAction: ...
     @_builtins.property
     def upload(self) -> Global___UploadAction: ...
+    @_builtins.property
+    def evaluate(self) -> Global___EvaluateAction: ...
+    @_builtins.property
+    def wait_for_function(self) -> Global___WaitForFunctionAction: ...
+    @_builtins.property
+    def go_back(self) -> Global___HistoryAction: ...
+    @_builtins.property
+    def go_forward(self) -> Global___HistoryAction: ...
+    @_builtins.property
+    def reload(self) -> Global___HistoryAction: ...
+    @_builtins.property
+    def focus(self) -> Global___FocusAction: ...
+    @_builtins.property
+    def blur(self) -> Global___BlurAction: ...
+    @_builtins.property
+    def dispatch_event(self) -> Global___DispatchEventAction: ...
+    @_builtins.property
+    def drag(self) -> Global___DragAction: ...
+    @_builtins.property
+    def keyboard(self) -> Global___KeyboardAction: ...
+    @_builtins.property
+    def mouse(self) -> Global___MouseAction: ...
+    @_builtins.property
+    def dialog(self) -> Global___DialogAction: ...
+    @_builtins.property
+    def switch_page(self) -> Global___SwitchPageAction: ...
+    @_builtins.property
+    def download(self) -> Global___DownloadAction: ...
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         timeout: _duration_pb2.Duration | None = ...,
+        soft: _builtins.bool = ...,
         navigate: Global___NavigateAction | None = ...,
         click: Global___ClickAction | None = ...,
         fill: Global___FillAction | None = ...,
@@ -316,12 +813,26 @@ class Step(_message.Message):
         extract: Global___ExtractAction | None = ...,
         screenshot: Global___ScreenshotAction | None = ...,
         upload: Global___UploadAction | None = ...,
+        evaluate: Global___EvaluateAction | None = ...,
+        wait_for_function: Global___WaitForFunctionAction | None = ...,
+        go_back: Global___HistoryAction | None = ...,
+        go_forward: Global___HistoryAction | None = ...,
+        reload: Global___HistoryAction | None = ...,
+        focus: Global___FocusAction | None = ...,
+        blur: Global___BlurAction | None = ...,
+        dispatch_event: Global___DispatchEventAction | None = ...,
+        drag: Global___DragAction | None = ...,
+        keyboard: Global___KeyboardAction | None = ...,
+        mouse: Global___MouseAction | None = ...,
+        dialog: Global___DialogAction | None = ...,
+        switch_page: Global___SwitchPageAction | None = ...,
+        download: Global___DownloadAction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "check", b"check", "clear", b"clear", "click", b"click", "expect", b"expect", "extract", b"extract", "fill", b"fill", "hover", b"hover", "navigate", b"navigate", "press", b"press", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "upload", b"upload", "wait", b"wait"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "blur", b"blur", "check", b"check", "clear", b"clear", "click", b"click", "dialog", b"dialog", "dispatch_event", b"dispatch_event", "download", b"download", "drag", b"drag", "evaluate", b"evaluate", "expect", b"expect", "extract", b"extract", "fill", b"fill", "focus", b"focus", "go_back", b"go_back", "go_forward", b"go_forward", "hover", b"hover", "keyboard", b"keyboard", "mouse", b"mouse", "navigate", b"navigate", "press", b"press", "reload", b"reload", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "switch_page", b"switch_page", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "upload", b"upload", "wait", b"wait", "wait_for_function", b"wait_for_function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "check", b"check", "clear", b"clear", "click", b"click", "expect", b"expect", "extract", b"extract", "fill", b"fill", "hover", b"hover", "name", b"name", "navigate", b"navigate", "press", b"press", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "upload", b"upload", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "blur", b"blur", "check", b"check", "clear", b"clear", "click", b"click", "dialog", b"dialog", "dispatch_event", b"dispatch_event", "download", b"download", "drag", b"drag", "evaluate", b"evaluate", "expect", b"expect", "extract", b"extract", "fill", b"fill", "focus", b"focus", "go_back", b"go_back", "go_forward", b"go_forward", "hover", b"hover", "keyboard", b"keyboard", "mouse", b"mouse", "name", b"name", "navigate", b"navigate", "press", b"press", "reload", b"reload", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "soft", b"soft", "switch_page", b"switch_page", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "upload", b"upload", "wait", b"wait", "wait_for_function", b"wait_for_function"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["navigate", "click", "fill", "type", "clear", "press", "hover", "select", "check", "uncheck", "scroll", "wait", "expect", "extract", "screenshot", "upload"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["navigate", "click", "fill", "type", "clear", "press", "hover", "select", "check", "uncheck", "scroll", "wait", "expect", "extract", "screenshot", "upload", "evaluate", "wait_for_function", "go_back", "go_forward", "reload", "focus", "blur", "dispatch_event", "drag", "keyboard", "mouse", "dialog", "switch_page", "download"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -661,6 +1172,23 @@ class ExpectAction(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     TITLE_CONTAINS_FIELD_NUMBER: _builtins.int
     URL_CONTAINS_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    INPUT_VALUE_FIELD_NUMBER: _builtins.int
+    INPUT_VALUES_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    CLASS_NAME_FIELD_NUMBER: _builtins.int
+    CSS_FIELD_NUMBER: _builtins.int
+    CHECKED_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    EDITABLE_FIELD_NUMBER: _builtins.int
+    FOCUSED_FIELD_NUMBER: _builtins.int
+    ATTACHED_FIELD_NUMBER: _builtins.int
+    IN_VIEWPORT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    EMPTY_FIELD_NUMBER: _builtins.int
+    NEGATE_FIELD_NUMBER: _builtins.int
     visible: _builtins.bool
     hidden: _builtins.bool
     text_contains: _builtins.str
@@ -669,8 +1197,58 @@ class ExpectAction(_message.Message):
     count: _builtins.int
     title_contains: _builtins.str
     url_contains: _builtins.str
+    checked: _builtins.bool
+    """toBeChecked (false: unchecked)."""
+    enabled: _builtins.bool
+    """toBeEnabled (false: disabled)."""
+    disabled: _builtins.bool
+    """toBeDisabled (false: enabled)."""
+    editable: _builtins.bool
+    """toBeEditable (false: read-only)."""
+    focused: _builtins.bool
+    """toBeFocused (false: not focused)."""
+    attached: _builtins.bool
+    """toBeAttached (false: detached)."""
+    in_viewport: _builtins.bool
+    """toBeInViewport (false: outside it)."""
+    empty: _builtins.bool
+    """toBeEmpty (false: not empty)."""
+    negate: _builtins.bool
+    """Negate the condition (Playwright's expect(...).not)."""
     @_builtins.property
     def target(self) -> Global___Target: ...
+    @_builtins.property
+    def text(self) -> Global___TextExpectation:
+        """toHaveText / toContainText: one text, or one per matched element in order."""
+
+    @_builtins.property
+    def input_value(self) -> Global___Pattern:
+        """toHaveValue with a string or a regular expression."""
+
+    @_builtins.property
+    def input_values(self) -> Global___ValuesExpectation:
+        """toHaveValues: the selected options of a <select multiple>."""
+
+    @_builtins.property
+    def attribute(self) -> Global___AttributeExpectation:
+        """toHaveAttribute."""
+
+    @_builtins.property
+    def class_name(self) -> Global___ClassExpectation:
+        """toHaveClass / toContainClass."""
+
+    @_builtins.property
+    def css(self) -> Global___CssExpectation:
+        """toHaveCSS."""
+
+    @_builtins.property
+    def url(self) -> Global___Pattern:
+        """toHaveURL (whole URL, or a regular expression searched in it)."""
+
+    @_builtins.property
+    def title(self) -> Global___Pattern:
+        """toHaveTitle."""
+
     def __init__(
         self,
         *,
@@ -683,16 +1261,183 @@ class ExpectAction(_message.Message):
         count: _builtins.int = ...,
         title_contains: _builtins.str = ...,
         url_contains: _builtins.str = ...,
+        text: Global___TextExpectation | None = ...,
+        input_value: Global___Pattern | None = ...,
+        input_values: Global___ValuesExpectation | None = ...,
+        attribute: Global___AttributeExpectation | None = ...,
+        class_name: Global___ClassExpectation | None = ...,
+        css: Global___CssExpectation | None = ...,
+        checked: _builtins.bool = ...,
+        enabled: _builtins.bool = ...,
+        disabled: _builtins.bool = ...,
+        editable: _builtins.bool = ...,
+        focused: _builtins.bool = ...,
+        attached: _builtins.bool = ...,
+        in_viewport: _builtins.bool = ...,
+        url: Global___Pattern | None = ...,
+        title: Global___Pattern | None = ...,
+        empty: _builtins.bool = ...,
+        negate: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "count", b"count", "hidden", b"hidden", "target", b"target", "text_contains", b"text_contains", "text_equals", b"text_equals", "title_contains", b"title_contains", "url_contains", b"url_contains", "value", b"value", "visible", b"visible"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "attribute", b"attribute", "checked", b"checked", "class_name", b"class_name", "condition", b"condition", "count", b"count", "css", b"css", "disabled", b"disabled", "editable", b"editable", "empty", b"empty", "enabled", b"enabled", "focused", b"focused", "hidden", b"hidden", "in_viewport", b"in_viewport", "input_value", b"input_value", "input_values", b"input_values", "target", b"target", "text", b"text", "text_contains", b"text_contains", "text_equals", b"text_equals", "title", b"title", "title_contains", b"title_contains", "url", b"url", "url_contains", b"url_contains", "value", b"value", "visible", b"visible"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "count", b"count", "hidden", b"hidden", "target", b"target", "text_contains", b"text_contains", "text_equals", b"text_equals", "title_contains", b"title_contains", "url_contains", b"url_contains", "value", b"value", "visible", b"visible"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "attribute", b"attribute", "checked", b"checked", "class_name", b"class_name", "condition", b"condition", "count", b"count", "css", b"css", "disabled", b"disabled", "editable", b"editable", "empty", b"empty", "enabled", b"enabled", "focused", b"focused", "hidden", b"hidden", "in_viewport", b"in_viewport", "input_value", b"input_value", "input_values", b"input_values", "negate", b"negate", "target", b"target", "text", b"text", "text_contains", b"text_contains", "text_equals", b"text_equals", "title", b"title", "title_contains", b"title_contains", "url", b"url", "url_contains", b"url_contains", "value", b"value", "visible", b"visible"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["visible", "hidden", "text_contains", "text_equals", "value", "count", "title_contains", "url_contains"]  # noqa: Y015
+    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["visible", "hidden", "text_contains", "text_equals", "value", "count", "title_contains", "url_contains", "text", "input_value", "input_values", "attribute", "class_name", "css", "checked", "enabled", "disabled", "editable", "focused", "attached", "in_viewport", "url", "title", "empty"]  # noqa: Y015
     _WhichOneofArgType_condition: _TypeAlias = _typing.Literal["condition", b"condition"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_condition) -> _WhichOneofReturnType_condition | None: ...
 
 Global___ExpectAction: _TypeAlias = ExpectAction  # noqa: Y015
+
+@_typing.final
+class TextExpectation(_message.Message):
+    """An expected text, or one per matched element, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    REGEX_FIELD_NUMBER: _builtins.int
+    CONTAINS_FIELD_NUMBER: _builtins.int
+    IGNORE_CASE_FIELD_NUMBER: _builtins.int
+    USE_INNER_TEXT_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    regex: _builtins.bool
+    """value(s) are regular expressions."""
+    contains: _builtins.bool
+    """Contained in the element's text rather than the whole text (toContainText)."""
+    ignore_case: _builtins.bool
+    use_inner_text: _builtins.bool
+    """Read innerText instead of textContent."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One text per element (toHaveText([...])); `value` must then be empty."""
+
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        regex: _builtins.bool = ...,
+        contains: _builtins.bool = ...,
+        ignore_case: _builtins.bool = ...,
+        use_inner_text: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contains", b"contains", "ignore_case", b"ignore_case", "regex", b"regex", "use_inner_text", b"use_inner_text", "value", b"value", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextExpectation: _TypeAlias = TextExpectation  # noqa: Y015
+
+@_typing.final
+class ValuesExpectation(_message.Message):
+    """The selected values of a <select multiple>, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    REGEX_FIELD_NUMBER: _builtins.int
+    regex: _builtins.bool
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        regex: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["regex", b"regex", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValuesExpectation: _TypeAlias = ValuesExpectation  # noqa: Y015
+
+@_typing.final
+class AttributeExpectation(_message.Message):
+    """An attribute: present (no value given) or with a value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def value(self) -> Global___Pattern: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: Global___Pattern | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttributeExpectation: _TypeAlias = AttributeExpectation  # noqa: Y015
+
+@_typing.final
+class ClassExpectation(_message.Message):
+    """The class attribute: the whole of it (a string or a regular expression), one per
+    element (`values`), or (with `contains`) the classes it must include.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    REGEX_FIELD_NUMBER: _builtins.int
+    CONTAINS_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    regex: _builtins.bool
+    contains: _builtins.bool
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        regex: _builtins.bool = ...,
+        contains: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contains", b"contains", "regex", b"regex", "value", b"value", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClassExpectation: _TypeAlias = ClassExpectation  # noqa: Y015
+
+@_typing.final
+class CssExpectation(_message.Message):
+    """A computed CSS property."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def value(self) -> Global___Pattern: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: Global___Pattern | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CssExpectation: _TypeAlias = CssExpectation  # noqa: Y015
 
 @_typing.final
 class ExtractAction(_message.Message):
@@ -781,3 +1526,540 @@ class UploadAction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UploadAction: _TypeAlias = UploadAction  # noqa: Y015
+
+@_typing.final
+class SessionOptions(_message.Message):
+    """A browser task's session: the storage state (cookies, local storage) of a context,
+    saved under a name by one job of an owner and used by its later jobs. Sessions
+    never cross owners: another tenant's session name does not exist for a job.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USE_FIELD_NUMBER: _builtins.int
+    SAVE_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    use: _builtins.str
+    """Start the context from the owner's session of this name (the job fails with
+    SESSION_NOT_FOUND, not retried, when there is none or it expired).
+    """
+    save: _builtins.str
+    """When the job completes, save its context's storage state as the owner's
+    session of this name (replacing one of that name).
+    """
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long a saved session lives; 24 h when unset, at most 30 days."""
+
+    def __init__(
+        self,
+        *,
+        use: _builtins.str = ...,
+        save: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["save", b"save", "ttl", b"ttl", "use", b"use"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionOptions: _TypeAlias = SessionOptions  # noqa: Y015
+
+@_typing.final
+class RecordingOptions(_message.Message):
+    """Debugging artifacts of a browser task, saved as artifacts of the job (attempt
+    number in the name: trace-1.zip, video-1.avi, network-1.har).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACE_FIELD_NUMBER: _builtins.int
+    VIDEO_FIELD_NUMBER: _builtins.int
+    HAR_FIELD_NUMBER: _builtins.int
+    trace: Global___TraceMode.ValueType
+    video: _builtins.bool
+    """Record a video of the page (Motion-JPEG AVI, 10 frames a second)."""
+    har: _builtins.bool
+    """Record the network traffic as a HAR file."""
+    def __init__(
+        self,
+        *,
+        trace: Global___TraceMode.ValueType = ...,
+        video: _builtins.bool = ...,
+        har: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["har", b"har", "trace", b"trace", "video", b"video"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordingOptions: _TypeAlias = RecordingOptions  # noqa: Y015
+
+@_typing.final
+class EvaluateAction(_message.Message):
+    """Run JavaScript in the page (an expression, or a function called with `arg`); with
+    a target, a function called with the element and `arg`. The JSON result is stored
+    under `key` and/or checked against `expected` (polled until equal, up to the
+    step timeout).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    ARG_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    EXPECTED_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    expression: _builtins.str
+    key: _builtins.str
+    @_builtins.property
+    def arg(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def expected(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        expression: _builtins.str = ...,
+        arg: _struct_pb2.Value | None = ...,
+        key: _builtins.str = ...,
+        expected: _struct_pb2.Value | None = ...,
+        target: Global___Target | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arg", b"arg", "expected", b"expected", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arg", b"arg", "expected", b"expected", "expression", b"expression", "key", b"key", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateAction: _TypeAlias = EvaluateAction  # noqa: Y015
+
+@_typing.final
+class WaitForFunctionAction(_message.Message):
+    """Wait until a JavaScript expression or function returns a truthy value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    ARG_FIELD_NUMBER: _builtins.int
+    POLLING_FIELD_NUMBER: _builtins.int
+    expression: _builtins.str
+    @_builtins.property
+    def arg(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def polling(self) -> _duration_pb2.Duration:
+        """How often to poll; every animation frame when unset."""
+
+    def __init__(
+        self,
+        *,
+        expression: _builtins.str = ...,
+        arg: _struct_pb2.Value | None = ...,
+        polling: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arg", b"arg", "polling", b"polling"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arg", b"arg", "expression", b"expression", "polling", b"polling"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForFunctionAction: _TypeAlias = WaitForFunctionAction  # noqa: Y015
+
+@_typing.final
+class HistoryAction(_message.Message):
+    """page.goBack / goForward / reload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAIT_UNTIL_FIELD_NUMBER: _builtins.int
+    wait_until: _builtins.str
+    """"load" (default), "domcontentloaded", "networkidle" or "commit"."""
+    def __init__(
+        self,
+        *,
+        wait_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["wait_until", b"wait_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryAction: _TypeAlias = HistoryAction  # noqa: Y015
+
+@_typing.final
+class FocusAction(_message.Message):
+    """Focus an element."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FocusAction: _TypeAlias = FocusAction  # noqa: Y015
+
+@_typing.final
+class BlurAction(_message.Message):
+    """Take the focus away from an element."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlurAction: _TypeAlias = BlurAction  # noqa: Y015
+
+@_typing.final
+class DispatchEventAction(_message.Message):
+    """Dispatch a DOM event on an element ("click", "input", "dragstart"...)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    EVENT_INIT_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    @_builtins.property
+    def event_init(self) -> _struct_pb2.Struct:
+        """The event's init properties ({"bubbles": true, "detail": 3}...)."""
+
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+        type: _builtins.str = ...,
+        event_init: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_init", b"event_init", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_init", b"event_init", "target", b"target", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchEventAction: _TypeAlias = DispatchEventAction  # noqa: Y015
+
+@_typing.final
+class DragAction(_message.Message):
+    """Drag one element onto another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def source(self) -> Global___Target: ...
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        source: Global___Target | None = ...,
+        target: Global___Target | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DragAction: _TypeAlias = DragAction  # noqa: Y015
+
+@_typing.final
+class KeyboardAction(_message.Message):
+    """The keyboard, without a target (to the focused element): exactly one of press,
+    type, down, up, insert_text.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRESS_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DOWN_FIELD_NUMBER: _builtins.int
+    UP_FIELD_NUMBER: _builtins.int
+    INSERT_TEXT_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    press: _builtins.str
+    type: _builtins.str
+    down: _builtins.str
+    up: _builtins.str
+    insert_text: _builtins.str
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """Pause between keys (type) or between down and up (press)."""
+
+    def __init__(
+        self,
+        *,
+        press: _builtins.str = ...,
+        type: _builtins.str = ...,
+        down: _builtins.str = ...,
+        up: _builtins.str = ...,
+        insert_text: _builtins.str = ...,
+        delay: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "down", b"down", "insert_text", b"insert_text", "op", b"op", "press", b"press", "type", b"type", "up", b"up"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "down", b"down", "insert_text", b"insert_text", "op", b"op", "press", b"press", "type", b"type", "up", b"up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["press", "type", "down", "up", "insert_text"]  # noqa: Y015
+    _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
+
+Global___KeyboardAction: _TypeAlias = KeyboardAction  # noqa: Y015
+
+@_typing.final
+class MouseAction(_message.Message):
+    """The mouse, without a target, at page coordinates (CSS pixels)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVE_FIELD_NUMBER: _builtins.int
+    CLICK_FIELD_NUMBER: _builtins.int
+    DOWN_FIELD_NUMBER: _builtins.int
+    UP_FIELD_NUMBER: _builtins.int
+    WHEEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def move(self) -> Global___MouseMove: ...
+    @_builtins.property
+    def click(self) -> Global___MouseClick: ...
+    @_builtins.property
+    def down(self) -> Global___MouseButtonChange: ...
+    @_builtins.property
+    def up(self) -> Global___MouseButtonChange: ...
+    @_builtins.property
+    def wheel(self) -> Global___MouseWheel: ...
+    def __init__(
+        self,
+        *,
+        move: Global___MouseMove | None = ...,
+        click: Global___MouseClick | None = ...,
+        down: Global___MouseButtonChange | None = ...,
+        up: Global___MouseButtonChange | None = ...,
+        wheel: Global___MouseWheel | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["click", b"click", "down", b"down", "move", b"move", "op", b"op", "up", b"up", "wheel", b"wheel"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click", b"click", "down", b"down", "move", b"move", "op", b"op", "up", b"up", "wheel", b"wheel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["move", "click", "down", "up", "wheel"]  # noqa: Y015
+    _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
+
+Global___MouseAction: _TypeAlias = MouseAction  # noqa: Y015
+
+@_typing.final
+class MouseMove(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    x: _builtins.float
+    y: _builtins.float
+    steps: _builtins.int
+    """Intermediate mouse-move events (default 1)."""
+    def __init__(
+        self,
+        *,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+        steps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["steps", b"steps", "x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MouseMove: _TypeAlias = MouseMove  # noqa: Y015
+
+@_typing.final
+class MouseClick(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    BUTTON_FIELD_NUMBER: _builtins.int
+    CLICK_COUNT_FIELD_NUMBER: _builtins.int
+    x: _builtins.float
+    y: _builtins.float
+    button: _builtins.str
+    """"left" (default), "right" or "middle"."""
+    click_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+        button: _builtins.str = ...,
+        click_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["button", b"button", "click_count", b"click_count", "x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MouseClick: _TypeAlias = MouseClick  # noqa: Y015
+
+@_typing.final
+class MouseButtonChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUTTON_FIELD_NUMBER: _builtins.int
+    button: _builtins.str
+    """"left" (default), "right" or "middle"."""
+    def __init__(
+        self,
+        *,
+        button: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["button", b"button"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MouseButtonChange: _TypeAlias = MouseButtonChange  # noqa: Y015
+
+@_typing.final
+class MouseWheel(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DX_FIELD_NUMBER: _builtins.int
+    DY_FIELD_NUMBER: _builtins.int
+    dx: _builtins.float
+    dy: _builtins.float
+    def __init__(
+        self,
+        *,
+        dx: _builtins.float = ...,
+        dy: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dx", b"dx", "dy", b"dy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MouseWheel: _TypeAlias = MouseWheel  # noqa: Y015
+
+@_typing.final
+class DialogAction(_message.Message):
+    """How the dialogs (alert, confirm, prompt, beforeunload) that open from now on are
+    answered; set it before the step that opens them. Without one, dialogs are
+    dismissed, as in Playwright.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    PROMPT_TEXT_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    """"accept" or "dismiss"."""
+    prompt_text: _builtins.str
+    """The text a prompt() is answered with (with accept)."""
+    key: _builtins.str
+    """Store each such dialog's message under this key (the last one wins)."""
+    def __init__(
+        self,
+        *,
+        action: _builtins.str = ...,
+        prompt_text: _builtins.str = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "key", b"key", "prompt_text", b"prompt_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DialogAction: _TypeAlias = DialogAction  # noqa: Y015
+
+@_typing.final
+class SwitchPageAction(_message.Message):
+    """Make another page of the job's context the one steps act on: a popup or new tab."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEW_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    URL_CONTAINS_FIELD_NUMBER: _builtins.int
+    CLOSE_CURRENT_FIELD_NUMBER: _builtins.int
+    new: _builtins.bool
+    """The newest page opened since the last switch, waiting for one if none is
+    open yet.
+    """
+    index: _builtins.int
+    """By position in the order the pages opened (0 is the job's first page)."""
+    url_contains: _builtins.str
+    """The first page whose URL contains this, waiting for it."""
+    close_current: _builtins.bool
+    """Close the page switched away from."""
+    def __init__(
+        self,
+        *,
+        new: _builtins.bool = ...,
+        index: _builtins.int = ...,
+        url_contains: _builtins.str = ...,
+        close_current: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "new", b"new", "to", b"to", "url_contains", b"url_contains"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_current", b"close_current", "index", b"index", "new", b"new", "to", b"to", "url_contains", b"url_contains"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_to: _TypeAlias = _typing.Literal["new", "index", "url_contains"]  # noqa: Y015
+    _WhichOneofArgType_to: _TypeAlias = _typing.Literal["to", b"to"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_to) -> _WhichOneofReturnType_to | None: ...
+
+Global___SwitchPageAction: _TypeAlias = SwitchPageAction  # noqa: Y015
+
+@_typing.final
+class DownloadAction(_message.Message):
+    """Click an element and save the download it starts as a job artifact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadAction: _TypeAlias = DownloadAction  # noqa: Y015
