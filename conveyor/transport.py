@@ -66,4 +66,5 @@ def store_policy(settings: Settings) -> StorePolicy:
         keep_failed=settings.keep_failed,
         max_age_ms=int(settings.keep_max_age_seconds * 1000),
         worker_timeout_ms=WORKER_TIMEOUT_MS,
+        tenant_max_running=settings.tenant_max_running_jobs,
     )

@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from conveyor.kinds import KindSpec
+from conveyor.queue_stats import Health, Insights, Issue, summarize
 from conveyor.store.key_store import KeyRecord
 from conveyor.store.records import (
     AttemptRecord,
@@ -105,9 +106,12 @@ def new_job(
     kind: KindSpec | None = None,
     max_open: int = 0,
     max_rate: int = 0,
+    weight: int = 1,
+    trace: str = "",
 ) -> NewJob:
     """A validated request as the store's NewJob (the request itself is the stored
-    spec). What the request leaves out comes from its kind's defaults, then the server's."""
+    spec). What the request leaves out comes from its kind's defaults, then the server's.
+    `trace` is the trace context it was submitted in (conveyor/tracing.py)."""
     if kind is not None:
         default_max_attempts = kind.max_attempts or default_max_attempts
         default_timeout_ms = kind.timeout_ms or default_timeout_ms
@@ -139,6 +143,8 @@ def new_job(
         hosts=tuple(hosts),
         max_open=max_open,
         max_rate=max_rate,
+        weight=weight,
+        trace=trace,
     )
 
 
@@ -248,7 +254,36 @@ def event_to_proto(ev: EventRecord) -> job_pb2.JobEvent:
     return out
 
 
-def queue_to_proto(q: QueueRecord) -> queue_service_pb2.Queue:
+def queue_to_proto(
+    q: QueueRecord, insights: Insights | None = None, verdict: tuple[Health, list[Issue]] | None = None
+) -> queue_service_pb2.Queue:
+    """A queue; with `insights` (JobStore.queue_insights) its summary statistics, and
+    with `verdict` (queue_stats.assess) its health and issues."""
+    out = _queue_proto(q)
+    if insights is not None:
+        summary, st = summarize(q, insights), out.stats
+        if summary.success_rate is not None:
+            st.success_rate = summary.success_rate
+        if q.stats.wait_ms:
+            st.wait_time_mean.CopyFrom(_duration(round(summary.mean_wait_ms)))
+        if q.stats.run_ms:
+            st.run_time_mean.CopyFrom(_duration(round(summary.mean_run_ms)))
+        st.cancelled_last_hour = summary.cancelled_last_hour
+        st.throughput_per_minute = summary.throughput_per_minute
+        st.completed_total = summary.totals.get("COMPLETED", 0)
+        st.failed_total = summary.totals.get("FAILED", 0)
+        st.cancelled_total = summary.totals.get("CANCELLED", 0)
+    if verdict is not None:
+        health, issues = verdict
+        out.health = int(health)  # type: ignore[assignment]
+        out.issues.extend(
+            queue_service_pb2.QueueIssue(reason=i.reason, severity=int(i.severity), message=i.message)  # type: ignore[arg-type]
+            for i in issues
+        )
+    return out
+
+
+def _queue_proto(q: QueueRecord) -> queue_service_pb2.Queue:
     c, s = q.counts, q.stats
     return queue_service_pb2.Queue(
         name=q.name,
@@ -306,6 +341,7 @@ def new_schedule(
     schedule_id: str,
     default_max_attempts: int,
     default_timeout_ms: int,
+    weight: int = 1,
 ) -> NewSchedule:
     """A validated CreateScheduleRequest as the store's NewSchedule: the template as
     the job create_job() makes at each occurrence (which sets its id, request id,
@@ -317,6 +353,7 @@ def new_schedule(
         now_ms=0,
         default_max_attempts=default_max_attempts,
         default_timeout_ms=default_timeout_ms,
+        weight=weight,
     )
     return NewSchedule(
         id=schedule_id,

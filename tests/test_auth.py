@@ -19,10 +19,14 @@ from google.protobuf import descriptor_pool, duration_pb2
 from google.rpc import error_details_pb2
 
 from conveyor.v1 import job_pb2, job_service_pb2, key_service_pb2, queue_service_pb2, schedule_service_pb2
+from conveyor.v1 import session_service_pb2 as sespb
+from conveyor.v1 import suite_service_pb2 as supb
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.key_service_pb2_grpc import KeyServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
 from conveyor.v1.schedule_service_pb2_grpc import ScheduleServiceStub
+from conveyor.v1.session_service_pb2_grpc import SessionServiceStub
+from conveyor.v1.suite_service_pb2_grpc import SuiteServiceStub
 from gateway.auth import METHOD_ROLES
 from gateway.server import SERVICE_NAMES
 from tests.support.grpc_helpers import error_info, submit_request, unique_queue
@@ -101,7 +105,7 @@ def calls(w: World) -> dict[str, Any]:
         "JobService/GetArtifact": pb.GetArtifactRequest(job_id=other, name="x.png"),
         "QueueService/ListQueues": qpb.ListQueuesRequest(),
         "QueueService/GetQueue": qpb.GetQueueRequest(queue=q),
-        "QueueService/UpdateQueue": qpb.UpdateQueueRequest(queue=unique_queue("auth"), host_rate_limit=5),
+        "QueueService/UpdateQueue": qpb.UpdateQueueRequest(queue=unique_queue("auth"), concurrency=3),
         "QueueService/PauseQueue": qpb.PauseQueueRequest(queue=unique_queue("auth")),
         "QueueService/ResumeQueue": qpb.ResumeQueueRequest(queue=unique_queue("auth")),
         "QueueService/CleanQueue": qpb.CleanQueueRequest(queue=q, state=job_pb2.JOB_STATE_COMPLETED),
@@ -118,6 +122,12 @@ def calls(w: World) -> dict[str, Any]:
         "KeyService/ListKeys": kpb.ListKeysRequest(),
         "KeyService/RevokeKey": kpb.RevokeKeyRequest(id=w.revoked_id),
         "KeyService/WhoAmI": kpb.WhoAmIRequest(),
+        "SessionService/ListSessions": sespb.ListSessionsRequest(),
+        "SessionService/DeleteSession": sespb.DeleteSessionRequest(name="nobodys"),
+        "SuiteService/SubmitSuite": supb.SubmitSuiteRequest(tests=[supb.SuiteTest(name="t", job=noop)]),
+        "SuiteService/GetSuite": supb.GetSuiteRequest(id="0123456789abcdef"),
+        "SuiteService/WatchSuite": supb.WatchSuiteRequest(id="0123456789abcdef"),
+        "SuiteService/GetSuiteReport": supb.GetSuiteReportRequest(id="0123456789abcdef"),
     }
 
 
@@ -126,14 +136,17 @@ AIMED_AT_OTHER = {"JobService/GetJob", "JobService/WatchJob", "JobService/WaitJo
                   "JobService/RetryJob", "JobService/GetArtifact"}
 #: Missing for every caller (the schedule id names nothing; the artifact does not exist).
 MISSING_FOR_ALL = {"ScheduleService/GetSchedule", "ScheduleService/DeleteSchedule",
-                   "ScheduleService/PauseSchedule", "ScheduleService/ResumeSchedule", "JobService/GetArtifact"}
+                   "ScheduleService/PauseSchedule", "ScheduleService/ResumeSchedule", "JobService/GetArtifact",
+                   "SessionService/DeleteSession", "SuiteService/GetSuite", "SuiteService/WatchSuite",
+                   "SuiteService/GetSuiteReport"}
 
 
 async def call(channel: grpc.aio.Channel, method: str, request: Any, secret: str | None) -> tuple[grpc.StatusCode,
                                                                                                    list[Any]]:
     service, name = method.split("/")
     stub_class = {"JobService": JobServiceStub, "QueueService": QueueServiceStub,
-                  "ScheduleService": ScheduleServiceStub, "KeyService": KeyServiceStub}[service]
+                  "ScheduleService": ScheduleServiceStub, "KeyService": KeyServiceStub,
+                  "SessionService": SessionServiceStub, "SuiteService": SuiteServiceStub}[service]
     rpc = getattr(stub_class(channel), name)
     try:
         result = rpc(request, metadata=auth(secret), timeout=3)
@@ -209,6 +222,10 @@ async def test_a_tenant_lists_and_watches_only_its_own_jobs(world: World) -> Non
         assert mine.jobs and {j.owner for j in mine.jobs} == {"acme"}
         everything = await jobs.ListJobs(pb.ListJobsRequest(queue=world.queue), metadata=auth(ADMIN_SECRET))
         assert {j.id for j in everything.jobs} == {world.own_job, world.other_job}
+        # Nor are the other tenant's jobs countable: the queue's counts are acme's own.
+        counted = (await queues.GetQueue(qpb.GetQueueRequest(queue=world.queue), metadata=viewer)).queue
+        whole = (await queues.GetQueue(qpb.GetQueueRequest(queue=world.queue), metadata=auth(ADMIN_SECRET))).queue
+        assert (counted.counts.delayed, whole.counts.delayed) == (1, 2)
         seen: list[str] = []
         stream = queues.WatchQueue(qpb.WatchQueueRequest(queue=world.queue, after_sequence=0), metadata=viewer)
 

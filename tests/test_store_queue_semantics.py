@@ -160,7 +160,7 @@ async def test_clean_queue_by_state_and_age_and_bulk_retry(store: JobStore) -> N
 
 
 async def test_host_rate_limit_holds_jobs_in_line_without_taking_slots(store: JobStore) -> None:
-    await store.update_queue("polite", host_rate_limit=1)
+    await store.update_queue("polite", {"host_rate_limit": 1})
     await register(store, 10)
     a = job(queue="polite", hosts=("shop.example",))
     b = job(queue="polite", hosts=("shop.example",))
@@ -177,11 +177,11 @@ async def test_host_rate_limit_holds_jobs_in_line_without_taking_slots(store: Jo
 
 async def test_paused_queue_starts_nothing_until_resumed(store: JobStore) -> None:
     await register(store, 10)
-    await store.update_queue("p", paused=1)
+    await store.update_queue("p", {"paused": 1})
     await store.submit(job(queue="p"))
     assert await store.dispatch(10) == []
     assert (await store.get_queue("p")).paused
-    await store.update_queue("p", paused=0)
+    await store.update_queue("p", {"paused": 0})
     assert len(await store.dispatch(10)) == 1
 
 

@@ -10,10 +10,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from conveyor.errors import ConveyorError
+from conveyor.queue_stats import HISTOGRAM_BOUNDS_MS
+from conveyor.settings import MAX_TENANT_WEIGHT
 from conveyor.store.keys import Keys
 from conveyor.store.replies import REFUSALS, Context, refused
 from conveyor.store.schedule_store import ScheduleStore
 from conveyor.store.scripts import INCLUDES_DIR, LUA_DIR, SCRIPT_NAMES, script_source
+from conveyor.store.session_store import SessionStore
 from conveyor.transport import TRANSPORT_QUEUE, kind_queue
 
 #: Each Lua key builder of includes/base.lua, called with sample arguments, and the
@@ -42,6 +45,9 @@ LUA_KEYS = {
     "K_API_KEYS": Keys(PREFIX).api_keys,
     "K_KIND_CAPACITY": Keys(PREFIX).kind_capacity,
     "K_KIND_INFLIGHT": Keys(PREFIX).kind_inflight,
+    "K_TENANT_INFLIGHT": Keys(PREFIX).tenant_inflight,
+    "k_queue_tenant('Q', 'T')": Keys(PREFIX).queue_tenant("Q", "T"),
+    "k_tenant_line('Q', 'T')": Keys(PREFIX).tenant_line("Q", "T"),
     f"kind_queue({{queue = '{TRANSPORT_QUEUE}'}}, 'scrape')": kind_queue("scrape"),
 }
 
@@ -49,8 +55,11 @@ LUA_KEYS = {
 async def test_key_names_in_lua_and_in_python_agree(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     schedules = ScheduleStore(client, PREFIX)
+    sessions = SessionStore(client, PREFIX)
     lua_keys = {
         **LUA_KEYS,
+        "k_session('O', 'N')": sessions.key("O", "N"),
+        "k_owner_sessions('O')": sessions.index_key("O"),
         "k_schedule('S')": schedules.key("S"),
         "K_SCHEDULES_DUE": schedules.due_key,
         "k_owner_schedules('O')": schedules.owner_key("O"),
@@ -62,6 +71,21 @@ async def test_key_names_in_lua_and_in_python_agree(redis_url: str) -> None:
     finally:
         await client.aclose()
     assert dict(zip(lua_keys, [b.decode() for b in built], strict=True)) == lua_keys
+
+
+async def test_shared_constants_in_lua_and_in_python_agree(redis_url: str) -> None:
+    """What both sides need to agree on and both define: the histogram buckets, the
+    largest fair-share weight (FAIR_STEP divides exactly by each weight up to it)."""
+    client = aioredis.Redis.from_url(redis_url)
+    script = ((INCLUDES_DIR / "base.lua").read_text() + (INCLUDES_DIR / "stats.lua").read_text()
+              + (INCLUDES_DIR / "line.lua").read_text().replace("-- @include base", "")
+              + "\nreturn {HIST_BOUNDS_MS, FAIR_STEP}")
+    try:
+        bounds, step = await client.eval(script, 0, PREFIX)
+    finally:
+        await client.aclose()
+    assert tuple(bounds) == HISTOGRAM_BOUNDS_MS
+    assert all(step % weight == 0 for weight in range(1, MAX_TENANT_WEIGHT + 1))
 
 
 def test_every_refusal_a_script_gives_is_mapped_to_a_domain_error() -> None:

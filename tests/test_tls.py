@@ -5,7 +5,9 @@ the gateway and the executor. Loopback only; every process is stopped by its pid
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -410,3 +412,40 @@ def test_channel_target_schemes(pki: Pki) -> None:
         channel_target("http://h:1", tls=True)
     with pytest.raises(ValueError, match="not a PEM file"):
         channel_target("h:1", ca_cert=pki.server_key.with_suffix(".ext"))
+
+
+@pytest.mark.timeout(180)
+def test_conveyor_up_with_gateway_tls_and_client_certificates(pki: Pki, tmp_path: Path) -> None:
+    """`conveyor up` with the gateway's TLS settings checks its gateway over TLS (with
+    the client certificate it requires), and the CLI on this machine, given the same
+    environment, talks TLS to it without a flag."""
+    from tests.test_cli import marked_processes, run_cli, start_conveyor
+
+    mark = os.urandom(8).hex()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(
+        CONVEYOR_GRPC_ADDR=f"127.0.0.1:{free_port()}", CONVEYOR_DATA_DIR=str(tmp_path / "data"),
+        CONVEYOR_TEST_MARK=mark, CONVEYOR_EXECUTOR_SLOTS="2", CONVEYOR_EXECUTOR_KINDS="noop", PYTHONUNBUFFERED="1",
+        CONVEYOR_TLS_CERT_FILE=str(pki.server_cert), CONVEYOR_TLS_KEY_FILE=str(pki.server_key),
+        CONVEYOR_TLS_CLIENT_CA_FILE=str(pki.ca),
+    )
+    # Without a client certificate for its own check, `up` says what is missing, at once.
+    refused = run_cli("up", env=env)
+    assert refused.returncode == 1 and "CONVEYOR_CLIENT_CERT" in refused.stderr, refused.stderr
+    env.update(CONVEYOR_CA_CERT=str(pki.ca), CONVEYOR_CLIENT_CERT=str(pki.client_cert),
+               CONVEYOR_CLIENT_KEY=str(pki.client_key))
+    up = start_conveyor("up", "--grace", "10", env=env)
+    try:
+        up.wait_line(r"Conveyor is up: gRPC \(TLS\) on 127\.0\.0\.1:\d+", 90)
+        health = run_cli("health", env=env)
+        assert (health.returncode, health.stdout) == (0, "SERVING\n"), health.stderr
+        plain = run_cli("health", "--no-tls", env=env)
+        assert plain.returncode != 0
+        up.proc.terminate()
+        assert up.finish(60) == 0, up.output
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+        for pid in marked_processes(mark):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

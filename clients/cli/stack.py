@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypedDict
 
 from clients.cli.admin_key import ensure_admin_key
 from clients.sdk import AsyncConveyorClient, ConveyorRpcError
@@ -39,6 +39,36 @@ def client_target(addr: str) -> str:
     if sep and host in ("[::]", "::"):
         return f"[::1]:{port}"
     return addr
+
+
+class ClientTls(TypedDict, total=False):
+    """The SDK client's TLS arguments."""
+
+    tls: bool
+    ca_cert: str
+    client_cert: str
+    client_key: str
+
+
+def client_tls_of(env: Mapping[str, str]) -> ClientTls:
+    """How a client on this machine talks to a gateway started with `env`: plaintext,
+    or, when the gateway serves TLS (CONVEYOR_TLS_CERT_FILE), TLS trusting
+    CONVEYOR_CA_CERT (the CLI's own setting) or else the gateway's certificate itself (a
+    self-signed one), and presenting CONVEYOR_CLIENT_CERT and _KEY when the gateway
+    requires client certificates (CONVEYOR_TLS_CLIENT_CA_FILE)."""
+    cert = env.get("CONVEYOR_TLS_CERT_FILE")
+    if not cert:
+        return {}
+    tls: ClientTls = {"tls": True, "ca_cert": env.get("CONVEYOR_CA_CERT") or cert}
+    if env.get("CONVEYOR_TLS_CLIENT_CA_FILE"):
+        client_cert, client_key = env.get("CONVEYOR_CLIENT_CERT"), env.get("CONVEYOR_CLIENT_KEY")
+        if not (client_cert and client_key):
+            raise StackError(
+                "the gateway requires client certificates (CONVEYOR_TLS_CLIENT_CA_FILE): set "
+                "CONVEYOR_CLIENT_CERT and CONVEYOR_CLIENT_KEY for this machine's own client"
+            )
+        tls["client_cert"], tls["client_key"] = client_cert, client_key
+    return tls
 
 
 def _int_setting(env: Mapping[str, str], *names: str) -> int | None:
@@ -112,6 +142,9 @@ class LocalStack:
     """Where the services' output goes; None: our own stderr."""
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
+    #: How this stack's own client (the readiness check) talks to its gateway: the
+    #: SDK's TLS arguments, set by _start from the gateway's TLS settings.
+    client_tls: ClientTls = field(default_factory=ClientTls, init=False)
     redis: EmbeddedRedis | None = field(default=None, init=False)
     #: The admin key the gateway accepts (None with CONVEYOR_AUTH=off).
     api_key: str | None = field(default=None, init=False)
@@ -153,6 +186,7 @@ class LocalStack:
             # Safe and easy: auth on, with an admin key made on first start and kept here.
             env.setdefault("CONVEYOR_ADMIN_KEY", ensure_admin_key(self.data_dir))
             self.api_key = env["CONVEYOR_ADMIN_KEY"]
+        self.client_tls = client_tls_of(env)
         if self.redis_url:
             env["CONVEYOR_REDIS_URL"] = self.redis_url
         else:
@@ -214,7 +248,7 @@ class LocalStack:
         async def serving() -> None:
             # Retry the connection quickly: the gateway is expected up within seconds.
             fast = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
-            async with AsyncConveyorClient(self.target, timeout=1.0, options=fast) as client:
+            async with AsyncConveyorClient(self.target, timeout=1.0, options=fast, **self.client_tls) as client:
                 while True:
                     try:
                         if await client.health() == "SERVING":

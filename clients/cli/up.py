@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -115,6 +116,20 @@ async def _run(body: Callable[[], Awaitable[int]]) -> int:
     return await body()
 
 
+def dashboard_line(addr: str, data_dir: Path, auth: str = "on") -> str:
+    """Where the gateway's web dashboard is, if it is listening there (a taken port is skipped by the gateway)."""
+    host, _, port = addr.strip().rpartition(":")
+    if not port.isdigit() or port == "0":
+        return "dashboard: off" if addr.strip().lower() in ("off", "") else f"dashboard: see the gateway's log ({addr})"
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=1).close()
+    except OSError:
+        return f"dashboard: not served ({addr} taken? set CONVEYOR_DASHBOARD_ADDR)"
+    shown = f"[{host.strip('[]')}]" if ":" in host.strip("[]") else host
+    login = f"   (log in with the key in {data_dir / 'admin.key'})" if auth == "on" else ""
+    return f"dashboard on http://{shown}:{port}/{login}"
+
+
 async def run_up(args: argparse.Namespace) -> int:
     settings = Settings()
     data_dir = data_dir_of(args)
@@ -130,10 +145,10 @@ async def run_up(args: argparse.Namespace) -> int:
     )
     if settings.redis_url:
         stack.say(f"using Redis at {settings.redis_url} (CONVEYOR_REDIS_URL)")
+    def ready() -> None:
+        stack.say(f"Conveyor is up: gRPC{' (TLS)' if stack.client_tls else ''} on {stack.target}   "
+                  "(Ctrl-C stops everything)")
+        stack.say(dashboard_line(settings.dashboard_addr, data_dir, settings.auth))
+
     with Signals() as signals:
-        return await supervise(
-            stack,
-            signals,
-            on_ready=lambda: stack.say(f"Conveyor is up: gRPC on {stack.target}   (Ctrl-C stops everything)"),
-            grace=args.grace,
-        )
+        return await supervise(stack, signals, on_ready=ready, grace=args.grace)

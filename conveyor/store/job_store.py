@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +28,7 @@ from conveyor.errors import (
     NotFound,
 )
 from conveyor.kinds.registry import KindSpec
+from conveyor.queue_stats import HEAD_JOBS, Insights
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
     TAKE_STRIDE,
@@ -47,10 +48,13 @@ from conveyor.store.records import (
     Taken,
     TakenMessage,
 )
+from conveyor.store.records import int_of as _int
 from conveyor.store.replies import Context, refused
 from conveyor.store.scripts import register_scripts
 
 MAX_PAGE_SIZE = 1000
+#: A page of ListJobs whose filters no one index answers reads at most this many jobs.
+MAX_SCAN = 2000
 #: The most jobs of one score a page token skips (a token is the last score and a count).
 MAX_PAGE_SKIP = 2**31
 #: Times a command is sent again on a new connection when its own is found dead.
@@ -118,6 +122,10 @@ def _decode_token(token: str) -> tuple[float, int]:
         return score, skip
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidArgument(FieldViolation("page_token", "not a token this server issued")) from exc
+
+
+def _has_label(key: str, value: str) -> Callable[[JobRecord], bool]:
+    return lambda job: job.labels.get(key) == value
 
 
 class JobStore:
@@ -194,43 +202,88 @@ class JobStore:
 
     async def list_jobs(
         self, *, queue: str = "", state: State | None = None, page_size: int = 50, page_token: str = "",
-        kind: str = "", owner: str = "",
+        kind: str = "", owner: str = "", labels: Mapping[str, str] | None = None,
     ) -> tuple[list[JobRecord], str]:
         """Jobs newest first (WAITING ones in line order), paged by (score, skip) tokens
-        that stay correct while jobs are added; of one kind of one queue with `kind`;
-        of one tenant with `owner` (paged within its own jobs when no state or kind is
-        asked for; filtered from those pages otherwise)."""
+        that stay correct while jobs are added: of a queue, in a state (needs the
+        queue), of one kind (needs the queue); of one tenant with `owner`, each of those
+        from an index of that tenant's own (its jobs, in a queue, in a state of a queue,
+        of a kind in a queue, with a label), so a tenant's pages are its own jobs
+        whatever other tenants hold; with `labels`, only jobs that carry them all. What
+        no one index answers (a kind and a state; several labels; a label and a queue;
+        a label of every tenant's jobs) is read from the narrowest index and the rest
+        checked job by job:
+        a page may then hold fewer than `page_size` jobs (at most MAX_SCAN are read for
+        one), and its token goes on from where the reading stopped."""
         page_size = min(page_size or 50, MAX_PAGE_SIZE)
-        ascending = state is State.WAITING
-        if owner and not kind and state is None:
+        labels = dict(labels or {})
+        if (kind or state is not None) and not queue and not (labels and owner):
+            raise InvalidArgument(FieldViolation("queue", "required when state or kind is given"))
+        if kind and state is not None and not owner:
+            raise InvalidArgument(FieldViolation("kind", "needs a queue, and no state"))
+        ascending = False
+        checked: list[Callable[[JobRecord], bool]] = []
+        if labels and not owner:
+            # Every tenant's jobs with a label (an admin's look): no index has them all.
+            key = self.keys.queue_index(queue, "jobs") if queue else self.keys.jobs
+            checked += [_has_label(k, v) for k, v in labels.items()]
+            if kind:
+                checked.append(lambda j: j.kind == kind)
+            if state is not None:
+                checked.append(lambda j: j.state is state)
+        elif labels:
+            first, *rest = sorted(labels.items())
+            key = self.keys.owner_label(owner, *first)
+            checked += [_has_label(k, v) for k, v in rest]
+            if queue:
+                checked.append(lambda j: j.queue == queue)
+            if kind:
+                checked.append(lambda j: j.kind == kind)
+            if state is not None:
+                checked.append(lambda j: j.state is state)
+        elif owner and kind:
+            key = self.keys.queue_index(queue, f"kind:{kind}:owner:{owner}")
+            if state is not None:
+                checked.append(lambda j: j.state is state)
+        elif owner and state is State.WAITING:
+            key, ascending = self.keys.tenant_line(queue, owner), True
+        elif owner and state is not None:
+            key = self.keys.queue_index(queue, f"{state.value.lower()}:owner:{owner}")
+        elif owner:
             key = self.keys.queue_index(queue, f"owner:{owner}") if queue else self.keys.owner_jobs(owner)
         elif kind:
-            if not queue or state is not None:
-                raise InvalidArgument(FieldViolation("kind", "needs a queue, and no state"))
             key = self.keys.queue_index(queue, f"kind:{kind}")
         elif state is None:
             key = self.keys.queue_index(queue, "jobs") if queue else self.keys.jobs
-        elif not queue:
-            raise InvalidArgument(FieldViolation("queue", "required when state is given"))
         else:
-            key = self.keys.queue_index(queue, state.value.lower())
+            key, ascending = self.keys.queue_index(queue, state.value.lower()), state is State.WAITING
         bound: float | str = "-inf" if ascending else "+inf"
         skip = 0
         if page_token:
             bound, skip = _decode_token(page_token)
-        if ascending:
-            rows = await self.client.zrangebyscore(key, bound, "+inf", start=skip, num=page_size, withscores=True)
-        else:
-            rows = await self.client.zrevrangebyscore(key, bound, "-inf", start=skip, num=page_size, withscores=True)
-        jobs = [
-            j for j in await self.get_many([m.decode() for m, _ in rows])
-            if j is not None and (not owner or j.owner == owner)
-        ]
-        token = ""
-        if len(rows) == page_size:
-            last = rows[-1][1]
-            same = sum(1 for _, s in rows if s == last)
-            token = _encode_token(last, same + (skip if bound == last else 0))
+        jobs: list[JobRecord] = []
+        scanned, exhausted = 0, False
+        budget = MAX_SCAN if checked else page_size
+        while len(jobs) < page_size and scanned < budget:
+            want = page_size - len(jobs) if not checked else min(max(page_size - len(jobs), 100), budget - scanned)
+            if ascending:
+                rows = await self.client.zrangebyscore(key, bound, "+inf", start=skip, num=want, withscores=True)
+            else:
+                rows = await self.client.zrevrangebyscore(key, bound, "-inf", start=skip, num=want, withscores=True)
+            found = await self.get_many([m.decode() for m, _ in rows])
+            for (_, score), job in zip(rows, found, strict=True):
+                # The cursor: the score of the last row read, and how many rows of that score were read.
+                skip, bound = (skip + 1, bound) if score == bound else (1, score)
+                scanned += 1
+                if job is not None and (not owner or job.owner == owner) and all(check(job) for check in checked):
+                    jobs.append(job)
+                    if len(jobs) == page_size:
+                        break
+            else:
+                if len(rows) < want:
+                    exhausted = True
+                    break
+        token = "" if exhausted else _encode_token(float(bound), skip)
         return jobs, token
 
     async def events_after(self, job_id: str, after_sequence: int, count: int = 1000) -> list[EventRecord]:
@@ -282,11 +335,18 @@ class JobStore:
         pipe.pexpire(wake_key, 3_600_000)
         await pipe.execute()
 
-    async def get_queue(self, name: str, *, with_stats: bool = False) -> QueueRecord:
+    async def get_queue(self, name: str, *, with_stats: bool = False, tenant: str = "") -> QueueRecord:
         """A queue's settings and counters (and, with_stats, its throughput and timing
-        samples): a fixed number of small reads, whatever the number of jobs."""
+        samples): a fixed number of small reads, whatever the number of jobs. With
+        `tenant`, that tenant's share of it (see QueueRecord.share): a queue it has had
+        no job in (nor set anything in) does not exist for it."""
         if await self.client.zscore(self.keys.queues, name) is None:
             raise NotFound(f"queue {name!r} not found", metadata={"queue": name})
+        share: dict[bytes, bytes] = {}
+        if tenant:
+            share = await self.client.hgetall(self.keys.queue_tenant(name, tenant))
+            if not share:
+                raise NotFound(f"queue {name!r} not found", metadata={"queue": name})
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.keys.queue(name))
         if with_stats:
@@ -299,38 +359,51 @@ class JobStore:
         if with_stats:
             throughput, wait, run, (now_s, _) = replies[1:]
             stats = _queue_stats(throughput, wait, run, now_s * 1000)
-        return QueueRecord.from_hash(name, replies[0], self.policy.default_concurrency, stats)
+        record = QueueRecord.from_hash(name, replies[0], self.policy.default_concurrency, stats)
+        return record.share(share) if tenant else record
 
-    async def list_queues(self) -> list[QueueRecord]:
+    async def list_queues(self, *, tenant: str = "") -> list[QueueRecord]:
+        """Every queue; with `tenant`, that tenant's shares of the queues it has one in."""
         names = [n.decode() for n in await self.client.zrange(self.keys.queues, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.queue(name))
-        hashes = await pipe.execute()
+            if tenant:
+                pipe.hgetall(self.keys.queue_tenant(name, tenant))
+        replies = await pipe.execute()
+        if not tenant:
+            return [QueueRecord.from_hash(n, h, self.policy.default_concurrency)
+                    for n, h in zip(names, replies, strict=True)]
         return [
-            QueueRecord.from_hash(n, h, self.policy.default_concurrency) for n, h in zip(names, hashes, strict=True)
+            QueueRecord.from_hash(n, h, self.policy.default_concurrency).share(share)
+            for n, h, share in zip(names, replies[::2], replies[1::2], strict=True) if share
         ]
 
-    async def update_queue(self, name: str, **fields: int) -> QueueRecord:
-        """Set paused / concurrency / host_rate_limit (the queue is created on first use)."""
+    async def update_queue(self, name: str, fields: Mapping[str, int], *, tenant: str = "") -> QueueRecord:
+        """Set `fields` among paused / concurrency / host_rate_limit (the queue is created
+        on first use); with `tenant`, that tenant's paused / concurrency in the queue."""
         flat: list[Any] = []
         for key, value in fields.items():
             flat += [key, int(value)]
-        await self._run("queue_update", name, *flat)
-        return await self.get_queue(name)
+        await self._run("queue_update", name, tenant, *flat)
+        return await self.get_queue(name, tenant=tenant)
 
-    async def clean_queue(self, name: str, state: State, ended_before_ms: int, limit: int) -> int:
+    async def clean_queue(
+        self, name: str, state: State, ended_before_ms: int, limit: int, *, tenant: str = ""
+    ) -> int:
+        """Delete finished jobs of a queue (of every tenant, or of `tenant`)."""
         try:
-            return int(await self._run("clean", name, state.value, ended_before_ms, limit))
+            return int(await self._run("clean", name, state.value, ended_before_ms, limit, tenant))
         except ResponseError as exc:
             raise refused(exc, Context(action="clean")) from None
 
     async def retry_failed(
-        self, name: str, limit: int, *, priority: int = 0, max_attempts: int = 0, by: str = ""
+        self, name: str, limit: int, *, priority: int = 0, max_attempts: int = 0, by: str = "", tenant: str = ""
     ) -> int:
-        """Retry a queue's FAILED jobs, at `priority` and with `max_attempts` in their
-        fresh set when given (0: each job's own), asked by the API key `by`."""
-        return int(await self._run("retry_failed", name, limit, priority, max_attempts, by))
+        """Retry a queue's FAILED jobs (of every tenant, or of `tenant`), at `priority`
+        and with `max_attempts` in their fresh set when given (0: each job's own),
+        asked by the API key `by`."""
+        return int(await self._run("retry_failed", name, limit, priority, max_attempts, by, tenant))
 
     # ---- kinds ------------------------------------------------------------------------
 
@@ -482,6 +555,66 @@ class JobStore:
         for executor_id in ids:
             pipe.hgetall(self.keys.executor(executor_id))
         return [ExecutorRecord.from_hash(i, h) for i, h in zip(ids, await pipe.execute(), strict=True) if h]
+
+    # ---- queue statistics beyond the counts (conveyor/queue_stats.py) -----------------
+
+    async def queue_insights(self, names: Sequence[str], head: int = HEAD_JOBS) -> list[Insights]:
+        """Per queue: its totals since its first job, its per-minute counts and noted
+        backlog, the kinds and oldest ready time of the first `head` waiting jobs, and
+        the live executors' slots (in all and per kind). Two pipelined round trips of a
+        bounded number of small reads per queue, whatever the number of jobs."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.get(self.keys.capacity)
+        pipe.hgetall(self.keys.kind_capacity)
+        for name in names:
+            pipe.hmget(self.keys.queue(name), "ended:COMPLETED", "ended:FAILED", "ended:CANCELLED")
+            pipe.hgetall(self.keys.queue_index(name, "throughput"))
+            pipe.zrange(self.keys.queue_index(name, "waiting"), 0, head - 1)
+        replies = await pipe.execute()
+        (now_s, now_us), capacity, kind_capacity = replies[:3]
+        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        per_queue = [replies[3 + 3 * i: 6 + 3 * i] for i in range(len(names))]
+        pipe = self.client.pipeline(transaction=False)
+        for _, _, ids in per_queue:
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id.decode()), "kind", "ready")
+        heads = iter(await pipe.execute())
+        kinds = {k.decode(): _int(v) for k, v in kind_capacity.items()}
+        minute = now_ms // 60000
+        out: list[Insights] = []
+        for totals, throughput, ids in per_queue:
+            head_kinds: dict[str, int] = {}
+            oldest = 0
+            for _ in ids:
+                kind, ready = next(heads)
+                if kind:
+                    head_kinds[kind.decode()] = head_kinds.get(kind.decode(), 0) + 1
+                if ready and (not oldest or _int(ready) < oldest):
+                    oldest = _int(ready)
+
+            def per_minute(prefix: bytes, counts: dict[bytes, bytes] = throughput) -> tuple[int, ...]:
+                return tuple(_int(counts.get(b"%s:%d" % (prefix, m))) for m in range(minute - 59, minute + 1))
+
+            waiting_at = {
+                int(k[2:]): _int(v) for k, v in throughput.items() if k.startswith(b"w:") and k[2:].isdigit()
+            }
+            out.append(Insights(
+                now_ms=now_ms,
+                totals={s: _int(v) for s, v in zip(("COMPLETED", "FAILED", "CANCELLED"), totals, strict=True)},
+                completed_per_minute=per_minute(b"c"), failed_per_minute=per_minute(b"f"),
+                cancelled_per_minute=per_minute(b"x"), waiting_at=waiting_at, head_kinds=head_kinds,
+                oldest_ready_ms=oldest, capacity=_int(capacity), kind_capacity=kinds,
+            ))
+        return out
+
+    async def queue_histograms(self, names: Sequence[str]) -> list[dict[str, int]]:
+        """Per queue, its wait and run time histograms as the store keeps them (see
+        lua/includes/stats.lua): '<w|r>:<bucket>' counts and '<w|r>:sum' ms."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.queue_index(name, "hist"))
+        return [{k.decode(): _int(v) for k, v in h.items()} for h in await pipe.execute()]
 
 
 def _queue_stats(throughput: dict[bytes, bytes], wait: list[bytes], run: list[bytes], now_ms: int) -> QueueStats:

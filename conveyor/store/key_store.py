@@ -23,6 +23,8 @@ from conveyor.store.scripts import register_scripts
 #: What every secret starts with (so that a leaked one is recognisable), then the key id.
 SECRET_PREFIX = "cvk"
 TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: A key's id, as create() makes it: 16 hex digits.
+KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 class Role(IntEnum):

@@ -79,6 +79,25 @@ class Keys:
         """Per kind, its jobs handed over or running (lua: K_KIND_INFLIGHT)."""
         return f"{self.prefix}:inflight:kinds"
 
+    @property
+    def tenant_inflight(self) -> str:
+        """Per tenant ('<tenant>') and per tenant in a queue ('<queue> <tenant>'), its jobs
+        handed over or running (lua: K_TENANT_INFLIGHT)."""
+        return f"{self.prefix}:inflight:tenants"
+
+    def queue_tenant(self, queue: str, tenant: str) -> str:
+        """A tenant's share of a queue: its counts per state, its paused and concurrency
+        (lua: k_queue_tenant)."""
+        return f"{self.prefix}:q:{queue}:t:{tenant}"
+
+    def tenant_line(self, queue: str, tenant: str) -> str:
+        """A tenant's waiting jobs in a queue, by place (lua: k_tenant_line)."""
+        return f"{self.prefix}:q:{queue}:line:{tenant}"
+
+    def owner_label(self, owner: str, key: str, value: str) -> str:
+        """A tenant's jobs with one label, by creation time (lua: k_owner_label)."""
+        return f"{self.prefix}:owner:{owner}:label:{len(key.encode())}:{key}={value}"
+
     def owner_jobs(self, owner: str) -> str:
         """A tenant's jobs, by creation time (lua: k_owner_jobs)."""
         return f"{self.prefix}:owner:{owner}:jobs"

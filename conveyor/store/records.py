@@ -4,7 +4,7 @@ replies here and nowhere else; serialized task/result/error bytes stay opaque.""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -267,6 +267,20 @@ class QueueRecord:
             last_sequence=int_of(h.get(b"qseq")),
         )
 
+    def share(self, h: dict[bytes, bytes]) -> QueueRecord:
+        """This queue as one tenant sees it, from its share's hash (k_queue_tenant): its
+        own jobs' counts, paused when the queue or its share is, its share's concurrency
+        when it set one, and of the stats the wait and run times (the throughput counts
+        every tenant's jobs)."""
+        counts = QueueCounts(**{s.value.lower(): max(0, int_of(h.get(s.value.encode()))) for s in State})
+        return replace(
+            self,
+            counts=counts,
+            stats=QueueStats(wait_ms=self.stats.wait_ms, run_ms=self.stats.run_ms),
+            paused=self.paused or h.get(b"paused") == b"1",
+            concurrency=min(self.concurrency, int_of(h.get(b"concurrency")) or self.concurrency),
+        )
+
 
 @dataclass(frozen=True)
 class StorePolicy:
@@ -286,12 +300,14 @@ class StorePolicy:
     #: A transport worker (an executor worker process) whose Dramatiq heartbeat is
     #: older than this is dead: its outstanding deliveries go back to the queue.
     worker_timeout_ms: int = 15_000
+    #: The most jobs one tenant may have handed over or running at once; 0: no limit.
+    tenant_max_running: int = 0
 
     def args(self, max_jobs: int | None = None) -> list[str | int]:
         """The policy arguments of the Lua scripts (transport_args in lua/includes/admission.lua)."""
         return [max_jobs or self.batch, self.default_concurrency, self.handover_timeout_ms,
                 self.transport_namespace, self.transport_queue, self.actor_name,
-                self.keep_completed, self.keep_failed, self.max_age_ms]
+                self.keep_completed, self.keep_failed, self.max_age_ms, self.tenant_max_running]
 
 
 @dataclass(frozen=True)
@@ -347,16 +363,22 @@ class Claim:
     kind: str
     queue: str
     delivery: Delivery | None = None
+    #: The job's trace context as stored at create ('' for none; see conveyor/tracing.py).
+    trace: str = ""
+    #: When this attempt's wait began (ms): the job's creation for the first attempt.
+    waited_from_ms: int = 0
 
     @classmethod
     def from_reply(cls, job_id: str, attempt: int, reply: list[Any], delivery: Delivery | None = None) -> Claim:
-        """From claim_job's reply in lua/includes/executor.lua: {1, spec, timeout_ms, limit, kind, queue}."""
-        _, spec, timeout_ms, limit, kind, queue = reply
-        return cls(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode(), queue.decode(), delivery)
+        """From claim_job's reply in lua/includes/executor.lua:
+        {1, spec, timeout_ms, limit, kind, queue, trace, waited_from}."""
+        _, spec, timeout_ms, limit, kind, queue, trace, waited_from = reply
+        return cls(job_id, attempt, spec, int(timeout_ms), int(limit), kind.decode(), queue.decode(), delivery,
+                   trace.decode() if trace else "", int(waited_from or 0))
 
 
 #: Entries per message in take.lua's reply.
-TAKE_STRIDE = 9
+TAKE_STRIDE = 11
 
 
 @dataclass(frozen=True)
@@ -405,6 +427,10 @@ class NewJob:
     max_open: int = 0
     #: The most jobs its tenant may submit in one second; 0: no limit.
     max_rate: int = 0
+    #: Its tenant's fair-share weight within a priority (see fair_tag in lua/includes/line.lua).
+    weight: int = 1
+    #: The trace context it is submitted in ('' for none; see conveyor/tracing.py).
+    trace: str = ""
 
     def to_json(self) -> str:
         """The job as create_job() in lua/includes/create.lua reads it (the spec travels apart: it is bytes)."""
@@ -424,6 +450,10 @@ class NewJob:
             data["max_open"] = self.max_open
         if self.max_rate:
             data["max_rate"] = self.max_rate
+        if self.weight != 1:
+            data["weight"] = self.weight
+        if self.trace:
+            data["trace"] = self.trace
         return json.dumps(data)
 
 

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from conveyor import tracing
 from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument, NotFound, Unavailable
 from conveyor.kinds import KindSpec
 from conveyor.kinds.api import KIND_NAME
 from conveyor.statuses import cancelled_by
+from conveyor.store.key_store import TENANT
 from conveyor.store.records import JobRecord, NewJob
 from conveyor.v1 import job_service_pb2 as pb
 from conveyor.v1 import job_service_pb2_grpc
@@ -39,6 +41,7 @@ from gateway.validation import (
     WAIT_DEFAULT_S,
     capped,
     check_job_id,
+    check_label_filter,
     check_page_token,
     check_queue,
     duration_problem,
@@ -55,6 +58,26 @@ def caller_owner(context: grpc.aio.ServicerContext) -> str:
     return caller().tenant
 
 
+def build_job(rt: GatewayRuntime, request: pb.SubmitJobRequest, owner: str, now_ms: int,
+              kind: KindSpec | None, trace: str = "") -> NewJob:
+    """A validated submit as the store's NewJob, with the server's defaults and its
+    tenant's quotas and fair-share weight (for SubmitJob, SubmitJobs and SubmitSuite),
+    and the trace context it was submitted in (conveyor/tracing.py)."""
+    s = rt.settings
+    return new_job(
+        request,
+        owner=owner,
+        now_ms=now_ms,
+        default_max_attempts=s.default_max_attempts,
+        default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
+        kind=kind,
+        max_open=s.tenant_max_open_jobs,
+        max_rate=s.tenant_max_submits_per_second,
+        weight=s.tenant_weights.get(owner, 1),
+        trace=trace,
+    )
+
+
 class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     def __init__(self, rt: GatewayRuntime) -> None:
         self.rt = rt
@@ -69,18 +92,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
 
     # ---- submit -----------------------------------------------------------------
 
-    def _new_job(self, request: pb.SubmitJobRequest, owner: str, now_ms: int, kind: KindSpec | None) -> NewJob:
-        s = self.rt.settings
-        return new_job(
-            request,
-            owner=owner,
-            now_ms=now_ms,
-            default_max_attempts=s.default_max_attempts,
-            default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
-            kind=kind,
-            max_open=s.tenant_max_open_jobs,
-            max_rate=s.tenant_max_submits_per_second,
-        )
+    def _new_job(self, request: pb.SubmitJobRequest, owner: str, now_ms: int, kind: KindSpec | None,
+                 trace: str = "") -> NewJob:
+        return build_job(self.rt, request, owner, now_ms, kind, trace)
 
     async def _checked(
         self, request: pb.SubmitJobRequest, owner: str, prefix: str = ""
@@ -113,7 +127,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         kind, violations = await self._checked(request, owner)
         if violations:
             raise InvalidArgument(violations)
-        submitted = await self.rt.store.submit(self._new_job(request, owner, int(time.time() * 1000), kind))
+        trace = tracing.job_trace(context)
+        submitted = await self.rt.store.submit(self._new_job(request, owner, int(time.time() * 1000), kind, trace))
         self.rt.admission.wake()
         return submitted_to_proto(submitted)
 
@@ -137,8 +152,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             raise InvalidArgument(capped([v for found in refused.values() for v in found]))
         now_ms = int(time.time() * 1000)
         accepted = [i for i in range(len(request.requests)) if i not in refused]
+        trace = tracing.job_trace(context)
         outcomes = await self.rt.store.submit_many(
-            [self._new_job(request.requests[i], owner, now_ms, kinds[i]) for i in accepted]
+            [self._new_job(request.requests[i], owner, now_ms, kinds[i], trace) for i in accepted]
         )
         self.rt.admission.wake()
         response = pb.SubmitJobsResponse(results=[pb.SubmitJobResponse() for _ in request.requests])
@@ -172,10 +188,16 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             state = STATE_FROM_PROTO[request.state]
         if request.kind and not KIND_NAME.match(request.kind):
             raise InvalidArgument(FieldViolation("kind", "a kind's name (lowercase letters, digits, '.', '_', '-')"))
+        labels = check_label_filter(request.labels)
+        if request.tenant and not TENANT.match(request.tenant):
+            raise InvalidArgument(FieldViolation("tenant", "a tenant's name"))
         who = caller()
+        owner = request.tenant if who.sees_every_tenant else who.tenant
+        if not who.may_see(request.tenant or owner):
+            return pb.ListJobsResponse()  # another tenant's jobs do not exist for the caller
         jobs, token = await self.rt.store.list_jobs(
             queue=request.queue, state=state, page_size=request.page_size, page_token=request.page_token,
-            kind=request.kind, owner="" if who.sees_every_tenant else who.tenant,
+            kind=request.kind, owner=owner, labels=labels,
         )
         return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)
 

@@ -6,12 +6,11 @@ import grpc
 import structlog
 
 from conveyor.errors import FieldViolation, InvalidArgument
-from conveyor.store.key_store import TENANT, KeyStore, Role
+from conveyor.store.key_store import KEY_ID, TENANT, KeyStore, Role
 from conveyor.v1 import key_service_pb2 as pb
 from conveyor.v1 import key_service_pb2_grpc
 from gateway.auth import caller
 from gateway.mapping import key_to_proto
-from gateway.validation import check_job_id
 
 log = structlog.get_logger("gateway.keys")
 MAX_KEY_NAME = 128
@@ -46,7 +45,8 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
         return pb.ListKeysResponse(keys=[key_to_proto(k) for k in await self.keys.list_keys(request.tenant)])
 
     async def RevokeKey(self, request: pb.RevokeKeyRequest, context: grpc.aio.ServicerContext) -> pb.RevokeKeyResponse:
-        check_job_id(request.id)  # a key id has a job id's shape
+        if not KEY_ID.match(request.id):
+            raise InvalidArgument(FieldViolation("id", "a key's id (16 hex digits, as ListKeys shows it)"))
         record = await self.keys.revoke(request.id, revoked_by=caller().key_id)
         log.info("key revoked", revoked_key_id=record.id, key_tenant=record.tenant)
         return pb.RevokeKeyResponse(key=key_to_proto(record))

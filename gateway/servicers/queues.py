@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import grpc
 import structlog
 
-from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
+from conveyor.errors import FieldViolation, InvalidArgument, PermissionDenied, Unavailable
+from conveyor.queue_stats import assess, thresholds_of, with_counts
 from conveyor.store.job_store import JobStore
-from conveyor.store.records import EventRecord
+from conveyor.store.records import EventRecord, QueueRecord
 from conveyor.v1 import job_pb2, queue_service_pb2_grpc
 from conveyor.v1 import queue_service_pb2 as pb
 from gateway.auth import Caller, caller
@@ -64,6 +65,16 @@ def _check_queue(name: str) -> str:
     return check_queue(name)
 
 
+def _share() -> str:
+    """Whose share of a queue the caller sees and administers: '' (the whole queue)
+    for an admin, its own tenant's otherwise. A tenant sees its own jobs' counts and
+    the queue's wait and run times; pausing, resuming, a concurrency, cleaning and
+    retrying act on its own jobs. The totals, rates and health verdict count every
+    tenant's jobs: they are the admin's view."""
+    who = caller()
+    return "" if who.sees_every_tenant else who.tenant
+
+
 def _bulk_limit(limit: int) -> int:
     if not 0 <= limit <= MAX_BULK:
         raise InvalidArgument(FieldViolation("limit", f"between 1 and {MAX_BULK} (0 for {MAX_BULK})"))
@@ -81,7 +92,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             raise InvalidArgument(FieldViolation("page_size", "must not be negative"))
         size = min(request.page_size or 100, MAX_QUEUE_PAGE)
         check_page_token(request.page_token)
-        queues = await self.rt.store.list_queues()
+        share = _share()
+        queues = await self.rt.store.list_queues(tenant=share)
         names = [q.name for q in queues]
         start = 0
         if request.page_token:
@@ -90,11 +102,26 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             start = names.index(request.page_token) + 1
         page = queues[start : start + size]
         token = page[-1].name if start + size < len(queues) and page else ""
-        return pb.ListQueuesResponse(queues=[queue_to_proto(q) for q in page], next_page_token=token)
+        shown = [queue_to_proto(q) for q in page] if share else await self._assessed(page)
+        return pb.ListQueuesResponse(queues=shown, next_page_token=token)
 
     async def GetQueue(self, request: pb.GetQueueRequest, context: grpc.aio.ServicerContext) -> pb.GetQueueResponse:
-        q = await self.rt.store.get_queue(_check_queue(request.queue), with_stats=True)
-        return pb.GetQueueResponse(queue=queue_to_proto(q))
+        share = _share()
+        q = await self.rt.store.get_queue(_check_queue(request.queue), with_stats=True, tenant=share)
+        if share:
+            return pb.GetQueueResponse(queue=queue_to_proto(q))
+        (out,) = await self._assessed([q])
+        return pb.GetQueueResponse(queue=out)
+
+    async def _assessed(self, records: list[QueueRecord]) -> list[pb.Queue]:
+        """Queues with their summary statistics, health and issues (conveyor/queue_stats.py)."""
+        insights = await self.rt.store.queue_insights([q.name for q in records])
+        thresholds = thresholds_of(self.rt.settings)
+        out = []
+        for record, ins in zip(records, insights, strict=True):
+            q = with_counts(record, ins)
+            out.append(queue_to_proto(q, ins, assess(q, ins, thresholds)))
+        return out
 
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: grpc.aio.ServicerContext
@@ -110,23 +137,29 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             fields["host_rate_limit"] = request.host_rate_limit
         if not fields:
             raise InvalidArgument(FieldViolation("concurrency", "give concurrency and/or host_rate_limit"))
-        q = await self.rt.store.update_queue(_check_queue(request.queue), **fields)
-        log.info("queue updated", queue=q.name, **fields)  # with the caller's key_id bound
+        share = _share()
+        if share and "host_rate_limit" in fields:
+            raise PermissionDenied("host_rate_limit is the queue's, for every tenant: an admin sets it",
+                                   reason="ROLE_TOO_LOW", metadata={"field": "host_rate_limit"})
+        q = await self.rt.store.update_queue(_check_queue(request.queue), fields, tenant=share)
+        log.info("queue updated", queue=q.name, share=share or None, **fields)  # with the caller's key_id bound
         self.rt.admission.wake()
         return pb.UpdateQueueResponse(queue=queue_to_proto(q))
 
     async def PauseQueue(
         self, request: pb.PauseQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseQueueResponse:
-        q = await self.rt.store.update_queue(_check_queue(request.queue), paused=1)
-        log.info("queue paused", queue=q.name)
+        share = _share()
+        q = await self.rt.store.update_queue(_check_queue(request.queue), {"paused": 1}, tenant=share)
+        log.info("queue paused", queue=q.name, share=share or None)
         return pb.PauseQueueResponse(queue=queue_to_proto(q))
 
     async def ResumeQueue(
         self, request: pb.ResumeQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeQueueResponse:
-        q = await self.rt.store.update_queue(_check_queue(request.queue), paused=0)
-        log.info("queue resumed", queue=q.name)
+        share = _share()
+        q = await self.rt.store.update_queue(_check_queue(request.queue), {"paused": 0}, tenant=share)
+        log.info("queue resumed", queue=q.name, share=share or None)
         self.rt.admission.wake()
         return pb.ResumeQueueResponse(queue=queue_to_proto(q))
 
@@ -145,10 +178,11 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             if problem:
                 raise InvalidArgument(FieldViolation("older_than", problem))
             older = duration_ms(request.older_than)
-        await self.rt.store.get_queue(name)  # NOT_FOUND for an unknown queue
+        share = _share()
+        await self.rt.store.get_queue(name, tenant=share)  # NOT_FOUND for an unknown queue
         before = await self.rt.store.now_ms() - older
-        deleted = await self.rt.store.clean_queue(name, state, before, _bulk_limit(request.limit))
-        log.info("queue cleaned", queue=name, state=state.value, deleted=deleted)
+        deleted = await self.rt.store.clean_queue(name, state, before, _bulk_limit(request.limit), tenant=share)
+        log.info("queue cleaned", queue=name, share=share or None, state=state.value, deleted=deleted)
         self.rt.janitor.wake()
         return pb.CleanQueueResponse(deleted=deleted)
 
@@ -160,10 +194,11 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             raise InvalidArgument(FieldViolation("priority", f"unknown priority {request.priority}"))
         if not 0 <= request.max_attempts <= MAX_ATTEMPTS:
             raise InvalidArgument(FieldViolation("max_attempts", f"between 0 (each job's own) and {MAX_ATTEMPTS}"))
-        await self.rt.store.get_queue(name)
+        share = _share()
+        await self.rt.store.get_queue(name, tenant=share)
         retried = await self.rt.store.retry_failed(
             name, _bulk_limit(request.limit), priority=request.priority, max_attempts=request.max_attempts,
-            by=caller().key_id,
+            by=caller().key_id, tenant=share,
         )
         self.rt.admission.wake()
         return pb.RetryFailedJobsResponse(retried=retried)

@@ -32,12 +32,14 @@ class ScheduleServicer(schedule_service_pb2_grpc.ScheduleServiceServicer):
         if violations:
             raise InvalidArgument(capped(violations))
         s = self.rt.settings
+        owner = caller_owner(context)
         new = new_schedule(
             request,
-            owner=caller_owner(context),
+            owner=owner,
             schedule_id=new_schedule_id(await self.schedules.now_ms()),
             default_max_attempts=s.default_max_attempts,
             default_timeout_ms=int(s.default_job_timeout_seconds * 1000),
+            weight=s.tenant_weights.get(owner, 1),
         )
         created, existing = await self.schedules.create(new)
         if not existing:

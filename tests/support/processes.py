@@ -209,6 +209,8 @@ def stack_env(redis_url: str, data_dir: Path, **overrides: str) -> dict[str, str
         "CONVEYOR_EXECUTOR_SLOTS": "4",
         # Loopback test stacks run without auth unless a test turns it on (test_auth.py).
         "CONVEYOR_AUTH": "off",
+        # Test gateways serve no web dashboard unless a test asks (test_dashboard.py).
+        "CONVEYOR_DASHBOARD_ADDR": "off",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(overrides)

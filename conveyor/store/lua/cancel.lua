@@ -12,8 +12,8 @@
 
 local id, payload = ARGV[2], ARGV[3]
 local kj = k_job(id)
-local state, q, attempt, handed, kind = unpack(redis.call('HMGET', kj, 'state', 'queue', 'attempt', 'handed',
-  'kind'))
+local state, q, attempt, handed, kind, owner = unpack(redis.call('HMGET', kj, 'state', 'queue', 'attempt',
+  'handed', 'kind', 'owner'))
 if not state then return refuse('JOB_NOT_FOUND', id) end
 if TERMINAL[state] then return refuse('JOB_STATE', id, state) end
 local now = now_ms()
@@ -28,9 +28,9 @@ if state == 'ACTIVE' then
   return 'ACTIVE'
 end
 if state == 'WAITING' then
-  redis.call('ZREM', k_index(q, 'waiting'), id)
+  line_remove(id, q, owner or '')
   if handed == '1' then leave_inflight(id, q, kind) end
 end
-transition(id, q, state, 'CANCELLED', now, {attempt = tonumber(attempt), event = {'e', payload},
+transition(id, q, state, 'CANCELLED', now, {attempt = tonumber(attempt), event = {'e', payload}, owner = owner,
   fields = {'error', payload, 'ended', int(now), 'handed', 0, 'cancel', 1}, settle = transport_args(4)})
 return 'CANCELLED'

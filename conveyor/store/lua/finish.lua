@@ -2,8 +2,8 @@
 -- executor), and their slots go to the next waiting jobs at once (no round trip
 -- through a gateway).
 --   ARGV[1]     key prefix
---   ARGV[2…10]  the policy arguments (transport_args)
---   ARGV[11…]   eight per attempt: job id, attempt, outcome, payload, retry delay ms
+--   ARGV[2…11]  the policy arguments (transport_args)
+--   ARGV[12…]   eight per attempt: job id, attempt, outcome, payload, retry delay ms
 --               (-1: none), then the Dramatiq worker id, message id and queue of its
 --               delivery ('', '' and '' for none), acknowledged here whatever the
 --               outcome, so the worker's own ack has nothing left to do.
@@ -56,7 +56,7 @@ local function finish(id, attempt, outcome, payload, retry_delay)
 end
 
 local out = {}
-for i = 11, #ARGV, 8 do
+for i = 2 + TRANSPORT_ARGC, #ARGV, 8 do
   if ARGV[i + 6] ~= '' then ack_delivery(t, ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]) end
   out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]))
 end

@@ -9,13 +9,14 @@
 --   ARGV[3]  worker id (the executor worker: Dramatiq's worker id for the ack set and
 --            heartbeat, and the claimant of the jobs)
 --   ARGV[4]  stall timeout ms
---   ARGV[5…13] the policy arguments (transport_args)
---   ARGV[14…] the Dramatiq queues to take from, in order (the transport queue and
+--   ARGV[5…14] the policy arguments (transport_args)
+--   ARGV[15…] the Dramatiq queues to take from, in order (the transport queue and
 --            the queues of the kinds the worker serves)
--- Reply: the number of messages popped, then 9 entries per message returned: data,
+-- Reply: the number of messages popped, then 11 entries per message returned: data,
 -- message id, the Dramatiq queue it came from, then 1, spec, timeout_ms, limit, kind,
--- queue for a claimed job, or 0 and five empty strings for a message that is not a
--- hand-over (its actor then claims the job itself).
+-- queue, trace, waited_from for a claimed job (claim_job's reply), or 0 and seven
+-- empty strings for a message that is not a hand-over (its actor then claims the job
+-- itself).
 -- @include admission
 -- @include executor
 
@@ -25,9 +26,9 @@ local now = now_ms()
 redis.call('ZADD', t.ns .. ':__heartbeats__', int(now), worker)
 local out = {0}
 local function pass_on(data, mid, queue)
-  for _, v in ipairs({data, mid, queue, 0, '', '', '', '', ''}) do out[#out + 1] = v end
+  for _, v in ipairs({data, mid, queue, 0, '', '', '', '', '', '', ''}) do out[#out + 1] = v end
 end
-for q = 14, #ARGV do
+for q = 5 + TRANSPORT_ARGC, #ARGV do
   if count <= 0 then break end
   local queue = ARGV[q]
   local qkey = t.ns .. ':' .. queue

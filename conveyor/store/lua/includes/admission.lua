@@ -1,6 +1,6 @@
 -- Admission and hand-over: the executors' capacity, the policy arguments, and
 -- handing waiting jobs to the executors' free slots as Dramatiq messages.
--- @include base
+-- @include line
 
 -- Forget the executors that went silent, and sum the slots of the live ones into
 -- K_CAPACITY, and per kind they serve into K_KIND_CAPACITY (read by every admit()).
@@ -26,26 +26,36 @@ local function refresh_capacity(now, recount)
   redis.call('DEL', K_KIND_CAPACITY)
   if #flat > 0 then redis.call('HSET', K_KIND_CAPACITY, unpack(flat)) end
   if not recount then return end
-  local inflight = {}
+  local kinds, tenants = {}, {}
+  local function add(counts, key) counts[key] = (counts[key] or 0) + 1 end
   for _, id in ipairs(redis.call('ZRANGE', K_INFLIGHT, 0, -1)) do
-    local kind = hget(k_job(id), 'kind')
-    if kind then inflight[kind] = (inflight[kind] or 0) + 1 end
+    local kind, owner, q = unpack(redis.call('HMGET', k_job(id), 'kind', 'owner', 'queue'))
+    if kind then add(kinds, kind) end
+    if owner and q then
+      add(tenants, owner)
+      add(tenants, q .. ' ' .. owner)
+    end
   end
-  flat = {}
-  for kind, n in pairs(inflight) do flat[#flat + 1] = kind; flat[#flat + 1] = n end
-  redis.call('DEL', K_KIND_INFLIGHT)
-  if #flat > 0 then redis.call('HSET', K_KIND_INFLIGHT, unpack(flat)) end
+  for key, counts in pairs({[K_KIND_INFLIGHT] = kinds, [K_TENANT_INFLIGHT] = tenants}) do
+    flat = {}
+    for name, n in pairs(counts) do flat[#flat + 1] = name; flat[#flat + 1] = n end
+    redis.call('DEL', key)
+    if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+  end
 end
 
--- Where handed-over jobs go (a Dramatiq queue), and how many finished jobs a queue
--- keeps. The policy arguments are nine ARGV values starting at `i`: max jobs, default
--- queue concurrency, hand-over timeout ms, Dramatiq namespace, Dramatiq queue, actor
--- name, completed jobs kept, failed/cancelled jobs kept, max age ms of finished jobs.
+-- Where handed-over jobs go (a Dramatiq queue), how many finished jobs a queue keeps,
+-- and the most jobs one tenant may run. The policy arguments are TRANSPORT_ARGC ARGV
+-- values starting at `i`: max jobs, default queue concurrency, hand-over timeout ms,
+-- Dramatiq namespace, Dramatiq queue, actor name, completed jobs kept,
+-- failed/cancelled jobs kept, max age ms of finished jobs, the most jobs of one tenant
+-- handed over or running at once (0: no limit).
+local TRANSPORT_ARGC = 10
 local function transport_args(i)
   return {max = tonumber(ARGV[i]), limit = tonumber(ARGV[i + 1]), handover_ms = tonumber(ARGV[i + 2]),
           ns = ARGV[i + 3], queue = ARGV[i + 4], actor = ARGV[i + 5],
           keep_completed = tonumber(ARGV[i + 6]), keep_failed = tonumber(ARGV[i + 7]),
-          max_age_ms = tonumber(ARGV[i + 8])}
+          max_age_ms = tonumber(ARGV[i + 8]), tenant_running = tonumber(ARGV[i + 9])}
 end
 
 -- The Dramatiq queue jobs of `kind` travel on (the executors serving that kind take
@@ -68,19 +78,53 @@ local function hand_over(id, attempt, kind, now, t)
   redis.call('RPUSH', qkey, mid)
 end
 
+-- What tenants may start now, for one admission (cached in `room`, which admit()
+-- keeps up to date as it hands jobs over): the most jobs a tenant may run at once
+-- (`most`, 0: no limit), and, within a queue, what its operators set: paused, its own
+-- concurrency (0: the queue's).
+local function tenant_room(room, q, owner, most)
+  if most > 0 and room[owner] == nil then
+    room[owner] = most - (tonumber(redis.call('HGET', K_TENANT_INFLIGHT, owner)) or 0)
+  end
+  local key = q .. ' ' .. owner
+  if room[key] == nil then
+    local paused, limit = unpack(redis.call('HMGET', k_queue_tenant(q, owner), 'paused', 'concurrency'))
+    limit = tonumber(limit) or 0
+    if paused == '1' then
+      room[key] = 0
+    elseif limit > 0 then
+      room[key] = limit - (tonumber(redis.call('HGET', K_TENANT_INFLIGHT, key)) or 0)
+    else
+      room[key] = math.huge
+    end
+  end
+  if most > 0 then return math.min(room[key], room[owner]) end
+  return room[key]
+end
+
 -- The next job of a queue's line that may start now, taken out of the line: the
--- first one whose kind has room on the executors serving it (`kind_room`: kind ->
--- free slots) and, under the queue's per-host navigation rate (`rate` per second; a
--- job's hosts are those it navigates to), whose hosts are under it. Only the first
--- SCAN jobs of the line are looked at. Returns its id, kind and attempt so far; nil
--- when the line is empty or nothing within reach may start.
+-- first one whose tenant may start one (tenant_room), whose kind has room on the
+-- executors serving it (`kind_room`: kind -> free slots) and, under the queue's
+-- per-host navigation rate (`rate` per second; a job's hosts are those it navigates
+-- to), whose hosts are under it. Only the first SCAN jobs of the line are looked at;
+-- when a tenant that may not start more jobs held some of them back, the first jobs
+-- of each of the first SCAN tenants' own lines as well (so a tenant at its limit,
+-- however many jobs it has waiting, holds nobody else up). Returns its id, kind,
+-- tenant and attempt so far; nil when nothing within reach may start.
 local SCAN = 50
-local function take_next(q, rate, now, kind_room)
+local SCAN_PER_TENANT = 5
+local function take_next(q, rate, now, kind_room, room, most)
   local line = k_index(q, 'waiting')
   local sec = math.floor(now / 1000)
-  -- The job `id` if it may start now: its kind, attempt so far; else nil.
+  local held_by_tenant = false
+  -- The job `id` if it may start now: its kind, tenant, attempt so far; else nil.
   local function admissible(id)
-    local kind, attempt, hosts = unpack(redis.call('HMGET', k_job(id), 'kind', 'attempt', 'hosts'))
+    local kind, attempt, hosts, owner = unpack(redis.call('HMGET', k_job(id), 'kind', 'attempt', 'hosts', 'owner'))
+    owner = owner or ''
+    if tenant_room(room, q, owner, most) <= 0 then
+      held_by_tenant = true
+      return nil
+    end
     if not kind or (kind_room[kind] or 0) <= 0 then return nil end
     local windows = {}
     if rate > 0 then
@@ -94,22 +138,32 @@ local function take_next(q, rate, now, kind_room)
       redis.call('INCR', window)
       redis.call('PEXPIRE', window, 2000)
     end
-    return kind, tonumber(attempt)
+    return kind, owner, tonumber(attempt)
+  end
+  local function take(id, kind, owner, attempt)
+    line_remove(id, q, owner)
+    return id, kind, owner, attempt
   end
   -- The head of the line first (nearly always the one), then the next few.
   local head = redis.call('ZRANGE', line, 0, 0)[1]
   if not head then return nil end
-  local candidates = {head}
-  local kind, attempt = admissible(head)
-  local i = 1
-  while not kind do
-    i = i + 1
-    if i == 2 then candidates = redis.call('ZRANGE', line, 0, SCAN - 1) end
-    if i > #candidates then return nil end
-    kind, attempt = admissible(candidates[i])
+  local kind, owner, attempt = admissible(head)
+  if kind then return take(head, kind, owner, attempt) end
+  local candidates = redis.call('ZRANGE', line, 1, SCAN - 1)
+  for _, id in ipairs(candidates) do
+    kind, owner, attempt = admissible(id)
+    if kind then return take(id, kind, owner, attempt) end
   end
-  redis.call('ZREM', line, candidates[i])
-  return candidates[i], kind, attempt
+  if not held_by_tenant or #candidates < SCAN - 1 then return nil end
+  for _, tenant in ipairs(redis.call('ZRANGE', k_index(q, 'tenants'), 0, SCAN - 1)) do
+    if tenant_room(room, q, tenant, most) > 0 then
+      for _, id in ipairs(redis.call('ZRANGE', k_tenant_line(q, tenant), 0, SCAN_PER_TENANT - 1)) do
+        kind, owner, attempt = admissible(id)
+        if kind then return take(id, kind, owner, attempt) end
+      end
+    end
+  end
+  return nil
 end
 
 -- Admission: hand waiting jobs to the executors, only as many as they have free
@@ -142,13 +196,14 @@ local function admit(t, now)
     end
   end
 
+  local room = {}  -- what tenants may start (see tenant_room)
   local woken = {}
   local progress = true
   while free > 0 and progress do
     progress = false
     for _, entry in ipairs(open) do
       if free > 0 and entry.room > 0 then
-        local id, kind, attempt = take_next(entry.q, entry.rate, now, kind_room)
+        local id, kind, owner, attempt = take_next(entry.q, entry.rate, now, kind_room, room, t.tenant_running)
         if not id then
           entry.room = 0
           if redis.call('ZCARD', k_index(entry.q, 'waiting')) == 0 then
@@ -158,8 +213,10 @@ local function admit(t, now)
           attempt = attempt + 1
           redis.call('HSET', k_job(id), 'handed', 1)
           redis.call('ZADD', K_INFLIGHT, int(now + t.handover_ms), id)
-          redis.call('HINCRBY', k_queue(entry.q), 'inflight', 1)
-          redis.call('HINCRBY', K_KIND_INFLIGHT, kind, 1)
+          count_inflight(entry.q, kind, owner, 1)
+          local key = entry.q .. ' ' .. owner
+          room[key] = room[key] - 1
+          if t.tenant_running > 0 then room[owner] = room[owner] - 1 end
           hand_over(id, attempt, kind, now, t)
           out[#out + 1] = id
           out[#out + 1] = attempt

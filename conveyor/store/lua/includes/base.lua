@@ -20,7 +20,17 @@ local function k_schedule_request(owner, request_id) return P .. ':schedule-req:
 local function k_owner_schedules(owner) return P .. ':schedules:owner:' .. owner end
 local function k_owner_jobs(owner) return P .. ':owner:' .. owner .. ':jobs' end  -- a tenant's jobs, by creation
 local function k_tenant(owner) return P .. ':tenant:' .. owner end  -- a tenant's counters: 'open' jobs
+-- A tenant's share of a queue: its counts per state, and what its operators set
+-- ('paused', 'concurrency'); its jobs in line (by place) and its line's fair-share clock.
+local function k_queue_tenant(q, owner) return P .. ':q:' .. q .. ':t:' .. owner end
+local function k_tenant_line(q, owner) return P .. ':q:' .. q .. ':line:' .. owner end
+-- A tenant's jobs with one label, by creation (ListJobs by label).
+local function k_owner_label(owner, key, value)
+  return P .. ':owner:' .. owner .. ':label:' .. #key .. ':' .. key .. '=' .. value
+end
 local function k_api_key(id) return P .. ':apikey:' .. id end
+local function k_session(owner, name) return P .. ':session:' .. owner .. ':' .. name end  -- a saved session
+local function k_owner_sessions(owner) return P .. ':sessions:owner:' .. owner end  -- its names, by expiry
 local function k_api_key_hash(hash) return P .. ':apikey-hash:' .. hash end
 local K_JOBS = P .. ':jobs'
 local K_QUEUES = P .. ':queues'
@@ -31,6 +41,9 @@ local K_EXECUTORS = P .. ':executors'
 local K_CAPACITY = P .. ':capacity'  -- the live executors' slots, summed by refresh_capacity()
 local K_KIND_CAPACITY = P .. ':capacity:kinds'  -- per kind: the slots of the live executors serving it
 local K_KIND_INFLIGHT = P .. ':inflight:kinds'  -- per kind: its jobs handed over or running
+-- Per tenant ('<tenant>') and per tenant in a queue ('<queue> <tenant>'): its jobs
+-- handed over or running.
+local K_TENANT_INFLIGHT = P .. ':inflight:tenants'
 local K_KINDS = P .. ':kinds'  -- per kind: the spec its executors published (JSON)
 local K_CANCEL_CHANNEL = P .. ':cancel'
 local K_GC = P .. ':gc'  -- ids of deleted jobs whose artifacts are still to be removed

@@ -23,7 +23,9 @@ end
 -- Create a job. `j` (decoded JSON): id, queue, owner, priority, max_attempts,
 -- timeout_ms, run_at (ms; 0 now), request_id, kind, labels (object), and optionally
 -- dedup_key, dedup_window_ms, dedup_return_existing, depends_on (array of ids),
--- hosts (array). `spec` is the serialized request (its SHA-1 is the request's
+-- hosts (array), weight (its tenant's fair-share weight, 1-10; 1 by default), trace (its
+-- trace context, conveyor/tracing.py; kept as the field `trace` for the executor's
+-- claim). `spec` is the serialized request (its SHA-1 is the request's
 -- fingerprint, for request ids).
 -- Returns {id, state, position, existing (0|1)}, or the refusals DUPLICATE_JOB <id>
 -- (a deduplication key), REQUEST_ID_REUSED <id> (the request id made that job from
@@ -91,12 +93,18 @@ local function create_job(j, spec, now)
     set('dedup_until', int(now + (tonumber(j.dedup_window_ms) or 0)))
   end
   if j.hosts and #j.hosts > 0 then set('hosts', cjson.encode(j.hosts)) end
+  local weight = tonumber(j.weight) or 1
+  if weight ~= 1 then set('weight', weight) end  -- its tenant's fair-share weight (see fair_tag)
+  if j.trace and j.trace ~= '' then set('trace', j.trace) end  -- read back by claim_job (executor.lua)
   redis.call('ZADD', K_JOBS, int(now), id)
   redis.call('ZADD', k_index(q, 'jobs'), int(now), id)
   redis.call('ZADD', k_index(q, 'kind:' .. j.kind), int(now), id)  -- ListJobs by kind
-  -- ListJobs of one tenant pages within its own jobs (in all, and in a queue).
+  -- ListJobs of one tenant pages within its own jobs: in all, in a queue, of a kind in
+  -- a queue, by label (and in a state: see move()).
   redis.call('ZADD', k_owner_jobs(owner), int(now), id)
   redis.call('ZADD', k_index(q, 'owner:' .. owner), int(now), id)
+  redis.call('ZADD', k_index(q, 'kind:' .. j.kind .. ':owner:' .. owner), int(now), id)
+  for key, value in pairs(j.labels or {}) do redis.call('ZADD', k_owner_label(owner, key, value), int(now), id) end
 
   -- Dependencies: completed ones are met; a failed or cancelled one cancels this job.
   local pending, broken = 0, nil
@@ -117,7 +125,7 @@ local function create_job(j, spec, now)
 
   local run_at = tonumber(j.run_at) or 0
   if run_at > now then set('run_at', int(run_at)) end
-  local o = {attempt = 0, fields = h, priority = tonumber(j.priority), owner = owner}
+  local o = {attempt = 0, fields = h, priority = tonumber(j.priority), owner = owner, weight = weight}
   local state
   if broken then
     state = 'CANCELLED'

@@ -8,17 +8,22 @@
 -- repeat of the request still answers with this job (see create_job).
 local function delete_job(id)
   local kj = k_job(id)
-  local q, state, owner, request_id, dedup, kind = unpack(redis.call('HMGET', kj, 'queue', 'state', 'owner',
-    'request_id', 'dedup', 'kind'))
+  local q, state, owner, request_id, dedup, kind, labels = unpack(redis.call('HMGET', kj, 'queue', 'state',
+    'owner', 'request_id', 'dedup', 'kind', 'labels'))
   if not q then return 0 end
   if not TERMINAL[state] then return 0 end  -- only jobs that have ended
-  move(id, q, state, nil, 0)
+  move(id, q, state, nil, 0, nil, nil, owner)
   redis.call('ZREM', K_JOBS, id)
   redis.call('ZREM', k_index(q, 'jobs'), id)
   if kind then redis.call('ZREM', k_index(q, 'kind:' .. kind), id) end
   if owner then
     redis.call('ZREM', k_owner_jobs(owner), id)
     redis.call('ZREM', k_index(q, 'owner:' .. owner), id)
+    if kind then redis.call('ZREM', k_index(q, 'kind:' .. kind .. ':owner:' .. owner), id) end
+    local ok, decoded = pcall(cjson.decode, labels or '{}')
+    if ok and type(decoded) == 'table' then
+      for key, value in pairs(decoded) do redis.call('ZREM', k_owner_label(owner, key, tostring(value)), id) end
+    end
   end
   if request_id and request_id ~= '' then
     local k_req = k_request(owner, request_id)
