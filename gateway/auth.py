@@ -52,6 +52,17 @@ METHOD_ROLES: dict[str, Role] = {
     )
     for m in methods
 } | {
+    f"{_SERVICE}SessionService/{m}": role
+    for role, methods in ((Role.VIEWER, ("ListSessions",)), (Role.SUBMITTER, ("DeleteSession",)))
+    for m in methods
+} | {
+    f"{_SERVICE}SuiteService/{m}": role
+    for role, methods in (
+        (Role.VIEWER, ("GetSuite", "WatchSuite", "GetSuiteReport")),
+        (Role.SUBMITTER, ("SubmitSuite",)),
+    )
+    for m in methods
+} | {
     f"{_SERVICE}KeyService/{m}": role
     for role, methods in ((Role.VIEWER, ("WhoAmI",)), (Role.ADMIN, ("CreateKey", "ListKeys", "RevokeKey")))
     for m in methods

@@ -9,6 +9,7 @@ from typing import Literal, cast
 
 from playwright.async_api import Error as PlaywrightError
 
+from conveyor.browser_steps import BUTTONS, WAIT_UNTIL
 from conveyor.v1 import task_pb2
 from executor.browser.request_guard import host_not_resolved, policy_violation
 from executor.browser.step_context import StepContext
@@ -17,8 +18,6 @@ from executor.browser.timing import seconds_of
 
 WaitUntil = Literal["commit", "domcontentloaded", "load", "networkidle"]
 MouseButton = Literal["left", "middle", "right"]
-WAIT_UNTIL = ("load", "domcontentloaded", "networkidle", "commit")
-BUTTONS = ("left", "right", "middle")
 # How long a failed navigation waits to hear that the policy refused it.
 POLICY_VERDICT_WAIT_SECONDS = 1.0
 _REFUSED_MARKS = ("ERR_BLOCKED_BY_CLIENT", "ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION")

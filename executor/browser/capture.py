@@ -22,7 +22,7 @@ async def extract(ctx: StepContext, action: task_pb2.ExtractAction) -> None:
         raise invalid_step("extract needs a key")
     if action.attribute and action.html:
         raise invalid_step("extract reads an attribute or HTML, not both")
-    found = await ctx.target(action.target)
+    found = await ctx.target(action.target, one=not action.all)
     timeout = ctx.deadline.remaining_ms()
     value: str | list[str | None] | None
     if action.all:

@@ -4,18 +4,24 @@ the selector it ended up using."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2
 from playwright.async_api import Page
 
 from conveyor.artifacts import ArtifactStore
+from conveyor.browser_steps import DEFAULT_TEST_ID_ATTRIBUTE
+from conveyor.kinds.errors import JobError
 from conveyor.v1 import job_pb2, task_pb2
 from executor.browser.request_guard import RequestGuard
 from executor.browser.step_errors import StepFailure
-from executor.browser.targets import ResolvedTarget, resolve, resolve_now
+from executor.browser.targets import ResolvedTarget, describe, resolve, resolve_now
 from executor.browser.timing import Deadline
 from executor.browser.uploads import UploadStager
+
+if TYPE_CHECKING:
+    from executor.browser.page_control import JobPages
 
 
 @dataclass
@@ -28,9 +34,21 @@ class JobOutputs:
     uploads: UploadStager
     result: job_pb2.JobResult = field(default_factory=job_pb2.JobResult)
     artifact_bytes: int = 0
+    #: The job's pages (set when its context is open) and the test id attribute.
+    pages: JobPages | None = None
+    test_id_attribute: str = DEFAULT_TEST_ID_ATTRIBUTE
+    #: Failed soft checks, in order (the job fails at the end if there are any).
+    soft_failures: list[JobError] = field(default_factory=list)
+
+    def page(self, default: Page) -> Page:
+        """The page steps act on now."""
+        return self.pages.current if self.pages is not None else default
 
     def set_value(self, key: str, value: str | list[str | None] | None) -> None:
         self.result.values[key].CopyFrom(to_value(value))
+
+    def set_json(self, key: str, value: struct_pb2.Value) -> None:
+        self.result.values[key].CopyFrom(value)
 
     async def add_artifact(self, step_index: int, name: str, data: bytes, content_type: str) -> None:
         if self.artifact_bytes + len(data) > self.max_artifact_bytes:
@@ -74,17 +92,33 @@ class StepContext:
     deadline: Deadline
     selector: str = ""
     matched_selector: str = ""
+    #: The job's pages (popups, dialogs, downloads); None outside a job's run.
+    pages: JobPages | None = None
+    test_id_attribute: str = DEFAULT_TEST_ID_ATTRIBUTE
+    #: A structured locator's target: `selector` is then its Playwright notation.
+    structured: bool = False
 
-    async def target(self, target: task_pb2.Target) -> ResolvedTarget:
-        """Wait for the target; remember which selector matched."""
-        self.selector = target.selector
-        found = await resolve(self.page, target, self.deadline)
+    def _note(self, target: task_pb2.Target) -> None:
+        self.structured = target.HasField("locator")
+        self.selector = describe(target, self.test_id_attribute)
+
+    async def target(self, target: task_pb2.Target, *, one: bool = True) -> ResolvedTarget:
+        """Wait for the target; remember which selector matched. A locator must
+        match exactly one element, unless the step reads every match (`one=False`)."""
+        self._note(target)
+        found = await resolve(self.page, target, self.deadline, self.test_id_attribute, one=one)
         self.matched_selector = found.selector
         return found
 
     async def target_now(self, target: task_pb2.Target) -> ResolvedTarget:
         """The target as it is now (no match may be the expected outcome)."""
-        self.selector = target.selector
-        found = await resolve_now(self.page, target)
+        self._note(target)
+        found = await resolve_now(self.page, target, self.test_id_attribute)
         self.matched_selector = found.selector
         return found
+
+    def where(self) -> str:
+        """The action and what it acts on, as errors show them."""
+        if not self.selector:
+            return self.action
+        return f"{self.action} {self.selector}" if self.structured else f"{self.action} {self.selector!r}"

@@ -11,6 +11,8 @@ from google.rpc import code_pb2
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from conveyor.kinds.errors import JobError
+
 # Substrings of Playwright's messages for a selector it cannot parse.
 _INVALID_SELECTOR_MARKS = (
     "while parsing selector",
@@ -35,6 +37,7 @@ _NET_ERROR = "net::ERR_"
 # such a request with `namenotresolved`).
 _NAME_NOT_RESOLVED_MARKS = ("net::ERR_NAME_NOT_RESOLVED", "net::ERR_NAME_RESOLUTION_FAILED")
 _AT_URL = re.compile(r" at (\S+)")
+_STRICT = re.compile(r"strict mode violation: .* resolved to (\d+) elements")
 
 
 class StepFailure(Exception):
@@ -84,6 +87,29 @@ def element_not_found(selectors: list[str], timeout_s: float) -> StepFailure:
         f"no element matched {tried} within {timeout_s:g}s",
         code=code_pb2.NOT_FOUND,
         retryable=True,
+    )
+
+
+def locator_not_found(described: str, timeout_s: float) -> StepFailure:
+    return StepFailure(
+        "ELEMENT_NOT_FOUND",
+        f"no element matched {described} within {timeout_s:g}s",
+        code=code_pb2.NOT_FOUND,
+        retryable=True,
+        metadata={"locator": described[:500]},
+    )
+
+
+def strict_mode_violation(described: str, count: int) -> StepFailure:
+    """A locator that matched several elements where one was needed (Playwright's
+    strictness): the locator should say which (nth, first, last, a filter)."""
+    return StepFailure(
+        "STRICT_MODE_VIOLATION",
+        f"strict mode violation: {described} matched {count} elements, the step needs exactly one "
+        "(narrow it with a filter, nth, first or last)",
+        code=code_pb2.FAILED_PRECONDITION,
+        retryable=False,
+        metadata={"locator": described[:500], "count": str(count)},
     )
 
 
@@ -148,6 +174,9 @@ def classify_playwright_error(
         return step_timeout(timeout_s, line)
     if is_invalid_selector_error(exc):
         return invalid_selector(selector, line)
+    strict = _STRICT.search(line)
+    if strict:
+        return strict_mode_violation(selector, int(strict.group(1)))
     if any(mark in line for mark in _NAME_NOT_RESOLVED_MARKS):
         found = _AT_URL.search(line)
         url = found.group(1) if found else ""
@@ -164,3 +193,39 @@ def classify_playwright_error(
             retryable=True,
         )
     return StepFailure("ACTION_FAILED", line, code=code_pb2.ABORTED, retryable=True)
+
+
+#: A job error's message stays well under the 8 KiB of an error's details.
+MAX_MESSAGE_CHARS = 4000
+#: Failures a `soft` step never turns into a recorded check: the job cannot go on.
+HARD_REASONS = frozenset({
+    "BROWSER_CRASHED", "URL_POLICY_VIOLATION", "HOST_NOT_RESOLVED", "INVALID_STEP", "INVALID_SELECTOR",
+})
+
+
+def soft_failures_error(failures: list[JobError]) -> JobError:
+    """The job's error when soft checks failed: every failed step, in order."""
+    steps = [f.metadata.get("step_index", "?") for f in failures]
+    noun = "check" if len(failures) == 1 else "checks"
+    named = ", ".join(f"steps[{i}]" for i in steps)
+    listed = "; ".join(f.message for f in failures)
+    return JobError(
+        f"{len(failures)} soft {noun} failed ({named}): {listed}"[:MAX_MESSAGE_CHARS],
+        code=code_pb2.FAILED_PRECONDITION,
+        reason="EXPECTATION_FAILED",
+        retryable=True,
+        metadata={"soft_failures": str(len(failures)), "failed_steps": ",".join(steps)},
+    )
+
+
+def after_soft_failures(error: JobError, failures: list[JobError]) -> JobError:
+    """A hard failure that came after failed soft checks: it names them too."""
+    if not failures:
+        return error
+    steps = ", ".join(f"steps[{f.metadata.get('step_index', '?')}]" for f in failures)
+    return JobError(
+        f"{error.message} (soft checks failed before it: {steps})",
+        code=error.code, reason=error.reason, retryable=error.retryable,
+        metadata={**error.metadata, "soft_failures": str(len(failures)),
+                  "failed_steps": ",".join(f.metadata.get("step_index", "?") for f in failures)},
+    )

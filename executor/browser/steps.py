@@ -1,5 +1,6 @@
-"""The step actions of a browser task, by the name of their `oneof` field, and what
-is known about a step before it runs (its name, timeout and selectors)."""
+"""The step actions of a browser task, by the name of their `oneof` field (the
+catalog, conveyor/browser_steps.py, lists the same names), and what is known about a
+step before it runs (its name, timeout and selectors)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from conveyor.v1 import task_pb2
-from executor.browser import actions, capture, waits
+from executor.browser import actions, assertions, capture, locators, page_control, waits
 from executor.browser.step_errors import invalid_step
 from executor.browser.timing import seconds_of
 
@@ -28,10 +29,24 @@ ACTIONS: dict[str, Handler] = {
     "uncheck": actions.uncheck,
     "scroll": actions.scroll,
     "wait": waits.wait,
-    "expect": waits.expect_step,
+    "expect": assertions.expect_step,
     "extract": capture.extract,
     "screenshot": capture.screenshot,
     "upload": actions.upload,
+    "evaluate": page_control.evaluate,
+    "wait_for_function": page_control.wait_for_function,
+    "go_back": page_control.go_back,
+    "go_forward": page_control.go_forward,
+    "reload": page_control.reload,
+    "focus": page_control.focus,
+    "blur": page_control.blur,
+    "dispatch_event": page_control.dispatch_event,
+    "drag": page_control.drag,
+    "keyboard": page_control.keyboard,
+    "mouse": page_control.mouse,
+    "dialog": page_control.dialog,
+    "switch_page": page_control.switch_page,
+    "download": page_control.download,
 }
 # Extra time a `wait` for a duration gets beyond the duration itself.
 DURATION_WAIT_GRACE_SECONDS = 1.0
@@ -46,11 +61,26 @@ def action_of(step: task_pb2.Step) -> tuple[str, Message]:
 
 
 def target_of(message: Message) -> task_pb2.Target | None:
-    if "target" in message.DESCRIPTOR.fields_by_name and message.HasField("target"):
-        target: object = message.target  # type: ignore[attr-defined]
-        assert isinstance(target, task_pb2.Target)
-        return target
-    return None
+    """What the step acts on (a drag's source)."""
+    found = targets_of(message)
+    return found[0] if found else None
+
+
+def targets_of(message: Message) -> list[task_pb2.Target]:
+    """Every target of a step, in order (a drag has a source and a target)."""
+    found: list[task_pb2.Target] = []
+    for name in ("source", "target"):
+        if name in message.DESCRIPTOR.fields_by_name and message.HasField(name):
+            target: object = getattr(message, name)
+            assert isinstance(target, task_pb2.Target)
+            found.append(target)
+    return found
+
+
+def target_text(target: task_pb2.Target, test_id_attribute: str = "data-testid") -> str:
+    if target.HasField("locator"):
+        return locators.describe(target.locator, test_id_attribute)
+    return target.selector
 
 
 def display_name(step: task_pb2.Step) -> str:
@@ -63,7 +93,7 @@ def display_name(step: task_pb2.Step) -> str:
     if isinstance(message, task_pb2.NavigateAction):
         detail = message.url
     elif message is not None and (target := target_of(message)) is not None:
-        detail = target.selector
+        detail = target_text(target)
     return f"{action} {detail}".strip()[:MAX_NAME_CHARS]
 
 
@@ -85,9 +115,15 @@ def selectors_of(steps: list[task_pb2.Step]) -> list[str]:
         action = step.WhichOneof("action")
         if action is None:
             continue
-        target = target_of(getattr(step, action))
-        if target is not None:
-            for selector in (target.selector, *target.fallbacks):
-                if selector.strip():
-                    seen.setdefault(selector, None)
+        for target in targets_of(getattr(step, action)):
+            for selector in selectors_of_target(target):
+                seen.setdefault(selector, None)
     return list(seen)
+
+
+def selectors_of_target(target: task_pb2.Target) -> list[str]:
+    """The selector strings of a target: its selector and fallbacks, or the CSS and
+    XPath inside its locator."""
+    if target.HasField("locator"):
+        return locators.selectors_in(target.locator)
+    return [s for s in (target.selector, *target.fallbacks) if s.strip()]
