@@ -16,6 +16,17 @@
 Then submit -> claimed latency on an idle executor (p50/p99): the time from
 sending SubmitJob to the job's ACTIVE event (Redis time, same machine).
 
+With --metrics-cost, only this instead: the batched queue-watched run on two stacks
+side by side, one with both services' Prometheus endpoints on (scraped every second,
+a busier scraper than Prometheus's default 15 s) and one without, alternated
+(off, on, on, off, ...), and the ratios of their means: jobs/s, and CPU per job (the
+gateway, the executor's process tree and Redis, from /proc).
+
+With --tracing-cost, only this instead, in the same way: one stack with
+CONVEYOR_TRACING=on (every job's queue wait and attempt spans, a submit span per
+batch, exported by OTLP/HTTP to a collector the bench runs on loopback, which decodes
+and counts them) against one with it off.
+
 Everything runs on loopback, bounded in count, and stops by itself.
 """
 
@@ -23,21 +34,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import http.server
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
 import redis
 
 from clients.sdk import queue_events
+from conveyor.processes import descendants
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
-from tests.support.processes import Stack, spawn, stack_env, start_redis, wait_for
+from tests.support.processes import Stack, free_port, spawn, stack_env, start_redis, wait_for
 
 PLAIN_NAMESPACE = "bench-plain"
 
@@ -182,6 +198,124 @@ async def submit_to_claim_latency(stack: Stack, samples: int) -> list[float]:
     return latencies
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes so far (from /proc; gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stack_pids(s: Stack, redis_pid: int) -> list[int]:
+    pids = [redis_pid, *(g.pid for g in s.gateways)]
+    for e in s.executors:
+        pids += [e.pid, *descendants(e.pid)]
+    return pids
+
+
+def metrics_cost(url: str, tmp: Path, ns: argparse.Namespace, env: dict[str, str], redis_pid: int) -> None:
+    """Jobs/s and CPU per job with the metrics endpoints off and on (see the module's doc)."""
+    ports = (free_port(), free_port())
+    off = Stack(url, stack_env(url, tmp / "data-off", **env), tmp / "logs")
+    on = Stack(url, stack_env(url, tmp / "data-on", CONVEYOR_GATEWAY_METRICS_ADDR=str(ports[0]),
+                              CONVEYOR_EXECUTOR_METRICS_ADDR=str(ports[1]), **env), tmp / "logs")
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(1.0):
+            for port in ports:
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    try:
+        for s in (off, on):
+            s.start_gateway()
+            s.start_executor()
+            asyncio.run(queue_watched(s, max(100, ns.jobs // 5), 1, ns.watch_batch))  # warm-up
+        scraper.start()
+        rates: dict[str, list[float]] = {"off": [], "on": []}
+        cpu: dict[str, list[float]] = {"off": [], "on": []}
+        for i in range(ns.metrics_rounds):
+            # Each its turn first: a later run sees a fuller Redis and a warmer machine.
+            for name, s in (("off", off), ("on", on))[:: 1 if i % 2 == 0 else -1]:
+                pids = _stack_pids(s, redis_pid)
+                before = _cpu_seconds(pids)
+                rates[name].append(asyncio.run(queue_watched(s, ns.jobs, 1, ns.watch_batch)))
+                cpu[name].append((_cpu_seconds(pids) - before) / ns.jobs * 1000)
+    finally:
+        stop.set()
+        off.stop()
+        on.stop()
+    mean_off, mean_on = statistics.mean(rates["off"]), statistics.mean(rates["on"])
+    print(f"  metrics off: {', '.join(f'{r:,.0f}' for r in rates['off'])} jobs/s (mean {mean_off:,.0f})")
+    print(f"  metrics on : {', '.join(f'{r:,.0f}' for r in rates['on'])} jobs/s (mean {mean_on:,.0f}), "
+          f"scraped every 1 s   ratio on/off {mean_on / mean_off:.2f}x")
+    cpu_off, cpu_on = statistics.mean(cpu["off"]), statistics.mean(cpu["on"])
+    print(f"  CPU per job (gateway + executor tree + redis): off {', '.join(f'{c:.3f}' for c in cpu['off'])} ms, "
+          f"on {', '.join(f'{c:.3f}' for c in cpu['on'])} ms   ratio on/off {cpu_on / cpu_off:.2f}x")
+
+
+class _SpanCounter(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP trace collector that counts the spans it is sent."""
+
+    spans = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        with _SpanCounter.lock:
+            _SpanCounter.spans += n
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def tracing_cost(url: str, tmp: Path, ns: argparse.Namespace, env: dict[str, str], redis_pid: int) -> None:
+    """Jobs/s and CPU per job with tracing off and on (see the module's doc)."""
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SpanCounter)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+    off = Stack(url, stack_env(url, tmp / "data-off", **env), tmp / "logs")
+    on = Stack(url, stack_env(url, tmp / "data-on", CONVEYOR_TRACING="on", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                              NO_PROXY="127.0.0.1", no_proxy="127.0.0.1", **env), tmp / "logs")
+    try:
+        for s in (off, on):
+            s.start_gateway()
+            s.start_executor()
+            asyncio.run(queue_watched(s, max(100, ns.jobs // 5), 1, ns.watch_batch))  # warm-up
+        rates: dict[str, list[float]] = {"off": [], "on": []}
+        cpu: dict[str, list[float]] = {"off": [], "on": []}
+        for i in range(ns.metrics_rounds):
+            for name, s in (("off", off), ("on", on))[:: 1 if i % 2 == 0 else -1]:
+                pids = _stack_pids(s, redis_pid)
+                before = _cpu_seconds(pids)
+                rates[name].append(asyncio.run(queue_watched(s, ns.jobs, 1, ns.watch_batch)))
+                cpu[name].append((_cpu_seconds(pids) - before) / ns.jobs * 1000)
+    finally:
+        off.stop()
+        on.stop()  # flushes its last spans
+        collector.shutdown()
+        collector.server_close()
+    mean_off, mean_on = statistics.mean(rates["off"]), statistics.mean(rates["on"])
+    print(f"  tracing off: {', '.join(f'{r:,.0f}' for r in rates['off'])} jobs/s (mean {mean_off:,.0f})")
+    print(f"  tracing on : {', '.join(f'{r:,.0f}' for r in rates['on'])} jobs/s (mean {mean_on:,.0f}), "
+          f"{_SpanCounter.spans:,} spans exported   ratio on/off {mean_on / mean_off:.2f}x")
+    cpu_off, cpu_on = statistics.mean(cpu["off"]), statistics.mean(cpu["on"])
+    print(f"  CPU per job (gateway + executor tree + redis): off {', '.join(f'{c:.3f}' for c in cpu['off'])} ms, "
+          f"on {', '.join(f'{c:.3f}' for c in cpu['on'])} ms   ratio on/off {cpu_on / cpu_off:.2f}x")
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -196,10 +330,34 @@ def main() -> None:
     parser.add_argument("--queue-watchers", type=int, default=1, help="WatchQueue streams")
     parser.add_argument("--watch-batch", type=int, default=100, help="their max_batch_size, batched")
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--metrics-cost", action="store_true", help="only: metrics endpoints on vs off")
+    parser.add_argument("--metrics-rounds", type=int, default=3, help="rounds of each, with --metrics-cost")
+    parser.add_argument("--tracing-cost", action="store_true",
+                        help="only: tracing on vs off (rounds: --metrics-rounds)")
     ns = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     redis_proc, url = start_redis(tmp / "redis")
+    if ns.tracing_cost:
+        print(f"no-op jobs: {ns.jobs}, {ns.processes} processes x {ns.slots} slots, tracing off vs on")
+        try:
+            tracing_cost(url, tmp, ns, {
+                "CONVEYOR_EXECUTOR_PROCESSES": str(ns.processes), "CONVEYOR_EXECUTOR_SLOTS": str(ns.slots),
+                "CONVEYOR_QUEUE_CONCURRENCY": "1000", "CONVEYOR_KEEP_COMPLETED": "1000000",
+                "CONVEYOR_LOG_LEVEL": "WARNING"}, redis_proc.pid)
+        finally:
+            redis_proc.stop()
+        return
+    if ns.metrics_cost:
+        print(f"no-op jobs: {ns.jobs}, {ns.processes} processes x {ns.slots} slots, metrics endpoints off vs on")
+        try:
+            metrics_cost(url, tmp, ns, {
+                "CONVEYOR_EXECUTOR_PROCESSES": str(ns.processes), "CONVEYOR_EXECUTOR_SLOTS": str(ns.slots),
+                "CONVEYOR_QUEUE_CONCURRENCY": "1000", "CONVEYOR_KEEP_COMPLETED": "1000000",
+                "CONVEYOR_LOG_LEVEL": "WARNING"}, redis_proc.pid)
+        finally:
+            redis_proc.stop()
+        return
     stack = Stack(
         url,
         stack_env(

@@ -7,6 +7,7 @@ result or error."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import threading
 from typing import Any
@@ -110,7 +111,10 @@ async def _run_blocking(kind: Kind, ctx: ExecutorJobContext, value: Any) -> Any:
         else:
             loop.call_soon_threadsafe(settle, outcome, None)
 
-    thread = threading.Thread(target=body, name=f"job-{ctx.job_id}-{ctx.attempt}", daemon=True)
+    # In a copy of the attempt's context: the handler's log lines carry the job's ids
+    # (and its trace's, conveyor/tracing.py), and its own spans are the attempt's children.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(body,),
+                              name=f"job-{ctx.job_id}-{ctx.attempt}", daemon=True)
     thread.start()
     try:
         return await done

@@ -21,6 +21,7 @@ import structlog
 from google.rpc import code_pb2
 from redis.exceptions import RedisError
 
+from conveyor import tracing
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.kinds import JobError, Kind, KindSpec, load_kinds
 from conveyor.settings import Settings
@@ -135,7 +136,8 @@ class ExecutorRuntime:
         if isinstance(claim, str):
             log.info("delivery skipped", job_id=job_id, attempt=attempt, reason=claim)
             return
-        with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=attempt, queue=claim.queue):
+        with (structlog.contextvars.bound_contextvars(job_id=job_id, attempt=attempt, queue=claim.queue),
+              tracing.attempt(claim)):  # its span, when tracing is on
             await self._run_claimed(claim)
 
     async def _run_claimed(self, claim: Claim) -> None:
@@ -167,6 +169,7 @@ class ExecutorRuntime:
             ), spec)
         else:
             state = await self._finish(claim, "completed", result.SerializeToString())
+            tracing.outcome("completed")
             self.completed += 1
             log.info("job completed", state=state and state.value)
         finally:
@@ -195,12 +198,14 @@ class ExecutorRuntime:
         policy = self.policy.for_job(self.kinds.get(claim.kind), spec)
         retry_in = policy.retry_delay_ms(err, claim.attempt, claim.attempt_limit)
         state = await self._finish(claim, "failed", err.to_status().SerializeToString(), retry_in)
+        tracing.outcome("failed" if state is None or state.terminal else "retrying", err.reason, err.message)
         log.warning("job attempt failed", reason=err.reason, error=err.message, retryable=err.retryable,
                     state=state and state.value, retry_in_ms=retry_in)
 
     async def _stopped(self, claim: Claim, reason: str) -> None:
         if reason == "cancel":
             state = await self._finish(claim, "cancelled", CANCELLED_BY_CLIENT)
+            tracing.outcome("cancelled")
             log.info("job cancelled", state=state and state.value)
         else:
             log.warning("job stopped: no longer ours", reason=reason)

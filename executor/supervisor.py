@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -35,8 +36,12 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, processes: int, *, stop_grace_s: float = 15.0) -> None:
+    def __init__(
+        self, processes: int, *, stop_grace_s: float = 15.0, on_worker_exit: Callable[[int], None] | None = None
+    ) -> None:
         self.processes = processes
+        #: Told each dead worker's pid (the metrics endpoint drops its live gauges).
+        self.on_worker_exit = on_worker_exit
         self.stop_grace_s = stop_grace_s
         self.children: dict[int, Child] = {}
         self._stopping = False
@@ -64,6 +69,8 @@ class Supervisor:
                 if code is None:
                     continue
                 del self.children[index]
+                if self.on_worker_exit is not None:
+                    self.on_worker_exit(child.proc.pid)
                 ran = now - child.started
                 failures = 1 if ran > HEALTHY_AFTER_S else child.failures + 1
                 delay = min(0.5 * 2 ** (failures - 1), RESTART_BACKOFF_MAX_S) if failures > 1 else 0.0

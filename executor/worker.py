@@ -13,10 +13,12 @@ import dramatiq
 import redis.asyncio as aioredis
 import structlog
 
+from conveyor import tracing
 from conveyor.logs import configure_logging
 from conveyor.settings import Settings, load_settings
 from conveyor.transport import RUN_JOB_ACTOR, TRANSPORT_QUEUE, make_broker
 from executor.consumer import QueueConsumer
+from executor.metrics import worker_runtime
 from executor.runtime import ExecutorRuntime
 
 log = structlog.get_logger("executor.worker")
@@ -37,7 +39,8 @@ def declare_actor(runtime: ExecutorRuntime, broker: dramatiq.Broker) -> None:
 
 async def serve(settings: Settings, worker_index: int, stop: asyncio.Event) -> None:
     """Run the worker until `stop` is set, then stop it gracefully."""
-    runtime = ExecutorRuntime(settings, worker_index=worker_index)
+    tracing.setup(settings, "conveyor-executor")  # CONVEYOR_TRACING=on: attempt and step spans
+    runtime = worker_runtime(settings, worker_index)  # counted when the executor serves metrics
     broker = make_broker(settings.effective_redis_url, settings.key_prefix)
     declare_actor(runtime, broker)
     await runtime.start()
@@ -55,6 +58,7 @@ async def serve(settings: Settings, worker_index: int, stop: asyncio.Event) -> N
         await wake.aclose()
         await runtime.stop()
         broker.close()
+        await tracing.shutdown()
 
 
 async def _main(worker_index: int) -> None:

@@ -13,12 +13,15 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from conveyor import tracing
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.net import is_loopback
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore, connect
 from conveyor.store.key_store import KeyStore
 from conveyor.store.schedule_store import ScheduleStore
+from conveyor.store.session_store import SessionStore
+from conveyor.store.suite_store import SuiteStore
 from conveyor.transport import store_policy
 from conveyor.v1 import (
     job_service_pb2,
@@ -29,20 +32,28 @@ from conveyor.v1 import (
     queue_service_pb2_grpc,
     schedule_service_pb2,
     schedule_service_pb2_grpc,
+    session_service_pb2,
+    session_service_pb2_grpc,
+    suite_service_pb2,
+    suite_service_pb2_grpc,
 )
 from gateway.admission import Admission
 from gateway.auth import Authenticator
+from gateway.dashboard.app import Dashboard
 from gateway.errors import ErrorInterceptor
 from gateway.event_hub import EventHub
 from gateway.health import Health, Readiness
 from gateway.janitor import Janitor
 from gateway.kind_catalog import KindCatalog
+from gateway.metrics import GatewayMetrics
 from gateway.runtime import GatewayRuntime
 from gateway.schedules import ScheduleFiring
 from gateway.servicers.jobs import JobServicer
 from gateway.servicers.keys import KeyServicer
 from gateway.servicers.queues import QueueServicer
 from gateway.servicers.schedules import ScheduleServicer
+from gateway.servicers.sessions import SessionServicer
+from gateway.servicers.suites import SuiteServicer
 from gateway.validation import Limits
 
 log = structlog.get_logger("gateway")
@@ -52,6 +63,8 @@ SERVICE_NAMES = (
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+    suite_service_pb2.DESCRIPTOR.services_by_name["SuiteService"].full_name,
 )
 
 
@@ -132,8 +145,13 @@ class Gateway:
         )
         # Requests a little over the limit still arrive, so validation can name the field.
         max_message = settings.max_request_bytes * 2 + 1024 * 1024
+        # Prometheus metrics (CONVEYOR_GATEWAY_METRICS_ADDR): their interceptor goes outermost.
+        self.metrics = GatewayMetrics(settings, self.store) if settings.gateway_metrics_addr else None
+        metered = [self.metrics.interceptor] if self.metrics is not None else []
+        # Traces (CONVEYOR_TRACING=on): the submit span, outside the error interceptor too.
+        traced = [tracing.SubmitTracing()] if tracing.setup(settings, "conveyor-gateway") else []
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(guard=self.authenticator)],
+            interceptors=[*metered, *traced, ErrorInterceptor(guard=self.authenticator)],
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
@@ -141,12 +159,20 @@ class Gateway:
                 ("grpc.max_concurrent_streams", 100_000),
             ],
         )
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.runtime), self.server)
-        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.runtime), self.server)
-        schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
-            ScheduleServicer(self.runtime, self.schedules, self.firing), self.server
-        )
-        key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self.keys), self.server)
+        # The servicers, served over gRPC and called in-process by the dashboard (one copy of the rules).
+        jobs, queues = JobServicer(self.runtime), QueueServicer(self.runtime)
+        schedules = ScheduleServicer(self.runtime, self.schedules, self.firing)
+        keys = KeyServicer(self.keys)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs, self.server)
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queues, self.server)
+        schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(schedules, self.server)
+        key_service_pb2_grpc.add_KeyServiceServicer_to_server(keys, self.server)
+        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(SessionStore(self.client, settings.key_prefix)), self.server)
+        suite_service_pb2_grpc.add_SuiteServiceServicer_to_server(SuiteServicer(self.runtime, SuiteStore(
+            self.client, settings.key_prefix, keep_ms=int(settings.keep_max_age_seconds * 1000))), self.server)
+        self.dashboard = Dashboard(settings, self.authenticator, {
+            "JobService": jobs, "QueueService": queues, "ScheduleService": schedules, "KeyService": keys})
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -162,6 +188,7 @@ class Gateway:
                 "job. Keep CONVEYOR_AUTH=on (the default) with API keys, bind to loopback, or set "
                 "CONVEYOR_INSECURE=true if that is what you want."
             )
+        self.dashboard.check_binding()
 
     async def start(self) -> None:
         self.check_binding()
@@ -180,6 +207,9 @@ class Gateway:
         self.readiness.update(True)  # the store answered above; the loop follows it from here
         await self.server.start()
         await self.readiness.start()
+        await self.dashboard.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         log.info("gateway serving", addr=self.settings.grpc_addr, port=self.port, tls=credentials is not None,
                  client_certificates=self.settings.tls_client_ca_file is not None, auth=self.settings.auth)
         if self.authenticator.enabled and not self.settings.admin_key and not await self.keys.list_keys():
@@ -191,6 +221,9 @@ class Gateway:
         streams end with UNAVAILABLE, health watches too, and in-flight unary calls
         finish (up to the grace period)."""
         log.info("gateway stopping")
+        await self.dashboard.stop()
+        if self.metrics is not None:
+            await self.metrics.close()
         await self.health.drain()
         await self.readiness.close()
         await self.firing.close()
@@ -201,6 +234,7 @@ class Gateway:
         await self.server.stop(self.settings.shutdown_grace_seconds)
         await self.readiness.client.aclose()
         await self.client.aclose()
+        await tracing.shutdown()
         log.info("gateway stopped")
 
 

@@ -271,10 +271,14 @@ def test_queue_details_show_settings_counts_and_stats() -> None:
         host_rate_limit=2,
         counts=queue_service_pb2.QueueCounts(waiting=3, active=1, completed=40, failed=2),
         stats=queue_service_pb2.QueueStats(
-            completed_last_hour=40, failed_last_hour=2,
-            wait_time_p50=_ms(12), wait_time_p95=_ms(800), wait_time_p99=_ms(1500),
-            run_time_p50=_ms(2_000), run_time_p95=_ms(150_000), run_time_p99=_ms(300_000),
+            completed_last_hour=40, failed_last_hour=2, cancelled_last_hour=1, success_rate=40 / 42,
+            throughput_per_minute=0.7, completed_total=140, failed_total=5, cancelled_total=1,
+            wait_time_mean=_ms(300), wait_time_p50=_ms(12), wait_time_p95=_ms(800), wait_time_p99=_ms(1500),
+            run_time_mean=_ms(30_000), run_time_p50=_ms(2_000), run_time_p95=_ms(150_000), run_time_p99=_ms(300_000),
         ),
+        health=queue_service_pb2.QUEUE_HEALTH_DEGRADED,
+        issues=[queue_service_pb2.QueueIssue(reason="PAUSED", severity=queue_service_pb2.QUEUE_HEALTH_DEGRADED,
+                                             message="the queue is paused")],
     )  # fmt: skip
     out = io.StringIO()
     print_queue(queue, out)
@@ -284,14 +288,20 @@ def test_queue_details_show_settings_counts_and_stats() -> None:
         "  concurrency      8",
         "  host rate limit  2 navigations/s per host",
         "  jobs             waiting 3, delayed 0, active 1, completed 40, failed 2, cancelled 0",
-        "  last hour        completed 40, failed 2",
-        "  wait time        p50 12 ms, p95 800 ms, p99 1.50 s",
-        "  run time         p50 2.00 s, p95 2.5 min, p99 5.0 min",
+        "  health           DEGRADED",
+        "  issue            PAUSED (DEGRADED): the queue is paused",
+        "  last hour        completed 40, failed 2, cancelled 1",
+        "  success rate     95.2%",
+        "  throughput       0.7 jobs/min (last 5 min)",
+        "  since start      completed 140, failed 5, cancelled 1",
+        "  wait time        mean 300 ms, p50 12 ms, p95 800 ms, p99 1.50 s",
+        "  run time         mean 30.00 s, p50 2.00 s, p95 2.5 min, p99 5.0 min",
     ]
     empty = io.StringIO()
     print_queue(queue_service_pb2.Queue(name="new", concurrency=4), empty)
     assert "  host rate limit  none" in empty.getvalue()
     assert "  wait time        -" in empty.getvalue()  # no samples yet, not "0 ms"
+    assert "  success rate     -" in empty.getvalue()  # no job ended yet, not "0%"
 
 
 def test_queue_events_workers_and_statuses_are_one_line_each() -> None:
@@ -443,8 +453,9 @@ def test_e2e_pause_holds_a_job_until_resume(stack: Stack) -> None:
     detail = _queue_detail(shown.stdout)
     assert detail["paused"] == "yes"
     assert detail["jobs"] == "waiting 1, delayed 0, active 0, completed 0, failed 0, cancelled 0"
-    assert detail["last hour"] == "completed 0, failed 0"
-    assert detail["wait time"] == detail["run time"] == "-"
+    assert detail["last hour"] == "completed 0, failed 0, cancelled 0"
+    assert detail["health"] == "DEGRADED" and detail["issue"].startswith("PAUSED (DEGRADED): the queue is paused")
+    assert detail["wait time"] == detail["run time"] == detail["success rate"] == "-"
     assert json.loads(run_cli("get", job_id, *target).stdout)["state"] == "JOB_STATE_WAITING"
     assert json.loads(run_cli("queue", q, "--json", *target).stdout)["paused"] is True
 
@@ -457,8 +468,10 @@ def test_e2e_pause_holds_a_job_until_resume(stack: Stack) -> None:
     detail = _queue_detail(run_cli("queue", q, *target).stdout)
     assert detail["paused"] == "no"
     assert detail["jobs"] == "waiting 0, delayed 0, active 0, completed 1, failed 0, cancelled 0"
-    assert detail["last hour"] == "completed 1, failed 0"
-    assert re.fullmatch(r"p50 \S+ m?s, p95 \S+ m?s, p99 \S+ m?s", detail["run time"]), detail
+    assert detail["last hour"] == "completed 1, failed 0, cancelled 0"
+    assert detail["health"] == "HEALTHY" and detail["success rate"] == "100.0%" and "issue" not in detail
+    assert detail["since start"] == "completed 1, failed 0, cancelled 0"
+    assert re.fullmatch(r"mean \S+ m?s, p50 \S+ m?s, p95 \S+ m?s, p99 \S+ m?s", detail["run time"]), detail
 
 
 def test_e2e_queue_set_changes_concurrency_and_rate_limit(stack: Stack) -> None:

@@ -33,6 +33,7 @@ from clients.cli.render import (
     JOB_HEADERS,
     WORKER_HEADERS,
     WatchPrinter,
+    health_name,
     job_row,
     print_outcome,
     print_queue,
@@ -40,6 +41,7 @@ from clients.cli.render import (
     queue_event_line,
     state_name,
     status_text,
+    success_text,
     to_json,
     worker_row,
 )
@@ -53,6 +55,7 @@ from clients.sdk import (
     queue_events,
 )
 from clients.sdk._common import to_state
+from conveyor.net import is_loopback
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 
 
@@ -86,12 +89,22 @@ def tls_options(args: argparse.Namespace) -> dict[str, Any]:
     """The client's TLS arguments from --tls/--no-tls, --ca-cert, --client-cert and
     --client-key (and CONVEYOR_TLS, CONVEYOR_CA_CERT, CONVEYOR_CLIENT_CERT,
     CONVEYOR_CLIENT_KEY)."""
-    return {
+    options = {
         "tls": args.tls if args.tls is not None else _env_tls(),
         "ca_cert": args.ca_cert or None,
         "client_cert": args.client_cert or None,
         "client_key": args.client_key or None,
     }
+    if all(v is None for v in options.values()) and "://" not in str(args.target) and is_loopback(str(args.target)):
+        # A gateway of this machine serving TLS, as `conveyor up` starts it here (its
+        # settings in this environment): talk to it as `up` does.
+        from clients.cli.stack import StackError, client_tls_of
+
+        try:
+            return {**options, **client_tls_of(os.environ)}
+        except StackError as err:
+            raise CliError(str(err)) from None
+    return options
 
 
 def command_client(args: argparse.Namespace, **kwargs: Any) -> AsyncConveyorClient:
@@ -286,14 +299,18 @@ async def cmd_queues(args: argparse.Namespace) -> int:
     rows = [
         [
             q.name,
+            health_name(q.health),
             "yes" if q.paused else "no",
             *(str(getattr(q.counts, f)) for f in ("waiting", "delayed", "active", "completed", "failed", "cancelled")),
             str(q.concurrency),
+            success_text(q.stats),
+            f"{q.stats.throughput_per_minute:.1f}",
+            ", ".join(i.reason for i in q.issues) or "-",
         ]
         for q in queues
     ]
-    headers = ["QUEUE", "PAUSED", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED"]
-    print_table(rows, [*headers, "CANCELLED", "CONCURRENCY"], sys.stdout)
+    headers = ["QUEUE", "HEALTH", "PAUSED", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED"]
+    print_table(rows, [*headers, "CANCELLED", "CONCURRENCY", "SUCCESS", "PER MIN", "ISSUES"], sys.stdout)
     return 0
 
 
@@ -652,6 +669,14 @@ def build_parser() -> argparse.ArgumentParser:
     from clients.cli.keys import add_key_commands
 
     add_key_commands(sub, remote)
+
+    from clients.cli.suite_run import add_test_command
+
+    add_test_command(sub, remote)
+
+    from clients.cli.top import add_top_command
+
+    add_top_command(sub, remote)
 
     p = command("artifact", cmd_artifact, "Download an artifact (a screenshot) of a job.")
     p.add_argument("job")

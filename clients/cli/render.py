@@ -253,15 +253,36 @@ def print_queue(queue: queue_service_pb2.Queue, out: TextIO) -> None:
             f"waiting {c.waiting}, delayed {c.delayed}, active {c.active}, "
             f"completed {c.completed}, failed {c.failed}, cancelled {c.cancelled}",
         ),
-        ("last hour", f"completed {s.completed_last_hour}, failed {s.failed_last_hour}"),
-        ("wait time", _percentiles(s.wait_time_p50, s.wait_time_p95, s.wait_time_p99) if samples else "-"),
-        ("run time", _percentiles(s.run_time_p50, s.run_time_p95, s.run_time_p99) if samples else "-"),
+        ("health", health_name(queue.health)),
+        *(("issue", f"{issue.reason} ({health_name(issue.severity)}): {issue.message}") for issue in queue.issues),
+        ("last hour", f"completed {s.completed_last_hour}, failed {s.failed_last_hour}, "
+                      f"cancelled {s.cancelled_last_hour}"),
+        ("success rate", success_text(s)),
+        ("throughput", f"{s.throughput_per_minute:.1f} jobs/min (last 5 min)"),
+        ("since start", f"completed {s.completed_total}, failed {s.failed_total}, cancelled {s.cancelled_total}"),
+        ("wait time", _timing(s.wait_time_mean, s.wait_time_p50, s.wait_time_p95, s.wait_time_p99) if samples else "-"),
+        ("run time", _timing(s.run_time_mean, s.run_time_p50, s.run_time_p95, s.run_time_p99) if samples else "-"),
     ]
     print(f"queue {queue.name}", file=out)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key.ljust(width)}  {value}", file=out)
     out.flush()
+
+
+def health_name(health: int) -> str:
+    """HEALTHY, DEGRADED, UNHEALTHY ('-' when the server did not say)."""
+    return queue_service_pb2.QueueHealth.Name(health).removeprefix("QUEUE_HEALTH_") if health else "-"  # type: ignore[arg-type]
+
+
+def success_text(stats: queue_service_pb2.QueueStats) -> str:
+    """The last hour's success rate ('-' when no job ended in it)."""
+    return f"{stats.success_rate:.1%}" if stats.HasField("success_rate") else "-"
+
+
+def _timing(mean: duration_pb2.Duration, p50: duration_pb2.Duration, p95: duration_pb2.Duration,
+            p99: duration_pb2.Duration) -> str:
+    return f"mean {_duration_text(mean)}, {_percentiles(p50, p95, p99)}"
 
 
 def age_text(ts: timestamp_pb2.Timestamp, now: float) -> str:

@@ -24,6 +24,13 @@ DEFAULT_TIMEOUT = 30.0
 MAX_WAIT_CHUNK = 300.0
 """The server's largest WaitJob timeout; longer waits are several long-polls."""
 
+try:  # optional: with OpenTelemetry installed, calls carry the caller's trace context
+    from opentelemetry import trace as _otel_trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator as _TraceContext
+except ImportError:  # pragma: no cover - the SDK does not depend on it
+    _otel_trace = None  # type: ignore[assignment]
+    _TraceContext = None  # type: ignore[assignment,misc]
+
 try:
     _VERSION = importlib.metadata.version("conveyor")
 except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
@@ -118,6 +125,17 @@ def channel_target(
 def call_metadata(api_key: str | None) -> Metadata:
     """Metadata sent with every call: the API key as a bearer token."""
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def traced_metadata(metadata: Metadata) -> Metadata:
+    """`metadata` plus the current OpenTelemetry span's context as W3C `traceparent`
+    (and `tracestate`), when opentelemetry is installed and a span is current: the
+    gateway's submit span, and the job's spans in the executor, join the caller's trace."""
+    if _otel_trace is None or not _otel_trace.get_current_span().get_span_context().is_valid:
+        return metadata
+    carrier: dict[str, str] = {}
+    _TraceContext().inject(carrier)
+    return (*metadata, *carrier.items())
 
 
 def to_submit_request(request: JobRequest) -> job_service_pb2.SubmitJobRequest:

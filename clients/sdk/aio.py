@@ -34,6 +34,7 @@ from clients.sdk._common import (
     retry_failed_request,
     to_state,
     to_submit_request,
+    traced_metadata,
     update_queue_request,
     watch_queue_request,
 )
@@ -124,7 +125,7 @@ class AsyncConveyorClient:
         try:
             return await method(
                 request,
-                metadata=self._metadata,
+                metadata=traced_metadata(self._metadata),
                 timeout=self.timeout if timeout is _UNSET else timeout,
             )
         except grpc.aio.AioRpcError as err:

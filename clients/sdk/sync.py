@@ -33,6 +33,7 @@ from clients.sdk._common import (
     retry_failed_request,
     to_state,
     to_submit_request,
+    traced_metadata,
     update_queue_request,
     watch_queue_request,
 )
@@ -107,7 +108,7 @@ class ConveyorClient:
         try:
             return method(
                 request,
-                metadata=self._metadata,
+                metadata=traced_metadata(self._metadata),
                 timeout=self.timeout if timeout is _UNSET else timeout,
             )
         except grpc.RpcError as err:

@@ -5,7 +5,8 @@
 --   ARGV[3]  attempt
 --   ARGV[4]  executor id
 --   ARGV[5]  stall timeout ms
--- Reply: {1, spec, timeout_ms, limit, kind, queue}, or {0, reason} for a delivery
+-- Reply: {1, spec, timeout_ms, limit, kind, queue, trace, waited_from} (see claim_job
+-- in includes/executor.lua), or {0, reason} for a delivery
 -- that runs nothing (an outcome of at-least-once delivery, not a refusal).
 -- @include executor
 

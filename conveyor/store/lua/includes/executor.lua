@@ -3,12 +3,16 @@
 -- @include transition
 
 -- Claim attempt `attempt` of a handed-over job for `executor` (see claim.lua). Returns
--- {1, spec, timeout_ms, limit, kind, queue} or {0, reason} (a duplicate or stale
--- delivery: an outcome, not a refusal).
+-- {1, spec, timeout_ms, limit, kind, queue, trace, waited_from} or {0, reason} (a
+-- duplicate or stale delivery: an outcome, not a refusal). `trace` is the job's trace
+-- context as create_job stored it ('' for none); `waited_from` (ms) is when this
+-- attempt's wait began: the job's creation for the first attempt, else when it joined
+-- the line again (the start of its "queue wait" span, conveyor/tracing.py).
 local function claim_job(id, attempt, executor, stall_ms, now)
   local kj = k_job(id)
-  local state, handed, cur, q, ready, spec, timeout_ms, limit, kind, run_at = unpack(redis.call('HMGET', kj,
-    'state', 'handed', 'attempt', 'queue', 'ready', 'spec', 'timeout_ms', 'limit', 'kind', 'run_at'))
+  local state, handed, cur, q, ready, spec, timeout_ms, limit, kind, run_at, trace, created = unpack(
+    redis.call('HMGET', kj, 'state', 'handed', 'attempt', 'queue', 'ready', 'spec', 'timeout_ms', 'limit', 'kind',
+      'run_at', 'trace', 'created'))
   if not state then return {0, 'gone'} end
   if state ~= 'WAITING' then return {0, 'state ' .. state} end
   if handed ~= '1' then return {0, 'not handed over'} end
@@ -19,7 +23,9 @@ local function claim_job(id, attempt, executor, stall_ms, now)
   transition(id, q, 'WAITING', 'ACTIVE', now, {attempt = attempt,
     fields = attempt_fields(attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'},
       {'attempt', attempt, 'handed', 0, 'started', int(now), 'worker', executor, 'progress', 0, 'pmsg', ''})})
-  return {1, spec, timeout_ms, limit, kind, q}
+  local waited_from = tonumber(ready) or now
+  if attempt == 1 then waited_from = tonumber(created) or waited_from end
+  return {1, spec, timeout_ms, limit, kind, q, trace or '', int(waited_from)}
 end
 
 -- Dramatiq's bookkeeping of a delivery (its Redis layout, see transport.py): the

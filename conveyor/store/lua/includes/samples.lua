@@ -1,5 +1,6 @@
 -- Statistics of a queue (timing samples, per-minute counts) and attempt records.
 -- @include base
+-- @include stats
 
 local SAMPLES = 1000
 
@@ -7,17 +8,24 @@ local SAMPLES = 1000
 local function sample(q, kind, ms)
   local key = k_index(q, kind .. '-ms')
   if redis.call('LPUSH', key, int(ms)) > SAMPLES + 100 then redis.call('LTRIM', key, 0, SAMPLES - 1) end
+  observe(q, kind, ms)
 end
 
--- Count a job that ended (COMPLETED, or FAILED for good) in its minute: a hash per
--- queue of 'c:<minute>' and 'f:<minute>' counters. The first count of a minute drops
--- the counters older than an hour, so the hash stays small.
+-- Count a job that ended (COMPLETED, FAILED for good, or CANCELLED) in its queue's
+-- totals (count_total) and in its minute: a hash per queue of 'c:<minute>',
+-- 'f:<minute>' and 'x:<minute>' (cancelled) counters. The first count of a minute
+-- notes the queue's waiting jobs then ('w:<minute>', for the backlog's trend) and
+-- drops the fields older than an hour, so the hash stays small.
 local THROUGHPUT_MINUTES = 60
+local END_FIELD = {COMPLETED = 'c:', FAILED = 'f:', CANCELLED = 'x:'}
 local function count_end(q, state, now)
-  if state ~= 'COMPLETED' and state ~= 'FAILED' then return end
+  local prefix = END_FIELD[state]
+  if not prefix then return end
+  count_total(q, state)
   local key = k_index(q, 'throughput')
   local minute = math.floor(now / 60000)
-  if redis.call('HINCRBY', key, (state == 'COMPLETED' and 'c:' or 'f:') .. minute, 1) == 1 then
+  if redis.call('HINCRBY', key, prefix .. minute, 1) == 1 then
+    redis.call('HSETNX', key, 'w:' .. minute, hget(k_queue(q), 'WAITING') or 0)
     local stale = {}
     for _, field in ipairs(redis.call('HKEYS', key)) do
       if tonumber(string.sub(field, 3)) <= minute - THROUGHPUT_MINUTES then stale[#stale + 1] = field end
