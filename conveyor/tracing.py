@@ -3,7 +3,7 @@
 One trace follows a job from the client's submit through every attempt and step:
 
     <the client's span>            (sent as W3C `traceparent`/`tracestate` metadata)
-    └─ submit                      gateway: SubmitJob / SubmitJobs (SubmitTracing)
+    └─ submit                      gateway: SubmitJob / SubmitJobs (gateway/submit_tracing.py)
        ├─ queue wait               executor: from the job's creation (or, for a retry,
        │                           its return to the line) to the attempt's start
        └─ attempt                  executor: one per attempt
@@ -28,11 +28,10 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import structlog
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import Context
@@ -53,7 +52,6 @@ QUEUE_WAIT_SPAN = "queue wait"
 ATTEMPT_SPAN = "attempt"
 STEP_SPAN = "step"
 #: The gRPC methods whose calls get a submit span.
-SUBMIT_METHODS = frozenset({"/conveyor.v1.JobService/SubmitJob", "/conveyor.v1.JobService/SubmitJobs"})
 #: How long shutting down waits for the last spans to be exported.
 SHUTDOWN_SECONDS = 5.0
 
@@ -67,6 +65,11 @@ _provider: TracerProvider | None = None
 def enabled() -> bool:
     """Whether this process records spans (setup() turned tracing on)."""
     return _tracer is not None
+
+
+def tracer() -> otel_trace.Tracer | None:
+    """This process's tracer, once setup() turned tracing on."""
+    return _tracer
 
 
 def setup(settings: Settings, service: str) -> bool:
@@ -153,84 +156,6 @@ def job_trace(context: Any) -> str:
         return encode()
     client = from_metadata(context.invocation_metadata())
     return encode(client) if client is not None else ""
-
-
-# ---- the gateway's submit span ----------------------------------------------------------
-
-
-class SubmitTracing(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Runs SubmitJob and SubmitJobs in a `submit` span, a child of the client's
-    context from the call's metadata (a root without one); outside the error
-    interceptor, so it sees the code the call ended with."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method = details.method
-        if handler is None or method not in SUBMIT_METHODS or handler.unary_unary is None:
-            return handler
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = _traced_unary(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-
-def _traced_unary(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    inner = handler.unary_unary
-    service, _, name = method.lstrip("/").partition("/")
-    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-
-    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        tracer = _tracer
-        if tracer is None:
-            return await inner(request, context)
-        parent = from_metadata(context.invocation_metadata())
-        with tracer.start_as_current_span(SUBMIT_SPAN, context=parent, kind=SpanKind.SERVER, attributes=attributes,
-                                          record_exception=False, set_status_on_exception=False) as span:
-            try:
-                response = await inner(request, context)
-            except BaseException as exc:
-                _end_submit(span, context, exc)
-                raise
-            _end_submit(span, context, None)
-            _describe_submit(span, response)
-            return response
-
-    return grpc.unary_unary_rpc_method_handler(
-        unary_unary, handler.request_deserializer, handler.response_serializer)
-
-
-def _end_submit(span: otel_trace.Span, context: grpc.aio.ServicerContext, exc: BaseException | None) -> None:
-    """The call's gRPC code on the submit span; ERROR for any code but OK."""
-    code = context.code()
-    if code in (None, 0, grpc.StatusCode.OK) and exc is not None:
-        code = grpc.StatusCode.CANCELLED if isinstance(exc, asyncio.CancelledError) else grpc.StatusCode.UNKNOWN
-    code_name = str(getattr(code, "name", None) or "OK")
-    span.set_attribute("rpc.grpc.status_code", code_name)
-    if code_name != "OK":
-        span.set_status(Status(StatusCode.ERROR, f"{code_name}: {context.details() or exc or ''}"[:500]))
-
-
-def _describe_submit(span: otel_trace.Span, response: Any) -> None:
-    """The job (SubmitJob) or the jobs' count (SubmitJobs) on the submit span."""
-    job_id = getattr(response, "id", "")
-    if job_id:
-        span.set_attribute("conveyor.job.id", job_id)
-        span.set_attribute("conveyor.job.existing", bool(getattr(response, "existing", False)))
-    results = getattr(response, "results", None)
-    if results is not None:
-        span.set_attribute("conveyor.jobs.count", sum(1 for r in results if r.id))
-
-
-# ---- the executor's spans ------------------------------------------------------------------
 
 
 def attempt(claim: Claim) -> AbstractContextManager[None]:

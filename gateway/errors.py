@@ -40,6 +40,7 @@ from conveyor.errors import (
     Unavailable,
 )
 from conveyor.statuses import ERROR_DOMAIN
+from gateway.interceptors import WrappingInterceptor
 
 log = structlog.get_logger("gateway.errors")
 
@@ -315,24 +316,10 @@ def wrap_handler(method: str, handler: grpc.RpcMethodHandler, guard: Guard | Non
     return handler
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(WrappingInterceptor):
     def __init__(self, guard: Guard | None = None) -> None:
-        # Each method's handler, as registered and as wrapped (the server asks per call).
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        super().__init__()
         self._guard = guard
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method = details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = wrap_handler(method, handler, self._guard)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return wrap_handler(method, handler, self._guard)

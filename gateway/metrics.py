@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -40,6 +40,7 @@ from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import State
 from conveyor.v1 import job_service_pb2
+from gateway.interceptors import WrappingInterceptor
 from gateway.mapping import task_kind
 
 log = structlog.get_logger("gateway.metrics")
@@ -61,32 +62,16 @@ def _code_name(code: Any) -> str:
     return "UNKNOWN"
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class MetricsInterceptor(WrappingInterceptor):
     """Counts every call by method and code and times the unary ones; counts the jobs
     SubmitJob/SubmitJobs made (not those answered as existing). Outermost: it sees the
     code the error interceptor set."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
+        super().__init__()
         self.m = metrics
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method = details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         m, name = self.m, method.lstrip("/")
         counted = m.count_submitted if method in (SUBMIT_JOB, SUBMIT_JOBS) else None
         timing = m.handling.labels(name)

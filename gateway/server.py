@@ -54,6 +54,7 @@ from gateway.servicers.queues import QueueServicer
 from gateway.servicers.schedules import ScheduleServicer
 from gateway.servicers.sessions import SessionServicer
 from gateway.servicers.suites import SuiteServicer
+from gateway.submit_tracing import SubmitTracing
 from gateway.validation import Limits
 
 log = structlog.get_logger("gateway")
@@ -149,7 +150,7 @@ class Gateway:
         self.metrics = GatewayMetrics(settings, self.store) if settings.gateway_metrics_addr else None
         metered = [self.metrics.interceptor] if self.metrics is not None else []
         # Traces (CONVEYOR_TRACING=on): the submit span, outside the error interceptor too.
-        traced = [tracing.SubmitTracing()] if tracing.setup(settings, "conveyor-gateway") else []
+        traced = [SubmitTracing()] if tracing.setup(settings, "conveyor-gateway") else []
         self.server = grpc.aio.server(
             interceptors=[*metered, *traced, ErrorInterceptor(guard=self.authenticator)],
             options=[
