@@ -36,6 +36,7 @@ from executor.browser.url_policy import UrlPolicy
 from executor.finish_batcher import FinishBatcher
 from executor.kind_context import ExecutorJobContext, ExecutorServices
 from executor.kind_runner import run_kind
+from executor.progress import ProgressSender
 from executor.retry_policy import RetryPolicy
 
 log = structlog.get_logger("executor")
@@ -48,6 +49,7 @@ class RunningJob:
     job_id: str
     attempt: int
     task: asyncio.Task[job_pb2.JobResult]
+    progress: ProgressSender
     stop_reason: str = ""
 
 
@@ -142,8 +144,9 @@ class ExecutorRuntime:
 
     async def _run_claimed(self, claim: Claim) -> None:
         spec = job_service_pb2.SubmitJobRequest.FromString(claim.spec)
-        inner = asyncio.create_task(self._execute(claim, spec))
-        running = RunningJob(claim.job_id, claim.attempt, inner)
+        progress = ProgressSender(self.store, claim.job_id, claim.attempt)
+        inner = asyncio.create_task(self._execute(claim, spec, progress))
+        running = RunningJob(claim.job_id, claim.attempt, inner, progress)
         self.running[claim.job_id] = running
         log.info("job started", kind=claim.kind)
         try:
@@ -173,24 +176,24 @@ class ExecutorRuntime:
             self.completed += 1
             log.info("job completed", state=state and state.value)
         finally:
+            progress.close()
             # Only this attempt's entry: the job's next attempt may already run here
             # (a retry claimed while this one's finish was on its way).
             if self.running.get(claim.job_id) is running:
                 del self.running[claim.job_id]
 
-    async def _execute(self, claim: Claim, spec: job_service_pb2.SubmitJobRequest) -> job_pb2.JobResult:
+    async def _execute(
+        self, claim: Claim, spec: job_service_pb2.SubmitJobRequest, progress: ProgressSender
+    ) -> job_pb2.JobResult:
         kind = self.kinds.get(claim.kind)
         if kind is None:
             raise JobError(f"this executor does not serve kind {claim.kind!r}", code=code_pb2.FAILED_PRECONDITION,
                            reason="KIND_NOT_SERVED", retryable=True)
         assert self._services is not None, "runtime not started"
 
-        async def report(progress: int, message: str, step_index: int, step_name: str) -> None:
-            await self.store.report_progress(claim.job_id, claim.attempt, progress, message, step_index, step_name)
-
         ctx = ExecutorJobContext(
             job_id=claim.job_id, attempt=claim.attempt, queue=claim.queue, labels=dict(spec.labels), kind=kind,
-            services=self._services, report=report, log=log.bind(kind=kind.name),
+            services=self._services, report=progress.report, log=log.bind(kind=kind.name),
         )
         return await run_kind(kind, ctx, spec)
 
@@ -214,6 +217,9 @@ class ExecutorRuntime:
         """End the attempt in the store, which acknowledges the claim's delivery in the
         same script (the consumer then leaves it be)."""
         assert self._finishes is not None, "runtime not started"
+        running = self.running.get(claim.job_id)
+        if running is not None and running.attempt == claim.attempt:
+            await running.progress.drain()  # its progress events come before its end
         state = await self._finishes.finish(
             Finish(claim.job_id, claim.attempt, outcome, payload, retry_in_ms, claim.delivery)
         )
