@@ -1,7 +1,15 @@
-"""Browser jobs: a warm pool against launching a browser per job, throughput with 1,
-2 and 4 slots, and memory per concurrent job (PSS, not RSS).
+"""Browser jobs: the acceptance suite against plain Playwright, a warm pool against
+launching a browser per job, throughput with 1, 2 and 4 slots, and memory per
+concurrent job (PSS, not RSS).
 
-    .venv/bin/python -m bench.browser [--jobs 30]
+    .venv/bin/python -m bench.browser [--jobs 30] [--suite-only] [--rounds 2]
+
+(s) The acceptance suite (tests/acceptance/: 24 tests of the vendored TodoMVC app,
+    served on loopback) both ways, interleaved, `--rounds` times: plain Playwright
+    for Python (one process, sequential, one browser, a new context per test; timed
+    from the browser's launch), and Conveyor (a fresh gateway and executor each time,
+    one SubmitJobs of the 24 jobs, timed from the submit to the last job's end) with
+    queue concurrency 1 and with the host's defaults; every test must pass.
 
 (a) In one executor process, the same trivial task (open a page on loopback, fill,
     click, read the greeting) through the same runner: once from a warm pool, once
@@ -47,6 +55,9 @@ from conveyor.v1 import job_pb2, job_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskRunner
+from tests.acceptance import conveyor_suite, playwright_suite
+from tests.acceptance.app_server import serve_app
+from tests.acceptance.submit import run_jobs_sync
 from tests.support.processes import ROOT, Stack, stack_env, start_redis
 
 PAGES = ROOT / "clients" / "demo"
@@ -148,15 +159,75 @@ async def memory_per_job(stack: Stack, base: str, concurrent: int) -> tuple[int,
     return idle, (busy - idle) // concurrent
 
 
+def plain_suite_seconds(app_url: str) -> float:
+    started = time.perf_counter()
+    outcomes = playwright_suite.run_suite(app_url)
+    seconds = time.perf_counter() - started
+    failed = [o for o in outcomes if not o.passed]
+    assert not failed, f"plain Playwright: {failed}"
+    return seconds
+
+
+def conveyor_suite_seconds(redis_url: str, tmp: Path, app_url: str, label: str, **env: str) -> float:
+    """A fresh gateway and executor (host defaults but `env`), the 24 jobs in one
+    SubmitJobs; seconds from the submit to the last job's end."""
+    environment = stack_env(redis_url, tmp / label, CONVEYOR_LOG_LEVEL="WARNING", **env)
+    if "CONVEYOR_EXECUTOR_SLOTS" not in env:
+        environment.pop("CONVEYOR_EXECUTOR_SLOTS")  # stack_env's test value: the host's default here
+    stack = Stack(redis_url, environment, tmp / "logs")
+    try:
+        stack.start_gateway()
+        stack.start_executor()
+        jobs, seconds = run_jobs_sync(stack.grpc_target, conveyor_suite.suite(app_url))
+    finally:
+        stack.stop()
+    failed = [(j.labels["test"], j.error.message) for j in jobs if j.state != job_pb2.JOB_STATE_COMPLETED]
+    assert not failed, f"Conveyor ({label}): {failed}"
+    return seconds
+
+
+def suite_comparison(redis_url: str, tmp: Path, rounds: int) -> None:
+    sides: dict[str, list[float]] = {"plain": [], "c1": [], "default": []}
+    with serve_app() as app_url:
+        for r in range(rounds):
+            order = ["plain", "c1", "default"] if r % 2 == 0 else ["default", "c1", "plain"]
+            for side in order:
+                if side == "plain":
+                    seconds = plain_suite_seconds(app_url)
+                elif side == "c1":
+                    seconds = conveyor_suite_seconds(redis_url, tmp, app_url, f"c1-{r}", QUEUE_CONCURRENCY="1")
+                else:
+                    seconds = conveyor_suite_seconds(redis_url, tmp, app_url, f"default-{r}")
+                sides[side].append(seconds)
+            plain, c1, default = (sides[k][-1] for k in ("plain", "c1", "default"))
+            print(f"acceptance suite, round {r + 1}: plain Playwright {plain:6.2f} s | Conveyor, queue "
+                  f"concurrency 1 {c1:6.2f} s ({c1 / plain:.2f}x) | Conveyor, defaults {default:6.2f} s "
+                  f"({default / plain:.2f}x)", flush=True)
+    plain, c1, default = (statistics.median(sides[k]) for k in ("plain", "c1", "default"))
+    print(f"acceptance suite (24 tests), median of {rounds}: plain Playwright sequential {plain:.2f} s; "
+          f"Conveyor at concurrency 1 {c1:.2f} s = {c1 / plain:.2f}x (target <= 1.05x); Conveyor at its "
+          f"defaults {default:.2f} s = {default / plain:.2f}x (target <= 1.0x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=30)
     parser.add_argument("--system-only", action="store_true", help="skip (a), the in-process pool figures")
+    parser.add_argument("--suite-only", action="store_true", help="only (s), the acceptance suite both ways")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of (s)")
     ns = parser.parse_args()
     print(f"host: {host_cores()} cores, {available_memory_mib()} MiB available; default slots: "
           f"browser {default_browser_slots()}, all kinds {default_executor_slots()}")
 
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-browser-"))
+    if ns.rounds > 0:
+        redis_proc, url = start_redis(tmp / "redis-suite")
+        try:
+            suite_comparison(url, tmp, ns.rounds)
+        finally:
+            redis_proc.stop()
+    if ns.suite_only:
+        return
     server, base = serve_pages()
     warm_settings = Settings(data_dir=tmp / "warm", allowed_hosts=["127.0.0.1"], max_concurrent_browsers=1)
     cold_settings = Settings(data_dir=tmp / "cold", allowed_hosts=["127.0.0.1"], max_concurrent_browsers=1,

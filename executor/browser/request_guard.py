@@ -1,10 +1,16 @@
 """The URL policy inside one browser context, at the level of requests.
 
-`RequestGuard` routes every request of the context (`context.route("**/*")`) and
-every websocket (`context.route_web_socket`) through the job's `UrlPolicy`; the
-context's SOCKS proxy (policy_proxy.py) enforces the same policy on each connection
-and tells the guard which host it refused, so that a request failing there (a
-redirect hop, say) is reported by URL too.
+The context's SOCKS proxy (policy_proxy.py) enforces the job's `UrlPolicy` on every
+connection the context opens (redirect hops, re-resolved names, workers and
+websockets included) and tells the guard which host and port it refused;
+`RequestGuard` turns that into URLs: each request that then fails at the proxy
+(`requestfailed`), and each websocket to such a host that closes, is a refused one.
+Navigation steps check the policy before they go (actions.navigate).
+
+Requests are not routed through Playwright (`context.route`): that added a round
+trip through this process to every request (and switched Chromium's HTTP cache
+off), and it saw only the first request of a redirect chain anyway -- the proxy
+is what enforces the policy.
 
 A refused request of the job's page's main frame is a policy violation that fails
 the job (`violation`, `violated`); any other refused request is aborted and listed
@@ -24,7 +30,7 @@ import contextlib
 
 import structlog
 from google.rpc import code_pb2
-from playwright.async_api import BrowserContext, Page, Request, Route, WebSocketRoute
+from playwright.async_api import BrowserContext, Page, Request, WebSocket
 from playwright.async_api import Error as PlaywrightError
 
 from conveyor.kinds.errors import JobError
@@ -35,6 +41,8 @@ log = structlog.get_logger()
 MAX_BLOCKED_URLS = 200
 MAX_URL_CHARS = 2048
 PROXY_FAILURES = ("ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED", "ERR_TUNNEL")
+#: How long a step that failed at the proxy waits to hear why (await_verdict_for).
+VERDICT_WAIT_SECONDS = 1.0
 
 
 def host_not_resolved(url: str, host: str, reason: str) -> JobError:
@@ -83,6 +91,18 @@ class RequestGuard:
             for waiting in waits:
                 waiting.cancel()
 
+    async def await_verdict_for(self, error: BaseException) -> None:
+        """A step failed with a navigation error of the proxy's making: wait (briefly)
+        for the `requestfailed` event that says whether the policy refused the page's
+        navigation, or its host did not resolve -- it may trail the error."""
+        if self.violation is not None or self.unresolved_navigation is not None:
+            return
+        if not any(marker in str(error) for marker in PROXY_FAILURES):
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(VERDICT_WAIT_SECONDS):
+                await self.navigation_verdict()
+
     def clear_unresolved(self) -> None:
         """Forget an earlier step's unresolved navigation."""
         self.unresolved_navigation = None
@@ -93,9 +113,10 @@ class RequestGuard:
         self.page = page
 
     async def install(self, context: BrowserContext) -> None:
-        await context.route("**/*", self._on_route)
-        await context.route_web_socket("**/*", self._on_websocket)
         context.on("requestfailed", self._on_request_failed)
+        context.on("page", self._watch_page_websockets)
+        for page in context.pages:
+            self._watch_page_websockets(page)
 
     def on_proxy_refused(self, host: str, port: int, decision: Decision) -> None:
         self._proxy_refusals[(normalize_host(host), port)] = decision
@@ -105,43 +126,30 @@ class RequestGuard:
 
     # --- handlers -----------------------------------------------------------------------
 
-    async def _decide(self, url: str, *, websocket: bool = False) -> Decision:
-        try:
-            return await self.policy.check_url(url, websocket=websocket)
-        except Exception as exc:  # a check that breaks refuses
-            log.exception("url_policy_check_failed", url=url[:300])
-            return Decision(False, f"the URL could not be checked ({type(exc).__name__})")
+    def _watch_page_websockets(self, page: Page) -> None:
+        page.on("websocket", self._on_websocket)
 
-    async def _on_route(self, route: Route, request: Request) -> None:
-        try:
-            decision = await self._decide(request.url)
-            if decision.allowed:
-                await route.continue_()
-                return
-            if decision.unresolved:
-                self._not_resolved(request, decision)
-                await route.abort("namenotresolved")
-                return
-            self._refused(request, decision.reason)
-            await route.abort("blockedbyclient")
-        except PlaywrightError:
-            # The page or context closed while the request was pending.
-            pass
+    def _on_websocket(self, websocket: WebSocket) -> None:
+        """A websocket the proxy refused closes at once: list it when it does."""
+        url = websocket.url
 
-    async def _on_websocket(self, websocket: WebSocketRoute) -> None:
-        try:
-            decision = await self._decide(websocket.url, websocket=True)
-            if decision.allowed:
-                websocket.connect_to_server()
-                return
-            if decision.unresolved:
-                log.info("websocket_host_not_resolved", url=websocket.url[:300], reason=decision.reason)
-                await websocket.close(code=1011, reason="host not resolved")
-                return
-            self._record_blocked(websocket.url, decision.reason)
-            await websocket.close(code=1008, reason="refused by the URL policy")
-        except PlaywrightError:
-            pass
+        def closed(_: object) -> None:
+            decision = self._proxy_decision(url, self._proxy_refusals)
+            if decision is not None:
+                self._record_blocked(url, decision.reason)
+            elif self._proxy_decision(url, self._proxy_unresolved) is not None:
+                log.info("websocket_host_not_resolved", url=url[:300])
+
+        websocket.on("close", closed)
+        websocket.on("socketerror", closed)
+
+    @staticmethod
+    def _proxy_decision(url: str, decisions: dict[tuple[str, int], Decision]) -> Decision | None:
+        parts = split_url(url)
+        if parts is None:
+            return None
+        _scheme, host, port = parts
+        return decisions.get((normalize_host(host), port))
 
     def _on_request_failed(self, request: Request) -> None:
         failure = request.failure or ""

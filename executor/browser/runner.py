@@ -18,29 +18,40 @@ from typing import Any
 
 import structlog
 from google.protobuf import duration_pb2
-from google.rpc import code_pb2
+from google.rpc import code_pb2, status_pb2
 from playwright.async_api import Error as PlaywrightError
 
+from conveyor import tracing
 from conveyor.artifacts import ArtifactStore
+from conveyor.browser_steps import SOFT_STEPS
 from conveyor.kinds.errors import JobError
 from conveyor.settings import Settings
 from conveyor.v1 import job_pb2, task_pb2
+from executor.browser import context_options
+from executor.browser.page_control import JobPages
 from executor.browser.pool import BrowserPool
+from executor.browser.recording import failure_details
 from executor.browser.session import BrowserSession
 from executor.browser.step_context import JobOutputs, StepContext
 from executor.browser.step_errors import (
+    HARD_REASONS,
     StepFailure,
+    after_soft_failures,
     classify_playwright_error,
     is_closed_error,
+    soft_failures_error,
     step_timeout,
 )
 from executor.browser.steps import (
     ACTIONS,
     action_of,
     display_name,
-    target_of,
+    selectors_of_target,
+    target_text,
+    targets_of,
     timeout_seconds,
 )
+from executor.browser.storage_sessions import JobExtras, SessionAccess
 from executor.browser.targets import check_selector
 from executor.browser.timing import Deadline
 from executor.browser.uploads import UploadStager, check_files, sweep_staging
@@ -67,6 +78,12 @@ class BrowserTaskFailed(JobError):
         )
         self.result = result
 
+    def to_status(self) -> status_pb2.Status:
+        # The partial result (steps, artifacts such as a kept trace, console) rides along.
+        status = super().to_status()
+        status.details.append(failure_details(self.result))
+        return status
+
 
 def _task_error(detail: str, reason: str = "INVALID_TASK") -> JobError:
     return JobError(detail, code=code_pb2.INVALID_ARGUMENT, reason=reason, retryable=False)
@@ -85,6 +102,7 @@ class BrowserTaskRunner:
         self.artifacts = artifacts
         self.settings = settings
         self.staging_root = (staging_root or Path(settings.data_dir) / "staging").resolve()
+        self.sessions = SessionAccess(settings)  # sessions and recording: storage_sessions.py
         removed = sweep_staging(self.staging_root)
         if removed:
             log.info("upload_staging_leftovers_removed", count=len(removed))
@@ -101,16 +119,31 @@ class BrowserTaskRunner:
         outputs = JobOutputs(job_id, self.artifacts, self.settings.max_artifact_bytes, stager)
         started = time.monotonic()
         try:
-            async with self.pool.context() as session:
+            extras = await JobExtras.prepare(self.sessions, self.settings, job_id, task)
+            report = extras.wrap(report)
+            async with self.pool.context(context_options.new_context_options(task)) as session:
                 session.guard.watch_page(session.page)
                 try:
+                    await extras.start(session)
+                    # Task-level context options, the job's pages (popups, dialogs).
+                    outputs.pages = JobPages(session.context, session.page, session.guard)
+                    outputs.test_id_attribute = context_options.test_id_attribute(task)
+                    await context_options.apply(session.context, task)
                     await self._check_selectors(session, outputs, steps)
                     for index, step in enumerate(steps):
-                        await self._run_step(session, outputs, index, step, len(steps), report)
+                        with tracing.step(index, step, display_name):  # its span, when tracing is on
+                            await self._run_step(session, outputs, index, step, len(steps), report)
                     if session.guard.violation is not None:
                         raise session.guard.violation
+                    if outputs.soft_failures:
+                        raise soft_failures_error(outputs.soft_failures)
+                    await extras.save(session, outputs)
+                except BaseException as exc:
+                    extras.failed, extras.cancelled = True, isinstance(exc, asyncio.CancelledError)
+                    raise
                 finally:
                     outputs.result.blocked_urls.extend(session.guard.blocked_urls)
+                    await extras.finish(session, outputs)
         except JobError as error:
             log.info("browser_task_failed", job_id=job_id, reason=error.reason,
                      retryable=error.retryable, error=error.message[:300])
@@ -154,7 +187,8 @@ class BrowserTaskRunner:
         action: str = step.WhichOneof("action") or ""
         timeout = timeout_seconds(step, self.settings.default_step_timeout_seconds)
         ctx = StepContext(
-            session.page, session.guard, outputs, index, name, action, Deadline(timeout)
+            outputs.page(session.page), session.guard, outputs, index, name, action, Deadline(timeout),
+            pages=outputs.pages, test_id_attribute=outputs.test_id_attribute,
         )
         await report(index * 100 // total, f"step {index + 1}/{total}: {name}", index, name)
         started = time.monotonic()
@@ -169,6 +203,11 @@ class BrowserTaskRunner:
             outcome.error = error.message
             _finish(outcome, started, ctx)
             outputs.result.steps.append(outcome)
+            if step.soft and action in SOFT_STEPS and error.reason not in HARD_REASONS:
+                tracing.step_failed(error.reason, error.message)
+                outputs.soft_failures.append(error)  # recorded; the job goes on
+                return
+            error = after_soft_failures(error, outputs.soft_failures)
             raise BrowserTaskFailed(error, outputs.result) from None
         outcome.status = job_pb2.STEP_STATUS_OK
         _finish(outcome, started, ctx)
@@ -188,13 +227,11 @@ class BrowserTaskRunner:
             action = step.WhichOneof("action")
             if action is None:
                 continue
-            target = target_of(getattr(step, action))
-            if target is None:
-                continue
-            ctx = StepContext(session.page, session.guard, outputs, index, display_name(step),
-                              action, Deadline(timeout), selector=target.selector)
-            for selector in (target.selector, *target.fallbacks):
-                if selector.strip():
+            for target in targets_of(getattr(step, action)):
+                ctx = StepContext(session.page, session.guard, outputs, index, display_name(step),
+                                  action, Deadline(timeout), selector=target_text(target),
+                                  structured=target.HasField("locator"))
+                for selector in selectors_of_target(target):
                     first_use.setdefault(selector, ctx)
         if not first_use:
             return
@@ -244,6 +281,7 @@ class BrowserTaskRunner:
     async def _step_error(
         self, exc: BaseException, ctx: StepContext, session: BrowserSession
     ) -> JobError:
+        await session.guard.await_verdict_for(exc)
         if is_closed_error(exc) and not session.lost.is_set():
             # The browser's "disconnected" event may trail the failed call.
             try:
@@ -283,7 +321,7 @@ def _with_step(
     retryable: bool,
     metadata: dict[str, str],
 ) -> JobError:
-    where = f"{ctx.action} {ctx.selector!r}" if ctx.selector else ctx.action
+    where = ctx.where()
     message = f"steps[{ctx.index}] {ctx.name!r} ({where}): {detail}"
     info = {
         **metadata,

@@ -20,8 +20,9 @@ from conveyor.kinds.errors import JobError
 from conveyor.processes import pid_alive, process_start_time, process_table, read_process
 from conveyor.v1 import job_pb2
 from executor.browser.browser_dirs import MARKER_FILE, SCRATCH_PREFIX, scratch_root
-from executor.browser.pool import BrowserPool
+from executor.browser.pool import EXTRA_DISABLED_FEATURES, BrowserPool, playwright_disabled_features
 from executor.browser.runner import BrowserTaskFailed, BrowserTaskRunner
+from executor.browser.url_policy import Decision, UrlPolicy
 from tests.browser.helpers import browser_task, make_settings, new_job_id, run_steps, values_of
 
 PoolFactory = Callable[..., BrowserPool]
@@ -134,6 +135,114 @@ async def test_the_next_job_gets_a_page_opened_ahead_that_never_served(
         await second.page.goto(storage)
         assert await second.page.text_content("#seen") == "cookie=none storage=none"
     assert pool.launches == 1
+
+
+async def test_back_to_back_jobs_take_the_spare_and_never_open_two_pages_at_once(
+    make_pool: PoolFactory,
+) -> None:
+    # Back to back, the next job used to open a page of its own beside the spare being
+    # opened: two at once, every other job ~1 s slower on 2 cores.
+    pool = make_pool(max_concurrent_browsers=1)
+    await pool.start()
+    opened: list[object] = []
+    in_flight = peak = 0
+    open_session = pool._open_session
+
+    async def counting_open(*args: Any, **kwargs: Any) -> Any:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            session = await open_session(*args, **kwargs)
+        finally:
+            in_flight -= 1
+        opened.append(session)
+        return session
+
+    pool._open_session = counting_open  # type: ignore[method-assign]
+    used = []
+    for _ in range(4):
+        async with pool.context() as session:  # the next job arrives at once
+            used.append(session)
+    await wait_for_spare(pool, 1)  # the last one waits for the next job
+    assert peak == 1  # never two pages being opened at once
+    assert used[0] is opened[0] and used[1:] == opened[1:4]  # each job after the first: a spare
+    assert len(opened) == 5  # the first job's own page and one spare after each job, no more
+
+
+async def test_jobs_arriving_while_the_first_browser_starts_wait_for_their_slot(
+    make_pool: PoolFactory,
+) -> None:
+    # They used to launch a second browser each (up to MAX_CONCURRENT_BROWSERS) and run
+    # beside the first job although there was one browser slot.
+    pool = make_pool(max_concurrent_browsers=2, browser_slots=1)
+    await pool.start()
+    most = 0
+
+    async def job() -> None:
+        nonlocal most
+        async with pool.context():
+            most = max(most, pool.open_contexts())
+            await asyncio.sleep(0.05)
+
+    opened = 0
+    open_session = pool._open_session
+
+    async def counting_open(*args: Any, **kwargs: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        return await open_session(*args, **kwargs)
+
+    pool._open_session = counting_open  # type: ignore[method-assign]
+    await asyncio.gather(*(job() for _ in range(3)))
+    assert (pool.launches, most) == (1, 1)
+    # The jobs that waited for the slot took the spare opened after the job before.
+    await wait_for_spare(pool, 1)
+    assert opened == 4  # the first job's page and a spare after each job
+
+
+async def test_chromium_gets_one_disable_features_with_playwrights_and_ours(make_pool: PoolFactory) -> None:
+    pool = make_pool(max_concurrent_browsers=1)
+    await pool.start()
+    async with pool.context():
+        pass
+    (pid,) = pool.browser_main_pids()
+    cmdline = (await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)).decode().split("\0")
+    switches = [arg for arg in cmdline if arg.startswith("--disable-features=")]
+    assert len(switches) == 1, switches  # Chromium reads only the last one
+    features = set(switches[0].split("=", 1)[1].split(","))
+    assert playwright_disabled_features()  # read from the installed driver
+    assert set(playwright_disabled_features()) <= features
+    assert set(EXTRA_DISABLED_FEATURES) <= features
+
+
+async def test_a_job_with_a_form_makes_no_connection_of_chromiums_own(
+    make_pool: PoolFactory, tmp_path: Path, pages_url: str
+) -> None:
+    # Autofill asked content-autofill.googleapis.com about every form, twice a job.
+    asked: list[tuple[str, int]] = []
+    check_host = UrlPolicy.check_host
+
+    async def recording(self: UrlPolicy, host: str, port: int) -> Decision:
+        asked.append((host, port))
+        return await check_host(self, host, port)
+
+    pool = make_pool(max_concurrent_browsers=1)
+    await pool.start()
+    runner = runner_for(pool, tmp_path)
+    UrlPolicy.check_host = recording  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            await run_steps(runner, [
+                {"navigate": {"url": f"{pages_url}/form.html"}},
+                {"fill": {"target": {"selector": "#name"}, "text": "Ada"}},
+                {"click": {"target": {"selector": "#submit"}}},
+                {"expect": {"target": {"selector": "#out"}, "textEquals": "Hello Ada"}},
+            ])
+    finally:
+        UrlPolicy.check_host = check_host  # type: ignore[method-assign]
+    others = [(host, port) for host, port in asked if host != "127.0.0.1"]
+    assert others == [] and asked, asked
 
 
 async def test_no_page_is_opened_ahead_when_prewarm_is_off_or_the_browser_retires(make_pool: PoolFactory) -> None:
