@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)   # tests/test_top.py drives `conveyor top` in it
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -26,4 +27,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/pyproject.
   # through their `conveyor.kinds` entry points.
   .venv/bin/python -m pip install -q --no-build-isolation -e examples/
   touch "$stamp"
+fi
+
+# The TypeScript SDK's packages (clients/ts), from its committed package-lock.json,
+# when Node is here: its tests and protos/generate.py's TypeScript need them.
+if command -v npm >/dev/null 2>&1; then
+  ts_stamp=clients/ts/node_modules/.conveyor-installed
+  if [ ! -f "$ts_stamp" ] || [ clients/ts/package-lock.json -nt "$ts_stamp" ]; then
+    (cd clients/ts && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$ts_stamp"
+  fi
 fi

@@ -15,6 +15,10 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: The largest fair-share weight of a tenant (the store's FAIR_STEP, lua/includes/line.lua,
+#: is divided exactly by every weight up to it).
+MAX_TENANT_WEIGHT = 10
+
 
 def _env(name: str, *aliases: str) -> AliasChoices:
     return AliasChoices(f"CONVEYOR_{name}", *aliases)
@@ -115,6 +119,13 @@ class Settings(BaseSettings):
     watch_heartbeat_seconds: float = 10.0
     max_request_bytes: int = 8 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
+
+    # --- web dashboard (gateway/dashboard) ---------------------------------------------
+    dashboard_addr: str = Field(
+        default="127.0.0.1:8090",
+        description="host:port of the gateway's web dashboard (port 0: any free port; `off`: none). Beyond "
+        "loopback only when set so, and never with CONVEYOR_AUTH=off. A port already taken is logged and skipped.",
+    )
 
     # --- TLS -----------------------------------------------------------------------
     tls_cert_file: Path | None = Field(
@@ -218,6 +229,16 @@ class Settings(BaseSettings):
     tenant_max_submits_per_second: int = Field(
         default=0, ge=0, description="The most jobs one tenant may submit in a second; 0: no limit."
     )
+    tenant_max_running_jobs: int = Field(
+        default=0, ge=0,
+        description="The most jobs one tenant may have handed over or running at once, over every queue; "
+        "0: no limit (its other jobs wait in line, in their places, and other tenants' go first).",
+    )
+    tenant_weights: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="Fair-share weights within a priority, `tenant=weight,...` (1 to "
+        f"{MAX_TENANT_WEIGHT}; 1 for a tenant not named): a tenant of weight 2 gets two turns to another's one.",
+    )
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
     default_job_timeout_seconds: float = 300.0
@@ -232,6 +253,44 @@ class Settings(BaseSettings):
     keep_failed: int = Field(default=200, description="Failed (and cancelled) jobs kept per queue.")
     keep_max_age_seconds: float = Field(default=7 * 24 * 3600, description="Finished jobs kept at most this long.")
 
+    # --- metrics, health endpoints and queue health (issue 14) -----------------------
+    gateway_metrics_addr: str = Field(
+        default="",
+        description="host:port of the gateway's Prometheus /metrics (HTTP); empty: off. A bare port (`9464`, "
+        "`:9464`) is loopback; bind beyond it only by naming the address (`0.0.0.0:9464`).",
+    )
+    executor_metrics_addr: str = Field(
+        default="",
+        description="host:port of the executor's /metrics, /healthz and /readyz (HTTP, served by its "
+        "supervisor for all its worker processes); empty: off. Bare port: loopback, as for the gateway.",
+    )
+    metrics_cache_seconds: float = Field(
+        default=2.0, ge=0, description="The store's queue figures on /metrics are read at most this often."
+    )
+    queue_health_failure_rate: float = Field(
+        default=0.1, ge=0, le=1, description="A queue whose jobs failed this often over the last hour is DEGRADED."
+    )
+    queue_health_failure_rate_unhealthy: float = Field(
+        default=0.5, ge=0, le=1, description="... and UNHEALTHY from this failure rate."
+    )
+    queue_health_min_jobs: int = Field(
+        default=10, ge=1, description="Failure rates count once this many jobs ended in the last hour."
+    )
+    queue_health_stall_seconds: float = Field(
+        default=300.0, gt=0, description="A job near the head of an unpaused line waiting longer is STALLED."
+    )
+    queue_health_backlog_jobs: int = Field(
+        default=100, ge=0, description="A growing backlog is an issue from this many waiting jobs."
+    )
+
+    # --- traces (OpenTelemetry, issue 14; conveyor/tracing.py) ------------------------
+    tracing: Literal["on", "off"] = Field(
+        default="off",
+        description="on: the gateway and the executor record spans (submit, queue wait, each attempt, each browser "
+        "step) and export them by OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT (the standard OTEL_* variables apply; "
+        "default http://localhost:4318); off: no spans, a client's traceparent is only kept with its job.",
+    )
+
     # --- files and logs ------------------------------------------------------------
     data_dir: Path = Path(".conveyor")
     artifact_dir: Path | None = None
@@ -243,6 +302,24 @@ class Settings(BaseSettings):
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("tenant_weights", mode="before")
+    @classmethod
+    def _parse_weights(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("CONVEYOR_TENANT_WEIGHTS is `tenant=weight,...`")
+            value = {name.strip(): weight.strip() for name, weight in pairs}
+        return value
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, int]) -> dict[str, int]:
+        for tenant, weight in value.items():
+            if not 1 <= weight <= MAX_TENANT_WEIGHT:
+                raise ValueError(f"tenant {tenant!r}: a weight is 1 to {MAX_TENANT_WEIGHT}, not {weight}")
         return value
 
     @field_validator("kinds", "executor_kinds", mode="before")

@@ -30,7 +30,7 @@ from conveyor.v1.suite_service_pb2_grpc import SuiteServiceStub
 from gateway.auth import METHOD_ROLES
 from gateway.server import SERVICE_NAMES
 from tests.support.grpc_helpers import error_info, submit_request, unique_queue
-from tests.support.processes import Stack, free_port, spawn, stack_env
+from tests.support.processes import Stack, free_port, running_stack, spawn, stack_env
 from tests.test_cli import run_cli
 
 pb, qpb, spb, kpb = job_service_pb2, queue_service_pb2, schedule_service_pb2, key_service_pb2
@@ -55,14 +55,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def secured(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data = tmp_path_factory.mktemp("auth")
-    stack = Stack(redis_url, stack_env(redis_url, data, CONVEYOR_AUTH="on", CONVEYOR_ADMIN_KEY=ADMIN_SECRET),
-                  data / "logs")
-    stack.start_gateway()
-    stack.start_executor()
-    yield stack
-    stack.stop()
-    stack.print_problems()
+    with running_stack(redis_url, tmp_path_factory.mktemp("auth"), CONVEYOR_AUTH="on",
+                       CONVEYOR_ADMIN_KEY=ADMIN_SECRET) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

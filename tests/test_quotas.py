@@ -16,7 +16,7 @@ from conveyor.v1 import job_service_pb2, key_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.key_service_pb2_grpc import KeyServiceStub
 from tests.support.grpc_helpers import error_info, rich_status, submit_request, unique_queue
-from tests.support.processes import Stack, stack_env
+from tests.support.processes import Stack, running_stack, stack_env
 
 pb, kpb = job_service_pb2, key_service_pb2
 ADMIN = "cvk_admin_quota-test"
@@ -25,14 +25,9 @@ QUOTA = 3
 
 @pytest.fixture(scope="module")
 def quota_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data = tmp_path_factory.mktemp("quota")
-    env = stack_env(redis_url, data, CONVEYOR_AUTH="on", CONVEYOR_ADMIN_KEY=ADMIN,
-                    CONVEYOR_TENANT_MAX_OPEN_JOBS=str(QUOTA))
-    stack = Stack(redis_url, env, data / "logs")
-    stack.start_gateway()
-    yield stack
-    stack.stop()
-    stack.print_problems()
+    with running_stack(redis_url, tmp_path_factory.mktemp("quota"), executor=False, CONVEYOR_AUTH="on",
+                       CONVEYOR_ADMIN_KEY=ADMIN, CONVEYOR_TENANT_MAX_OPEN_JOBS=str(QUOTA)) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.key_service_pb2_grpc import KeyServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
 from tests.support.grpc_helpers import field_violations, submit_request, unique_queue
-from tests.support.processes import Stack, stack_env
+from tests.support.processes import Stack, running_stack
 
 pb, qpb, kpb = job_service_pb2, queue_service_pb2, key_service_pb2
 ADMIN = "cvk_admin_tenants-test-secret"
@@ -39,16 +39,10 @@ class Tenants:
 
 @pytest.fixture(scope="module")
 def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data = tmp_path_factory.mktemp("tenants")
-    stack = Stack(redis_url, stack_env(
-        redis_url, data, CONVEYOR_AUTH="on", CONVEYOR_ADMIN_KEY=ADMIN, CONVEYOR_EXECUTOR_SLOTS="6",
-        CONVEYOR_EXECUTOR_KINDS="noop", CONVEYOR_TENANT_MAX_RUNNING_JOBS=str(MAX_RUNNING),
-    ), data / "logs")
-    stack.start_gateway()
-    stack.start_executor()
-    yield stack
-    stack.stop()
-    stack.print_problems()
+    with running_stack(redis_url, tmp_path_factory.mktemp("tenants"), CONVEYOR_AUTH="on", CONVEYOR_ADMIN_KEY=ADMIN,
+                       CONVEYOR_EXECUTOR_SLOTS="6", CONVEYOR_EXECUTOR_KINDS="noop",
+                       CONVEYOR_TENANT_MAX_RUNNING_JOBS=str(MAX_RUNNING)) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

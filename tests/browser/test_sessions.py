@@ -20,7 +20,7 @@ from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.key_service_pb2_grpc import KeyServiceStub
 from conveyor.v1.session_service_pb2_grpc import SessionServiceStub
 from tests.support.grpc_helpers import error_info, submit_request, unique_queue
-from tests.support.processes import Stack, stack_env
+from tests.support.processes import Stack, running_stack
 
 pb, kpb, spb = job_service_pb2, key_service_pb2, session_service_pb2
 ADMIN = "cvk_admin_session-test-secret"
@@ -40,13 +40,9 @@ class Tenants:
 
 @pytest.fixture(scope="module")
 def secured(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data = tmp_path_factory.mktemp("sessions")
-    stack = Stack(redis_url, stack_env(redis_url, data, CONVEYOR_AUTH="on", CONVEYOR_ADMIN_KEY=ADMIN), data / "logs")
-    stack.start_gateway()
-    stack.start_executor()
-    yield stack
-    stack.stop()
-    stack.print_problems()
+    with running_stack(redis_url, tmp_path_factory.mktemp("sessions"), CONVEYOR_AUTH="on",
+                       CONVEYOR_ADMIN_KEY=ADMIN) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

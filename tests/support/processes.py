@@ -4,6 +4,7 @@ file that is printed when a test fails to start one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,3 +216,18 @@ def stack_env(redis_url: str, data_dir: Path, **overrides: str) -> dict[str, str
     })
     env.update(overrides)
     return env
+
+
+@contextlib.contextmanager
+def running_stack(redis_url: str, data_dir: Path, *, executor: bool = True, **env: str) -> Iterator[Stack]:
+    """A gateway (and an executor) with `stack_env(**env)`, stopped at the end, its logs'
+    problems printed."""
+    stack = Stack(redis_url, stack_env(redis_url, data_dir, **env), data_dir / "logs")
+    try:
+        stack.start_gateway()
+        if executor:
+            stack.start_executor()
+        yield stack
+    finally:
+        stack.stop()
+        stack.print_problems()
