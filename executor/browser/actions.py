@@ -14,6 +14,7 @@ from conveyor.v1 import task_pb2
 from executor.browser.request_guard import host_not_resolved, policy_violation
 from executor.browser.step_context import StepContext
 from executor.browser.step_errors import invalid_step
+from executor.browser.targets import act
 from executor.browser.timing import seconds_of
 
 WaitUntil = Literal["commit", "domcontentloaded", "load", "networkidle"]
@@ -61,71 +62,62 @@ async def click(ctx: StepContext, action: task_pb2.ClickAction) -> None:
         raise invalid_step(f"button must be one of {', '.join(BUTTONS)}, not {button!r}")
     if action.click_count < 0 or action.click_count > 3:
         raise invalid_step("clickCount must be 1, 2 or 3")
-    found = await ctx.target(action.target)
-    await found.first.click(
+    await act(ctx, action.target, lambda e: e.click(
         button=cast(MouseButton, button),
         click_count=action.click_count or 1,
         timeout=ctx.deadline.remaining_ms(),
-    )
+    ))
 
 
 async def fill(ctx: StepContext, action: task_pb2.FillAction) -> None:
-    found = await ctx.target(action.target)
-    await found.first.fill(action.text, timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.fill(action.text, timeout=ctx.deadline.remaining_ms()))
 
 
 async def type_text(ctx: StepContext, action: task_pb2.TypeAction) -> None:
     delay_ms = seconds_of(action.delay) * 1000 if action.HasField("delay") else 0.0
     if delay_ms < 0:
         raise invalid_step("delay must not be negative")
-    found = await ctx.target(action.target)
-    await found.first.press_sequentially(
+    await act(ctx, action.target, lambda e: e.press_sequentially(
         action.text, delay=delay_ms, timeout=ctx.deadline.remaining_ms()
-    )
+    ))
 
 
 async def clear(ctx: StepContext, action: task_pb2.ClearAction) -> None:
-    found = await ctx.target(action.target)
-    await found.first.clear(timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.clear(timeout=ctx.deadline.remaining_ms()))
 
 
 async def press(ctx: StepContext, action: task_pb2.PressAction) -> None:
     if not action.key:
         raise invalid_step("press needs a key")
-    found = await ctx.target(action.target)
-    await found.first.press(action.key, timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.press(action.key, timeout=ctx.deadline.remaining_ms()))
 
 
 async def hover(ctx: StepContext, action: task_pb2.HoverAction) -> None:
-    found = await ctx.target(action.target)
-    await found.first.hover(timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.hover(timeout=ctx.deadline.remaining_ms()))
 
 
 async def select(ctx: StepContext, action: task_pb2.SelectAction) -> None:
     if not action.values and not action.labels:
         raise invalid_step("select needs values or labels")
-    found = await ctx.target(action.target)
-    timeout = ctx.deadline.remaining_ms()
     if action.values:
-        await found.first.select_option(value=list(action.values), timeout=timeout)
+        await act(ctx, action.target, lambda e: e.select_option(
+            value=list(action.values), timeout=ctx.deadline.remaining_ms()))
     else:
-        await found.first.select_option(label=list(action.labels), timeout=timeout)
+        await act(ctx, action.target, lambda e: e.select_option(
+            label=list(action.labels), timeout=ctx.deadline.remaining_ms()))
 
 
 async def check(ctx: StepContext, action: task_pb2.CheckAction) -> None:
-    found = await ctx.target(action.target)
-    await found.first.check(timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.check(timeout=ctx.deadline.remaining_ms()))
 
 
 async def uncheck(ctx: StepContext, action: task_pb2.UncheckAction) -> None:
-    found = await ctx.target(action.target)
-    await found.first.uncheck(timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.uncheck(timeout=ctx.deadline.remaining_ms()))
 
 
 async def scroll(ctx: StepContext, action: task_pb2.ScrollAction) -> None:
     if action.HasField("target"):
-        found = await ctx.target(action.target)
-        await found.first.scroll_into_view_if_needed(timeout=ctx.deadline.remaining_ms())
+        await act(ctx, action.target, lambda e: e.scroll_into_view_if_needed(timeout=ctx.deadline.remaining_ms()))
         return
     if not action.dx and not action.dy:
         raise invalid_step("scroll needs a target, or dx/dy")
@@ -136,5 +128,4 @@ async def scroll(ctx: StepContext, action: task_pb2.ScrollAction) -> None:
 
 async def upload(ctx: StepContext, action: task_pb2.UploadAction) -> None:
     paths = await ctx.outputs.uploads.paths(list(action.files))
-    found = await ctx.target(action.target)
-    await found.first.set_input_files(paths, timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.set_input_files(paths, timeout=ctx.deadline.remaining_ms()))

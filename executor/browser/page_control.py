@@ -28,6 +28,7 @@ from conveyor.v1 import task_pb2
 from executor.browser.request_guard import RequestGuard
 from executor.browser.step_context import StepContext
 from executor.browser.step_errors import StepFailure, expectation_failed, invalid_step, step_timeout
+from executor.browser.targets import act, act_on, for_action
 from executor.browser.timing import seconds_of
 
 log = structlog.get_logger()
@@ -156,11 +157,12 @@ async def evaluate(ctx: StepContext, action: task_pb2.EvaluateAction) -> None:
     if not action.expression.strip():
         raise invalid_step("evaluate needs an expression")
     arg = _plain(action.arg) if action.HasField("arg") else None
-    target = await ctx.target(action.target) if action.HasField("target") else None
+    target = await for_action(ctx, action.target) if action.HasField("target") else None
 
     async def run() -> object:
         if target is not None:
-            return _json_safe(await target.first.evaluate(action.expression, arg, timeout=ctx.deadline.remaining_ms()))
+            return _json_safe(await act_on(ctx, target, lambda e: e.evaluate(
+                action.expression, arg, timeout=ctx.deadline.remaining_ms())))
         return _json_safe(await ctx.page.evaluate(action.expression, arg))
 
     result = await run()
@@ -235,21 +237,18 @@ async def reload(ctx: StepContext, action: task_pb2.HistoryAction) -> None:
 
 
 async def focus(ctx: StepContext, action: task_pb2.FocusAction) -> None:
-    found = await ctx.target(action.target)
-    await found.first.focus(timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.focus(timeout=ctx.deadline.remaining_ms()))
 
 
 async def blur(ctx: StepContext, action: task_pb2.BlurAction) -> None:
-    found = await ctx.target(action.target)
-    await found.first.blur(timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.blur(timeout=ctx.deadline.remaining_ms()))
 
 
 async def dispatch_event(ctx: StepContext, action: task_pb2.DispatchEventAction) -> None:
     if not action.type:
         raise invalid_step("dispatchEvent needs a type")
     init = json_format.MessageToDict(action.event_init) if action.HasField("event_init") else None
-    found = await ctx.target(action.target)
-    await found.first.dispatch_event(action.type, init, timeout=ctx.deadline.remaining_ms())
+    await act(ctx, action.target, lambda e: e.dispatch_event(action.type, init, timeout=ctx.deadline.remaining_ms()))
 
 
 async def drag(ctx: StepContext, action: task_pb2.DragAction) -> None:
@@ -349,9 +348,9 @@ def download_name(step_index: int, suggested: str) -> str:
 
 
 async def download(ctx: StepContext, action: task_pb2.DownloadAction) -> None:
-    found = await ctx.target(action.target)
+    found = await for_action(ctx, action.target)
     async with ctx.page.expect_download(timeout=ctx.deadline.remaining_ms()) as info:
-        await found.first.click(timeout=ctx.deadline.remaining_ms())
+        await act_on(ctx, found, lambda e: e.click(timeout=ctx.deadline.remaining_ms()))
     dl = await info.value
     try:
         path = await dl.path()

@@ -152,6 +152,13 @@ def is_invalid_selector_error(exc: BaseException) -> bool:
     return isinstance(exc, PlaywrightError) and any(m in text for m in _INVALID_SELECTOR_MARKS)
 
 
+def strict_count(exc: BaseException) -> int | None:
+    """How many elements a strict locator resolved to, if `exc` is Playwright's strict
+    mode violation."""
+    found = _STRICT.search(first_line(exc, limit=100_000)) if isinstance(exc, PlaywrightError) else None
+    return int(found.group(1)) if found else None
+
+
 def is_closed_error(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, PlaywrightError) and any(m in text for m in _CLOSED_MARKS)

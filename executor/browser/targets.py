@@ -5,11 +5,18 @@ needs exactly one element, and "none" or "several" is the step's error.
 Waiting is event-driven: one wait for *any* candidate (`a.or_(b).or_(c)`), so the
 fallbacks do not each burn the step's timeout; then a quick count per candidate, in
 order, says which one matched.
+
+An action on a structured locator (`act`) costs no round trip before it: Playwright's
+actions wait for the element and are strict themselves, and their errors become the
+step's (`locator_failure`). Steps that need the matches first (every match, `one=False`)
+resolve the locator (`resolve_locator`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator, Page
@@ -19,15 +26,24 @@ from conveyor.browser_steps import DEFAULT_TEST_ID_ATTRIBUTE
 from conveyor.v1 import task_pb2
 from executor.browser import locators
 from executor.browser.step_errors import (
+    StepFailure,
     element_not_found,
     first_line,
     invalid_selector,
     invalid_step,
     is_invalid_selector_error,
     locator_not_found,
+    strict_count,
     strict_mode_violation,
 )
 from executor.browser.timing import Deadline
+
+if TYPE_CHECKING:
+    from executor.browser.step_context import StepContext
+
+T = TypeVar("T")
+# In the call log of Playwright's timeout error once the locator matched an element.
+_RESOLVED_MARK = "locator resolved to"
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,67 @@ async def resolve_locator(
             raise strict_mode_violation(described, count)
         if deadline.expired():
             raise locator_not_found(described, deadline.total)
+
+
+async def locator_failure(exc: PlaywrightError, found: ResolvedTarget, deadline: Deadline) -> StepFailure | None:
+    """The step's error for what a Playwright action (or a strict read) on a structured
+    locator raised, as `resolve_locator` would have said it; None: the action's own
+    error stands (a timeout on an element that matched but never became actionable,
+    which the runner reports as the step's timeout). Only a timeout costs a round
+    trip: one count, to tell "nothing matched" from "matched, not actionable"."""
+    described = found.selector
+    if isinstance(exc, PlaywrightTimeoutError):
+        try:
+            count = await found.locator.count()
+        except PlaywrightError:
+            return None
+        if count == 0:
+            # Gone by now, but matched during the action (its call log says so): the
+            # action's timeout stands, as when the element was found before acting.
+            if _RESOLVED_MARK in str(exc):
+                return None
+            return locator_not_found(described, deadline.total)
+        if count > 1:
+            return strict_mode_violation(described, count)
+        return None
+    if is_invalid_selector_error(exc):
+        return invalid_selector(described, first_line(exc))
+    several = strict_count(exc)
+    if several is not None:
+        return strict_mode_violation(described, several)
+    return None
+
+
+async def act(ctx: StepContext, target: task_pb2.Target, action: Callable[[Locator], Awaitable[T]]) -> T:
+    """Run a Playwright action (click, fill, check, ...) on the target's element.
+
+    A selector with fallbacks is resolved first (the first that matches wins). A
+    structured locator goes straight to the action, which waits for its element and
+    enforces strictness itself: no round trip before it; its errors become the step's
+    (not found, strict mode violation, invalid selector) with the same messages."""
+    return await act_on(ctx, await for_action(ctx, target), action)
+
+
+async def for_action(ctx: StepContext, target: task_pb2.Target) -> ResolvedTarget:
+    """The target of an action that Playwright makes strict and auto-waiting: a
+    selector resolved (waited for); a structured locator as it is (no round trip),
+    for `act_on`, whose action waits for it."""
+    return await (ctx.target_now(target) if is_structured(target) else ctx.target(target))
+
+
+async def act_on(ctx: StepContext, found: ResolvedTarget, action: Callable[[Locator], Awaitable[T]]) -> T:
+    """Run the action on `for_action`'s target; a structured locator's failures as
+    the step's errors (`locator_failure`)."""
+    if not found.strict:
+        return await action(found.first)
+    try:
+        return await action(found.locator)
+    except PlaywrightError as exc:
+        failure = await locator_failure(exc, found, ctx.deadline)
+        if failure is None:
+            raise
+        ctx.matched_selector = ""  # it matched nothing, or not one element
+        raise failure from None
 
 
 def candidates(target: task_pb2.Target) -> list[str]:
