@@ -107,7 +107,9 @@ async def test_retain_on_failure_keeps_the_trace_of_a_failed_job_with_its_consol
     assert ("log", "hello from the page 42") in texts and ("warning", "careful") in texts
     assert ("error", "about to throw") in texts
     assert any("kaboom in the page" in e.message for e in partial.page_errors)
-    assert {e.step_index for e in partial.page_errors} == {2}  # thrown after the click of step 2
+    # Thrown by a timer the click of step 2 set: it is the step running when the page
+    # reported it, step 2 or (once the click has returned) the wait after it.
+    assert len(partial.page_errors) == 1 and partial.page_errors[0].step_index in (2, 3)
 
 
 async def test_retain_on_failure_keeps_no_trace_of_a_passing_job_and_the_result_has_the_console(
