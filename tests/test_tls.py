@@ -92,24 +92,8 @@ def creds(pki: Pki, *, client: bool = False) -> grpc.ChannelCredentials:
 def start_tls_gateway(stack: Stack, credentials: grpc.ChannelCredentials, **extra_env: str) -> str:
     """A gateway of `stack` serving TLS, SERVING (health over TLS) before this returns;
     stopped by pid with the stack. Returns its address."""
-    env = {**stack.env, **extra_env}
-    target = env["CONVEYOR_GRPC_ADDR"]
-    p = spawn("gateway", [sys.executable, "-m", "gateway.main"], env, stack.log_dir)
-    stack.gateways.append(p)
-
-    def serving() -> bool:
-        if not p.alive():
-            raise RuntimeError(f"gateway exited:\n{p.log()}")
-        with grpc.secure_channel(target, credentials) as ch:
-            try:
-                r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
-            except grpc.RpcError:
-                return False
-
-    wait_for(serving, 30, "TLS gateway health SERVING", interval=0.1)
-    stack.gateway_targets.append(target)
-    return target
+    stack.start_gateway(credentials, **extra_env)
+    return stack.gateway_targets[-1]
 
 
 @pytest.fixture(scope="module")

@@ -137,23 +137,26 @@ class Stack:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
-    def start_gateway(self, **extra_env: str) -> Process:
+    def start_gateway(self, credentials: grpc.ChannelCredentials | None = None, **extra_env: str) -> Process:
+        """A gateway of this stack, SERVING (its health, over TLS with `credentials`)
+        before this returns; stopped by pid with the stack, even if it never serves."""
         env = {**self.env, **extra_env}
         p = spawn("gateway", [sys.executable, "-m", "gateway.main"], env, self.log_dir)
+        self.gateways.append(p)
         target = env["CONVEYOR_GRPC_ADDR"]
 
         def serving() -> bool:
             if not p.alive():
                 raise RuntimeError(f"gateway exited:\n{p.log()}")
-            with grpc.insecure_channel(target) as ch:
+            with (grpc.secure_channel(target, credentials) if credentials is not None
+                  else grpc.insecure_channel(target)) as ch:
                 try:
                     r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                     return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
                 except grpc.RpcError:
                     return False
 
-        wait_for(serving, 30, "gateway health SERVING", interval=0.1)
-        self.gateways.append(p)
+        wait_for(serving, 30, "gateway health SERVING" + (" over TLS" if credentials else ""), interval=0.1)
         self.gateway_targets.append(target)
         return p
 
