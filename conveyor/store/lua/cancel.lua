@@ -29,7 +29,7 @@ if state == 'ACTIVE' then
 end
 if state == 'WAITING' then
   line_remove(id, q, owner or '')
-  if handed == '1' then leave_inflight(id, q, kind) end
+  if handed == '1' then leave_inflight(id, q, kind, owner) end
 end
 transition(id, q, state, 'CANCELLED', now, {attempt = tonumber(attempt), event = {'e', payload}, owner = owner,
   fields = {'error', payload, 'ended', int(now), 'handed', 0, 'cancel', 1}, settle = transport_args(4)})

@@ -22,13 +22,13 @@ local now = now_ms()
 
 local function finish(id, attempt, outcome, payload, retry_delay)
   local kj = k_job(id)
-  local state, cur, q, limit, cancel, started, has_dependents, kind, cancel_error = unpack(redis.call('HMGET', kj,
-    'state', 'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind', 'cancel_error'))
+  local state, cur, q, limit, cancel, started, has_dependents, kind, cancel_error, owner = unpack(redis.call('HMGET',
+    kj, 'state', 'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind', 'cancel_error', 'owner'))
   if state ~= 'ACTIVE' or cur ~= attempt then return '' end
   -- Due times are on Redis's clock, like every other time here, whatever the
   -- executor's clock says.
   local retry_at = now + retry_delay
-  leave_inflight(id, q, kind)
+  leave_inflight(id, q, kind, owner)
   sample(q, 'run', now - (tonumber(started) or now))
   local to, h
   if outcome == 'completed' then
@@ -51,7 +51,7 @@ local function finish(id, attempt, outcome, payload, retry_delay)
   if to ~= 'COMPLETED' then record.error = payload end
   transition(id, q, 'ACTIVE', to, now, {attempt = tonumber(attempt), fields = attempt_fields(attempt, record, h),
     score = (to == 'DELAYED') and retry_at or nil, event = (to == 'COMPLETED') and {'p', 100} or {'e', payload},
-    settle = t, has_dependents = has_dependents or '0'})
+    settle = t, has_dependents = has_dependents or '0', owner = owner})
   return to
 end
 

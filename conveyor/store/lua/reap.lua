@@ -39,12 +39,12 @@ if #dead > 0 then
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT', 0, limit)) do
   local kj = k_job(id)
-  local state, q, attempt, limit_a, cancel, handed, kind = unpack(redis.call('HMGET', kj,
-    'state', 'queue', 'attempt', 'limit', 'cancel', 'handed', 'kind'))
+  local state, q, attempt, limit_a, cancel, handed, kind, owner = unpack(redis.call('HMGET', kj,
+    'state', 'queue', 'attempt', 'limit', 'cancel', 'handed', 'kind', 'owner'))
   if not state then
     redis.call('ZREM', K_INFLIGHT, id)
   else
-    leave_inflight(id, q, kind)
+    leave_inflight(id, q, kind, owner)
     if state == 'WAITING' and handed == '1' then
       redis.call('HSET', kj, 'handed', 0)
       enter_line(id, q, true, now)
@@ -65,7 +65,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT'
         failed = failed + 1
       end
       transition(id, q, 'ACTIVE', to, now, {attempt = a, fields = h, keep_place = true, event = {'e', payload},
-        settle = t})
+        owner = owner, settle = t})
     end
   end
 end

@@ -171,9 +171,10 @@ end
 
 -- Leave the in-flight set (handed over or running): frees a slot of the queue, of
 -- the job's kind (`kind`, when the caller knows it; refresh_capacity() recounts the
--- kinds' and tenants' in-flight jobs anyway) and of its tenant.
-local function leave_inflight(id, q, kind)
+-- kinds' and tenants' in-flight jobs anyway) and of its tenant (`owner`; read from the
+-- job when nil).
+local function leave_inflight(id, q, kind, owner)
   if redis.call('ZREM', K_INFLIGHT, id) == 1 then
-    count_inflight(q, kind, hget(k_job(id), 'owner'), -1)
+    count_inflight(q, kind, owner or hget(k_job(id), 'owner'), -1)
   end
 end
