@@ -10,9 +10,9 @@
 -- the line again (the start of its "queue wait" span, conveyor/tracing.py).
 local function claim_job(id, attempt, executor, stall_ms, now)
   local kj = k_job(id)
-  local state, handed, cur, q, ready, spec, timeout_ms, limit, kind, run_at, trace, created = unpack(
+  local state, handed, cur, q, ready, spec, timeout_ms, limit, kind, run_at, trace, created, owner = unpack(
     redis.call('HMGET', kj, 'state', 'handed', 'attempt', 'queue', 'ready', 'spec', 'timeout_ms', 'limit', 'kind',
-      'run_at', 'trace', 'created'))
+      'run_at', 'trace', 'created', 'owner'))
   if not state then return {0, 'gone'} end
   if state ~= 'WAITING' then return {0, 'state ' .. state} end
   if handed ~= '1' then return {0, 'not handed over'} end
@@ -20,7 +20,7 @@ local function claim_job(id, attempt, executor, stall_ms, now)
   sample(q, 'wait', now - (tonumber(ready) or now))
   if run_at then redis.call('HDEL', kj, 'run_at') end
   redis.call('ZADD', K_INFLIGHT, int(now + stall_ms), id)
-  transition(id, q, 'WAITING', 'ACTIVE', now, {attempt = attempt,
+  transition(id, q, 'WAITING', 'ACTIVE', now, {attempt = attempt, owner = owner,
     fields = attempt_fields(attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'},
       {'attempt', attempt, 'handed', 0, 'started', int(now), 'worker', executor, 'progress', 0, 'pmsg', ''})})
   local waited_from = tonumber(ready) or now
