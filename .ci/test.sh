@@ -14,4 +14,4 @@ echo "== buf breaking (against the contract as last released: protos/baseline/, 
 .venv/bin/buf breaking protos --against protos/baseline/conveyor-v1.binpb
 echo "== pytest"
 # pytest exits 5 when it collected no test: that fails here like any other error.
-.venv/bin/pytest -p no:cacheprovider "$@"
+.venv/bin/pytest -p no:cacheprovider --durations=25 "$@"
