@@ -23,13 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63onveyor/v1/job.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xee\t\n\x03Job\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x31\n\x08priority\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.PriorityR\x08priority\x12\x1a\n\x08progress\x18\x05 \x01(\x05R\x08progress\x12)\n\x10progress_message\x18\x06 \x01(\tR\x0fprogressMessage\x12\x18\n\x07\x61ttempt\x18\x07 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\x08 \x01(\x05R\x0bmaxAttempts\x12;\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1a\n\x08position\x18\x0c \x01(\x03R\x08position\x12\x35\n\x08run_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07runTime\x12\x33\n\x07timeout\x18\x0e \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12\x34\n\x06labels\x18\x0f \x03(\x0b\x32\x1c.conveyor.v1.Job.LabelsEntryR\x06labels\x12\x14\n\x05owner\x18\x10 \x01(\tR\x05owner\x12#\n\rlast_sequence\x18\x11 \x01(\x03R\x0clastSequence\x12)\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08R\x0f\x63\x61ncelRequested\x12L\n\x14\x65stimated_start_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x12\x65stimatedStartTime\x12\x1d\n\ndepends_on\x18\x16 \x03(\tR\tdependsOn\x12\x1b\n\tdedup_key\x18\x17 \x01(\tR\x08\x64\x65\x64upKey\x12\x36\n\x08\x61ttempts\x18  \x03(\x0b\x32\x1a.conveyor.v1.AttemptRecordR\x08\x61ttempts\x12\x34\n\x07\x62rowser\x18\x14 \x01(\x0b\x32\x18.conveyor.v1.BrowserTaskH\x00R\x07\x62rowser\x12+\n\x04noop\x18\x15 \x01(\x0b\x32\x15.conveyor.v1.NoopTaskH\x00R\x04noop\x12\x34\n\tkind_task\x18\x18 \x01(\x0b\x32\x15.conveyor.v1.KindTaskH\x00R\x08kindTask\x12\x12\n\x04kind\x18\x19 \x01(\tR\x04kind\x12.\n\x06result\x18\x1e \x01(\x0b\x32\x16.conveyor.v1.JobResultR\x06result\x12(\n\x05\x65rror\x18\x1f \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x06\n\x04task\";\n\tHeartbeat\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\"\x8e\x02\n\rAttemptRecord\x12\x18\n\x07\x61ttempt\x18\x01 \x01(\x05R\x07\x61ttempt\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x07outcome\x12(\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\x12\x16\n\x06worker\x18\x06 \x01(\tR\x06worker\"\x8f\x04\n\tJobResult\x12-\n\x05steps\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.StepResultR\x05steps\x12:\n\x06values\x18\x02 \x03(\x0b\x32\".conveyor.v1.JobResult.ValuesEntryR\x06values\x12\x33\n\tartifacts\x18\x03 \x03(\x0b\x32\x15.conveyor.v1.ArtifactR\tartifacts\x12!\n\x0c\x62locked_urls\x18\x04 \x03(\tR\x0b\x62lockedUrls\x12.\n\x06output\x18\x05 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06output\x12\x35\n\x07\x63onsole\x18\x14 \x03(\x0b\x32\x1b.conveyor.v1.ConsoleMessageR\x07\x63onsole\x12\x37\n\x0bpage_errors\x18\x15 \x03(\x0b\x32\x16.conveyor.v1.PageErrorR\npageErrors\x12\'\n\x0f\x63onsole_dropped\x18\x16 \x01(\x05R\x0e\x63onsoleDropped\x12#\n\rsaved_session\x18\x17 \x01(\tR\x0csavedSession\x1aQ\n\x0bValuesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05value:\x02\x38\x01\"s\n\x0e\x43onsoleMessage\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12\x1a\n\x08location\x18\x03 \x01(\tR\x08location\x12\x1d\n\nstep_index\x18\x04 \x01(\x05R\tstepIndex\"D\n\tPageError\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x1d\n\nstep_index\x18\x02 \x01(\x05R\tstepIndex\"\xf7\x01\n\nStepResult\x12\x14\n\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n\x06\x61\x63tion\x18\x03 \x01(\tR\x06\x61\x63tion\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x17.conveyor.v1.StepStatusR\x06status\x12\x35\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\x12)\n\x10matched_selector\x18\x06 \x01(\tR\x0fmatchedSelector\x12\x14\n\x05\x65rror\x18\x07 \x01(\tR\x05\x65rror\"\x7f\n\x08\x41rtifact\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12!\n\x0c\x63ontent_type\x18\x02 \x01(\tR\x0b\x63ontentType\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x1d\n\nstep_index\x18\x04 \x01(\x05R\tstepIndex\"\xbc\x03\n\x08JobEvent\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x15\n\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12.\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12-\n\x04type\x18\x05 \x01(\x0e\x32\x19.conveyor.v1.JobEventTypeR\x04type\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1a\n\x08progress\x18\x07 \x01(\x05R\x08progress\x12\x18\n\x07message\x18\x08 \x01(\tR\x07message\x12\x18\n\x07\x61ttempt\x18\t \x01(\x05R\x07\x61ttempt\x12\x1d\n\nstep_index\x18\n \x01(\x05R\tstepIndex\x12\x1b\n\tstep_name\x18\x0b \x01(\tR\x08stepName\x12(\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\x12%\n\x0equeue_sequence\x18\r \x01(\x03R\rqueueSequence*\xb1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_WAITING\x10\x01\x12\x15\n\x11JOB_STATE_DELAYED\x10\x02\x12\x14\n\x10JOB_STATE_ACTIVE\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\x88\x01\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_CRITICAL\x10\x01\x12\x11\n\rPRIORITY_HIGH\x10\x02\x12\x13\n\x0fPRIORITY_NORMAL\x10\x03\x12\x10\n\x0cPRIORITY_LOW\x10\x04\x12\x11\n\rPRIORITY_BULK\x10\x05*U\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_STATUS_OK\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02*m\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1cJOB_EVENT_TYPE_STATE_CHANGED\x10\x01\x12\x1b\n\x17JOB_EVENT_TYPE_PROGRESS\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63onveyor/v1/job.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x96\x0b\n\x03Job\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x02id\x12\x1a\n\x05queue\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05queue\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\x15.conveyor.v1.JobStateB\x04\xe2\x41\x01\x03R\x05state\x12\x37\n\x08priority\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.PriorityB\x04\xe2\x41\x01\x03R\x08priority\x12 \n\x08progress\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x08progress\x12/\n\x10progress_message\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x0fprogressMessage\x12\x1e\n\x07\x61ttempt\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07\x61ttempt\x12\'\n\x0cmax_attempts\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x0bmaxAttempts\x12\x41\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12?\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\tstartTime\x12;\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x07\x65ndTime\x12 \n\x08position\x18\x0c \x01(\x03\x42\x04\xe2\x41\x01\x03R\x08position\x12;\n\x08run_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x07runTime\x12\x39\n\x07timeout\x18\x0e \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\x07timeout\x12:\n\x06labels\x18\x0f \x03(\x0b\x32\x1c.conveyor.v1.Job.LabelsEntryB\x04\xe2\x41\x01\x03R\x06labels\x12\x1a\n\x05owner\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03R\x05owner\x12)\n\rlast_sequence\x18\x11 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x0clastSequence\x12/\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x0f\x63\x61ncelRequested\x12R\n\x14\x65stimated_start_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x12\x65stimatedStartTime\x12#\n\ndepends_on\x18\x16 \x03(\tB\x04\xe2\x41\x01\x03R\tdependsOn\x12!\n\tdedup_key\x18\x17 \x01(\tB\x04\xe2\x41\x01\x03R\x08\x64\x65\x64upKey\x12<\n\x08\x61ttempts\x18  \x03(\x0b\x32\x1a.conveyor.v1.AttemptRecordB\x04\xe2\x41\x01\x03R\x08\x61ttempts\x12:\n\x07\x62rowser\x18\x14 \x01(\x0b\x32\x18.conveyor.v1.BrowserTaskB\x04\xe2\x41\x01\x03H\x00R\x07\x62rowser\x12\x31\n\x04noop\x18\x15 \x01(\x0b\x32\x15.conveyor.v1.NoopTaskB\x04\xe2\x41\x01\x03H\x00R\x04noop\x12:\n\tkind_task\x18\x18 \x01(\x0b\x32\x15.conveyor.v1.KindTaskB\x04\xe2\x41\x01\x03H\x00R\x08kindTask\x12\x18\n\x04kind\x18\x19 \x01(\tB\x04\xe2\x41\x01\x03R\x04kind\x12\x34\n\x06result\x18\x1e \x01(\x0b\x32\x16.conveyor.v1.JobResultB\x04\xe2\x41\x01\x03R\x06result\x12.\n\x05\x65rror\x18\x1f \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03R\x05\x65rror\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x06\n\x04task\";\n\tHeartbeat\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\"\x8e\x02\n\rAttemptRecord\x12\x18\n\x07\x61ttempt\x18\x01 \x01(\x05R\x07\x61ttempt\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12/\n\x07outcome\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x07outcome\x12(\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\x12\x16\n\x06worker\x18\x06 \x01(\tR\x06worker\"\x8f\x04\n\tJobResult\x12-\n\x05steps\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.StepResultR\x05steps\x12:\n\x06values\x18\x02 \x03(\x0b\x32\".conveyor.v1.JobResult.ValuesEntryR\x06values\x12\x33\n\tartifacts\x18\x03 \x03(\x0b\x32\x15.conveyor.v1.ArtifactR\tartifacts\x12!\n\x0c\x62locked_urls\x18\x04 \x03(\tR\x0b\x62lockedUrls\x12.\n\x06output\x18\x05 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06output\x12\x35\n\x07\x63onsole\x18\x14 \x03(\x0b\x32\x1b.conveyor.v1.ConsoleMessageR\x07\x63onsole\x12\x37\n\x0bpage_errors\x18\x15 \x03(\x0b\x32\x16.conveyor.v1.PageErrorR\npageErrors\x12\'\n\x0f\x63onsole_dropped\x18\x16 \x01(\x05R\x0e\x63onsoleDropped\x12#\n\rsaved_session\x18\x17 \x01(\tR\x0csavedSession\x1aQ\n\x0bValuesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05value:\x02\x38\x01\"s\n\x0e\x43onsoleMessage\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12\x1a\n\x08location\x18\x03 \x01(\tR\x08location\x12\x1d\n\nstep_index\x18\x04 \x01(\x05R\tstepIndex\"D\n\tPageError\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x1d\n\nstep_index\x18\x02 \x01(\x05R\tstepIndex\"\xf7\x01\n\nStepResult\x12\x14\n\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n\x06\x61\x63tion\x18\x03 \x01(\tR\x06\x61\x63tion\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x17.conveyor.v1.StepStatusR\x06status\x12\x35\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\x12)\n\x10matched_selector\x18\x06 \x01(\tR\x0fmatchedSelector\x12\x14\n\x05\x65rror\x18\x07 \x01(\tR\x05\x65rror\"\x7f\n\x08\x41rtifact\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12!\n\x0c\x63ontent_type\x18\x02 \x01(\tR\x0b\x63ontentType\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x1d\n\nstep_index\x18\x04 \x01(\x05R\tstepIndex\"\xbc\x03\n\x08JobEvent\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x15\n\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12.\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12-\n\x04type\x18\x05 \x01(\x0e\x32\x19.conveyor.v1.JobEventTypeR\x04type\x12+\n\x05state\x18\x06 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1a\n\x08progress\x18\x07 \x01(\x05R\x08progress\x12\x18\n\x07message\x18\x08 \x01(\tR\x07message\x12\x18\n\x07\x61ttempt\x18\t \x01(\x05R\x07\x61ttempt\x12\x1d\n\nstep_index\x18\n \x01(\x05R\tstepIndex\x12\x1b\n\tstep_name\x18\x0b \x01(\tR\x08stepName\x12(\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\x12%\n\x0equeue_sequence\x18\r \x01(\x03R\rqueueSequence*\xb1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_WAITING\x10\x01\x12\x15\n\x11JOB_STATE_DELAYED\x10\x02\x12\x14\n\x10JOB_STATE_ACTIVE\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\x88\x01\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_CRITICAL\x10\x01\x12\x11\n\rPRIORITY_HIGH\x10\x02\x12\x13\n\x0fPRIORITY_NORMAL\x10\x03\x12\x10\n\x0cPRIORITY_LOW\x10\x04\x12\x11\n\rPRIORITY_BULK\x10\x05*U\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_STATUS_OK\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02*m\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1cJOB_EVENT_TYPE_STATE_CHANGED\x10\x01\x12\x1b\n\x17JOB_EVENT_TYPE_PROGRESS\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,36 +39,92 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOB_LABELSENTRY']._loaded_options = None
   _globals['_JOB_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_JOB'].fields_by_name['id']._loaded_options = None
+  _globals['_JOB'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['queue']._loaded_options = None
+  _globals['_JOB'].fields_by_name['queue']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['state']._loaded_options = None
+  _globals['_JOB'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['priority']._loaded_options = None
+  _globals['_JOB'].fields_by_name['priority']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['progress']._loaded_options = None
+  _globals['_JOB'].fields_by_name['progress']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['progress_message']._loaded_options = None
+  _globals['_JOB'].fields_by_name['progress_message']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['attempt']._loaded_options = None
+  _globals['_JOB'].fields_by_name['attempt']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['max_attempts']._loaded_options = None
+  _globals['_JOB'].fields_by_name['max_attempts']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['create_time']._loaded_options = None
+  _globals['_JOB'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['start_time']._loaded_options = None
+  _globals['_JOB'].fields_by_name['start_time']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['end_time']._loaded_options = None
+  _globals['_JOB'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['position']._loaded_options = None
+  _globals['_JOB'].fields_by_name['position']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['run_time']._loaded_options = None
+  _globals['_JOB'].fields_by_name['run_time']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['timeout']._loaded_options = None
+  _globals['_JOB'].fields_by_name['timeout']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['labels']._loaded_options = None
+  _globals['_JOB'].fields_by_name['labels']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['owner']._loaded_options = None
+  _globals['_JOB'].fields_by_name['owner']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['last_sequence']._loaded_options = None
+  _globals['_JOB'].fields_by_name['last_sequence']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['cancel_requested']._loaded_options = None
+  _globals['_JOB'].fields_by_name['cancel_requested']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['estimated_start_time']._loaded_options = None
+  _globals['_JOB'].fields_by_name['estimated_start_time']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['depends_on']._loaded_options = None
+  _globals['_JOB'].fields_by_name['depends_on']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['dedup_key']._loaded_options = None
+  _globals['_JOB'].fields_by_name['dedup_key']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['attempts']._loaded_options = None
+  _globals['_JOB'].fields_by_name['attempts']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['browser']._loaded_options = None
+  _globals['_JOB'].fields_by_name['browser']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['noop']._loaded_options = None
+  _globals['_JOB'].fields_by_name['noop']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['kind_task']._loaded_options = None
+  _globals['_JOB'].fields_by_name['kind_task']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['kind']._loaded_options = None
+  _globals['_JOB'].fields_by_name['kind']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['result']._loaded_options = None
+  _globals['_JOB'].fields_by_name['result']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['error']._loaded_options = None
+  _globals['_JOB'].fields_by_name['error']._serialized_options = b'\342A\001\003'
   _globals['_JOBRESULT_VALUESENTRY']._loaded_options = None
   _globals['_JOBRESULT_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=3325
-  _globals['_JOBSTATE']._serialized_end=3502
-  _globals['_PRIORITY']._serialized_start=3505
-  _globals['_PRIORITY']._serialized_end=3641
-  _globals['_STEPSTATUS']._serialized_start=3643
-  _globals['_STEPSTATUS']._serialized_end=3728
-  _globals['_JOBEVENTTYPE']._serialized_start=3730
-  _globals['_JOBEVENTTYPE']._serialized_end=3839
-  _globals['_JOB']._serialized_start=183
-  _globals['_JOB']._serialized_end=1445
-  _globals['_JOB_LABELSENTRY']._serialized_start=1380
-  _globals['_JOB_LABELSENTRY']._serialized_end=1437
-  _globals['_HEARTBEAT']._serialized_start=1447
-  _globals['_HEARTBEAT']._serialized_end=1506
-  _globals['_ATTEMPTRECORD']._serialized_start=1509
-  _globals['_ATTEMPTRECORD']._serialized_end=1779
-  _globals['_JOBRESULT']._serialized_start=1782
-  _globals['_JOBRESULT']._serialized_end=2309
-  _globals['_JOBRESULT_VALUESENTRY']._serialized_start=2228
-  _globals['_JOBRESULT_VALUESENTRY']._serialized_end=2309
-  _globals['_CONSOLEMESSAGE']._serialized_start=2311
-  _globals['_CONSOLEMESSAGE']._serialized_end=2426
-  _globals['_PAGEERROR']._serialized_start=2428
-  _globals['_PAGEERROR']._serialized_end=2496
-  _globals['_STEPRESULT']._serialized_start=2499
-  _globals['_STEPRESULT']._serialized_end=2746
-  _globals['_ARTIFACT']._serialized_start=2748
-  _globals['_ARTIFACT']._serialized_end=2875
-  _globals['_JOBEVENT']._serialized_start=2878
-  _globals['_JOBEVENT']._serialized_end=3322
+  _globals['_JOBSTATE']._serialized_start=3526
+  _globals['_JOBSTATE']._serialized_end=3703
+  _globals['_PRIORITY']._serialized_start=3706
+  _globals['_PRIORITY']._serialized_end=3842
+  _globals['_STEPSTATUS']._serialized_start=3844
+  _globals['_STEPSTATUS']._serialized_end=3929
+  _globals['_JOBEVENTTYPE']._serialized_start=3931
+  _globals['_JOBEVENTTYPE']._serialized_end=4040
+  _globals['_JOB']._serialized_start=216
+  _globals['_JOB']._serialized_end=1646
+  _globals['_JOB_LABELSENTRY']._serialized_start=1581
+  _globals['_JOB_LABELSENTRY']._serialized_end=1638
+  _globals['_HEARTBEAT']._serialized_start=1648
+  _globals['_HEARTBEAT']._serialized_end=1707
+  _globals['_ATTEMPTRECORD']._serialized_start=1710
+  _globals['_ATTEMPTRECORD']._serialized_end=1980
+  _globals['_JOBRESULT']._serialized_start=1983
+  _globals['_JOBRESULT']._serialized_end=2510
+  _globals['_JOBRESULT_VALUESENTRY']._serialized_start=2429
+  _globals['_JOBRESULT_VALUESENTRY']._serialized_end=2510
+  _globals['_CONSOLEMESSAGE']._serialized_start=2512
+  _globals['_CONSOLEMESSAGE']._serialized_end=2627
+  _globals['_PAGEERROR']._serialized_start=2629
+  _globals['_PAGEERROR']._serialized_end=2697
+  _globals['_STEPRESULT']._serialized_start=2700
+  _globals['_STEPRESULT']._serialized_end=2947
+  _globals['_ARTIFACT']._serialized_start=2949
+  _globals['_ARTIFACT']._serialized_end=3076
+  _globals['_JOBEVENT']._serialized_start=3079
+  _globals['_JOBEVENT']._serialized_end=3523
 # @@protoc_insertion_point(module_scope)

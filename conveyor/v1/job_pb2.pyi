@@ -31,12 +31,25 @@ class _JobState:
 class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
+    """No state: never set on a job; as a filter (ListJobs.state), any state."""
     JOB_STATE_WAITING: _JobState.ValueType  # 1
+    """In its queue's line, to be handed to an executor."""
     JOB_STATE_DELAYED: _JobState.ValueType  # 2
+    """Not due yet: a scheduled start (delay, run_at), a retry backoff, or jobs it
+    depends on that have not completed.
+    """
     JOB_STATE_ACTIVE: _JobState.ValueType  # 3
+    """An executor runs it now."""
     JOB_STATE_COMPLETED: _JobState.ValueType  # 4
+    """Ended well; the job's `result` is set. Terminal."""
     JOB_STATE_FAILED: _JobState.ValueType  # 5
+    """Ended with an error after its last attempt (or a non-retryable error); the
+    job's `error` is set. Terminal, until RetryJob.
+    """
     JOB_STATE_CANCELLED: _JobState.ValueType  # 6
+    """Cancelled (CancelJob, or a job it depended on failed or was cancelled).
+    Terminal, until RetryJob.
+    """
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """The life of a job:
@@ -45,12 +58,25 @@ class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
+"""No state: never set on a job; as a filter (ListJobs.state), any state."""
 JOB_STATE_WAITING: JobState.ValueType  # 1
+"""In its queue's line, to be handed to an executor."""
 JOB_STATE_DELAYED: JobState.ValueType  # 2
+"""Not due yet: a scheduled start (delay, run_at), a retry backoff, or jobs it
+depends on that have not completed.
+"""
 JOB_STATE_ACTIVE: JobState.ValueType  # 3
+"""An executor runs it now."""
 JOB_STATE_COMPLETED: JobState.ValueType  # 4
+"""Ended well; the job's `result` is set. Terminal."""
 JOB_STATE_FAILED: JobState.ValueType  # 5
+"""Ended with an error after its last attempt (or a non-retryable error); the
+job's `error` is set. Terminal, until RetryJob.
+"""
 JOB_STATE_CANCELLED: JobState.ValueType  # 6
+"""Cancelled (CancelJob, or a job it depended on failed or was cancelled).
+Terminal, until RetryJob.
+"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 class _Priority:
@@ -60,11 +86,17 @@ class _Priority:
 class _PriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priority.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PRIORITY_UNSPECIFIED: _Priority.ValueType  # 0
+    """Not given: NORMAL."""
     PRIORITY_CRITICAL: _Priority.ValueType  # 1
+    """The highest: before every other priority."""
     PRIORITY_HIGH: _Priority.ValueType  # 2
+    """Before NORMAL, LOW and BULK."""
     PRIORITY_NORMAL: _Priority.ValueType  # 3
+    """The default."""
     PRIORITY_LOW: _Priority.ValueType  # 4
+    """After CRITICAL, HIGH and NORMAL."""
     PRIORITY_BULK: _Priority.ValueType  # 5
+    """The lowest: starts only when no job of a higher priority waits."""
 
 class Priority(_Priority, metaclass=_PriorityEnumTypeWrapper):
     """Strict priority: every waiting job of a higher priority starts before any of a
@@ -72,11 +104,17 @@ class Priority(_Priority, metaclass=_PriorityEnumTypeWrapper):
     """
 
 PRIORITY_UNSPECIFIED: Priority.ValueType  # 0
+"""Not given: NORMAL."""
 PRIORITY_CRITICAL: Priority.ValueType  # 1
+"""The highest: before every other priority."""
 PRIORITY_HIGH: Priority.ValueType  # 2
+"""Before NORMAL, LOW and BULK."""
 PRIORITY_NORMAL: Priority.ValueType  # 3
+"""The default."""
 PRIORITY_LOW: Priority.ValueType  # 4
+"""After CRITICAL, HIGH and NORMAL."""
 PRIORITY_BULK: Priority.ValueType  # 5
+"""The lowest: starts only when no job of a higher priority waits."""
 Global___Priority: _TypeAlias = Priority  # noqa: Y015
 
 class _StepStatus:
@@ -86,15 +124,21 @@ class _StepStatus:
 class _StepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     STEP_STATUS_UNSPECIFIED: _StepStatus.ValueType  # 0
+    """Never set."""
     STEP_STATUS_OK: _StepStatus.ValueType  # 1
+    """The step succeeded."""
     STEP_STATUS_FAILED: _StepStatus.ValueType  # 2
+    """The step failed (for a soft check, the job went on)."""
 
 class StepStatus(_StepStatus, metaclass=_StepStatusEnumTypeWrapper):
     """How one step went."""
 
 STEP_STATUS_UNSPECIFIED: StepStatus.ValueType  # 0
+"""Never set."""
 STEP_STATUS_OK: StepStatus.ValueType  # 1
+"""The step succeeded."""
 STEP_STATUS_FAILED: StepStatus.ValueType  # 2
+"""The step failed (for a soft check, the job went on)."""
 Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
 
 class _JobEventType:
@@ -104,6 +148,7 @@ class _JobEventType:
 class _JobEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEventType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_EVENT_TYPE_UNSPECIFIED: _JobEventType.ValueType  # 0
+    """Never sent."""
     JOB_EVENT_TYPE_STATE_CHANGED: _JobEventType.ValueType  # 1
     """The job changed state; `state` is the new one."""
     JOB_EVENT_TYPE_PROGRESS: _JobEventType.ValueType  # 2
@@ -113,6 +158,7 @@ class JobEventType(_JobEventType, metaclass=_JobEventTypeEnumTypeWrapper):
     """What an event says happened."""
 
 JOB_EVENT_TYPE_UNSPECIFIED: JobEventType.ValueType  # 0
+"""Never sent."""
 JOB_EVENT_TYPE_STATE_CHANGED: JobEventType.ValueType  # 1
 """The job changed state; `state` is the new one."""
 JOB_EVENT_TYPE_PROGRESS: JobEventType.ValueType  # 2
@@ -121,7 +167,9 @@ Global___JobEventType: _TypeAlias = JobEventType  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):
-    """A job: what it was given, where it stands, and how it ended."""
+    """A job: what it was given, where it stands, and how it ended. Returned by the
+    server (GetJob, ListJobs, WatchJob...); every field is set by it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -174,12 +222,17 @@ class Job(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The job's id, made by the server (letters, digits, '-', '_'; at most 64)."""
     queue: _builtins.str
+    """The queue it was submitted to."""
     state: Global___JobState.ValueType
+    """Where it stands now."""
     priority: Global___Priority.ValueType
+    """Its priority in the queue (NORMAL when none was given)."""
     progress: _builtins.int
-    """0 to 100."""
+    """0 to 100, as the running job last reported it."""
     progress_message: _builtins.str
+    """The message of the last progress report (for a browser job: the step)."""
     attempt: _builtins.int
     """The number of the current (or last) attempt; 0 before the first starts."""
     max_attempts: _builtins.int
@@ -195,14 +248,21 @@ class Job(_message.Message):
     cancel_requested: _builtins.bool
     """Set once a cancel was asked for an ACTIVE job, until it ends."""
     dedup_key: _builtins.str
+    """The deduplication key it was submitted with, if any."""
     kind: _builtins.str
     """The job's kind: "browser", "noop", or the name of `kind_task`."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was submitted."""
+
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When its current (or last) attempt started; unset before the first."""
+
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ended (COMPLETED, FAILED or CANCELLED); unset before."""
+
     @_builtins.property
     def run_time(self) -> _timestamp_pb2.Timestamp:
         """When a DELAYED job becomes due (a scheduled start, or the next retry)."""
@@ -212,7 +272,9 @@ class Job(_message.Message):
         """The time limit of one attempt."""
 
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The labels it was submitted with."""
+
     @_builtins.property
     def estimated_start_time(self) -> _timestamp_pb2.Timestamp:
         """While WAITING in line: when it is expected to start, from the queue's recent
@@ -228,11 +290,17 @@ class Job(_message.Message):
         """Every attempt so far, oldest first, with how it ended."""
 
     @_builtins.property
-    def browser(self) -> _task_pb2.BrowserTask: ...
+    def browser(self) -> _task_pb2.BrowserTask:
+        """A browser task."""
+
     @_builtins.property
-    def noop(self) -> _task_pb2.NoopTask: ...
+    def noop(self) -> _task_pb2.NoopTask:
+        """The built-in no-op task."""
+
     @_builtins.property
-    def kind_task(self) -> _task_pb2.KindTask: ...
+    def kind_task(self) -> _task_pb2.KindTask:
+        """A task of a kind the executors serve (SubmitJobRequest.kind)."""
+
     @_builtins.property
     def result(self) -> Global___JobResult:
         """Set when COMPLETED."""
@@ -285,13 +353,17 @@ Global___Job: _TypeAlias = Job  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
-    """Sent on an idle stream (WatchJob, WatchQueue) so clients and proxies know it is alive."""
+    """Sent on an idle stream (WatchJob, WatchQueue, WatchSuite) so clients and proxies
+    know it is alive.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the server sent it."""
+
     def __init__(
         self,
         *,
@@ -318,16 +390,23 @@ class AttemptRecord(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     WORKER_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
+    """The attempt's number, from 1."""
     outcome: Global___JobState.ValueType
     """COMPLETED, FAILED (whether retried or not), CANCELLED, or ACTIVE while it runs."""
     worker: _builtins.str
     """The executor that ran it."""
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ended; unset while it runs."""
+
     @_builtins.property
-    def error(self) -> _status_pb2.Status: ...
+    def error(self) -> _status_pb2.Status:
+        """Why it failed or was cancelled; unset otherwise."""
+
     def __init__(
         self,
         *,
@@ -450,6 +529,7 @@ class ConsoleMessage(_message.Message):
     type: _builtins.str
     """"log", "info", "warning", "error", "debug", ..."""
     text: _builtins.str
+    """The message's text (at most 2,000 characters)."""
     location: _builtins.str
     """The script's URL and line, when known ("https://x/app.js:12")."""
     step_index: _builtins.int
@@ -479,6 +559,7 @@ class PageError(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     STEP_INDEX_FIELD_NUMBER: _builtins.int
     message: _builtins.str
+    """The error's message and stack (at most 4,000 characters)."""
     step_index: _builtins.int
     """The step that ran when it was thrown."""
     def __init__(
@@ -497,6 +578,8 @@ Global___PageError: _TypeAlias = PageError  # noqa: Y015
 
 @_typing.final
 class StepResult(_message.Message):
+    """How one step of a browser task went."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INDEX_FIELD_NUMBER: _builtins.int
@@ -507,15 +590,21 @@ class StepResult(_message.Message):
     MATCHED_SELECTOR_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """The step's 0-based index in BrowserTask.steps."""
     name: _builtins.str
+    """The step's name (Step.name), if it had one."""
     action: _builtins.str
     """The action's field name: "navigate", "click", ..."""
     status: Global___StepStatus.ValueType
+    """Whether it succeeded."""
     matched_selector: _builtins.str
     """Which selector of the target (main or a fallback) matched."""
     error: _builtins.str
+    """Why it failed; empty when it succeeded."""
     @_builtins.property
-    def duration(self) -> _duration_pb2.Duration: ...
+    def duration(self) -> _duration_pb2.Duration:
+        """How long it took."""
+
     def __init__(
         self,
         *,
@@ -546,8 +635,11 @@ class Artifact(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     STEP_INDEX_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The name to fetch it by (GetArtifactRequest.name)."""
     content_type: _builtins.str
+    """Its MIME type ("image/png", "application/zip"...)."""
     size_bytes: _builtins.int
+    """Its size in bytes."""
     step_index: _builtins.int
     """The step that produced it."""
     def __init__(
@@ -586,21 +678,31 @@ class JobEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     QUEUE_SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
+    """The event's number in its job's history (from 1, by one)."""
     job_id: _builtins.str
+    """The job it is about."""
     queue: _builtins.str
+    """The job's queue."""
     type: Global___JobEventType.ValueType
+    """A state change or a progress report."""
     state: Global___JobState.ValueType
     """The job's state after the event."""
     progress: _builtins.int
+    """The job's progress after the event, 0 to 100."""
     message: _builtins.str
+    """For PROGRESS events: the progress message (e.g. the step, or "cancel requested")."""
     attempt: _builtins.int
+    """The attempt it happened in (0 before the first)."""
     step_index: _builtins.int
-    """For step progress: the step's index and name."""
+    """For step progress: the step's index."""
     step_name: _builtins.str
+    """For step progress: the step's name."""
     queue_sequence: _builtins.int
     """Per queue, for WatchQueue: increases by one per event of the queue."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """For FAILED, CANCELLED and retried attempts."""

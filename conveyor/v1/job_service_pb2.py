@@ -24,12 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from conveyor.v1 import job_pb2 as conveyor_dot_v1_dot_job__pb2
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onveyor/v1/job_service.proto\x12\x0b\x63onveyor.v1\x1a\x15\x63onveyor/v1/job.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xaa\x06\n\x10SubmitJobRequest\x12\x14\n\x05queue\x18\x01 \x01(\tR\x05queue\x12\x31\n\x08priority\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.PriorityR\x08priority\x12!\n\x0cmax_attempts\x18\x03 \x01(\x05R\x0bmaxAttempts\x12\x33\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12/\n\x05\x64\x65lay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05\x64\x65lay\x12\x31\n\x06run_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05runAt\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\x12\x41\n\x06labels\x18\x08 \x03(\x0b\x32).conveyor.v1.SubmitJobRequest.LabelsEntryR\x06labels\x12\x34\n\x07\x62rowser\x18\n \x01(\x0b\x32\x18.conveyor.v1.BrowserTaskH\x00R\x07\x62rowser\x12+\n\x04noop\x18\x0b \x01(\x0b\x32\x15.conveyor.v1.NoopTaskH\x00R\x04noop\x12+\n\x04kind\x18\x10 \x01(\x0b\x32\x15.conveyor.v1.KindTaskH\x00R\x04kind\x12\x1b\n\tdedup_key\x18\x0c \x01(\tR\x08\x64\x65\x64upKey\x12<\n\x0c\x64\x65\x64up_window\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationR\x0b\x64\x65\x64upWindow\x12\x32\n\x15\x64\x65\x64up_return_existing\x18\x0e \x01(\x08R\x13\x64\x65\x64upReturnExisting\x12\x1d\n\ndepends_on\x18\x0f \x03(\tR\tdependsOn\x12.\n\x05retry\x18\x11 \x01(\x0b\x32\x18.conveyor.v1.RetryPolicyR\x05retry\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x06\n\x04task\"\x88\x01\n\x11SubmitJobResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1a\n\x08position\x18\x03 \x01(\x03R\x08position\x12\x1a\n\x08\x65xisting\x18\x04 \x01(\x08R\x08\x65xisting\"s\n\x11SubmitJobsRequest\x12\x39\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.conveyor.v1.SubmitJobRequestR\x08requests\x12#\n\rallow_partial\x18\x02 \x01(\x08R\x0c\x61llowPartial\"\x84\x01\n\x12SubmitJobsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\x1e.conveyor.v1.SubmitJobResponseR\x07results\x12\x34\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1c.conveyor.v1.SubmitJobsErrorR\x06\x65rrors\"Q\n\x0fSubmitJobsError\x12\x14\n\x05index\x18\x01 \x01(\x05R\x05index\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\"\x1f\n\rGetJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobR\x03job\"\xb9\x02\n\x0fListJobsRequest\x12\x14\n\x05queue\x18\x01 \x01(\tR\x05queue\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\x12\x12\n\x04kind\x18\x05 \x01(\tR\x04kind\x12@\n\x06labels\x18\x06 \x03(\x0b\x32(.conveyor.v1.ListJobsRequest.LabelsEntryR\x06labels\x12\x16\n\x06tenant\x18\x07 \x01(\tR\x06tenant\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"`\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.conveyor.v1.JobR\x04jobs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"`\n\x0fWatchJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12*\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03H\x00R\rafterSequence\x88\x01\x01\x42\x11\n\x0f_after_sequence\"\xa7\x01\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobH\x00R\x03job\x12-\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.conveyor.v1.JobEventH\x00R\x05\x65vent\x12\x36\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.conveyor.v1.HeartbeatH\x00R\theartbeatB\x06\n\x04kind\"U\n\x0eWaitJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x33\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"I\n\x0fWaitJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobR\x03job\x12\x12\n\x04\x64one\x18\x02 \x01(\x08R\x04\x64one\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobR\x03job\"!\n\x0fRetryJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"6\n\x10RetryJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobR\x03job\"?\n\x12GetArtifactRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"k\n\x13GetArtifactResponse\x12\x12\n\x04\x64\x61ta\x18\x01 \x01(\x0cR\x04\x64\x61ta\x12!\n\x0c\x63ontent_type\x18\x02 \x01(\tR\x0b\x63ontentType\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes2\xad\x05\n\nJobService\x12J\n\tSubmitJob\x12\x1d.conveyor.v1.SubmitJobRequest\x1a\x1e.conveyor.v1.SubmitJobResponse\x12M\n\nSubmitJobs\x12\x1e.conveyor.v1.SubmitJobsRequest\x1a\x1f.conveyor.v1.SubmitJobsResponse\x12\x41\n\x06GetJob\x12\x1a.conveyor.v1.GetJobRequest\x1a\x1b.conveyor.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.conveyor.v1.ListJobsRequest\x1a\x1d.conveyor.v1.ListJobsResponse\x12I\n\x08WatchJob\x12\x1c.conveyor.v1.WatchJobRequest\x1a\x1d.conveyor.v1.WatchJobResponse0\x01\x12\x44\n\x07WaitJob\x12\x1b.conveyor.v1.WaitJobRequest\x1a\x1c.conveyor.v1.WaitJobResponse\x12J\n\tCancelJob\x12\x1d.conveyor.v1.CancelJobRequest\x1a\x1e.conveyor.v1.CancelJobResponse\x12G\n\x08RetryJob\x12\x1c.conveyor.v1.RetryJobRequest\x1a\x1d.conveyor.v1.RetryJobResponse\x12R\n\x0bGetArtifact\x12\x1f.conveyor.v1.GetArtifactRequest\x1a .conveyor.v1.GetArtifactResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onveyor/v1/job_service.proto\x12\x0b\x63onveyor.v1\x1a\x15\x63onveyor/v1/job.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xaa\x06\n\x10SubmitJobRequest\x12\x14\n\x05queue\x18\x01 \x01(\tR\x05queue\x12\x31\n\x08priority\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.PriorityR\x08priority\x12!\n\x0cmax_attempts\x18\x03 \x01(\x05R\x0bmaxAttempts\x12\x33\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12/\n\x05\x64\x65lay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05\x64\x65lay\x12\x31\n\x06run_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05runAt\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\x12\x41\n\x06labels\x18\x08 \x03(\x0b\x32).conveyor.v1.SubmitJobRequest.LabelsEntryR\x06labels\x12\x34\n\x07\x62rowser\x18\n \x01(\x0b\x32\x18.conveyor.v1.BrowserTaskH\x00R\x07\x62rowser\x12+\n\x04noop\x18\x0b \x01(\x0b\x32\x15.conveyor.v1.NoopTaskH\x00R\x04noop\x12+\n\x04kind\x18\x10 \x01(\x0b\x32\x15.conveyor.v1.KindTaskH\x00R\x04kind\x12\x1b\n\tdedup_key\x18\x0c \x01(\tR\x08\x64\x65\x64upKey\x12<\n\x0c\x64\x65\x64up_window\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationR\x0b\x64\x65\x64upWindow\x12\x32\n\x15\x64\x65\x64up_return_existing\x18\x0e \x01(\x08R\x13\x64\x65\x64upReturnExisting\x12\x1d\n\ndepends_on\x18\x0f \x03(\tR\tdependsOn\x12.\n\x05retry\x18\x11 \x01(\x0b\x32\x18.conveyor.v1.RetryPolicyR\x05retry\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x06\n\x04task\"\x88\x01\n\x11SubmitJobResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1a\n\x08position\x18\x03 \x01(\x03R\x08position\x12\x1a\n\x08\x65xisting\x18\x04 \x01(\x08R\x08\x65xisting\"y\n\x11SubmitJobsRequest\x12?\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.conveyor.v1.SubmitJobRequestB\x04\xe2\x41\x01\x02R\x08requests\x12#\n\rallow_partial\x18\x02 \x01(\x08R\x0c\x61llowPartial\"\x84\x01\n\x12SubmitJobsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\x1e.conveyor.v1.SubmitJobResponseR\x07results\x12\x34\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1c.conveyor.v1.SubmitJobsErrorR\x06\x65rrors\"Q\n\x0fSubmitJobsError\x12\x14\n\x05index\x18\x01 \x01(\x05R\x05index\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\"%\n\rGetJobRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobR\x03job\"\xb9\x02\n\x0fListJobsRequest\x12\x14\n\x05queue\x18\x01 \x01(\tR\x05queue\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\x12\x12\n\x04kind\x18\x05 \x01(\tR\x04kind\x12@\n\x06labels\x18\x06 \x03(\x0b\x32(.conveyor.v1.ListJobsRequest.LabelsEntryR\x06labels\x12\x16\n\x06tenant\x18\x07 \x01(\tR\x06tenant\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"`\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.conveyor.v1.JobR\x04jobs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"f\n\x0fWatchJobRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\x12*\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03H\x00R\rafterSequence\x88\x01\x01\x42\x11\n\x0f_after_sequence\"\xa7\x01\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobH\x00R\x03job\x12-\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.conveyor.v1.JobEventH\x00R\x05\x65vent\x12\x36\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.conveyor.v1.HeartbeatH\x00R\theartbeatB\x06\n\x04kind\"[\n\x0eWaitJobRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\x12\x33\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"I\n\x0fWaitJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobR\x03job\x12\x12\n\x04\x64one\x18\x02 \x01(\x08R\x04\x64one\"(\n\x10\x43\x61ncelJobRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobR\x03job\"\'\n\x0fRetryJobRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"6\n\x10RetryJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x10.conveyor.v1.JobR\x03job\"K\n\x12GetArtifactRequest\x12\x1b\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05jobId\x12\x18\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"k\n\x13GetArtifactResponse\x12\x12\n\x04\x64\x61ta\x18\x01 \x01(\x0cR\x04\x64\x61ta\x12!\n\x0c\x63ontent_type\x18\x02 \x01(\tR\x0b\x63ontentType\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes2\xad\x05\n\nJobService\x12J\n\tSubmitJob\x12\x1d.conveyor.v1.SubmitJobRequest\x1a\x1e.conveyor.v1.SubmitJobResponse\x12M\n\nSubmitJobs\x12\x1e.conveyor.v1.SubmitJobsRequest\x1a\x1f.conveyor.v1.SubmitJobsResponse\x12\x41\n\x06GetJob\x12\x1a.conveyor.v1.GetJobRequest\x1a\x1b.conveyor.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.conveyor.v1.ListJobsRequest\x1a\x1d.conveyor.v1.ListJobsResponse\x12I\n\x08WatchJob\x12\x1c.conveyor.v1.WatchJobRequest\x1a\x1d.conveyor.v1.WatchJobResponse0\x01\x12\x44\n\x07WaitJob\x12\x1b.conveyor.v1.WaitJobRequest\x1a\x1c.conveyor.v1.WaitJobResponse\x12J\n\tCancelJob\x12\x1d.conveyor.v1.CancelJobRequest\x1a\x1e.conveyor.v1.CancelJobResponse\x12G\n\x08RetryJob\x12\x1c.conveyor.v1.RetryJobRequest\x1a\x1d.conveyor.v1.RetryJobResponse\x12R\n\x0bGetArtifact\x12\x1f.conveyor.v1.GetArtifactRequest\x1a .conveyor.v1.GetArtifactResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,50 +39,66 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITJOBREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_SUBMITJOBSREQUEST'].fields_by_name['requests']._loaded_options = None
+  _globals['_SUBMITJOBSREQUEST'].fields_by_name['requests']._serialized_options = b'\342A\001\002'
+  _globals['_GETJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_LISTJOBSREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_SUBMITJOBREQUEST']._serialized_start=184
-  _globals['_SUBMITJOBREQUEST']._serialized_end=994
-  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_start=929
-  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_end=986
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=997
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=1133
-  _globals['_SUBMITJOBSREQUEST']._serialized_start=1135
-  _globals['_SUBMITJOBSREQUEST']._serialized_end=1250
-  _globals['_SUBMITJOBSRESPONSE']._serialized_start=1253
-  _globals['_SUBMITJOBSRESPONSE']._serialized_end=1385
-  _globals['_SUBMITJOBSERROR']._serialized_start=1387
-  _globals['_SUBMITJOBSERROR']._serialized_end=1468
-  _globals['_GETJOBREQUEST']._serialized_start=1470
-  _globals['_GETJOBREQUEST']._serialized_end=1501
-  _globals['_GETJOBRESPONSE']._serialized_start=1503
-  _globals['_GETJOBRESPONSE']._serialized_end=1555
-  _globals['_LISTJOBSREQUEST']._serialized_start=1558
-  _globals['_LISTJOBSREQUEST']._serialized_end=1871
-  _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_start=929
-  _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_end=986
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1873
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1969
-  _globals['_WATCHJOBREQUEST']._serialized_start=1971
-  _globals['_WATCHJOBREQUEST']._serialized_end=2067
-  _globals['_WATCHJOBRESPONSE']._serialized_start=2070
-  _globals['_WATCHJOBRESPONSE']._serialized_end=2237
-  _globals['_WAITJOBREQUEST']._serialized_start=2239
-  _globals['_WAITJOBREQUEST']._serialized_end=2324
-  _globals['_WAITJOBRESPONSE']._serialized_start=2326
-  _globals['_WAITJOBRESPONSE']._serialized_end=2399
-  _globals['_CANCELJOBREQUEST']._serialized_start=2401
-  _globals['_CANCELJOBREQUEST']._serialized_end=2435
-  _globals['_CANCELJOBRESPONSE']._serialized_start=2437
-  _globals['_CANCELJOBRESPONSE']._serialized_end=2492
-  _globals['_RETRYJOBREQUEST']._serialized_start=2494
-  _globals['_RETRYJOBREQUEST']._serialized_end=2527
-  _globals['_RETRYJOBRESPONSE']._serialized_start=2529
-  _globals['_RETRYJOBRESPONSE']._serialized_end=2583
-  _globals['_GETARTIFACTREQUEST']._serialized_start=2585
-  _globals['_GETARTIFACTREQUEST']._serialized_end=2648
-  _globals['_GETARTIFACTRESPONSE']._serialized_start=2650
-  _globals['_GETARTIFACTRESPONSE']._serialized_end=2757
-  _globals['_JOBSERVICE']._serialized_start=2760
-  _globals['_JOBSERVICE']._serialized_end=3445
+  _globals['_WATCHJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_WATCHJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_WAITJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_WAITJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_CANCELJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_CANCELJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RETRYJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RETRYJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_GETARTIFACTREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_GETARTIFACTREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETARTIFACTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETARTIFACTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITJOBREQUEST']._serialized_start=217
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1027
+  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_start=962
+  _globals['_SUBMITJOBREQUEST_LABELSENTRY']._serialized_end=1019
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=1030
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=1166
+  _globals['_SUBMITJOBSREQUEST']._serialized_start=1168
+  _globals['_SUBMITJOBSREQUEST']._serialized_end=1289
+  _globals['_SUBMITJOBSRESPONSE']._serialized_start=1292
+  _globals['_SUBMITJOBSRESPONSE']._serialized_end=1424
+  _globals['_SUBMITJOBSERROR']._serialized_start=1426
+  _globals['_SUBMITJOBSERROR']._serialized_end=1507
+  _globals['_GETJOBREQUEST']._serialized_start=1509
+  _globals['_GETJOBREQUEST']._serialized_end=1546
+  _globals['_GETJOBRESPONSE']._serialized_start=1548
+  _globals['_GETJOBRESPONSE']._serialized_end=1600
+  _globals['_LISTJOBSREQUEST']._serialized_start=1603
+  _globals['_LISTJOBSREQUEST']._serialized_end=1916
+  _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_start=962
+  _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_end=1019
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1918
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2014
+  _globals['_WATCHJOBREQUEST']._serialized_start=2016
+  _globals['_WATCHJOBREQUEST']._serialized_end=2118
+  _globals['_WATCHJOBRESPONSE']._serialized_start=2121
+  _globals['_WATCHJOBRESPONSE']._serialized_end=2288
+  _globals['_WAITJOBREQUEST']._serialized_start=2290
+  _globals['_WAITJOBREQUEST']._serialized_end=2381
+  _globals['_WAITJOBRESPONSE']._serialized_start=2383
+  _globals['_WAITJOBRESPONSE']._serialized_end=2456
+  _globals['_CANCELJOBREQUEST']._serialized_start=2458
+  _globals['_CANCELJOBREQUEST']._serialized_end=2498
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2500
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2555
+  _globals['_RETRYJOBREQUEST']._serialized_start=2557
+  _globals['_RETRYJOBREQUEST']._serialized_end=2596
+  _globals['_RETRYJOBRESPONSE']._serialized_start=2598
+  _globals['_RETRYJOBRESPONSE']._serialized_end=2652
+  _globals['_GETARTIFACTREQUEST']._serialized_start=2654
+  _globals['_GETARTIFACTREQUEST']._serialized_end=2729
+  _globals['_GETARTIFACTRESPONSE']._serialized_start=2731
+  _globals['_GETARTIFACTRESPONSE']._serialized_end=2838
+  _globals['_JOBSERVICE']._serialized_start=2841
+  _globals['_JOBSERVICE']._serialized_end=3526
 # @@protoc_insertion_point(module_scope)

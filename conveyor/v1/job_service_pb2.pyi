@@ -25,6 +25,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class SubmitJobRequest(_message.Message):
+    """A job to submit: its queue, priority, limits, schedule and task."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -64,46 +66,73 @@ class SubmitJobRequest(_message.Message):
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
-    """The queue; "default" when empty. Letters, digits, '-', '_', '.', at most 64."""
+    """The queue; "default" when empty. Letters, digits, '-', '_', '.', at most 64,
+    starting with a letter or digit.
+    """
     priority: _job_pb2.Priority.ValueType
+    """Its priority in the queue; NORMAL when unspecified."""
     max_attempts: _builtins.int
-    """Attempts before the job fails for good; the server default (3) when 0."""
+    """Attempts before the job fails for good: 1 to 100; the server default (3) when 0."""
     request_id: _builtins.str
-    """Idempotency key: the same request id returns the same job (for 24 h)."""
+    """Idempotency key: the same request id returns the same job (for 24 h). At most
+    128 characters.
+    """
     dedup_key: _builtins.str
     """Deduplication: while a job of the same queue with this key is waiting, delayed or
     active, or younger than `dedup_window`, a second one is refused with
     ALREADY_EXISTS, or (with `dedup_return_existing`) answered with the first one.
+    At most 128 characters.
     """
     dedup_return_existing: _builtins.bool
+    """A duplicate is answered with the existing job (`existing` set) instead of
+    ALREADY_EXISTS.
+    """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
-        """The time limit of one attempt; the server default when unset."""
+        """The time limit of one attempt: more than 0, at most
+        CONVEYOR_MAX_JOB_TIMEOUT_SECONDS (3600 s); CONVEYOR_DEFAULT_JOB_TIMEOUT_SECONDS
+        (300 s) when unset.
+        """
 
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:
-        """Start no earlier than this long from now."""
+        """Start no earlier than this long from now (at most 366 days; not with run_at)."""
 
     @_builtins.property
     def run_at(self) -> _timestamp_pb2.Timestamp:
-        """Start no earlier than this time."""
+        """Start no earlier than this time (at most 366 days ahead; one in the past means
+        now; not with delay).
+        """
 
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels to find the job by (ListJobs.labels): at most 64; keys 1 to 63
+        characters, values at most 256.
+        """
+
     @_builtins.property
-    def browser(self) -> _task_pb2.BrowserTask: ...
+    def browser(self) -> _task_pb2.BrowserTask:
+        """A browser task: typed steps run in a fresh browser context."""
+
     @_builtins.property
-    def noop(self) -> _task_pb2.NoopTask: ...
+    def noop(self) -> _task_pb2.NoopTask:
+        """The built-in no-op task."""
+
     @_builtins.property
     def kind(self) -> _task_pb2.KindTask:
         """Any other kind: {"kind": {"name": "scrape-website", "input": {...}}}."""
 
     @_builtins.property
-    def dedup_window(self) -> _duration_pb2.Duration: ...
+    def dedup_window(self) -> _duration_pb2.Duration:
+        """How long after it was submitted a job still blocks another of its dedup_key
+        (0 to 30 days; needs dedup_key).
+        """
+
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Jobs (ids) that must COMPLETE before this one may start. Until then the job is
-        DELAYED; if one of them fails for good or is cancelled, this job is CANCELLED.
+        """Jobs (ids) that must COMPLETE before this one may start (at most 100). Until then
+        the job is DELAYED; if one of them fails for good or is cancelled, this job is
+        CANCELLED.
         """
 
     @_builtins.property
@@ -142,6 +171,8 @@ Global___SubmitJobRequest: _TypeAlias = SubmitJobRequest  # noqa: Y015
 
 @_typing.final
 class SubmitJobResponse(_message.Message):
+    """The job SubmitJob made (or found, for a repeated request_id)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -149,7 +180,11 @@ class SubmitJobResponse(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     EXISTING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The job's id."""
     state: _job_pb2.JobState.ValueType
+    """Its state: WAITING, or DELAYED when it starts later (an existing job's: its
+    state now).
+    """
     position: _builtins.int
     """1-based place in the queue when WAITING in line, else 0."""
     existing: _builtins.bool
@@ -172,6 +207,8 @@ Global___SubmitJobResponse: _TypeAlias = SubmitJobResponse  # noqa: Y015
 
 @_typing.final
 class SubmitJobsRequest(_message.Message):
+    """Many jobs in one call."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
@@ -183,7 +220,7 @@ class SubmitJobsRequest(_message.Message):
     """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobRequest]:
-        """At most 1000."""
+        """The jobs: 1 to 1000."""
 
     def __init__(
         self,
@@ -201,6 +238,8 @@ Global___SubmitJobsRequest: _TypeAlias = SubmitJobsRequest  # noqa: Y015
 
 @_typing.final
 class SubmitJobsResponse(_message.Message):
+    """What SubmitJobs did with each request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
@@ -236,8 +275,11 @@ class SubmitJobsError(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """The request's 0-based index in SubmitJobsRequest.requests."""
     @_builtins.property
-    def error(self) -> _status_pb2.Status: ...
+    def error(self) -> _status_pb2.Status:
+        """Why it was refused (with the details a single SubmitJob would carry)."""
+
     def __init__(
         self,
         *,
@@ -254,10 +296,13 @@ Global___SubmitJobsError: _TypeAlias = SubmitJobsError  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):
+    """Which job to get."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The job's id (1 to 64 characters of letters, digits, '-', '_')."""
     def __init__(
         self,
         *,
@@ -273,11 +318,15 @@ Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
 
 @_typing.final
 class GetJobResponse(_message.Message):
+    """The job asked for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The job, with its position and estimated start while waiting."""
+
     def __init__(
         self,
         *,
@@ -293,6 +342,8 @@ Global___GetJobResponse: _TypeAlias = GetJobResponse  # noqa: Y015
 
 @_typing.final
 class ListJobsRequest(_message.Message):
+    """Which jobs to list: every filter given applies."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -323,10 +374,15 @@ class ListJobsRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """Only jobs of this queue (empty: every queue)."""
     state: _job_pb2.JobState.ValueType
+    """Only jobs in this state (unspecified: every state)."""
     page_size: _builtins.int
     """At most 1000; 50 when 0."""
     page_token: _builtins.str
+    """The `next_page_token` of the previous page (at most 512 characters); empty for
+    the first page.
+    """
     kind: _builtins.str
     """Only jobs of this kind ("noop", "browser", or a kind's name); needs `queue`."""
     tenant: _builtins.str
@@ -362,13 +418,18 @@ Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
 
 @_typing.final
 class ListJobsResponse(_message.Message):
+    """A page of jobs."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty after the last."""
     @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]: ...
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The jobs, newest first."""
+
     def __init__(
         self,
         *,
@@ -385,14 +446,17 @@ Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
 
 @_typing.final
 class WatchJobRequest(_message.Message):
+    """Which job to watch, and from where."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The job's id."""
     after_sequence: _builtins.int
-    """Resume: send only the events after this sequence number. Unset: the events
-    after the snapshot.
+    """Resume: send only the events after this sequence number (0 to 2^53-1). Unset:
+    the events after the snapshot.
     """
     def __init__(
         self,
@@ -412,6 +476,8 @@ Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
 
 @_typing.final
 class WatchJobResponse(_message.Message):
+    """One message of a WatchJob stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
@@ -422,9 +488,13 @@ class WatchJobResponse(_message.Message):
         """Sent first."""
 
     @_builtins.property
-    def event(self) -> _job_pb2.JobEvent: ...
+    def event(self) -> _job_pb2.JobEvent:
+        """An event of the job, in sequence order."""
+
     @_builtins.property
-    def heartbeat(self) -> _job_pb2.Heartbeat: ...
+    def heartbeat(self) -> _job_pb2.Heartbeat:
+        """Sent while nothing happens, to keep the stream alive."""
+
     def __init__(
         self,
         *,
@@ -444,11 +514,14 @@ Global___WatchJobResponse: _TypeAlias = WatchJobResponse  # noqa: Y015
 
 @_typing.final
 class WaitJobRequest(_message.Message):
+    """Which job to wait for, and how long."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The job's id."""
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """How long to wait at most; 30 s when unset, at most 300 s."""
@@ -469,6 +542,8 @@ Global___WaitJobRequest: _TypeAlias = WaitJobRequest  # noqa: Y015
 
 @_typing.final
 class WaitJobResponse(_message.Message):
+    """The job when WaitJob answered."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
@@ -476,7 +551,9 @@ class WaitJobResponse(_message.Message):
     done: _builtins.bool
     """True when the job has ended (COMPLETED, FAILED or CANCELLED)."""
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The job as it is now."""
+
     def __init__(
         self,
         *,
@@ -493,10 +570,13 @@ Global___WaitJobResponse: _TypeAlias = WaitJobResponse  # noqa: Y015
 
 @_typing.final
 class CancelJobRequest(_message.Message):
+    """Which job to cancel."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The job's id."""
     def __init__(
         self,
         *,
@@ -512,11 +592,17 @@ Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
 
 @_typing.final
 class CancelJobResponse(_message.Message):
+    """The job after CancelJob."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The job as it is then: CANCELLED, or (an active job whose executor has not
+        confirmed yet) still ACTIVE with cancel_requested.
+        """
+
     def __init__(
         self,
         *,
@@ -532,10 +618,13 @@ Global___CancelJobResponse: _TypeAlias = CancelJobResponse  # noqa: Y015
 
 @_typing.final
 class RetryJobRequest(_message.Message):
+    """Which job to retry."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The job's id (a FAILED or CANCELLED job)."""
     def __init__(
         self,
         *,
@@ -551,11 +640,15 @@ Global___RetryJobRequest: _TypeAlias = RetryJobRequest  # noqa: Y015
 
 @_typing.final
 class RetryJobResponse(_message.Message):
+    """The job after RetryJob."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """The job, back in line with a fresh set of attempts."""
+
     def __init__(
         self,
         *,
@@ -571,12 +664,16 @@ Global___RetryJobResponse: _TypeAlias = RetryJobResponse  # noqa: Y015
 
 @_typing.final
 class GetArtifactRequest(_message.Message):
+    """Which artifact to fetch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """The job's id."""
     name: _builtins.str
+    """The artifact's name (JobResult.artifacts[].name; 1 to 200 characters)."""
     def __init__(
         self,
         *,
@@ -593,12 +690,15 @@ Global___GetArtifactRequest: _TypeAlias = GetArtifactRequest  # noqa: Y015
 
 @_typing.final
 class GetArtifactResponse(_message.Message):
+    """One chunk of an artifact."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
+    """The next bytes of the artifact."""
     content_type: _builtins.str
     """Set on the first chunk."""
     size_bytes: _builtins.int

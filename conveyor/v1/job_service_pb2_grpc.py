@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class JobServiceStub:
-    """Submit jobs, follow them, and act on them.
+    """Submit jobs, follow them, and act on them. A tenant sees only its own jobs
+    (another tenant's are NOT_FOUND); admins see every tenant's.
     """
 
     def __init__(self, channel):
@@ -83,7 +84,8 @@ class JobServiceStub:
 
 
 class JobServiceServicer:
-    """Submit jobs, follow them, and act on them.
+    """Submit jobs, follow them, and act on them. A tenant sees only its own jobs
+    (another tenant's are NOT_FOUND); admins see every tenant's.
     """
 
     def SubmitJob(self, request, context):
@@ -208,7 +210,8 @@ def add_JobServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobService:
-    """Submit jobs, follow them, and act on them.
+    """Submit jobs, follow them, and act on them. A tenant sees only its own jobs
+    (another tenant's are NOT_FOUND); admins see every tenant's.
     """
 
     @staticmethod

@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class JobServiceStub:
-    """Submit jobs, follow them, and act on them."""
+    """Submit jobs, follow them, and act on them. A tenant sees only its own jobs
+    (another tenant's are NOT_FOUND); admins see every tenant's.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -58,7 +60,9 @@ class JobServiceStub:
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
-    """Submit jobs, follow them, and act on them."""
+    """Submit jobs, follow them, and act on them. A tenant sees only its own jobs
+    (another tenant's are NOT_FOUND); admins see every tenant's.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.SubmitJobRequest, _job_service_pb2.SubmitJobResponse]  # type: ignore[assignment]
@@ -85,7 +89,9 @@ class JobServiceAsyncStub(JobServiceStub):
     """The bytes of a job's artifact, in chunks."""
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Submit jobs, follow them, and act on them."""
+    """Submit jobs, follow them, and act on them. A tenant sees only its own jobs
+    (another tenant's are NOT_FOUND); admins see every tenant's.
+    """
 
     @_abc_1.abstractmethod
     def SubmitJob(

@@ -22,36 +22,57 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onveyor/v1/key_service.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\x06\x41piKey\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n\x06tenant\x18\x03 \x01(\tR\x06tenant\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x11.conveyor.v1.RoleR\x04role\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\x12\x1d\n\ncreated_by\x18\x07 \x01(\tR\tcreatedBy\"e\n\x10\x43reateKeyRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.RoleR\x04role\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\"R\n\x11\x43reateKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyR\x03key\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\")\n\x0fListKeysRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\";\n\x10ListKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.ApiKeyR\x04keys\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\":\n\x11RevokeKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyR\x03key\"\x0f\n\rWhoAmIRequest\"f\n\x0eWhoAmIResponse\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.RoleR\x04role\x12\x15\n\x06key_id\x18\x03 \x01(\tR\x05keyId*d\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x12\n\x0eROLE_SUBMITTER\x10\x02\x12\x11\n\rROLE_OPERATOR\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\xb0\x02\n\nKeyService\x12J\n\tCreateKey\x12\x1d.conveyor.v1.CreateKeyRequest\x1a\x1e.conveyor.v1.CreateKeyResponse\x12G\n\x08ListKeys\x12\x1c.conveyor.v1.ListKeysRequest\x1a\x1d.conveyor.v1.ListKeysResponse\x12J\n\tRevokeKey\x12\x1d.conveyor.v1.RevokeKeyRequest\x1a\x1e.conveyor.v1.RevokeKeyResponse\x12\x41\n\x06WhoAmI\x12\x1a.conveyor.v1.WhoAmIRequest\x1a\x1b.conveyor.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63onveyor/v1/key_service.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n\x06\x41piKey\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x02id\x12\x18\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\x1c\n\x06tenant\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x06tenant\x12+\n\x04role\x18\x04 \x01(\x0e\x32\x11.conveyor.v1.RoleB\x04\xe2\x41\x01\x03R\x04role\x12\x41\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\nrevokeTime\x12#\n\ncreated_by\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\tcreatedBy\"q\n\x10\x43reateKeyRequest\x12\x1c\n\x06tenant\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06tenant\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.RoleB\x04\xe2\x41\x01\x02R\x04role\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\"R\n\x11\x43reateKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyR\x03key\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\")\n\x0fListKeysRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\";\n\x10ListKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.ApiKeyR\x04keys\"(\n\x10RevokeKeyRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\":\n\x11RevokeKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyR\x03key\"\x0f\n\rWhoAmIRequest\"f\n\x0eWhoAmIResponse\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.RoleR\x04role\x12\x15\n\x06key_id\x18\x03 \x01(\tR\x05keyId*d\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x12\n\x0eROLE_SUBMITTER\x10\x02\x12\x11\n\rROLE_OPERATOR\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\xb0\x02\n\nKeyService\x12J\n\tCreateKey\x12\x1d.conveyor.v1.CreateKeyRequest\x1a\x1e.conveyor.v1.CreateKeyResponse\x12G\n\x08ListKeys\x12\x1c.conveyor.v1.ListKeysRequest\x1a\x1d.conveyor.v1.ListKeysResponse\x12J\n\tRevokeKey\x12\x1d.conveyor.v1.RevokeKeyRequest\x1a\x1e.conveyor.v1.RevokeKeyResponse\x12\x41\n\x06WhoAmI\x12\x1a.conveyor.v1.WhoAmIRequest\x1a\x1b.conveyor.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.key_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=850
-  _globals['_ROLE']._serialized_end=950
-  _globals['_APIKEY']._serialized_start=80
-  _globals['_APIKEY']._serialized_end=340
-  _globals['_CREATEKEYREQUEST']._serialized_start=342
-  _globals['_CREATEKEYREQUEST']._serialized_end=443
-  _globals['_CREATEKEYRESPONSE']._serialized_start=445
-  _globals['_CREATEKEYRESPONSE']._serialized_end=527
-  _globals['_LISTKEYSREQUEST']._serialized_start=529
-  _globals['_LISTKEYSREQUEST']._serialized_end=570
-  _globals['_LISTKEYSRESPONSE']._serialized_start=572
-  _globals['_LISTKEYSRESPONSE']._serialized_end=631
-  _globals['_REVOKEKEYREQUEST']._serialized_start=633
-  _globals['_REVOKEKEYREQUEST']._serialized_end=667
-  _globals['_REVOKEKEYRESPONSE']._serialized_start=669
-  _globals['_REVOKEKEYRESPONSE']._serialized_end=727
-  _globals['_WHOAMIREQUEST']._serialized_start=729
-  _globals['_WHOAMIREQUEST']._serialized_end=744
-  _globals['_WHOAMIRESPONSE']._serialized_start=746
-  _globals['_WHOAMIRESPONSE']._serialized_end=848
-  _globals['_KEYSERVICE']._serialized_start=953
-  _globals['_KEYSERVICE']._serialized_end=1257
+  _globals['_APIKEY'].fields_by_name['id']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['name']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['name']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['tenant']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['tenant']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['role']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['role']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['create_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['revoke_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['revoke_time']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['created_by']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['created_by']._serialized_options = b'\342A\001\003'
+  _globals['_CREATEKEYREQUEST'].fields_by_name['tenant']._loaded_options = None
+  _globals['_CREATEKEYREQUEST'].fields_by_name['tenant']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEKEYREQUEST'].fields_by_name['role']._loaded_options = None
+  _globals['_CREATEKEYREQUEST'].fields_by_name['role']._serialized_options = b'\342A\001\002'
+  _globals['_REVOKEKEYREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_REVOKEKEYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_ROLE']._serialized_start=943
+  _globals['_ROLE']._serialized_end=1043
+  _globals['_APIKEY']._serialized_start=113
+  _globals['_APIKEY']._serialized_end=415
+  _globals['_CREATEKEYREQUEST']._serialized_start=417
+  _globals['_CREATEKEYREQUEST']._serialized_end=530
+  _globals['_CREATEKEYRESPONSE']._serialized_start=532
+  _globals['_CREATEKEYRESPONSE']._serialized_end=614
+  _globals['_LISTKEYSREQUEST']._serialized_start=616
+  _globals['_LISTKEYSREQUEST']._serialized_end=657
+  _globals['_LISTKEYSRESPONSE']._serialized_start=659
+  _globals['_LISTKEYSRESPONSE']._serialized_end=718
+  _globals['_REVOKEKEYREQUEST']._serialized_start=720
+  _globals['_REVOKEKEYREQUEST']._serialized_end=760
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=762
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=820
+  _globals['_WHOAMIREQUEST']._serialized_start=822
+  _globals['_WHOAMIREQUEST']._serialized_end=837
+  _globals['_WHOAMIRESPONSE']._serialized_start=839
+  _globals['_WHOAMIRESPONSE']._serialized_end=941
+  _globals['_KEYSERVICE']._serialized_start=1046
+  _globals['_KEYSERVICE']._serialized_end=1350
 # @@protoc_insertion_point(module_scope)

@@ -27,6 +27,7 @@ class _Role:
 class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    """No role: refused by CreateKey."""
     ROLE_VIEWER: _Role.ValueType  # 1
     """Read and watch its tenant's jobs, queues and schedules."""
     ROLE_SUBMITTER: _Role.ValueType  # 2
@@ -42,6 +43,7 @@ class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """What a key may do."""
 
 ROLE_UNSPECIFIED: Role.ValueType  # 0
+"""No role: refused by CreateKey."""
 ROLE_VIEWER: Role.ValueType  # 1
 """Read and watch its tenant's jobs, queues and schedules."""
 ROLE_SUBMITTER: Role.ValueType  # 2
@@ -56,6 +58,8 @@ Global___Role: _TypeAlias = Role  # noqa: Y015
 
 @_typing.final
 class ApiKey(_message.Message):
+    """An API key (never its secret)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -66,14 +70,19 @@ class ApiKey(_message.Message):
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The key's id: 16 hex digits."""
     name: _builtins.str
     """A name for people, e.g. "ci"."""
     tenant: _builtins.str
+    """The tenant whose jobs it acts on."""
     role: Global___Role.ValueType
+    """What it may do."""
     created_by: _builtins.str
     """The key that created it."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
     @_builtins.property
     def revoke_time(self) -> _timestamp_pb2.Timestamp:
         """Set once revoked."""
@@ -99,14 +108,17 @@ Global___ApiKey: _TypeAlias = ApiKey  # noqa: Y015
 
 @_typing.final
 class CreateKeyRequest(_message.Message):
+    """A key to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
-    """Letters, digits, '.', '_' and '-', at most 64."""
+    """Letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit."""
     role: Global___Role.ValueType
+    """The key's role (not ROLE_UNSPECIFIED)."""
     name: _builtins.str
     """At most 128 characters."""
     def __init__(
@@ -126,6 +138,8 @@ Global___CreateKeyRequest: _TypeAlias = CreateKeyRequest  # noqa: Y015
 
 @_typing.final
 class CreateKeyResponse(_message.Message):
+    """The key created, with its secret."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -133,7 +147,9 @@ class CreateKeyResponse(_message.Message):
     secret: _builtins.str
     """The secret to send as `authorization: Bearer <secret>`; shown this once."""
     @_builtins.property
-    def key(self) -> Global___ApiKey: ...
+    def key(self) -> Global___ApiKey:
+        """The key."""
+
     def __init__(
         self,
         *,
@@ -150,6 +166,8 @@ Global___CreateKeyResponse: _TypeAlias = CreateKeyResponse  # noqa: Y015
 
 @_typing.final
 class ListKeysRequest(_message.Message):
+    """Which keys to list."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_FIELD_NUMBER: _builtins.int
@@ -170,11 +188,15 @@ Global___ListKeysRequest: _TypeAlias = ListKeysRequest  # noqa: Y015
 
 @_typing.final
 class ListKeysResponse(_message.Message):
+    """The keys."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEYS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiKey]: ...
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiKey]:
+        """Oldest first, revoked ones included."""
+
     def __init__(
         self,
         *,
@@ -190,10 +212,13 @@ Global___ListKeysResponse: _TypeAlias = ListKeysResponse  # noqa: Y015
 
 @_typing.final
 class RevokeKeyRequest(_message.Message):
+    """Which key to revoke."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The key's id (16 hex digits, as ListKeys shows it)."""
     def __init__(
         self,
         *,
@@ -209,11 +234,15 @@ Global___RevokeKeyRequest: _TypeAlias = RevokeKeyRequest  # noqa: Y015
 
 @_typing.final
 class RevokeKeyResponse(_message.Message):
+    """The key revoked."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def key(self) -> Global___ApiKey: ...
+    def key(self) -> Global___ApiKey:
+        """The key, with its revoke_time."""
+
     def __init__(
         self,
         *,
@@ -229,6 +258,8 @@ Global___RevokeKeyResponse: _TypeAlias = RevokeKeyResponse  # noqa: Y015
 
 @_typing.final
 class WhoAmIRequest(_message.Message):
+    """WhoAmI takes nothing."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -244,13 +275,17 @@ Global___WhoAmIRequest: _TypeAlias = WhoAmIRequest  # noqa: Y015
 
 @_typing.final
 class WhoAmIResponse(_message.Message):
+    """The caller."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
+    """The caller's tenant."""
     role: Global___Role.ValueType
+    """The caller's role."""
     key_id: _builtins.str
     """The key's id ("" when the gateway runs without auth)."""
     def __init__(

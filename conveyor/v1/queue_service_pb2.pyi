@@ -29,9 +29,13 @@ class _QueueHealth:
 class _QueueHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueueHealth.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     QUEUE_HEALTH_UNSPECIFIED: _QueueHealth.ValueType  # 0
+    """Never set."""
     QUEUE_HEALTH_HEALTHY: _QueueHealth.ValueType  # 1
+    """No issue."""
     QUEUE_HEALTH_DEGRADED: _QueueHealth.ValueType  # 2
+    """Jobs still flow, but something needs a look."""
     QUEUE_HEALTH_UNHEALTHY: _QueueHealth.ValueType  # 3
+    """Jobs do not flow, or mostly fail."""
 
 class QueueHealth(_QueueHealth, metaclass=_QueueHealthEnumTypeWrapper):
     """A queue's health: HEALTHY (no issue), DEGRADED (jobs still flow, but something needs
@@ -41,13 +45,19 @@ class QueueHealth(_QueueHealth, metaclass=_QueueHealthEnumTypeWrapper):
     """
 
 QUEUE_HEALTH_UNSPECIFIED: QueueHealth.ValueType  # 0
+"""Never set."""
 QUEUE_HEALTH_HEALTHY: QueueHealth.ValueType  # 1
+"""No issue."""
 QUEUE_HEALTH_DEGRADED: QueueHealth.ValueType  # 2
+"""Jobs still flow, but something needs a look."""
 QUEUE_HEALTH_UNHEALTHY: QueueHealth.ValueType  # 3
+"""Jobs do not flow, or mostly fail."""
 Global___QueueHealth: _TypeAlias = QueueHealth  # noqa: Y015
 
 @_typing.final
 class Queue(_message.Message):
+    """A queue: made by its first job; its state, counts and statistics."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -60,7 +70,9 @@ class Queue(_message.Message):
     HEALTH_FIELD_NUMBER: _builtins.int
     ISSUES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The queue's name."""
     paused: _builtins.bool
+    """Paused: no new job of it starts (PauseQueue)."""
     concurrency: _builtins.int
     """Jobs of this queue that may run at once."""
     host_rate_limit: _builtins.int
@@ -72,13 +84,19 @@ class Queue(_message.Message):
     resumes from here, nothing missed.
     """
     health: Global___QueueHealth.ValueType
-    """The verdict on the queue, and the issues that make it so (none when HEALTHY)."""
+    """The verdict on the queue (the issues below make it so)."""
     @_builtins.property
-    def counts(self) -> Global___QueueCounts: ...
+    def counts(self) -> Global___QueueCounts:
+        """Its jobs per state."""
+
     @_builtins.property
-    def stats(self) -> Global___QueueStats: ...
+    def stats(self) -> Global___QueueStats:
+        """Throughput and timing."""
+
     @_builtins.property
-    def issues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueIssue]: ...
+    def issues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueIssue]:
+        """What is wrong with the queue; none when HEALTHY."""
+
     def __init__(
         self,
         *,
@@ -143,11 +161,17 @@ class QueueCounts(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
     waiting: _builtins.int
+    """Jobs WAITING."""
     delayed: _builtins.int
+    """Jobs DELAYED."""
     active: _builtins.int
+    """Jobs ACTIVE."""
     completed: _builtins.int
+    """Jobs COMPLETED and still kept."""
     failed: _builtins.int
+    """Jobs FAILED and still kept."""
     cancelled: _builtins.int
+    """Jobs CANCELLED and still kept."""
     def __init__(
         self,
         *,
@@ -191,8 +215,9 @@ class QueueStats(_message.Message):
     FAILED_TOTAL_FIELD_NUMBER: _builtins.int
     CANCELLED_TOTAL_FIELD_NUMBER: _builtins.int
     completed_last_hour: _builtins.int
-    """Totals over the last hour."""
+    """Jobs completed over the last hour."""
     failed_last_hour: _builtins.int
+    """Jobs failed for good over the last hour."""
     success_rate: _builtins.float
     """Completed / (completed + failed) over the last hour; unset when no job ended then."""
     cancelled_last_hour: _builtins.int
@@ -202,9 +227,12 @@ class QueueStats(_message.Message):
     completed_total: _builtins.int
     """Jobs that reached each final state since the queue's first job (kept by the store;
     not lowered when jobs are cleaned or age out of the history, unlike `counts`).
+    Jobs completed since the queue's first job.
     """
     failed_total: _builtins.int
+    """Jobs failed for good since the queue's first job."""
     cancelled_total: _builtins.int
+    """Jobs cancelled since the queue's first job."""
     @_builtins.property
     def completed_per_minute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Jobs completed and failed for good in each of the last 60 minutes, oldest first
@@ -212,29 +240,43 @@ class QueueStats(_message.Message):
         """
 
     @_builtins.property
-    def failed_per_minute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def failed_per_minute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Jobs failed for good in each of the last 60 minutes, oldest first."""
+
     @_builtins.property
     def wait_time_p50(self) -> _duration_pb2.Duration:
         """Percentiles over the most recent jobs (up to 1000): time from entering the line
-        to starting, and time running.
+        to starting (wait_time_*), and time running (run_time_*). The median wait.
         """
 
     @_builtins.property
-    def wait_time_p95(self) -> _duration_pb2.Duration: ...
-    @_builtins.property
-    def wait_time_p99(self) -> _duration_pb2.Duration: ...
-    @_builtins.property
-    def run_time_p50(self) -> _duration_pb2.Duration: ...
-    @_builtins.property
-    def run_time_p95(self) -> _duration_pb2.Duration: ...
-    @_builtins.property
-    def run_time_p99(self) -> _duration_pb2.Duration: ...
-    @_builtins.property
-    def wait_time_mean(self) -> _duration_pb2.Duration:
-        """Means over the same recent jobs as the percentiles."""
+    def wait_time_p95(self) -> _duration_pb2.Duration:
+        """The 95th percentile of the wait."""
 
     @_builtins.property
-    def run_time_mean(self) -> _duration_pb2.Duration: ...
+    def wait_time_p99(self) -> _duration_pb2.Duration:
+        """The 99th percentile of the wait."""
+
+    @_builtins.property
+    def run_time_p50(self) -> _duration_pb2.Duration:
+        """The median run time."""
+
+    @_builtins.property
+    def run_time_p95(self) -> _duration_pb2.Duration:
+        """The 95th percentile of the run time."""
+
+    @_builtins.property
+    def run_time_p99(self) -> _duration_pb2.Duration:
+        """The 99th percentile of the run time."""
+
+    @_builtins.property
+    def wait_time_mean(self) -> _duration_pb2.Duration:
+        """The mean wait, over the same recent jobs as the percentiles."""
+
+    @_builtins.property
+    def run_time_mean(self) -> _duration_pb2.Duration:
+        """The mean run time, over the same recent jobs as the percentiles."""
+
     def __init__(
         self,
         *,
@@ -269,12 +311,16 @@ Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
 
 @_typing.final
 class ListQueuesRequest(_message.Message):
+    """A page of queues to list."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """At most 1000; 100 when 0."""
     page_token: _builtins.str
+    """The `next_page_token` of the previous page; empty for the first page."""
     def __init__(
         self,
         *,
@@ -291,13 +337,18 @@ Global___ListQueuesRequest: _TypeAlias = ListQueuesRequest  # noqa: Y015
 
 @_typing.final
 class ListQueuesResponse(_message.Message):
+    """A page of queues."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty after the last."""
     @_builtins.property
-    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___Queue]: ...
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___Queue]:
+        """The queues of this page."""
+
     def __init__(
         self,
         *,
@@ -314,10 +365,13 @@ Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
 
 @_typing.final
 class GetQueueRequest(_message.Message):
+    """Which queue to get."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """The queue's name."""
     def __init__(
         self,
         *,
@@ -333,11 +387,15 @@ Global___GetQueueRequest: _TypeAlias = GetQueueRequest  # noqa: Y015
 
 @_typing.final
 class GetQueueResponse(_message.Message):
+    """The queue asked for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def queue(self) -> Global___Queue: ...
+    def queue(self) -> Global___Queue:
+        """The queue."""
+
     def __init__(
         self,
         *,
@@ -353,16 +411,23 @@ Global___GetQueueResponse: _TypeAlias = GetQueueResponse  # noqa: Y015
 
 @_typing.final
 class UpdateQueueRequest(_message.Message):
+    """A queue's settings to change: give concurrency and/or host_rate_limit."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     HOST_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """The queue's name."""
     concurrency: _builtins.int
-    """Set when present; 0 returns to the server default."""
+    """Jobs that may run at once (0 to 100,000), set when present; 0 returns to the
+    server default.
+    """
     host_rate_limit: _builtins.int
-    """Set when present; 0 removes the limit."""
+    """Navigations per second to one host (0 to 1,000,000), set when present; 0
+    removes the limit.
+    """
     def __init__(
         self,
         *,
@@ -387,11 +452,15 @@ Global___UpdateQueueRequest: _TypeAlias = UpdateQueueRequest  # noqa: Y015
 
 @_typing.final
 class UpdateQueueResponse(_message.Message):
+    """The queue after UpdateQueue."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def queue(self) -> Global___Queue: ...
+    def queue(self) -> Global___Queue:
+        """The queue."""
+
     def __init__(
         self,
         *,
@@ -407,10 +476,13 @@ Global___UpdateQueueResponse: _TypeAlias = UpdateQueueResponse  # noqa: Y015
 
 @_typing.final
 class PauseQueueRequest(_message.Message):
+    """Which queue to pause."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """The queue's name."""
     def __init__(
         self,
         *,
@@ -426,11 +498,15 @@ Global___PauseQueueRequest: _TypeAlias = PauseQueueRequest  # noqa: Y015
 
 @_typing.final
 class PauseQueueResponse(_message.Message):
+    """The queue after PauseQueue."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def queue(self) -> Global___Queue: ...
+    def queue(self) -> Global___Queue:
+        """The queue, paused."""
+
     def __init__(
         self,
         *,
@@ -446,10 +522,13 @@ Global___PauseQueueResponse: _TypeAlias = PauseQueueResponse  # noqa: Y015
 
 @_typing.final
 class ResumeQueueRequest(_message.Message):
+    """Which queue to resume."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """The queue's name."""
     def __init__(
         self,
         *,
@@ -465,11 +544,15 @@ Global___ResumeQueueRequest: _TypeAlias = ResumeQueueRequest  # noqa: Y015
 
 @_typing.final
 class ResumeQueueResponse(_message.Message):
+    """The queue after ResumeQueue."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def queue(self) -> Global___Queue: ...
+    def queue(self) -> Global___Queue:
+        """The queue, no longer paused."""
+
     def __init__(
         self,
         *,
@@ -485,6 +568,8 @@ Global___ResumeQueueResponse: _TypeAlias = ResumeQueueResponse  # noqa: Y015
 
 @_typing.final
 class CleanQueueRequest(_message.Message):
+    """Which finished jobs of a queue to delete."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
@@ -492,13 +577,16 @@ class CleanQueueRequest(_message.Message):
     OLDER_THAN_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """The queue's name."""
     state: _job_pb2.JobState.ValueType
     """COMPLETED, FAILED or CANCELLED."""
     limit: _builtins.int
     """At most this many (default and maximum 10000)."""
     @_builtins.property
     def older_than(self) -> _duration_pb2.Duration:
-        """Only jobs that ended longer ago than this (0: all of that state)."""
+        """Only jobs that ended longer ago than this (0: all of that state; at most 3,660
+        days).
+        """
 
     def __init__(
         self,
@@ -518,10 +606,13 @@ Global___CleanQueueRequest: _TypeAlias = CleanQueueRequest  # noqa: Y015
 
 @_typing.final
 class CleanQueueResponse(_message.Message):
+    """What CleanQueue did."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_FIELD_NUMBER: _builtins.int
     deleted: _builtins.int
+    """How many jobs were deleted."""
     def __init__(
         self,
         *,
@@ -537,6 +628,8 @@ Global___CleanQueueResponse: _TypeAlias = CleanQueueResponse  # noqa: Y015
 
 @_typing.final
 class RetryFailedJobsRequest(_message.Message):
+    """Which failed jobs of a queue to retry, and how."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
@@ -544,6 +637,7 @@ class RetryFailedJobsRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """The queue's name."""
     limit: _builtins.int
     """At most this many (default and maximum 10000)."""
     priority: _job_pb2.Priority.ValueType
@@ -570,10 +664,13 @@ Global___RetryFailedJobsRequest: _TypeAlias = RetryFailedJobsRequest  # noqa: Y0
 
 @_typing.final
 class RetryFailedJobsResponse(_message.Message):
+    """What RetryFailedJobs did."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RETRIED_FIELD_NUMBER: _builtins.int
     retried: _builtins.int
+    """How many jobs were retried."""
     def __init__(
         self,
         *,
@@ -589,12 +686,15 @@ Global___RetryFailedJobsResponse: _TypeAlias = RetryFailedJobsResponse  # noqa: 
 
 @_typing.final
 class WatchQueueRequest(_message.Message):
+    """Which queue to watch, and from where."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """The queue's name."""
     after_sequence: _builtins.int
     """Resume after this queue sequence number (JobEvent.queue_sequence). Unset: from
     now on.
@@ -624,15 +724,21 @@ Global___WatchQueueRequest: _TypeAlias = WatchQueueRequest  # noqa: Y015
 
 @_typing.final
 class WatchQueueResponse(_message.Message):
+    """One message of a WatchQueue stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> _job_pb2.JobEvent: ...
+    def event(self) -> _job_pb2.JobEvent:
+        """One event (max_batch_size 0 or 1)."""
+
     @_builtins.property
-    def heartbeat(self) -> _job_pb2.Heartbeat: ...
+    def heartbeat(self) -> _job_pb2.Heartbeat:
+        """Sent while nothing happens, to keep the stream alive."""
+
     @_builtins.property
     def events(self) -> Global___JobEventBatch:
         """With max_batch_size above 1: events in queue-sequence order."""
@@ -662,7 +768,9 @@ class JobEventBatch(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]:
+        """The events, in queue-sequence order."""
+
     def __init__(
         self,
         *,
@@ -678,6 +786,8 @@ Global___JobEventBatch: _TypeAlias = JobEventBatch  # noqa: Y015
 
 @_typing.final
 class ListWorkersRequest(_message.Message):
+    """ListWorkers takes nothing."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -693,11 +803,15 @@ Global___ListWorkersRequest: _TypeAlias = ListWorkersRequest  # noqa: Y015
 
 @_typing.final
 class ListWorkersResponse(_message.Message):
+    """The executors alive now."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Worker]: ...
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Worker]:
+        """One per executor worker process."""
+
     def __init__(
         self,
         *,
@@ -726,17 +840,23 @@ class Worker(_message.Message):
     JOBS_COMPLETED_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The worker's id."""
     host: _builtins.str
+    """The host it runs on."""
     pid: _builtins.int
+    """Its process id there."""
     slots: _builtins.int
     """Jobs it can run at once."""
     jobs_completed: _builtins.int
+    """Jobs it has completed, as it last reported."""
     @_builtins.property
     def running_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The jobs it runs now."""
 
     @_builtins.property
-    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last said it is alive."""
+
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The job kinds it serves: admission hands it only jobs of these."""

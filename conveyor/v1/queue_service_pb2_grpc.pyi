@@ -44,6 +44,7 @@ class QueueServiceStub:
     submissions are still accepted.
     """
     ResumeQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]
+    """Let a paused queue's jobs start again."""
     CleanQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.CleanQueueRequest, _queue_service_pb2.CleanQueueResponse]
     """Delete the queue's finished jobs of one state older than a given age, with their
     events and artifacts.
@@ -75,6 +76,7 @@ class QueueServiceAsyncStub(QueueServiceStub):
     submissions are still accepted.
     """
     ResumeQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]  # type: ignore[assignment]
+    """Let a paused queue's jobs start again."""
     CleanQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.CleanQueueRequest, _queue_service_pb2.CleanQueueResponse]  # type: ignore[assignment]
     """Delete the queue's finished jobs of one state older than a given age, with their
     events and artifacts.
@@ -132,7 +134,8 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _queue_service_pb2.ResumeQueueRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_queue_service_pb2.ResumeQueueResponse, _abc.Awaitable[_queue_service_pb2.ResumeQueueResponse]]: ...
+    ) -> _typing.Union[_queue_service_pb2.ResumeQueueResponse, _abc.Awaitable[_queue_service_pb2.ResumeQueueResponse]]:
+        """Let a paused queue's jobs start again."""
 
     @_abc_1.abstractmethod
     def CleanQueue(

@@ -23,42 +23,79 @@ _sym_db = _symbol_database.Default()
 
 
 from conveyor.v1 import job_service_pb2 as conveyor_dot_v1_dot_job__service__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"conveyor/v1/schedule_service.proto\x12\x0b\x63onveyor.v1\x1a\x1d\x63onveyor/v1/job_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x03\n\x08Schedule\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n\x04\x63ron\x18\x03 \x01(\tR\x04\x63ron\x12\x1b\n\ttime_zone\x18\x04 \x01(\tR\x08timeZone\x12\x39\n\x08template\x18\x05 \x01(\x0b\x32\x1d.conveyor.v1.SubmitJobRequestR\x08template\x12\x16\n\x06paused\x18\x06 \x01(\x08R\x06paused\x12>\n\rnext_run_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bnextRunTime\x12>\n\rlast_run_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0blastRunTime\x12\x1e\n\x0blast_job_id\x18\t \x01(\tR\tlastJobId\x12;\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x14\n\x05owner\x18\x0b \x01(\tR\x05owner\x12\x1b\n\trun_count\x18\x0c \x01(\x03R\x08runCount\"\xb6\x01\n\x15\x43reateScheduleRequest\x12\x12\n\x04\x63ron\x18\x01 \x01(\tR\x04\x63ron\x12\x1b\n\ttime_zone\x18\x02 \x01(\tR\x08timeZone\x12\x39\n\x08template\x18\x03 \x01(\x0b\x32\x1d.conveyor.v1.SubmitJobRequestR\x08template\x12\x12\n\x04name\x18\x04 \x01(\tR\x04name\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\"g\n\x16\x43reateScheduleResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ScheduleR\x08schedule\x12\x1a\n\x08\x65xisting\x18\x02 \x01(\x08R\x08\x65xisting\"R\n\x14ListSchedulesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"t\n\x15ListSchedulesResponse\x12\x33\n\tschedules\x18\x01 \x03(\x0b\x32\x15.conveyor.v1.ScheduleR\tschedules\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n\x12GetScheduleRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"H\n\x13GetScheduleResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ScheduleR\x08schedule\"\'\n\x15\x44\x65leteScheduleRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x18\n\x16\x44\x65leteScheduleResponse\"&\n\x14PauseScheduleRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"J\n\x15PauseScheduleResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ScheduleR\x08schedule\"\'\n\x15ResumeScheduleRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"K\n\x16ResumeScheduleResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ScheduleR\x08schedule2\xa4\x04\n\x0fScheduleService\x12Y\n\x0e\x43reateSchedule\x12\".conveyor.v1.CreateScheduleRequest\x1a#.conveyor.v1.CreateScheduleResponse\x12V\n\rListSchedules\x12!.conveyor.v1.ListSchedulesRequest\x1a\".conveyor.v1.ListSchedulesResponse\x12P\n\x0bGetSchedule\x12\x1f.conveyor.v1.GetScheduleRequest\x1a .conveyor.v1.GetScheduleResponse\x12Y\n\x0e\x44\x65leteSchedule\x12\".conveyor.v1.DeleteScheduleRequest\x1a#.conveyor.v1.DeleteScheduleResponse\x12V\n\rPauseSchedule\x12!.conveyor.v1.PauseScheduleRequest\x1a\".conveyor.v1.PauseScheduleResponse\x12Y\n\x0eResumeSchedule\x12\".conveyor.v1.ResumeScheduleRequest\x1a#.conveyor.v1.ResumeScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"conveyor/v1/schedule_service.proto\x12\x0b\x63onveyor.v1\x1a\x1d\x63onveyor/v1/job_service.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x04\n\x08Schedule\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x02id\x12\x18\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\x18\n\x04\x63ron\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x04\x63ron\x12!\n\ttime_zone\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03R\x08timeZone\x12?\n\x08template\x18\x05 \x01(\x0b\x32\x1d.conveyor.v1.SubmitJobRequestB\x04\xe2\x41\x01\x03R\x08template\x12\x1c\n\x06paused\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x06paused\x12\x44\n\rnext_run_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x0bnextRunTime\x12\x44\n\rlast_run_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x0blastRunTime\x12$\n\x0blast_job_id\x18\t \x01(\tB\x04\xe2\x41\x01\x03R\tlastJobId\x12\x41\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x1a\n\x05owner\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03R\x05owner\x12!\n\trun_count\x18\x0c \x01(\x03\x42\x04\xe2\x41\x01\x03R\x08runCount\"\xc2\x01\n\x15\x43reateScheduleRequest\x12\x18\n\x04\x63ron\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04\x63ron\x12\x1b\n\ttime_zone\x18\x02 \x01(\tR\x08timeZone\x12?\n\x08template\x18\x03 \x01(\x0b\x32\x1d.conveyor.v1.SubmitJobRequestB\x04\xe2\x41\x01\x02R\x08template\x12\x12\n\x04name\x18\x04 \x01(\tR\x04name\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\"g\n\x16\x43reateScheduleResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ScheduleR\x08schedule\x12\x1a\n\x08\x65xisting\x18\x02 \x01(\x08R\x08\x65xisting\"R\n\x14ListSchedulesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"t\n\x15ListSchedulesResponse\x12\x33\n\tschedules\x18\x01 \x03(\x0b\x32\x15.conveyor.v1.ScheduleR\tschedules\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"*\n\x12GetScheduleRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"H\n\x13GetScheduleResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ScheduleR\x08schedule\"-\n\x15\x44\x65leteScheduleRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"\x18\n\x16\x44\x65leteScheduleResponse\",\n\x14PauseScheduleRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"J\n\x15PauseScheduleResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ScheduleR\x08schedule\"-\n\x15ResumeScheduleRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"K\n\x16ResumeScheduleResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x15.conveyor.v1.ScheduleR\x08schedule2\xa4\x04\n\x0fScheduleService\x12Y\n\x0e\x43reateSchedule\x12\".conveyor.v1.CreateScheduleRequest\x1a#.conveyor.v1.CreateScheduleResponse\x12V\n\rListSchedules\x12!.conveyor.v1.ListSchedulesRequest\x1a\".conveyor.v1.ListSchedulesResponse\x12P\n\x0bGetSchedule\x12\x1f.conveyor.v1.GetScheduleRequest\x1a .conveyor.v1.GetScheduleResponse\x12Y\n\x0e\x44\x65leteSchedule\x12\".conveyor.v1.DeleteScheduleRequest\x1a#.conveyor.v1.DeleteScheduleResponse\x12V\n\rPauseSchedule\x12!.conveyor.v1.PauseScheduleRequest\x1a\".conveyor.v1.PauseScheduleResponse\x12Y\n\x0eResumeSchedule\x12\".conveyor.v1.ResumeScheduleRequest\x1a#.conveyor.v1.ResumeScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.schedule_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCHEDULE']._serialized_start=116
-  _globals['_SCHEDULE']._serialized_end=566
-  _globals['_CREATESCHEDULEREQUEST']._serialized_start=569
-  _globals['_CREATESCHEDULEREQUEST']._serialized_end=751
-  _globals['_CREATESCHEDULERESPONSE']._serialized_start=753
-  _globals['_CREATESCHEDULERESPONSE']._serialized_end=856
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=858
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=940
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=942
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1058
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=1060
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=1096
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=1098
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=1170
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1172
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1211
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1213
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1237
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1239
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1277
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1279
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1353
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1355
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1394
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1396
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1471
-  _globals['_SCHEDULESERVICE']._serialized_start=1474
-  _globals['_SCHEDULESERVICE']._serialized_end=2022
+  _globals['_SCHEDULE'].fields_by_name['id']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['name']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['name']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['cron']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['cron']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['time_zone']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['time_zone']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['template']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['template']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['paused']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['paused']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['next_run_time']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['next_run_time']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['last_run_time']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['last_run_time']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['last_job_id']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['last_job_id']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['owner']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['owner']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['run_count']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['run_count']._serialized_options = b'\342A\001\003'
+  _globals['_CREATESCHEDULEREQUEST'].fields_by_name['cron']._loaded_options = None
+  _globals['_CREATESCHEDULEREQUEST'].fields_by_name['cron']._serialized_options = b'\342A\001\002'
+  _globals['_CREATESCHEDULEREQUEST'].fields_by_name['template']._loaded_options = None
+  _globals['_CREATESCHEDULEREQUEST'].fields_by_name['template']._serialized_options = b'\342A\001\002'
+  _globals['_GETSCHEDULEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETSCHEDULEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETESCHEDULEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DELETESCHEDULEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RESUMESCHEDULEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RESUMESCHEDULEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_SCHEDULE']._serialized_start=149
+  _globals['_SCHEDULE']._serialized_end=671
+  _globals['_CREATESCHEDULEREQUEST']._serialized_start=674
+  _globals['_CREATESCHEDULEREQUEST']._serialized_end=868
+  _globals['_CREATESCHEDULERESPONSE']._serialized_start=870
+  _globals['_CREATESCHEDULERESPONSE']._serialized_end=973
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=975
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1057
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1059
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1175
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=1177
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=1219
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=1221
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=1293
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1295
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1340
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1342
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1366
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1368
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1412
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1414
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1488
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1490
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1535
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1537
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1612
+  _globals['_SCHEDULESERVICE']._serialized_start=1615
+  _globals['_SCHEDULESERVICE']._serialized_end=2163
 # @@protoc_insertion_point(module_scope)

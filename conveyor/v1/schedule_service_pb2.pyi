@@ -22,6 +22,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Schedule(_message.Message):
+    """A schedule: a cron expression, its time zone, and the job it submits."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -37,6 +39,7 @@ class Schedule(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     RUN_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The schedule's id, made by the server."""
     name: _builtins.str
     """An optional name for people; not unique."""
     cron: _builtins.str
@@ -44,11 +47,13 @@ class Schedule(_message.Message):
     time_zone: _builtins.str
     """The IANA zone the cron expression is read in, e.g. "Europe/Berlin"."""
     paused: _builtins.bool
+    """Paused: it submits nothing until resumed."""
     last_job_id: _builtins.str
     """The job submitted last (empty when none, or when the template's dedup_key
     refused the last one).
     """
     owner: _builtins.str
+    """The tenant that owns it (and its jobs)."""
     run_count: _builtins.int
     """Occurrences fired so far."""
     @_builtins.property
@@ -66,7 +71,9 @@ class Schedule(_message.Message):
         """When the last job was submitted; unset before the first."""
 
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
     def __init__(
         self,
         *,
@@ -93,6 +100,8 @@ Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
 
 @_typing.final
 class CreateScheduleRequest(_message.Message):
+    """A schedule to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CRON_FIELD_NUMBER: _builtins.int
@@ -101,14 +110,17 @@ class CreateScheduleRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     cron: _builtins.str
-    """Five fields: minute hour day-of-month month day-of-week, e.g. "*/5 * * * *"."""
+    """Five fields: minute hour day-of-month month day-of-week, e.g. "*/5 * * * *".
+    At most 256 characters.
+    """
     time_zone: _builtins.str
-    """An IANA time zone name; "UTC" when empty."""
+    """An IANA time zone name (at most 64 characters); "UTC" when empty."""
     name: _builtins.str
     """An optional name for people, at most 128 characters."""
     request_id: _builtins.str
     """Idempotency key: the same request id returns the same schedule (for 24 h), so a
-    client retrying after a lost reply does not make a second schedule.
+    client retrying after a lost reply does not make a second schedule. At most 128
+    characters.
     """
     @_builtins.property
     def template(self) -> _job_service_pb2.SubmitJobRequest:
@@ -135,6 +147,8 @@ Global___CreateScheduleRequest: _TypeAlias = CreateScheduleRequest  # noqa: Y015
 
 @_typing.final
 class CreateScheduleResponse(_message.Message):
+    """The schedule created (or found, for a repeated request_id)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULE_FIELD_NUMBER: _builtins.int
@@ -142,7 +156,9 @@ class CreateScheduleResponse(_message.Message):
     existing: _builtins.bool
     """True when `request_id` matched an existing schedule and no new one was made."""
     @_builtins.property
-    def schedule(self) -> Global___Schedule: ...
+    def schedule(self) -> Global___Schedule:
+        """The schedule, with its id and next run time."""
+
     def __init__(
         self,
         *,
@@ -159,6 +175,8 @@ Global___CreateScheduleResponse: _TypeAlias = CreateScheduleResponse  # noqa: Y0
 
 @_typing.final
 class ListSchedulesRequest(_message.Message):
+    """A page of the caller's schedules to list."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -166,6 +184,7 @@ class ListSchedulesRequest(_message.Message):
     page_size: _builtins.int
     """At most 1000; 100 when 0."""
     page_token: _builtins.str
+    """The `next_page_token` of the previous page; empty for the first page."""
     def __init__(
         self,
         *,
@@ -182,13 +201,18 @@ Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
 
 @_typing.final
 class ListSchedulesResponse(_message.Message):
+    """A page of schedules."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty after the last."""
     @_builtins.property
-    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]: ...
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]:
+        """The schedules, oldest first."""
+
     def __init__(
         self,
         *,
@@ -205,10 +229,13 @@ Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
 
 @_typing.final
 class GetScheduleRequest(_message.Message):
+    """Which schedule to get."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The schedule's id (an empty or unknown one is NOT_FOUND)."""
     def __init__(
         self,
         *,
@@ -224,11 +251,15 @@ Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
 
 @_typing.final
 class GetScheduleResponse(_message.Message):
+    """The schedule asked for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def schedule(self) -> Global___Schedule: ...
+    def schedule(self) -> Global___Schedule:
+        """The schedule."""
+
     def __init__(
         self,
         *,
@@ -244,10 +275,13 @@ Global___GetScheduleResponse: _TypeAlias = GetScheduleResponse  # noqa: Y015
 
 @_typing.final
 class DeleteScheduleRequest(_message.Message):
+    """Which schedule to delete."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The schedule's id."""
     def __init__(
         self,
         *,
@@ -263,6 +297,8 @@ Global___DeleteScheduleRequest: _TypeAlias = DeleteScheduleRequest  # noqa: Y015
 
 @_typing.final
 class DeleteScheduleResponse(_message.Message):
+    """DeleteSchedule answers nothing more than success."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -278,10 +314,13 @@ Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y0
 
 @_typing.final
 class PauseScheduleRequest(_message.Message):
+    """Which schedule to pause."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The schedule's id."""
     def __init__(
         self,
         *,
@@ -297,11 +336,15 @@ Global___PauseScheduleRequest: _TypeAlias = PauseScheduleRequest  # noqa: Y015
 
 @_typing.final
 class PauseScheduleResponse(_message.Message):
+    """The schedule after PauseSchedule."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def schedule(self) -> Global___Schedule: ...
+    def schedule(self) -> Global___Schedule:
+        """The schedule, paused."""
+
     def __init__(
         self,
         *,
@@ -317,10 +360,13 @@ Global___PauseScheduleResponse: _TypeAlias = PauseScheduleResponse  # noqa: Y015
 
 @_typing.final
 class ResumeScheduleRequest(_message.Message):
+    """Which schedule to resume."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The schedule's id."""
     def __init__(
         self,
         *,
@@ -336,11 +382,15 @@ Global___ResumeScheduleRequest: _TypeAlias = ResumeScheduleRequest  # noqa: Y015
 
 @_typing.final
 class ResumeScheduleResponse(_message.Message):
+    """The schedule after ResumeSchedule."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def schedule(self) -> Global___Schedule: ...
+    def schedule(self) -> Global___Schedule:
+        """The schedule, with its next run time."""
+
     def __init__(
         self,
         *,

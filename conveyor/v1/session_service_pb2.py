@@ -22,26 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!conveyor/v1/session_service.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x02\n\x07Session\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05owner\x18\x02 \x01(\tR\x05owner\x12;\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12\x1d\n\nsize_bytes\x18\x05 \x01(\x03R\tsizeBytes\x12\x15\n\x06job_id\x18\x06 \x01(\tR\x05jobId\x12!\n\x0c\x63ookie_count\x18\x07 \x01(\x05R\x0b\x63ookieCount\x12\x18\n\x07origins\x18\x08 \x03(\tR\x07origins\"\x15\n\x13ListSessionsRequest\"H\n\x14ListSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.conveyor.v1.SessionR\x08sessions\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x17\n\x15\x44\x65leteSessionResponse2\xbd\x01\n\x0eSessionService\x12S\n\x0cListSessions\x12 .conveyor.v1.ListSessionsRequest\x1a!.conveyor.v1.ListSessionsResponse\x12V\n\rDeleteSession\x12!.conveyor.v1.DeleteSessionRequest\x1a\".conveyor.v1.DeleteSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!conveyor/v1/session_service.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x02\n\x07Session\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\x1a\n\x05owner\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05owner\x12\x41\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\nexpireTime\x12#\n\nsize_bytes\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03R\tsizeBytes\x12\x1b\n\x06job_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x05jobId\x12\'\n\x0c\x63ookie_count\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x0b\x63ookieCount\x12\x1e\n\x07origins\x18\x08 \x03(\tB\x04\xe2\x41\x01\x03R\x07origins\"\x15\n\x13ListSessionsRequest\"H\n\x14ListSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.conveyor.v1.SessionR\x08sessions\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"\x17\n\x15\x44\x65leteSessionResponse2\xbd\x01\n\x0eSessionService\x12S\n\x0cListSessions\x12 .conveyor.v1.ListSessionsRequest\x1a!.conveyor.v1.ListSessionsResponse\x12V\n\rDeleteSession\x12!.conveyor.v1.DeleteSessionRequest\x1a\".conveyor.v1.DeleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.session_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSION']._serialized_start=84
-  _globals['_SESSION']._serialized_end=372
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=374
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=395
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=397
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=469
-  _globals['_DELETESESSIONREQUEST']._serialized_start=471
-  _globals['_DELETESESSIONREQUEST']._serialized_end=513
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=515
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=538
-  _globals['_SESSIONSERVICE']._serialized_start=541
-  _globals['_SESSIONSERVICE']._serialized_end=730
+  _globals['_SESSION'].fields_by_name['name']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['name']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['owner']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['owner']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['size_bytes']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['size_bytes']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['job_id']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['job_id']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['cookie_count']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['cookie_count']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['origins']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['origins']._serialized_options = b'\342A\001\003'
+  _globals['_DELETESESSIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETESESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_SESSION']._serialized_start=117
+  _globals['_SESSION']._serialized_end=453
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=455
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=476
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=478
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=550
+  _globals['_DELETESESSIONREQUEST']._serialized_start=552
+  _globals['_DELETESESSIONREQUEST']._serialized_end=600
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=602
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=625
+  _globals['_SESSIONSERVICE']._serialized_start=628
+  _globals['_SESSIONSERVICE']._serialized_end=817
 # @@protoc_insertion_point(module_scope)

@@ -21,6 +21,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Session(_message.Message):
+    """A saved session (its storage state itself is never returned)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -40,10 +42,15 @@ class Session(_message.Message):
     job_id: _builtins.str
     """The job that saved it."""
     cookie_count: _builtins.int
+    """How many cookies it holds."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was saved."""
+
     @_builtins.property
-    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it expires (SessionOptions.ttl after it was saved)."""
+
     @_builtins.property
     def origins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Origins with local storage in it."""
@@ -70,6 +77,8 @@ Global___Session: _TypeAlias = Session  # noqa: Y015
 
 @_typing.final
 class ListSessionsRequest(_message.Message):
+    """ListSessions takes nothing: the caller's tenant is the key's."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -85,11 +94,15 @@ Global___ListSessionsRequest: _TypeAlias = ListSessionsRequest  # noqa: Y015
 
 @_typing.final
 class ListSessionsResponse(_message.Message):
+    """The caller's tenant's live sessions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]: ...
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]:
+        """By name."""
+
     def __init__(
         self,
         *,
@@ -105,10 +118,13 @@ Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteSessionRequest(_message.Message):
+    """Which session to delete."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The session's name."""
     def __init__(
         self,
         *,
@@ -124,6 +140,8 @@ Global___DeleteSessionRequest: _TypeAlias = DeleteSessionRequest  # noqa: Y015
 
 @_typing.final
 class DeleteSessionResponse(_message.Message):
+    """DeleteSession answers nothing more than success."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(

@@ -24,45 +24,76 @@ _sym_db = _symbol_database.Default()
 
 from conveyor.v1 import job_pb2 as conveyor_dot_v1_dot_job__pb2
 from conveyor.v1 import job_service_pb2 as conveyor_dot_v1_dot_job__service__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/suite_service.proto\x12\x0b\x63onveyor.v1\x1a\x15\x63onveyor/v1/job.proto\x1a\x1d\x63onveyor/v1/job_service.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\tSuiteTest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12/\n\x03job\x18\x02 \x01(\x0b\x32\x1d.conveyor.v1.SubmitJobRequestR\x03job\"\x84\x01\n\x12SubmitSuiteRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12,\n\x05setup\x18\x02 \x03(\x0b\x32\x16.conveyor.v1.SuiteTestR\x05setup\x12,\n\x05tests\x18\x03 \x03(\x0b\x32\x16.conveyor.v1.SuiteTestR\x05tests\"b\n\x13SubmitSuiteResponse\x12\x19\n\x08suite_id\x18\x01 \x01(\tR\x07suiteId\x12\x30\n\x05tests\x18\x02 \x03(\x0b\x32\x1a.conveyor.v1.SubmittedTestR\x05tests\"\x99\x01\n\rSubmittedTest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n\x06job_id\x18\x02 \x01(\tR\x05jobId\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1a\n\x08position\x18\x04 \x01(\x03R\x08position\x12\x14\n\x05setup\x18\x05 \x01(\x08R\x05setup\"\xb7\x01\n\x0bSuiteCounts\x12\x14\n\x05total\x18\x01 \x01(\x05R\x05total\x12\x16\n\x06passed\x18\x02 \x01(\x05R\x06passed\x12\x16\n\x06\x66\x61iled\x18\x03 \x01(\x05R\x06\x66\x61iled\x12\x14\n\x05\x66laky\x18\x04 \x01(\x05R\x05\x66laky\x12\x18\n\x07skipped\x18\x05 \x01(\x05R\x07skipped\x12\x18\n\x07running\x18\x06 \x01(\x05R\x07running\x12\x18\n\x07waiting\x18\x07 \x01(\x05R\x07waiting\"\xab\x02\n\x0fSuiteTestResult\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x32\n\x07outcome\x18\x03 \x01(\x0e\x32\x18.conveyor.v1.TestOutcomeR\x07outcome\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1a\n\x08\x61ttempts\x18\x05 \x01(\x05R\x08\x61ttempts\x12\x35\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\x12#\n\rerror_message\x18\x07 \x01(\tR\x0c\x65rrorMessage\x12\x14\n\x05setup\x18\x08 \x01(\x08R\x05setup\"\xbf\x02\n\x05Suite\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n\x05owner\x18\x03 \x01(\tR\x05owner\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x35\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x30\n\x06\x63ounts\x18\x06 \x01(\x0b\x32\x18.conveyor.v1.SuiteCountsR\x06\x63ounts\x12\x32\n\x05tests\x18\x07 \x03(\x0b\x32\x1c.conveyor.v1.SuiteTestResultR\x05tests\x12\x12\n\x04\x64one\x18\x08 \x01(\x08R\x04\x64one\x12\x0e\n\x02ok\x18\t \x01(\x08R\x02ok\"!\n\x0fGetSuiteRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"<\n\x10GetSuiteResponse\x12(\n\x05suite\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.SuiteR\x05suite\"#\n\x11WatchSuiteRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x80\x01\n\x12WatchSuiteResponse\x12*\n\x05suite\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.SuiteH\x00R\x05suite\x12\x36\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.conveyor.v1.HeartbeatH\x00R\theartbeatB\x06\n\x04kind\"\'\n\x15GetSuiteReportRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"y\n\x16GetSuiteReportResponse\x12\x1b\n\tjunit_xml\x18\x01 \x01(\tR\x08junitXml\x12\x18\n\x07summary\x18\x02 \x01(\tR\x07summary\x12(\n\x05suite\x18\x03 \x01(\x0b\x32\x12.conveyor.v1.SuiteR\x05suite*\xc3\x01\n\x0bTestOutcome\x12\x1c\n\x18TEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14TEST_OUTCOME_WAITING\x10\x01\x12\x18\n\x14TEST_OUTCOME_RUNNING\x10\x02\x12\x17\n\x13TEST_OUTCOME_PASSED\x10\x03\x12\x16\n\x12TEST_OUTCOME_FLAKY\x10\x04\x12\x17\n\x13TEST_OUTCOME_FAILED\x10\x05\x12\x18\n\x14TEST_OUTCOME_SKIPPED\x10\x06\x32\xd5\x02\n\x0cSuiteService\x12P\n\x0bSubmitSuite\x12\x1f.conveyor.v1.SubmitSuiteRequest\x1a .conveyor.v1.SubmitSuiteResponse\x12G\n\x08GetSuite\x12\x1c.conveyor.v1.GetSuiteRequest\x1a\x1d.conveyor.v1.GetSuiteResponse\x12O\n\nWatchSuite\x12\x1e.conveyor.v1.WatchSuiteRequest\x1a\x1f.conveyor.v1.WatchSuiteResponse0\x01\x12Y\n\x0eGetSuiteReport\x12\".conveyor.v1.GetSuiteReportRequest\x1a#.conveyor.v1.GetSuiteReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/suite_service.proto\x12\x0b\x63onveyor.v1\x1a\x15\x63onveyor/v1/job.proto\x1a\x1d\x63onveyor/v1/job_service.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\tSuiteTest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\x12\x35\n\x03job\x18\x02 \x01(\x0b\x32\x1d.conveyor.v1.SubmitJobRequestB\x04\xe2\x41\x01\x02R\x03job\"\x8a\x01\n\x12SubmitSuiteRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12,\n\x05setup\x18\x02 \x03(\x0b\x32\x16.conveyor.v1.SuiteTestR\x05setup\x12\x32\n\x05tests\x18\x03 \x03(\x0b\x32\x16.conveyor.v1.SuiteTestB\x04\xe2\x41\x01\x02R\x05tests\"b\n\x13SubmitSuiteResponse\x12\x19\n\x08suite_id\x18\x01 \x01(\tR\x07suiteId\x12\x30\n\x05tests\x18\x02 \x03(\x0b\x32\x1a.conveyor.v1.SubmittedTestR\x05tests\"\x99\x01\n\rSubmittedTest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n\x06job_id\x18\x02 \x01(\tR\x05jobId\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1a\n\x08position\x18\x04 \x01(\x03R\x08position\x12\x14\n\x05setup\x18\x05 \x01(\x08R\x05setup\"\xb7\x01\n\x0bSuiteCounts\x12\x14\n\x05total\x18\x01 \x01(\x05R\x05total\x12\x16\n\x06passed\x18\x02 \x01(\x05R\x06passed\x12\x16\n\x06\x66\x61iled\x18\x03 \x01(\x05R\x06\x66\x61iled\x12\x14\n\x05\x66laky\x18\x04 \x01(\x05R\x05\x66laky\x12\x18\n\x07skipped\x18\x05 \x01(\x05R\x07skipped\x12\x18\n\x07running\x18\x06 \x01(\x05R\x07running\x12\x18\n\x07waiting\x18\x07 \x01(\x05R\x07waiting\"\xab\x02\n\x0fSuiteTestResult\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x32\n\x07outcome\x18\x03 \x01(\x0e\x32\x18.conveyor.v1.TestOutcomeR\x07outcome\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x15.conveyor.v1.JobStateR\x05state\x12\x1a\n\x08\x61ttempts\x18\x05 \x01(\x05R\x08\x61ttempts\x12\x35\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\x12#\n\rerror_message\x18\x07 \x01(\tR\x0c\x65rrorMessage\x12\x14\n\x05setup\x18\x08 \x01(\x08R\x05setup\"\xf5\x02\n\x05Suite\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x02id\x12\x18\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\x1a\n\x05owner\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x05owner\x12\x41\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12;\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x07\x65ndTime\x12\x36\n\x06\x63ounts\x18\x06 \x01(\x0b\x32\x18.conveyor.v1.SuiteCountsB\x04\xe2\x41\x01\x03R\x06\x63ounts\x12\x38\n\x05tests\x18\x07 \x03(\x0b\x32\x1c.conveyor.v1.SuiteTestResultB\x04\xe2\x41\x01\x03R\x05tests\x12\x18\n\x04\x64one\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x04\x64one\x12\x14\n\x02ok\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03R\x02ok\"\'\n\x0fGetSuiteRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"<\n\x10GetSuiteResponse\x12(\n\x05suite\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.SuiteR\x05suite\")\n\x11WatchSuiteRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"\x80\x01\n\x12WatchSuiteResponse\x12*\n\x05suite\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.SuiteH\x00R\x05suite\x12\x36\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.conveyor.v1.HeartbeatH\x00R\theartbeatB\x06\n\x04kind\"-\n\x15GetSuiteReportRequest\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x02id\"y\n\x16GetSuiteReportResponse\x12\x1b\n\tjunit_xml\x18\x01 \x01(\tR\x08junitXml\x12\x18\n\x07summary\x18\x02 \x01(\tR\x07summary\x12(\n\x05suite\x18\x03 \x01(\x0b\x32\x12.conveyor.v1.SuiteR\x05suite*\xc3\x01\n\x0bTestOutcome\x12\x1c\n\x18TEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14TEST_OUTCOME_WAITING\x10\x01\x12\x18\n\x14TEST_OUTCOME_RUNNING\x10\x02\x12\x17\n\x13TEST_OUTCOME_PASSED\x10\x03\x12\x16\n\x12TEST_OUTCOME_FLAKY\x10\x04\x12\x17\n\x13TEST_OUTCOME_FAILED\x10\x05\x12\x18\n\x14TEST_OUTCOME_SKIPPED\x10\x06\x32\xd5\x02\n\x0cSuiteService\x12P\n\x0bSubmitSuite\x12\x1f.conveyor.v1.SubmitSuiteRequest\x1a .conveyor.v1.SubmitSuiteResponse\x12G\n\x08GetSuite\x12\x1c.conveyor.v1.GetSuiteRequest\x1a\x1d.conveyor.v1.GetSuiteResponse\x12O\n\nWatchSuite\x12\x1e.conveyor.v1.WatchSuiteRequest\x1a\x1f.conveyor.v1.WatchSuiteResponse0\x01\x12Y\n\x0eGetSuiteReport\x12\".conveyor.v1.GetSuiteReportRequest\x1a#.conveyor.v1.GetSuiteReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.suite_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TESTOUTCOME']._serialized_start=1880
-  _globals['_TESTOUTCOME']._serialized_end=2075
-  _globals['_SUITETEST']._serialized_start=167
-  _globals['_SUITETEST']._serialized_end=247
-  _globals['_SUBMITSUITEREQUEST']._serialized_start=250
-  _globals['_SUBMITSUITEREQUEST']._serialized_end=382
-  _globals['_SUBMITSUITERESPONSE']._serialized_start=384
-  _globals['_SUBMITSUITERESPONSE']._serialized_end=482
-  _globals['_SUBMITTEDTEST']._serialized_start=485
-  _globals['_SUBMITTEDTEST']._serialized_end=638
-  _globals['_SUITECOUNTS']._serialized_start=641
-  _globals['_SUITECOUNTS']._serialized_end=824
-  _globals['_SUITETESTRESULT']._serialized_start=827
-  _globals['_SUITETESTRESULT']._serialized_end=1126
-  _globals['_SUITE']._serialized_start=1129
-  _globals['_SUITE']._serialized_end=1448
-  _globals['_GETSUITEREQUEST']._serialized_start=1450
-  _globals['_GETSUITEREQUEST']._serialized_end=1483
-  _globals['_GETSUITERESPONSE']._serialized_start=1485
-  _globals['_GETSUITERESPONSE']._serialized_end=1545
-  _globals['_WATCHSUITEREQUEST']._serialized_start=1547
-  _globals['_WATCHSUITEREQUEST']._serialized_end=1582
-  _globals['_WATCHSUITERESPONSE']._serialized_start=1585
-  _globals['_WATCHSUITERESPONSE']._serialized_end=1713
-  _globals['_GETSUITEREPORTREQUEST']._serialized_start=1715
-  _globals['_GETSUITEREPORTREQUEST']._serialized_end=1754
-  _globals['_GETSUITEREPORTRESPONSE']._serialized_start=1756
-  _globals['_GETSUITEREPORTRESPONSE']._serialized_end=1877
-  _globals['_SUITESERVICE']._serialized_start=2078
-  _globals['_SUITESERVICE']._serialized_end=2419
+  _globals['_SUITETEST'].fields_by_name['name']._loaded_options = None
+  _globals['_SUITETEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_SUITETEST'].fields_by_name['job']._loaded_options = None
+  _globals['_SUITETEST'].fields_by_name['job']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITSUITEREQUEST'].fields_by_name['tests']._loaded_options = None
+  _globals['_SUBMITSUITEREQUEST'].fields_by_name['tests']._serialized_options = b'\342A\001\002'
+  _globals['_SUITE'].fields_by_name['id']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_SUITE'].fields_by_name['name']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['name']._serialized_options = b'\342A\001\003'
+  _globals['_SUITE'].fields_by_name['owner']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['owner']._serialized_options = b'\342A\001\003'
+  _globals['_SUITE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SUITE'].fields_by_name['end_time']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
+  _globals['_SUITE'].fields_by_name['counts']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['counts']._serialized_options = b'\342A\001\003'
+  _globals['_SUITE'].fields_by_name['tests']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['tests']._serialized_options = b'\342A\001\003'
+  _globals['_SUITE'].fields_by_name['done']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['done']._serialized_options = b'\342A\001\003'
+  _globals['_SUITE'].fields_by_name['ok']._loaded_options = None
+  _globals['_SUITE'].fields_by_name['ok']._serialized_options = b'\342A\001\003'
+  _globals['_GETSUITEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETSUITEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_WATCHSUITEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_WATCHSUITEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_GETSUITEREPORTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETSUITEREPORTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_TESTOUTCOME']._serialized_start=2003
+  _globals['_TESTOUTCOME']._serialized_end=2198
+  _globals['_SUITETEST']._serialized_start=200
+  _globals['_SUITETEST']._serialized_end=292
+  _globals['_SUBMITSUITEREQUEST']._serialized_start=295
+  _globals['_SUBMITSUITEREQUEST']._serialized_end=433
+  _globals['_SUBMITSUITERESPONSE']._serialized_start=435
+  _globals['_SUBMITSUITERESPONSE']._serialized_end=533
+  _globals['_SUBMITTEDTEST']._serialized_start=536
+  _globals['_SUBMITTEDTEST']._serialized_end=689
+  _globals['_SUITECOUNTS']._serialized_start=692
+  _globals['_SUITECOUNTS']._serialized_end=875
+  _globals['_SUITETESTRESULT']._serialized_start=878
+  _globals['_SUITETESTRESULT']._serialized_end=1177
+  _globals['_SUITE']._serialized_start=1180
+  _globals['_SUITE']._serialized_end=1553
+  _globals['_GETSUITEREQUEST']._serialized_start=1555
+  _globals['_GETSUITEREQUEST']._serialized_end=1594
+  _globals['_GETSUITERESPONSE']._serialized_start=1596
+  _globals['_GETSUITERESPONSE']._serialized_end=1656
+  _globals['_WATCHSUITEREQUEST']._serialized_start=1658
+  _globals['_WATCHSUITEREQUEST']._serialized_end=1699
+  _globals['_WATCHSUITERESPONSE']._serialized_start=1702
+  _globals['_WATCHSUITERESPONSE']._serialized_end=1830
+  _globals['_GETSUITEREPORTREQUEST']._serialized_start=1832
+  _globals['_GETSUITEREPORTREQUEST']._serialized_end=1877
+  _globals['_GETSUITEREPORTRESPONSE']._serialized_start=1879
+  _globals['_GETSUITEREPORTRESPONSE']._serialized_end=2000
+  _globals['_SUITESERVICE']._serialized_start=2201
+  _globals['_SUITESERVICE']._serialized_end=2542
 # @@protoc_insertion_point(module_scope)

@@ -30,14 +30,17 @@ class _TestOutcome:
 class _TestOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TestOutcome.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TEST_OUTCOME_UNSPECIFIED: _TestOutcome.ValueType  # 0
+    """Never set."""
     TEST_OUTCOME_WAITING: _TestOutcome.ValueType  # 1
     """Not started: waiting in line, delayed, or waiting for its setup."""
     TEST_OUTCOME_RUNNING: _TestOutcome.ValueType  # 2
+    """Its job is ACTIVE."""
     TEST_OUTCOME_PASSED: _TestOutcome.ValueType  # 3
     """Passed on its first attempt."""
     TEST_OUTCOME_FLAKY: _TestOutcome.ValueType  # 4
     """Passed after a failed attempt."""
     TEST_OUTCOME_FAILED: _TestOutcome.ValueType  # 5
+    """Its job FAILED (after its last attempt)."""
     TEST_OUTCOME_SKIPPED: _TestOutcome.ValueType  # 6
     """Cancelled, or its setup failed."""
 
@@ -45,14 +48,17 @@ class TestOutcome(_TestOutcome, metaclass=_TestOutcomeEnumTypeWrapper):
     """How a test went, as Playwright Test says it."""
 
 TEST_OUTCOME_UNSPECIFIED: TestOutcome.ValueType  # 0
+"""Never set."""
 TEST_OUTCOME_WAITING: TestOutcome.ValueType  # 1
 """Not started: waiting in line, delayed, or waiting for its setup."""
 TEST_OUTCOME_RUNNING: TestOutcome.ValueType  # 2
+"""Its job is ACTIVE."""
 TEST_OUTCOME_PASSED: TestOutcome.ValueType  # 3
 """Passed on its first attempt."""
 TEST_OUTCOME_FLAKY: TestOutcome.ValueType  # 4
 """Passed after a failed attempt."""
 TEST_OUTCOME_FAILED: TestOutcome.ValueType  # 5
+"""Its job FAILED (after its last attempt)."""
 TEST_OUTCOME_SKIPPED: TestOutcome.ValueType  # 6
 """Cancelled, or its setup failed."""
 Global___TestOutcome: _TypeAlias = TestOutcome  # noqa: Y015
@@ -89,13 +95,17 @@ Global___SuiteTest: _TypeAlias = SuiteTest  # noqa: Y015
 
 @_typing.final
 class SubmitSuiteRequest(_message.Message):
+    """A suite to submit: its setup and its tests."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     SETUP_FIELD_NUMBER: _builtins.int
     TESTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """A name for people (the JUnit testsuite's name); "suite" when empty."""
+    """A name for people (the JUnit testsuite's name); "suite" when empty. At most 256
+    characters.
+    """
     @_builtins.property
     def setup(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuiteTest]:
         """Run before the tests; every test waits for all of them (log in once and save a
@@ -123,11 +133,14 @@ Global___SubmitSuiteRequest: _TypeAlias = SubmitSuiteRequest  # noqa: Y015
 
 @_typing.final
 class SubmitSuiteResponse(_message.Message):
+    """The suite submitted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUITE_ID_FIELD_NUMBER: _builtins.int
     TESTS_FIELD_NUMBER: _builtins.int
     suite_id: _builtins.str
+    """The suite's id (for GetSuite, WatchSuite, GetSuiteReport)."""
     @_builtins.property
     def tests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmittedTest]:
         """Setup first, then the tests, in order."""
@@ -148,6 +161,8 @@ Global___SubmitSuiteResponse: _TypeAlias = SubmitSuiteResponse  # noqa: Y015
 
 @_typing.final
 class SubmittedTest(_message.Message):
+    """One test as submitted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -156,13 +171,17 @@ class SubmittedTest(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     SETUP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The test's name."""
     job_id: _builtins.str
+    """The id of the job that runs it."""
     state: _job_pb2.JobState.ValueType
+    """The job's state."""
     position: _builtins.int
     """1-based place in its queue when WAITING in line, else 0 (a test waiting for
     its setup is DELAYED).
     """
     setup: _builtins.bool
+    """A setup test (SubmitSuiteRequest.setup)."""
     def __init__(
         self,
         *,
@@ -182,6 +201,8 @@ Global___SubmittedTest: _TypeAlias = SubmittedTest  # noqa: Y015
 
 @_typing.final
 class SuiteCounts(_message.Message):
+    """A suite's tests per outcome (setup tests included)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTAL_FIELD_NUMBER: _builtins.int
@@ -192,12 +213,19 @@ class SuiteCounts(_message.Message):
     RUNNING_FIELD_NUMBER: _builtins.int
     WAITING_FIELD_NUMBER: _builtins.int
     total: _builtins.int
+    """Every test."""
     passed: _builtins.int
+    """PASSED."""
     failed: _builtins.int
+    """FAILED."""
     flaky: _builtins.int
+    """FLAKY."""
     skipped: _builtins.int
+    """SKIPPED."""
     running: _builtins.int
+    """RUNNING."""
     waiting: _builtins.int
+    """WAITING."""
     def __init__(
         self,
         *,
@@ -219,6 +247,8 @@ Global___SuiteCounts: _TypeAlias = SuiteCounts  # noqa: Y015
 
 @_typing.final
 class SuiteTestResult(_message.Message):
+    """How one test of a suite stands."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -230,14 +260,19 @@ class SuiteTestResult(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     SETUP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The test's name."""
     job_id: _builtins.str
+    """The id of the job that runs it."""
     outcome: Global___TestOutcome.ValueType
+    """How it went (or goes)."""
     state: _job_pb2.JobState.ValueType
+    """Its job's state."""
     attempts: _builtins.int
     """Attempts run so far."""
     error_message: _builtins.str
     """Why it failed or was skipped."""
     setup: _builtins.bool
+    """A setup test."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
         """From the first start to the end (or now, while running)."""
@@ -264,6 +299,8 @@ Global___SuiteTestResult: _TypeAlias = SuiteTestResult  # noqa: Y015
 
 @_typing.final
 class Suite(_message.Message):
+    """A suite: its tests and how they went."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -276,20 +313,27 @@ class Suite(_message.Message):
     DONE_FIELD_NUMBER: _builtins.int
     OK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The suite's id."""
     name: _builtins.str
+    """Its name."""
     owner: _builtins.str
+    """The tenant that owns it."""
     done: _builtins.bool
     """Every test has ended."""
     ok: _builtins.bool
     """Every test passed (flaky ones included) and none failed or was skipped."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was submitted."""
+
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When the last test ended; unset while any runs or waits."""
 
     @_builtins.property
-    def counts(self) -> Global___SuiteCounts: ...
+    def counts(self) -> Global___SuiteCounts:
+        """Its tests per outcome."""
+
     @_builtins.property
     def tests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuiteTestResult]:
         """Setup first, then the tests, in submit order."""
@@ -317,10 +361,13 @@ Global___Suite: _TypeAlias = Suite  # noqa: Y015
 
 @_typing.final
 class GetSuiteRequest(_message.Message):
+    """Which suite to get."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The suite's id."""
     def __init__(
         self,
         *,
@@ -336,11 +383,15 @@ Global___GetSuiteRequest: _TypeAlias = GetSuiteRequest  # noqa: Y015
 
 @_typing.final
 class GetSuiteResponse(_message.Message):
+    """The suite asked for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUITE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def suite(self) -> Global___Suite: ...
+    def suite(self) -> Global___Suite:
+        """The suite."""
+
     def __init__(
         self,
         *,
@@ -356,10 +407,13 @@ Global___GetSuiteResponse: _TypeAlias = GetSuiteResponse  # noqa: Y015
 
 @_typing.final
 class WatchSuiteRequest(_message.Message):
+    """Which suite to watch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The suite's id."""
     def __init__(
         self,
         *,
@@ -375,14 +429,20 @@ Global___WatchSuiteRequest: _TypeAlias = WatchSuiteRequest  # noqa: Y015
 
 @_typing.final
 class WatchSuiteResponse(_message.Message):
+    """One message of a WatchSuite stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUITE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def suite(self) -> Global___Suite: ...
+    def suite(self) -> Global___Suite:
+        """The suite as it is now."""
+
     @_builtins.property
-    def heartbeat(self) -> _job_pb2.Heartbeat: ...
+    def heartbeat(self) -> _job_pb2.Heartbeat:
+        """Sent while nothing happens, to keep the stream alive."""
+
     def __init__(
         self,
         *,
@@ -401,10 +461,13 @@ Global___WatchSuiteResponse: _TypeAlias = WatchSuiteResponse  # noqa: Y015
 
 @_typing.final
 class GetSuiteReportRequest(_message.Message):
+    """Which suite's report to get."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The suite's id."""
     def __init__(
         self,
         *,
@@ -420,6 +483,8 @@ Global___GetSuiteReportRequest: _TypeAlias = GetSuiteReportRequest  # noqa: Y015
 
 @_typing.final
 class GetSuiteReportResponse(_message.Message):
+    """A suite's report."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JUNIT_XML_FIELD_NUMBER: _builtins.int
@@ -430,7 +495,9 @@ class GetSuiteReportResponse(_message.Message):
     summary: _builtins.str
     """"8 passed, 1 flaky, 1 failed, 0 skipped (10 tests, 12.3s)"."""
     @_builtins.property
-    def suite(self) -> Global___Suite: ...
+    def suite(self) -> Global___Suite:
+        """The suite the report is of."""
+
     def __init__(
         self,
         *,

@@ -28,6 +28,7 @@ class _Backoff:
 class _BackoffEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Backoff.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BACKOFF_UNSPECIFIED: _Backoff.ValueType  # 0
+    """Not given: the kind's default."""
     BACKOFF_EXPONENTIAL: _Backoff.ValueType  # 1
     """base, 2 x base, 4 x base, ... up to max (with jitter)."""
     BACKOFF_FIXED: _Backoff.ValueType  # 2
@@ -37,6 +38,7 @@ class Backoff(_Backoff, metaclass=_BackoffEnumTypeWrapper):
     """How the backoff between attempts grows."""
 
 BACKOFF_UNSPECIFIED: Backoff.ValueType  # 0
+"""Not given: the kind's default."""
 BACKOFF_EXPONENTIAL: Backoff.ValueType  # 1
 """base, 2 x base, 4 x base, ... up to max (with jitter)."""
 BACKOFF_FIXED: Backoff.ValueType  # 2
@@ -52,6 +54,7 @@ class _TraceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TraceMode.V
     TRACE_MODE_UNSPECIFIED: _TraceMode.ValueType  # 0
     """Off."""
     TRACE_MODE_OFF: _TraceMode.ValueType  # 1
+    """Off."""
     TRACE_MODE_ON: _TraceMode.ValueType  # 2
     """Every attempt."""
     TRACE_MODE_RETAIN_ON_FAILURE: _TraceMode.ValueType  # 3
@@ -67,6 +70,7 @@ class TraceMode(_TraceMode, metaclass=_TraceModeEnumTypeWrapper):
 TRACE_MODE_UNSPECIFIED: TraceMode.ValueType  # 0
 """Off."""
 TRACE_MODE_OFF: TraceMode.ValueType  # 1
+"""Off."""
 TRACE_MODE_ON: TraceMode.ValueType  # 2
 """Every attempt."""
 TRACE_MODE_RETAIN_ON_FAILURE: TraceMode.ValueType  # 3
@@ -78,7 +82,8 @@ Global___TraceMode: _TypeAlias = TraceMode  # noqa: Y015
 @_typing.final
 class BrowserTask(_message.Message):
     """What a job does. A job carries exactly one task: a browser task (a list of typed
-    steps run in a fresh browser context) or the built-in no-op task.
+    steps run in a fresh browser context), the built-in no-op task, or a task of a
+    kind the executors serve.
 
     A browser task: steps run in order in one fresh browser context.
     """
@@ -92,11 +97,13 @@ class BrowserTask(_message.Message):
     RECORDING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
-        """The steps, in order. At least one; at most the server's step limit."""
+        """The steps, in order. At least one; at most CONVEYOR_MAX_STEPS (200)."""
 
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___File]:
-        """Files that `upload` steps may reference by name. Bounded in total size."""
+        """Files that `upload` steps may reference by name: at most 64, at most
+        CONVEYOR_MAX_FILE_BYTES (5 MiB) in all.
+        """
 
     @_builtins.property
     def context(self) -> Global___BrowserContextOptions:
@@ -174,9 +181,11 @@ class BrowserContextOptions(_message.Message):
     its user agent, viewport, scale factor, mobile and touch settings.
     """
     user_agent: _builtins.str
-    """Overrides the user agent (also a device's)."""
+    """Overrides the user agent (also a device's). At most 1,024 characters."""
     locale: _builtins.str
-    """A BCP 47 locale such as "de-DE": navigator.language, Accept-Language, formats."""
+    """A BCP 47 locale such as "de-DE": navigator.language, Accept-Language, formats.
+    At most 35 characters.
+    """
     timezone_id: _builtins.str
     """An IANA time zone such as "Europe/Berlin"."""
     color_scheme: _builtins.str
@@ -191,11 +200,13 @@ class BrowserContextOptions(_message.Message):
 
     @_builtins.property
     def extra_http_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Headers sent with every request of the context."""
+        """Headers sent with every request of the context: at most 64; names of token
+        characters (at most 256), values one line of at most 8,192 characters.
+        """
 
     @_builtins.property
     def cookies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cookie]:
-        """Cookies set before the first step."""
+        """Cookies set before the first step (at most 100)."""
 
     def __init__(
         self,
@@ -228,7 +239,9 @@ class Viewport(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     width: _builtins.int
+    """1 to 10,000 CSS pixels."""
     height: _builtins.int
+    """1 to 10,000 CSS pixels."""
     def __init__(
         self,
         *,
@@ -259,14 +272,21 @@ class Cookie(_message.Message):
     SECURE_FIELD_NUMBER: _builtins.int
     SAME_SITE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The cookie's name (token characters, at most 256)."""
     value: _builtins.str
+    """Its value: at most 4,096 characters, no ';' or line breaks."""
     url: _builtins.str
+    """The http(s) URL it is set for; or give `domain` and `path` instead."""
     domain: _builtins.str
+    """The domain it is set for (with `path`, instead of `url`)."""
     path: _builtins.str
+    """The path it is set for, starting with '/' (with `domain`)."""
     expires: _builtins.int
     """Unix time in seconds; unset for a session cookie."""
     http_only: _builtins.bool
+    """HttpOnly: hidden from page scripts."""
     secure: _builtins.bool
+    """Secure: sent over https only."""
     same_site: _builtins.str
     """"Strict", "Lax" or "None"."""
     def __init__(
@@ -300,11 +320,13 @@ class File(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The name `upload` steps use to refer to it (a plain file name, no path)."""
+    """The name `upload` steps use to refer to it: a plain file name (letters,
+    digits, '.', '_', '-', ' '; at most 128), unique in the task.
+    """
     content: _builtins.bytes
     """The file's bytes (base64 in the JSON mapping)."""
     content_type: _builtins.str
-    """Optional MIME type; guessed from the name when empty."""
+    """Optional MIME type (at most 255 characters); guessed from the name when empty."""
     def __init__(
         self,
         *,
@@ -331,10 +353,10 @@ class NoopTask(_message.Message):
     SLEEP_FIELD_NUMBER: _builtins.int
     FAIL_FIRST_ATTEMPTS_FIELD_NUMBER: _builtins.int
     fail_first_attempts: _builtins.int
-    """Fail the first N attempts with a retryable error."""
+    """Fail the first N attempts with a retryable error (0 to 100)."""
     @_builtins.property
     def sleep(self) -> _duration_pb2.Duration:
-        """How long to sleep before completing."""
+        """How long to sleep before completing (at most the job's time limit)."""
 
     def __init__(
         self,
@@ -396,13 +418,18 @@ class RetryPolicy(_message.Message):
     BASE_FIELD_NUMBER: _builtins.int
     MAX_FIELD_NUMBER: _builtins.int
     backoff: Global___Backoff.ValueType
+    """How the backoff grows; when unspecified, the kind's (exponential by default)."""
     @_builtins.property
     def base(self) -> _duration_pb2.Duration:
-        """The first backoff (exponential: doubled each attempt; fixed: every attempt)."""
+        """The first backoff (exponential: doubled each attempt; fixed: every attempt).
+        At most 24 h; when unset, the kind's (2 s by default).
+        """
 
     @_builtins.property
     def max(self) -> _duration_pb2.Duration:
-        """The longest backoff."""
+        """The longest backoff; not shorter than `base`, at most 24 h; when unset, the
+        kind's (300 s by default).
+        """
 
     def __init__(
         self,
@@ -424,7 +451,7 @@ class Target(_message.Message):
     """What a step acts on: any Playwright selector, with fallbacks tried in order when
     the main selector matches nothing (the first match is used) -- or a structured
     `locator`, as Playwright's locator API builds them (strict: it must match exactly
-    one element for an action).
+    one element for an action). Give a selector (with fallbacks) or a locator, not both.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -433,10 +460,19 @@ class Target(_message.Message):
     FALLBACKS_FIELD_NUMBER: _builtins.int
     LOCATOR_FIELD_NUMBER: _builtins.int
     selector: _builtins.str
+    """A Playwright selector ("#id", "text=Sign in", "css=...", "xpath=..."); at most
+    4,096 characters.
+    """
     @_builtins.property
-    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Selectors tried in order when `selector` matches nothing: at most 16, each 1 to
+        4,096 characters.
+        """
+
     @_builtins.property
-    def locator(self) -> Global___Locator: ...
+    def locator(self) -> Global___Locator:
+        """A structured locator instead of a selector."""
+
     def __init__(
         self,
         *,
@@ -457,6 +493,7 @@ class Locator(_message.Message):
     """A locator as Playwright builds them: page.getByRole(...), getByText(...), ...
     Built in this order: the `frames` are entered, then `within` is located, then the
     elements are picked (`by`), then `filters` apply, then `nth`/`first`/`last`.
+    Locators nest (within, frames, filters) at most 8 deep.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -516,22 +553,30 @@ class Locator(_message.Message):
     ignore_case: _builtins.bool
     """With `regex`: ignore case."""
     checked: _builtins.bool
-    """For `role`: ARIA states the element must have."""
+    """For `role`: the element is checked (true) or not (false)."""
     disabled: _builtins.bool
+    """For `role`: the element is disabled (true) or not (false)."""
     expanded: _builtins.bool
+    """For `role`: the element is expanded (true) or not (false)."""
     pressed: _builtins.bool
+    """For `role`: the element is pressed (true) or not (false)."""
     selected: _builtins.bool
+    """For `role`: the element is selected (true) or not (false)."""
     level: _builtins.int
     """For `role`: heading level (1-6)."""
     include_hidden: _builtins.bool
     """For `role`: match elements hidden from the accessibility tree too."""
     nth: _builtins.int
-    """The n-th match (0-based; -1 is the last)."""
+    """The n-th match (0-based; -1 is the last; at most 100,000 either way). One of
+    nth, first, last.
+    """
     first: _builtins.bool
+    """The first match."""
     last: _builtins.bool
+    """The last match."""
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocatorFilter]:
-        """locator.filter(...), in order."""
+        """locator.filter(...), in order (at most 16)."""
 
     @_builtins.property
     def within(self) -> Global___Locator:
@@ -540,7 +585,7 @@ class Locator(_message.Message):
     @_builtins.property
     def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___Locator]:
         """iframes to enter first, outermost first: each locates an <iframe> element whose
-        content frame is searched (locator.contentFrame()).
+        content frame is searched (locator.contentFrame()). At most 8.
         """
 
     def __init__(
@@ -611,7 +656,7 @@ Global___Locator: _TypeAlias = Locator  # noqa: Y015
 @_typing.final
 class LocatorFilter(_message.Message):
     """locator.filter(): keep the elements that have (or do not have) a text or a
-    descendant.
+    descendant. Give at least one of has_text, has_not_text, has, has_not, visible.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -624,16 +669,23 @@ class LocatorFilter(_message.Message):
     HAS_NOT_FIELD_NUMBER: _builtins.int
     VISIBLE_FIELD_NUMBER: _builtins.int
     has_text: _builtins.str
+    """Keep the elements whose text contains this (at most 100,000 characters)."""
     has_not_text: _builtins.str
+    """Keep the elements whose text does not contain this."""
     regex: _builtins.bool
     """has_text / has_not_text are regular expressions."""
     ignore_case: _builtins.bool
+    """With `regex`: ignore case."""
     visible: _builtins.bool
     """Keep only visible (true) or only hidden (false) elements."""
     @_builtins.property
-    def has(self) -> Global___Locator: ...
+    def has(self) -> Global___Locator:
+        """Keep the elements with a descendant this locator matches."""
+
     @_builtins.property
-    def has_not(self) -> Global___Locator: ...
+    def has_not(self) -> Global___Locator:
+        """Keep the elements without a descendant this locator matches."""
+
     def __init__(
         self,
         *,
@@ -665,8 +717,11 @@ class Pattern(_message.Message):
     REGEX_FIELD_NUMBER: _builtins.int
     IGNORE_CASE_FIELD_NUMBER: _builtins.int
     value: _builtins.str
+    """The text (at most 100,000 characters) or the regular expression."""
     regex: _builtins.bool
+    """`value` is a regular expression (searched in the text)."""
     ignore_case: _builtins.bool
+    """With `regex`: ignore case."""
     def __init__(
         self,
         *,
@@ -722,75 +777,137 @@ class Step(_message.Message):
     SWITCH_PAGE_FIELD_NUMBER: _builtins.int
     DOWNLOAD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """A name shown in progress events and errors."""
+    """A name shown in progress events and errors (at most 128 characters)."""
     soft: _builtins.bool
     """For checks (expect; evaluate with `expected`): a failure is recorded and the job
     goes on; the job fails at the end, naming every failed check.
     """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
-        """How long the step may take (auto-waiting included). Server default when unset."""
+        """How long the step may take (auto-waiting included): more than 0, at most the
+        job's time limit; CONVEYOR_DEFAULT_STEP_TIMEOUT_SECONDS (10 s) when unset.
+        """
 
     @_builtins.property
-    def navigate(self) -> Global___NavigateAction: ...
+    def navigate(self) -> Global___NavigateAction:
+        """Go to a URL."""
+
     @_builtins.property
-    def click(self) -> Global___ClickAction: ...
+    def click(self) -> Global___ClickAction:
+        """Click an element."""
+
     @_builtins.property
-    def fill(self) -> Global___FillAction: ...
+    def fill(self) -> Global___FillAction:
+        """Replace an input's value."""
+
     @_builtins.property
-    def type(self) -> Global___TypeAction: ...
+    def type(self) -> Global___TypeAction:
+        """Type text key by key."""
+
     @_builtins.property
-    def clear(self) -> Global___ClearAction: ...
+    def clear(self) -> Global___ClearAction:
+        """Clear an input."""
+
     @_builtins.property
-    def press(self) -> Global___PressAction: ...
+    def press(self) -> Global___PressAction:
+        """Press a key on an element."""
+
     @_builtins.property
-    def hover(self) -> Global___HoverAction: ...
+    def hover(self) -> Global___HoverAction:
+        """Move the mouse over an element."""
+
     @_builtins.property
-    def select(self) -> Global___SelectAction: ...
+    def select(self) -> Global___SelectAction:
+        """Choose options of a <select>."""
+
     @_builtins.property
-    def check(self) -> Global___CheckAction: ...
+    def check(self) -> Global___CheckAction:
+        """Check a checkbox or radio button."""
+
     @_builtins.property
-    def uncheck(self) -> Global___UncheckAction: ...
+    def uncheck(self) -> Global___UncheckAction:
+        """Uncheck a checkbox."""
+
     @_builtins.property
-    def scroll(self) -> Global___ScrollAction: ...
+    def scroll(self) -> Global___ScrollAction:
+        """Scroll an element into view, or the page by an offset."""
+
     @_builtins.property
-    def wait(self) -> Global___WaitAction: ...
+    def wait(self) -> Global___WaitAction:
+        """Wait for an element state, a duration, a URL or a load state."""
+
     @_builtins.property
-    def expect(self) -> Global___ExpectAction: ...
+    def expect(self) -> Global___ExpectAction:
+        """Assert something about the page (Playwright's expect)."""
+
     @_builtins.property
-    def extract(self) -> Global___ExtractAction: ...
+    def extract(self) -> Global___ExtractAction:
+        """Read a value from the page into the result."""
+
     @_builtins.property
-    def screenshot(self) -> Global___ScreenshotAction: ...
+    def screenshot(self) -> Global___ScreenshotAction:
+        """Take a screenshot (an artifact)."""
+
     @_builtins.property
-    def upload(self) -> Global___UploadAction: ...
+    def upload(self) -> Global___UploadAction:
+        """Set the files of an <input type=file>."""
+
     @_builtins.property
-    def evaluate(self) -> Global___EvaluateAction: ...
+    def evaluate(self) -> Global___EvaluateAction:
+        """Run JavaScript in the page."""
+
     @_builtins.property
-    def wait_for_function(self) -> Global___WaitForFunctionAction: ...
+    def wait_for_function(self) -> Global___WaitForFunctionAction:
+        """Wait until a JavaScript function returns a truthy value."""
+
     @_builtins.property
-    def go_back(self) -> Global___HistoryAction: ...
+    def go_back(self) -> Global___HistoryAction:
+        """page.goBack."""
+
     @_builtins.property
-    def go_forward(self) -> Global___HistoryAction: ...
+    def go_forward(self) -> Global___HistoryAction:
+        """page.goForward."""
+
     @_builtins.property
-    def reload(self) -> Global___HistoryAction: ...
+    def reload(self) -> Global___HistoryAction:
+        """page.reload."""
+
     @_builtins.property
-    def focus(self) -> Global___FocusAction: ...
+    def focus(self) -> Global___FocusAction:
+        """Focus an element."""
+
     @_builtins.property
-    def blur(self) -> Global___BlurAction: ...
+    def blur(self) -> Global___BlurAction:
+        """Take the focus away from an element."""
+
     @_builtins.property
-    def dispatch_event(self) -> Global___DispatchEventAction: ...
+    def dispatch_event(self) -> Global___DispatchEventAction:
+        """Dispatch a DOM event on an element."""
+
     @_builtins.property
-    def drag(self) -> Global___DragAction: ...
+    def drag(self) -> Global___DragAction:
+        """Drag one element onto another."""
+
     @_builtins.property
-    def keyboard(self) -> Global___KeyboardAction: ...
+    def keyboard(self) -> Global___KeyboardAction:
+        """Use the keyboard without a target."""
+
     @_builtins.property
-    def mouse(self) -> Global___MouseAction: ...
+    def mouse(self) -> Global___MouseAction:
+        """Use the mouse at page coordinates."""
+
     @_builtins.property
-    def dialog(self) -> Global___DialogAction: ...
+    def dialog(self) -> Global___DialogAction:
+        """Say how the dialogs that open from now on are answered."""
+
     @_builtins.property
-    def switch_page(self) -> Global___SwitchPageAction: ...
+    def switch_page(self) -> Global___SwitchPageAction:
+        """Switch to another page of the context (a popup, a new tab)."""
+
     @_builtins.property
-    def download(self) -> Global___DownloadAction: ...
+    def download(self) -> Global___DownloadAction:
+        """Click and save the download it starts."""
+
     def __init__(
         self,
         *,
@@ -847,6 +964,7 @@ class NavigateAction(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     WAIT_UNTIL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
+    """An http or https URL with a host, at most 8,192 characters."""
     wait_until: _builtins.str
     """"load" (default), "domcontentloaded", "networkidle" or "commit"."""
     def __init__(
@@ -875,9 +993,11 @@ class ClickAction(_message.Message):
     button: _builtins.str
     """"left" (default), "right" or "middle"."""
     click_count: _builtins.int
-    """2 for a double click."""
+    """2 for a double click (1 to 3; 1 when 0)."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element."""
+
     def __init__(
         self,
         *,
@@ -902,8 +1022,11 @@ class FillAction(_message.Message):
     TARGET_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """The new value (at most 100,000 characters)."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The input."""
+
     def __init__(
         self,
         *,
@@ -928,11 +1051,14 @@ class TypeAction(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """The text (at most 100,000 characters)."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element typed into."""
+
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:
-        """Pause between keys."""
+        """Pause between keys (at most 1 s)."""
 
     def __init__(
         self,
@@ -957,7 +1083,9 @@ class ClearAction(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The input."""
+
     def __init__(
         self,
         *,
@@ -980,8 +1108,11 @@ class PressAction(_message.Message):
     TARGET_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The key: 1 to 64 characters."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element the key is pressed on."""
+
     def __init__(
         self,
         *,
@@ -1004,7 +1135,9 @@ class HoverAction(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element."""
+
     def __init__(
         self,
         *,
@@ -1020,7 +1153,7 @@ Global___HoverAction: _TypeAlias = HoverAction  # noqa: Y015
 
 @_typing.final
 class SelectAction(_message.Message):
-    """Choose options of a <select>, by value or by label."""
+    """Choose options of a <select>, by value or by label (give values or labels)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1028,11 +1161,17 @@ class SelectAction(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The <select>."""
+
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Options by value: at most 256, each at most 1,024 characters."""
+
     @_builtins.property
-    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Options by label: at most 256, each at most 1,024 characters."""
+
     def __init__(
         self,
         *,
@@ -1056,7 +1195,9 @@ class CheckAction(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The checkbox or radio button."""
+
     def __init__(
         self,
         *,
@@ -1078,7 +1219,9 @@ class UncheckAction(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The checkbox."""
+
     def __init__(
         self,
         *,
@@ -1094,7 +1237,7 @@ Global___UncheckAction: _TypeAlias = UncheckAction  # noqa: Y015
 
 @_typing.final
 class ScrollAction(_message.Message):
-    """Scroll an element into view, or the page by an offset."""
+    """Scroll an element into view, or the page by an offset (give a target, or dx/dy)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1102,9 +1245,13 @@ class ScrollAction(_message.Message):
     DX_FIELD_NUMBER: _builtins.int
     DY_FIELD_NUMBER: _builtins.int
     dx: _builtins.int
+    """Horizontal offset in CSS pixels (±1,000,000)."""
     dy: _builtins.int
+    """Vertical offset in CSS pixels (±1,000,000)."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element to scroll into view."""
+
     def __init__(
         self,
         *,
@@ -1122,7 +1269,9 @@ Global___ScrollAction: _TypeAlias = ScrollAction  # noqa: Y015
 
 @_typing.final
 class WaitAction(_message.Message):
-    """Wait for an element state, a duration, a URL or a load state."""
+    """Wait for an element state, a duration, a URL or a load state: exactly one of
+    target, duration, url_contains, load_state.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1134,12 +1283,17 @@ class WaitAction(_message.Message):
     state: _builtins.str
     """With target: "visible" (default), "hidden", "attached" or "detached"."""
     url_contains: _builtins.str
+    """Wait until the page's URL contains this (at most 8,192 characters)."""
     load_state: _builtins.str
     """"load", "domcontentloaded" or "networkidle"."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """Wait for this element to reach `state`."""
+
     @_builtins.property
-    def duration(self) -> _duration_pb2.Duration: ...
+    def duration(self) -> _duration_pb2.Duration:
+        """Wait this long (at most the job's time limit)."""
+
     def __init__(
         self,
         *,
@@ -1190,13 +1344,21 @@ class ExpectAction(_message.Message):
     EMPTY_FIELD_NUMBER: _builtins.int
     NEGATE_FIELD_NUMBER: _builtins.int
     visible: _builtins.bool
+    """toBeVisible."""
     hidden: _builtins.bool
+    """toBeHidden."""
     text_contains: _builtins.str
+    """toContainText (at most 100,000 characters)."""
     text_equals: _builtins.str
+    """toHaveText, exactly (at most 100,000 characters)."""
     value: _builtins.str
+    """toHaveValue: the input's value (at most 100,000 characters)."""
     count: _builtins.int
+    """toHaveCount: how many elements match (0 to 100,000)."""
     title_contains: _builtins.str
+    """The page title contains this (at most 100,000 characters)."""
     url_contains: _builtins.str
+    """The page URL contains this (at most 8,192 characters)."""
     checked: _builtins.bool
     """toBeChecked (false: unchecked)."""
     enabled: _builtins.bool
@@ -1216,7 +1378,11 @@ class ExpectAction(_message.Message):
     negate: _builtins.bool
     """Negate the condition (Playwright's expect(...).not)."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element the condition is about (required, except for title_contains,
+        url_contains, url and title).
+        """
+
     @_builtins.property
     def text(self) -> Global___TextExpectation:
         """toHaveText / toContainText: one text, or one per matched element in order."""
@@ -1302,16 +1468,20 @@ class TextExpectation(_message.Message):
     IGNORE_CASE_FIELD_NUMBER: _builtins.int
     USE_INNER_TEXT_FIELD_NUMBER: _builtins.int
     value: _builtins.str
+    """The text (at most 100,000 characters)."""
     regex: _builtins.bool
     """value(s) are regular expressions."""
     contains: _builtins.bool
     """Contained in the element's text rather than the whole text (toContainText)."""
     ignore_case: _builtins.bool
+    """Ignore case."""
     use_inner_text: _builtins.bool
     """Read innerText instead of textContent."""
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """One text per element (toHaveText([...])); `value` must then be empty."""
+        """One text per element (toHaveText([...])); `value` must then be empty. At most
+        1,000.
+        """
 
     def __init__(
         self,
@@ -1340,8 +1510,11 @@ class ValuesExpectation(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     REGEX_FIELD_NUMBER: _builtins.int
     regex: _builtins.bool
+    """The values are regular expressions."""
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The values (at most 1,000, each at most 100,000 characters)."""
+
     def __init__(
         self,
         *,
@@ -1365,8 +1538,11 @@ class AttributeExpectation(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The attribute's name, e.g. "href" (at most 256 characters)."""
     @_builtins.property
-    def value(self) -> Global___Pattern: ...
+    def value(self) -> Global___Pattern:
+        """Its expected value; unset: the attribute is present."""
+
     def __init__(
         self,
         *,
@@ -1394,10 +1570,15 @@ class ClassExpectation(_message.Message):
     REGEX_FIELD_NUMBER: _builtins.int
     CONTAINS_FIELD_NUMBER: _builtins.int
     value: _builtins.str
+    """The class attribute (or, with `contains`, the classes it includes)."""
     regex: _builtins.bool
+    """value(s) are regular expressions (not with `contains`)."""
     contains: _builtins.bool
+    """toContainClass: the classes must be among the element's."""
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One per matched element, in order; `value` must then be empty. At most 1,000."""
+
     def __init__(
         self,
         *,
@@ -1423,8 +1604,11 @@ class CssExpectation(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The property's name, e.g. "color" (at most 256 characters)."""
     @_builtins.property
-    def value(self) -> Global___Pattern: ...
+    def value(self) -> Global___Pattern:
+        """Its expected computed value."""
+
     def __init__(
         self,
         *,
@@ -1451,14 +1635,19 @@ class ExtractAction(_message.Message):
     HTML_FIELD_NUMBER: _builtins.int
     ALL_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """Where the value goes: letters, digits, '_', '.', '-', starting with a letter or
+    '_', at most 128.
+    """
     attribute: _builtins.str
-    """Read this attribute instead of the text."""
+    """Read this attribute instead of the text (at most 256 characters)."""
     html: _builtins.bool
     """Read the element's inner HTML instead of the text."""
     all: _builtins.bool
     """Read every match, as a list."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element read."""
+
     def __init__(
         self,
         *,
@@ -1478,15 +1667,18 @@ Global___ExtractAction: _TypeAlias = ExtractAction  # noqa: Y015
 
 @_typing.final
 class ScreenshotAction(_message.Message):
-    """Take a screenshot of the page, the full page, or one element."""
+    """Take a screenshot of the page, the full page, or one element (a PNG artifact)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     FULL_PAGE_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     full_page: _builtins.bool
+    """The whole scrollable page, not only the viewport."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """Only this element."""
+
     def __init__(
         self,
         *,
@@ -1510,9 +1702,13 @@ class UploadAction(_message.Message):
     TARGET_FIELD_NUMBER: _builtins.int
     FILES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The <input type=file>."""
+
     @_builtins.property
-    def files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of BrowserTask.files: at least one, at most 64."""
+
     def __init__(
         self,
         *,
@@ -1532,6 +1728,8 @@ class SessionOptions(_message.Message):
     """A browser task's session: the storage state (cookies, local storage) of a context,
     saved under a name by one job of an owner and used by its later jobs. Sessions
     never cross owners: another tenant's session name does not exist for a job.
+    Names are 1-64 characters of letters, digits, '.', '_', '-', starting with a
+    letter or digit.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1578,6 +1776,7 @@ class RecordingOptions(_message.Message):
     VIDEO_FIELD_NUMBER: _builtins.int
     HAR_FIELD_NUMBER: _builtins.int
     trace: Global___TraceMode.ValueType
+    """When a Playwright trace is kept (off when unspecified)."""
     video: _builtins.bool
     """Record a video of the page (Motion-JPEG AVI, 10 frames a second)."""
     har: _builtins.bool
@@ -1613,13 +1812,23 @@ class EvaluateAction(_message.Message):
     EXPECTED_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     expression: _builtins.str
+    """A JavaScript expression or function (at most 100,000 characters)."""
     key: _builtins.str
+    """Store the result in `result.values[key]` (letters, digits, '_', '.', '-',
+    starting with a letter or '_', at most 128).
+    """
     @_builtins.property
-    def arg(self) -> _struct_pb2.Value: ...
+    def arg(self) -> _struct_pb2.Value:
+        """The function's argument (JSON, at most 100,000 bytes)."""
+
     @_builtins.property
-    def expected(self) -> _struct_pb2.Value: ...
+    def expected(self) -> _struct_pb2.Value:
+        """The result expected (JSON, at most 100,000 bytes): polled until equal."""
+
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """Call the function with this element."""
+
     def __init__(
         self,
         *,
@@ -1647,11 +1856,14 @@ class WaitForFunctionAction(_message.Message):
     ARG_FIELD_NUMBER: _builtins.int
     POLLING_FIELD_NUMBER: _builtins.int
     expression: _builtins.str
+    """A JavaScript expression or function (at most 100,000 characters)."""
     @_builtins.property
-    def arg(self) -> _struct_pb2.Value: ...
+    def arg(self) -> _struct_pb2.Value:
+        """The function's argument (JSON, at most 100,000 bytes)."""
+
     @_builtins.property
     def polling(self) -> _duration_pb2.Duration:
-        """How often to poll; every animation frame when unset."""
+        """How often to poll (10 ms to 60 s); every animation frame when unset."""
 
     def __init__(
         self,
@@ -1698,7 +1910,9 @@ class FocusAction(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element."""
+
     def __init__(
         self,
         *,
@@ -1720,7 +1934,9 @@ class BlurAction(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element."""
+
     def __init__(
         self,
         *,
@@ -1744,11 +1960,16 @@ class DispatchEventAction(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     EVENT_INIT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
+    """The event type, 1 to 64 characters."""
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element."""
+
     @_builtins.property
     def event_init(self) -> _struct_pb2.Struct:
-        """The event's init properties ({"bubbles": true, "detail": 3}...)."""
+        """The event's init properties ({"bubbles": true, "detail": 3}...; JSON, at most
+        100,000 bytes).
+        """
 
     def __init__(
         self,
@@ -1774,9 +1995,13 @@ class DragAction(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def source(self) -> Global___Target: ...
+    def source(self) -> Global___Target:
+        """The element dragged."""
+
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element it is dropped on."""
+
     def __init__(
         self,
         *,
@@ -1806,13 +2031,18 @@ class KeyboardAction(_message.Message):
     INSERT_TEXT_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
     press: _builtins.str
+    """Press a key ("Enter", "Control+A"; 1 to 64 characters)."""
     type: _builtins.str
+    """Type a text key by key (at most 100,000 characters)."""
     down: _builtins.str
+    """Hold a key down (1 to 64 characters)."""
     up: _builtins.str
+    """Release a key (1 to 64 characters)."""
     insert_text: _builtins.str
+    """Insert a text without key events (at most 100,000 characters)."""
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:
-        """Pause between keys (type) or between down and up (press)."""
+        """Pause between keys (type) or between down and up (press); at most 1 s."""
 
     def __init__(
         self,
@@ -1846,15 +2076,25 @@ class MouseAction(_message.Message):
     UP_FIELD_NUMBER: _builtins.int
     WHEEL_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def move(self) -> Global___MouseMove: ...
+    def move(self) -> Global___MouseMove:
+        """Move the mouse."""
+
     @_builtins.property
-    def click(self) -> Global___MouseClick: ...
+    def click(self) -> Global___MouseClick:
+        """Click at a point."""
+
     @_builtins.property
-    def down(self) -> Global___MouseButtonChange: ...
+    def down(self) -> Global___MouseButtonChange:
+        """Press a button."""
+
     @_builtins.property
-    def up(self) -> Global___MouseButtonChange: ...
+    def up(self) -> Global___MouseButtonChange:
+        """Release a button."""
+
     @_builtins.property
-    def wheel(self) -> Global___MouseWheel: ...
+    def wheel(self) -> Global___MouseWheel:
+        """Scroll with the wheel."""
+
     def __init__(
         self,
         *,
@@ -1876,15 +2116,19 @@ Global___MouseAction: _TypeAlias = MouseAction  # noqa: Y015
 
 @_typing.final
 class MouseMove(_message.Message):
+    """Move the mouse to a point."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     X_FIELD_NUMBER: _builtins.int
     Y_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     x: _builtins.float
+    """0 to 100,000 CSS pixels."""
     y: _builtins.float
+    """0 to 100,000 CSS pixels."""
     steps: _builtins.int
-    """Intermediate mouse-move events (default 1)."""
+    """Intermediate mouse-move events (default 1, at most 1,000)."""
     def __init__(
         self,
         *,
@@ -1902,6 +2146,8 @@ Global___MouseMove: _TypeAlias = MouseMove  # noqa: Y015
 
 @_typing.final
 class MouseClick(_message.Message):
+    """Click at a point."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     X_FIELD_NUMBER: _builtins.int
@@ -1909,10 +2155,13 @@ class MouseClick(_message.Message):
     BUTTON_FIELD_NUMBER: _builtins.int
     CLICK_COUNT_FIELD_NUMBER: _builtins.int
     x: _builtins.float
+    """0 to 100,000 CSS pixels."""
     y: _builtins.float
+    """0 to 100,000 CSS pixels."""
     button: _builtins.str
     """"left" (default), "right" or "middle"."""
     click_count: _builtins.int
+    """2 for a double click (1 to 3; 1 when 0)."""
     def __init__(
         self,
         *,
@@ -1931,6 +2180,8 @@ Global___MouseClick: _TypeAlias = MouseClick  # noqa: Y015
 
 @_typing.final
 class MouseButtonChange(_message.Message):
+    """Press or release a mouse button."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BUTTON_FIELD_NUMBER: _builtins.int
@@ -1951,12 +2202,16 @@ Global___MouseButtonChange: _TypeAlias = MouseButtonChange  # noqa: Y015
 
 @_typing.final
 class MouseWheel(_message.Message):
+    """Scroll with the mouse wheel."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DX_FIELD_NUMBER: _builtins.int
     DY_FIELD_NUMBER: _builtins.int
     dx: _builtins.float
+    """Horizontal delta in CSS pixels (±1,000,000)."""
     dy: _builtins.float
+    """Vertical delta in CSS pixels (±1,000,000)."""
     def __init__(
         self,
         *,
@@ -1986,7 +2241,7 @@ class DialogAction(_message.Message):
     action: _builtins.str
     """"accept" or "dismiss"."""
     prompt_text: _builtins.str
-    """The text a prompt() is answered with (with accept)."""
+    """The text a prompt() is answered with (with accept; at most 100,000 characters)."""
     key: _builtins.str
     """Store each such dialog's message under this key (the last one wins)."""
     def __init__(
@@ -2016,12 +2271,16 @@ class SwitchPageAction(_message.Message):
     CLOSE_CURRENT_FIELD_NUMBER: _builtins.int
     new: _builtins.bool
     """The newest page opened since the last switch, waiting for one if none is
-    open yet.
+    open yet (must be true).
     """
     index: _builtins.int
-    """By position in the order the pages opened (0 is the job's first page)."""
+    """By position in the order the pages opened (0 is the job's first page; at
+    most 100).
+    """
     url_contains: _builtins.str
-    """The first page whose URL contains this, waiting for it."""
+    """The first page whose URL contains this, waiting for it (1 to 8,192
+    characters).
+    """
     close_current: _builtins.bool
     """Close the page switched away from."""
     def __init__(
@@ -2050,7 +2309,9 @@ class DownloadAction(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def target(self) -> Global___Target: ...
+    def target(self) -> Global___Target:
+        """The element clicked."""
+
     def __init__(
         self,
         *,

@@ -6,6 +6,7 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { BrowserTask, BrowserTaskJson, KindTask, KindTaskJson, NoopTask, NoopTaskJson } from "./task_pb.js";
 import { file_conveyor_v1_task } from "./task_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Duration, DurationJson, Timestamp, TimestampJson, Value, ValueJson } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Status, StatusJson } from "../../google/rpc/status_pb.js";
@@ -16,42 +17,53 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/job.proto.
  */
 export const file_conveyor_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChVjb252ZXlvci92MS9qb2IucHJvdG8SC2NvbnZleW9yLnYxIsoHCgNKb2ISCgoCaWQYASABKAkSDQoFcXVldWUYAiABKAkSJAoFc3RhdGUYAyABKA4yFS5jb252ZXlvci52MS5Kb2JTdGF0ZRInCghwcmlvcml0eRgEIAEoDjIVLmNvbnZleW9yLnYxLlByaW9yaXR5EhAKCHByb2dyZXNzGAUgASgFEhgKEHByb2dyZXNzX21lc3NhZ2UYBiABKAkSDwoHYXR0ZW1wdBgHIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCCABKAUSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghwb3NpdGlvbhgMIAEoAxIsCghydW5fdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoHdGltZW91dBgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgZsYWJlbHMYDyADKAsyHC5jb252ZXlvci52MS5Kb2IuTGFiZWxzRW50cnkSDQoFb3duZXIYECABKAkSFQoNbGFzdF9zZXF1ZW5jZRgRIAEoAxIYChBjYW5jZWxfcmVxdWVzdGVkGBIgASgIEjgKFGVzdGltYXRlZF9zdGFydF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpkZXBlbmRzX29uGBYgAygJEhEKCWRlZHVwX2tleRgXIAEoCRIsCghhdHRlbXB0cxggIAMoCzIaLmNvbnZleW9yLnYxLkF0dGVtcHRSZWNvcmQSKwoHYnJvd3NlchgUIAEoCzIYLmNvbnZleW9yLnYxLkJyb3dzZXJUYXNrSAASJQoEbm9vcBgVIAEoCzIVLmNvbnZleW9yLnYxLk5vb3BUYXNrSAASKgoJa2luZF90YXNrGBggASgLMhUuY29udmV5b3IudjEuS2luZFRhc2tIABIMCgRraW5kGBkgASgJEiYKBnJlc3VsdBgeIAEoCzIWLmNvbnZleW9yLnYxLkpvYlJlc3VsdBIhCgVlcnJvchgfIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBgoEdGFzayI1CglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2QEKDUF0dGVtcHRSZWNvcmQSDwoHYXR0ZW1wdBgBIAEoBRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoHb3V0Y29tZRgEIAEoDjIVLmNvbnZleW9yLnYxLkpvYlN0YXRlEiEKBWVycm9yGAUgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMSDgoGd29ya2VyGAYgASgJIqEDCglKb2JSZXN1bHQSJgoFc3RlcHMYASADKAsyFy5jb252ZXlvci52MS5TdGVwUmVzdWx0EjIKBnZhbHVlcxgCIAMoCzIiLmNvbnZleW9yLnYxLkpvYlJlc3VsdC5WYWx1ZXNFbnRyeRIoCglhcnRpZmFjdHMYAyADKAsyFS5jb252ZXlvci52MS5BcnRpZmFjdBIUCgxibG9ja2VkX3VybHMYBCADKAkSJgoGb3V0cHV0GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiwKB2NvbnNvbGUYFCADKAsyGy5jb252ZXlvci52MS5Db25zb2xlTWVzc2FnZRIrCgtwYWdlX2Vycm9ycxgVIAMoCzIWLmNvbnZleW9yLnYxLlBhZ2VFcnJvchIXCg9jb25zb2xlX2Ryb3BwZWQYFiABKAUSFQoNc2F2ZWRfc2Vzc2lvbhgXIAEoCRpFCgtWYWx1ZXNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBIlIKDkNvbnNvbGVNZXNzYWdlEgwKBHR5cGUYASABKAkSDAoEdGV4dBgCIAEoCRIQCghsb2NhdGlvbhgDIAEoCRISCgpzdGVwX2luZGV4GAQgASgFIjAKCVBhZ2VFcnJvchIPCgdtZXNzYWdlGAEgASgJEhIKCnN0ZXBfaW5kZXgYAiABKAUiuAEKClN0ZXBSZXN1bHQSDQoFaW5kZXgYASABKAUSDAoEbmFtZRgCIAEoCRIOCgZhY3Rpb24YAyABKAkSJwoGc3RhdHVzGAQgASgOMhcuY29udmV5b3IudjEuU3RlcFN0YXR1cxIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYChBtYXRjaGVkX3NlbGVjdG9yGAYgASgJEg0KBWVycm9yGAcgASgJIlYKCEFydGlmYWN0EgwKBG5hbWUYASABKAkSFAoMY29udGVudF90eXBlGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSEgoKc3RlcF9pbmRleBgEIAEoBSLKAgoISm9iRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSDgoGam9iX2lkGAIgASgJEg0KBXF1ZXVlGAMgASgJEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBHR5cGUYBSABKA4yGS5jb252ZXlvci52MS5Kb2JFdmVudFR5cGUSJAoFc3RhdGUYBiABKA4yFS5jb252ZXlvci52MS5Kb2JTdGF0ZRIQCghwcm9ncmVzcxgHIAEoBRIPCgdtZXNzYWdlGAggASgJEg8KB2F0dGVtcHQYCSABKAUSEgoKc3RlcF9pbmRleBgKIAEoBRIRCglzdGVwX25hbWUYCyABKAkSIQoFZXJyb3IYDCABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIWCg5xdWV1ZV9zZXF1ZW5jZRgNIAEoAyqxAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1dBSVRJTkcQARIVChFKT0JfU1RBVEVfREVMQVlFRBACEhQKEEpPQl9TVEFURV9BQ1RJVkUQAxIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAQSFAoQSk9CX1NUQVRFX0ZBSUxFRBAFEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBiqIAQoIUHJpb3JpdHkSGAoUUFJJT1JJVFlfVU5TUEVDSUZJRUQQABIVChFQUklPUklUWV9DUklUSUNBTBABEhEKDVBSSU9SSVRZX0hJR0gQAhITCg9QUklPUklUWV9OT1JNQUwQAxIQCgxQUklPUklUWV9MT1cQBBIRCg1QUklPUklUWV9CVUxLEAUqVQoKU3RlcFN0YXR1cxIbChdTVEVQX1NUQVRVU19VTlNQRUNJRklFRBAAEhIKDlNURVBfU1RBVFVTX09LEAESFgoSU1RFUF9TVEFUVVNfRkFJTEVEEAIqbQoMSm9iRXZlbnRUeXBlEh4KGkpPQl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASIAocSk9CX0VWRU5UX1RZUEVfU1RBVEVfQ0hBTkdFRBABEhsKF0pPQl9FVkVOVF9UWVBFX1BST0dSRVNTEAJiBnByb3RvMw", [file_conveyor_v1_task, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("ChVjb252ZXlvci92MS9qb2IucHJvdG8SC2NvbnZleW9yLnYxIvIICgNKb2ISEAoCaWQYASABKAlCBOJBAQMSEwoFcXVldWUYAiABKAlCBOJBAQMSKgoFc3RhdGUYAyABKA4yFS5jb252ZXlvci52MS5Kb2JTdGF0ZUIE4kEBAxItCghwcmlvcml0eRgEIAEoDjIVLmNvbnZleW9yLnYxLlByaW9yaXR5QgTiQQEDEhYKCHByb2dyZXNzGAUgASgFQgTiQQEDEh4KEHByb2dyZXNzX21lc3NhZ2UYBiABKAlCBOJBAQMSFQoHYXR0ZW1wdBgHIAEoBUIE4kEBAxIaCgxtYXhfYXR0ZW1wdHMYCCABKAVCBOJBAQMSNQoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjIKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIWCghwb3NpdGlvbhgMIAEoA0IE4kEBAxIyCghydW5fdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMAoHdGltZW91dBgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxIyCgZsYWJlbHMYDyADKAsyHC5jb252ZXlvci52MS5Kb2IuTGFiZWxzRW50cnlCBOJBAQMSEwoFb3duZXIYECABKAlCBOJBAQMSGwoNbGFzdF9zZXF1ZW5jZRgRIAEoA0IE4kEBAxIeChBjYW5jZWxfcmVxdWVzdGVkGBIgASgIQgTiQQEDEj4KFGVzdGltYXRlZF9zdGFydF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpkZXBlbmRzX29uGBYgAygJQgTiQQEDEhcKCWRlZHVwX2tleRgXIAEoCUIE4kEBAxIyCghhdHRlbXB0cxggIAMoCzIaLmNvbnZleW9yLnYxLkF0dGVtcHRSZWNvcmRCBOJBAQMSMQoHYnJvd3NlchgUIAEoCzIYLmNvbnZleW9yLnYxLkJyb3dzZXJUYXNrQgTiQQEDSAASKwoEbm9vcBgVIAEoCzIVLmNvbnZleW9yLnYxLk5vb3BUYXNrQgTiQQEDSAASMAoJa2luZF90YXNrGBggASgLMhUuY29udmV5b3IudjEuS2luZFRhc2tCBOJBAQNIABISCgRraW5kGBkgASgJQgTiQQEDEiwKBnJlc3VsdBgeIAEoCzIWLmNvbnZleW9yLnYxLkpvYlJlc3VsdEIE4kEBAxInCgVlcnJvchgfIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzQgTiQQEDGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBgoEdGFzayI1CglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2QEKDUF0dGVtcHRSZWNvcmQSDwoHYXR0ZW1wdBgBIAEoBRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoHb3V0Y29tZRgEIAEoDjIVLmNvbnZleW9yLnYxLkpvYlN0YXRlEiEKBWVycm9yGAUgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMSDgoGd29ya2VyGAYgASgJIqEDCglKb2JSZXN1bHQSJgoFc3RlcHMYASADKAsyFy5jb252ZXlvci52MS5TdGVwUmVzdWx0EjIKBnZhbHVlcxgCIAMoCzIiLmNvbnZleW9yLnYxLkpvYlJlc3VsdC5WYWx1ZXNFbnRyeRIoCglhcnRpZmFjdHMYAyADKAsyFS5jb252ZXlvci52MS5BcnRpZmFjdBIUCgxibG9ja2VkX3VybHMYBCADKAkSJgoGb3V0cHV0GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiwKB2NvbnNvbGUYFCADKAsyGy5jb252ZXlvci52MS5Db25zb2xlTWVzc2FnZRIrCgtwYWdlX2Vycm9ycxgVIAMoCzIWLmNvbnZleW9yLnYxLlBhZ2VFcnJvchIXCg9jb25zb2xlX2Ryb3BwZWQYFiABKAUSFQoNc2F2ZWRfc2Vzc2lvbhgXIAEoCRpFCgtWYWx1ZXNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBIlIKDkNvbnNvbGVNZXNzYWdlEgwKBHR5cGUYASABKAkSDAoEdGV4dBgCIAEoCRIQCghsb2NhdGlvbhgDIAEoCRISCgpzdGVwX2luZGV4GAQgASgFIjAKCVBhZ2VFcnJvchIPCgdtZXNzYWdlGAEgASgJEhIKCnN0ZXBfaW5kZXgYAiABKAUiuAEKClN0ZXBSZXN1bHQSDQoFaW5kZXgYASABKAUSDAoEbmFtZRgCIAEoCRIOCgZhY3Rpb24YAyABKAkSJwoGc3RhdHVzGAQgASgOMhcuY29udmV5b3IudjEuU3RlcFN0YXR1cxIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYChBtYXRjaGVkX3NlbGVjdG9yGAYgASgJEg0KBWVycm9yGAcgASgJIlYKCEFydGlmYWN0EgwKBG5hbWUYASABKAkSFAoMY29udGVudF90eXBlGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSEgoKc3RlcF9pbmRleBgEIAEoBSLKAgoISm9iRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSDgoGam9iX2lkGAIgASgJEg0KBXF1ZXVlGAMgASgJEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBHR5cGUYBSABKA4yGS5jb252ZXlvci52MS5Kb2JFdmVudFR5cGUSJAoFc3RhdGUYBiABKA4yFS5jb252ZXlvci52MS5Kb2JTdGF0ZRIQCghwcm9ncmVzcxgHIAEoBRIPCgdtZXNzYWdlGAggASgJEg8KB2F0dGVtcHQYCSABKAUSEgoKc3RlcF9pbmRleBgKIAEoBRIRCglzdGVwX25hbWUYCyABKAkSIQoFZXJyb3IYDCABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIWCg5xdWV1ZV9zZXF1ZW5jZRgNIAEoAyqxAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1dBSVRJTkcQARIVChFKT0JfU1RBVEVfREVMQVlFRBACEhQKEEpPQl9TVEFURV9BQ1RJVkUQAxIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAQSFAoQSk9CX1NUQVRFX0ZBSUxFRBAFEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBiqIAQoIUHJpb3JpdHkSGAoUUFJJT1JJVFlfVU5TUEVDSUZJRUQQABIVChFQUklPUklUWV9DUklUSUNBTBABEhEKDVBSSU9SSVRZX0hJR0gQAhITCg9QUklPUklUWV9OT1JNQUwQAxIQCgxQUklPUklUWV9MT1cQBBIRCg1QUklPUklUWV9CVUxLEAUqVQoKU3RlcFN0YXR1cxIbChdTVEVQX1NUQVRVU19VTlNQRUNJRklFRBAAEhIKDlNURVBfU1RBVFVTX09LEAESFgoSU1RFUF9TVEFUVVNfRkFJTEVEEAIqbQoMSm9iRXZlbnRUeXBlEh4KGkpPQl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASIAocSk9CX0VWRU5UX1RZUEVfU1RBVEVfQ0hBTkdFRBABEhsKF0pPQl9FVkVOVF9UWVBFX1BST0dSRVNTEAJiBnByb3RvMw", [file_conveyor_v1_task, file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
- * A job: what it was given, where it stands, and how it ended.
+ * A job: what it was given, where it stands, and how it ended. Returned by the
+ * server (GetJob, ListJobs, WatchJob...); every field is set by it.
  *
  * @generated from message conveyor.v1.Job
  */
 export type Job = Message<"conveyor.v1.Job"> & {
   /**
+   * The job's id, made by the server (letters, digits, '-', '_'; at most 64).
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * The queue it was submitted to.
+   *
    * @generated from field: string queue = 2;
    */
   queue: string;
 
   /**
+   * Where it stands now.
+   *
    * @generated from field: conveyor.v1.JobState state = 3;
    */
   state: JobState;
 
   /**
+   * Its priority in the queue (NORMAL when none was given).
+   *
    * @generated from field: conveyor.v1.Priority priority = 4;
    */
   priority: Priority;
 
   /**
-   * 0 to 100.
+   * 0 to 100, as the running job last reported it.
    *
    * @generated from field: int32 progress = 5;
    */
   progress: number;
 
   /**
+   * The message of the last progress report (for a browser job: the step).
+   *
    * @generated from field: string progress_message = 6;
    */
   progressMessage: string;
@@ -71,16 +83,22 @@ export type Job = Message<"conveyor.v1.Job"> & {
   maxAttempts: number;
 
   /**
+   * When it was submitted.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 9;
    */
   createTime?: Timestamp | undefined;
 
   /**
+   * When its current (or last) attempt started; unset before the first.
+   *
    * @generated from field: google.protobuf.Timestamp start_time = 10;
    */
   startTime?: Timestamp | undefined;
 
   /**
+   * When it ended (COMPLETED, FAILED or CANCELLED); unset before.
+   *
    * @generated from field: google.protobuf.Timestamp end_time = 11;
    */
   endTime?: Timestamp | undefined;
@@ -108,6 +126,8 @@ export type Job = Message<"conveyor.v1.Job"> & {
   timeout?: Duration | undefined;
 
   /**
+   * The labels it was submitted with.
+   *
    * @generated from field: map<string, string> labels = 15;
    */
   labels: { [key: string]: string };
@@ -149,6 +169,8 @@ export type Job = Message<"conveyor.v1.Job"> & {
   dependsOn: string[];
 
   /**
+   * The deduplication key it was submitted with, if any.
+   *
    * @generated from field: string dedup_key = 23;
    */
   dedupKey: string;
@@ -167,18 +189,24 @@ export type Job = Message<"conveyor.v1.Job"> & {
    */
   task: {
     /**
+     * A browser task.
+     *
      * @generated from field: conveyor.v1.BrowserTask browser = 20;
      */
     value: BrowserTask;
     case: "browser";
   } | {
     /**
+     * The built-in no-op task.
+     *
      * @generated from field: conveyor.v1.NoopTask noop = 21;
      */
     value: NoopTask;
     case: "noop";
   } | {
     /**
+     * A task of a kind the executors serve (SubmitJobRequest.kind).
+     *
      * @generated from field: conveyor.v1.KindTask kind_task = 24;
      */
     value: KindTask;
@@ -208,39 +236,50 @@ export type Job = Message<"conveyor.v1.Job"> & {
 };
 
 /**
- * A job: what it was given, where it stands, and how it ended.
+ * A job: what it was given, where it stands, and how it ended. Returned by the
+ * server (GetJob, ListJobs, WatchJob...); every field is set by it.
  *
  * @generated from message conveyor.v1.Job
  */
 export type JobJson = {
   /**
+   * The job's id, made by the server (letters, digits, '-', '_'; at most 64).
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
 
   /**
+   * The queue it was submitted to.
+   *
    * @generated from field: string queue = 2;
    */
   queue?: string;
 
   /**
+   * Where it stands now.
+   *
    * @generated from field: conveyor.v1.JobState state = 3;
    */
   state?: JobStateJson;
 
   /**
+   * Its priority in the queue (NORMAL when none was given).
+   *
    * @generated from field: conveyor.v1.Priority priority = 4;
    */
   priority?: PriorityJson;
 
   /**
-   * 0 to 100.
+   * 0 to 100, as the running job last reported it.
    *
    * @generated from field: int32 progress = 5;
    */
   progress?: number;
 
   /**
+   * The message of the last progress report (for a browser job: the step).
+   *
    * @generated from field: string progress_message = 6;
    */
   progressMessage?: string;
@@ -260,16 +299,22 @@ export type JobJson = {
   maxAttempts?: number;
 
   /**
+   * When it was submitted.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 9;
    */
   createTime?: TimestampJson;
 
   /**
+   * When its current (or last) attempt started; unset before the first.
+   *
    * @generated from field: google.protobuf.Timestamp start_time = 10;
    */
   startTime?: TimestampJson;
 
   /**
+   * When it ended (COMPLETED, FAILED or CANCELLED); unset before.
+   *
    * @generated from field: google.protobuf.Timestamp end_time = 11;
    */
   endTime?: TimestampJson;
@@ -297,6 +342,8 @@ export type JobJson = {
   timeout?: DurationJson;
 
   /**
+   * The labels it was submitted with.
+   *
    * @generated from field: map<string, string> labels = 15;
    */
   labels?: { [key: string]: string };
@@ -338,6 +385,8 @@ export type JobJson = {
   dependsOn?: string[];
 
   /**
+   * The deduplication key it was submitted with, if any.
+   *
    * @generated from field: string dedup_key = 23;
    */
   dedupKey?: string;
@@ -350,16 +399,22 @@ export type JobJson = {
   attempts?: AttemptRecordJson[];
 
   /**
+   * A browser task.
+   *
    * @generated from field: conveyor.v1.BrowserTask browser = 20;
    */
   browser?: BrowserTaskJson;
 
   /**
+   * The built-in no-op task.
+   *
    * @generated from field: conveyor.v1.NoopTask noop = 21;
    */
   noop?: NoopTaskJson;
 
   /**
+   * A task of a kind the executors serve (SubmitJobRequest.kind).
+   *
    * @generated from field: conveyor.v1.KindTask kind_task = 24;
    */
   kindTask?: KindTaskJson;
@@ -394,24 +449,30 @@ export const JobSchema: GenMessage<Job, {jsonType: JobJson}> = /*@__PURE__*/
   messageDesc(file_conveyor_v1_job, 0);
 
 /**
- * Sent on an idle stream (WatchJob, WatchQueue) so clients and proxies know it is alive.
+ * Sent on an idle stream (WatchJob, WatchQueue, WatchSuite) so clients and proxies
+ * know it is alive.
  *
  * @generated from message conveyor.v1.Heartbeat
  */
 export type Heartbeat = Message<"conveyor.v1.Heartbeat"> & {
   /**
+   * When the server sent it.
+   *
    * @generated from field: google.protobuf.Timestamp time = 1;
    */
   time?: Timestamp | undefined;
 };
 
 /**
- * Sent on an idle stream (WatchJob, WatchQueue) so clients and proxies know it is alive.
+ * Sent on an idle stream (WatchJob, WatchQueue, WatchSuite) so clients and proxies
+ * know it is alive.
  *
  * @generated from message conveyor.v1.Heartbeat
  */
 export type HeartbeatJson = {
   /**
+   * When the server sent it.
+   *
    * @generated from field: google.protobuf.Timestamp time = 1;
    */
   time?: TimestampJson;
@@ -431,16 +492,22 @@ export const HeartbeatSchema: GenMessage<Heartbeat, {jsonType: HeartbeatJson}> =
  */
 export type AttemptRecord = Message<"conveyor.v1.AttemptRecord"> & {
   /**
+   * The attempt's number, from 1.
+   *
    * @generated from field: int32 attempt = 1;
    */
   attempt: number;
 
   /**
+   * When it started.
+   *
    * @generated from field: google.protobuf.Timestamp start_time = 2;
    */
   startTime?: Timestamp | undefined;
 
   /**
+   * When it ended; unset while it runs.
+   *
    * @generated from field: google.protobuf.Timestamp end_time = 3;
    */
   endTime?: Timestamp | undefined;
@@ -453,6 +520,8 @@ export type AttemptRecord = Message<"conveyor.v1.AttemptRecord"> & {
   outcome: JobState;
 
   /**
+   * Why it failed or was cancelled; unset otherwise.
+   *
    * @generated from field: google.rpc.Status error = 5;
    */
   error?: Status | undefined;
@@ -472,16 +541,22 @@ export type AttemptRecord = Message<"conveyor.v1.AttemptRecord"> & {
  */
 export type AttemptRecordJson = {
   /**
+   * The attempt's number, from 1.
+   *
    * @generated from field: int32 attempt = 1;
    */
   attempt?: number;
 
   /**
+   * When it started.
+   *
    * @generated from field: google.protobuf.Timestamp start_time = 2;
    */
   startTime?: TimestampJson;
 
   /**
+   * When it ended; unset while it runs.
+   *
    * @generated from field: google.protobuf.Timestamp end_time = 3;
    */
   endTime?: TimestampJson;
@@ -494,6 +569,8 @@ export type AttemptRecordJson = {
   outcome?: JobStateJson;
 
   /**
+   * Why it failed or was cancelled; unset otherwise.
+   *
    * @generated from field: google.rpc.Status error = 5;
    */
   error?: StatusJson;
@@ -676,6 +753,8 @@ export type ConsoleMessage = Message<"conveyor.v1.ConsoleMessage"> & {
   type: string;
 
   /**
+   * The message's text (at most 2,000 characters).
+   *
    * @generated from field: string text = 2;
    */
   text: string;
@@ -709,6 +788,8 @@ export type ConsoleMessageJson = {
   type?: string;
 
   /**
+   * The message's text (at most 2,000 characters).
+   *
    * @generated from field: string text = 2;
    */
   text?: string;
@@ -742,6 +823,8 @@ export const ConsoleMessageSchema: GenMessage<ConsoleMessage, {jsonType: Console
  */
 export type PageError = Message<"conveyor.v1.PageError"> & {
   /**
+   * The error's message and stack (at most 4,000 characters).
+   *
    * @generated from field: string message = 1;
    */
   message: string;
@@ -761,6 +844,8 @@ export type PageError = Message<"conveyor.v1.PageError"> & {
  */
 export type PageErrorJson = {
   /**
+   * The error's message and stack (at most 4,000 characters).
+   *
    * @generated from field: string message = 1;
    */
   message?: string;
@@ -781,15 +866,21 @@ export const PageErrorSchema: GenMessage<PageError, {jsonType: PageErrorJson}> =
   messageDesc(file_conveyor_v1_job, 5);
 
 /**
+ * How one step of a browser task went.
+ *
  * @generated from message conveyor.v1.StepResult
  */
 export type StepResult = Message<"conveyor.v1.StepResult"> & {
   /**
+   * The step's 0-based index in BrowserTask.steps.
+   *
    * @generated from field: int32 index = 1;
    */
   index: number;
 
   /**
+   * The step's name (Step.name), if it had one.
+   *
    * @generated from field: string name = 2;
    */
   name: string;
@@ -802,11 +893,15 @@ export type StepResult = Message<"conveyor.v1.StepResult"> & {
   action: string;
 
   /**
+   * Whether it succeeded.
+   *
    * @generated from field: conveyor.v1.StepStatus status = 4;
    */
   status: StepStatus;
 
   /**
+   * How long it took.
+   *
    * @generated from field: google.protobuf.Duration duration = 5;
    */
   duration?: Duration | undefined;
@@ -819,21 +914,29 @@ export type StepResult = Message<"conveyor.v1.StepResult"> & {
   matchedSelector: string;
 
   /**
+   * Why it failed; empty when it succeeded.
+   *
    * @generated from field: string error = 7;
    */
   error: string;
 };
 
 /**
+ * How one step of a browser task went.
+ *
  * @generated from message conveyor.v1.StepResult
  */
 export type StepResultJson = {
   /**
+   * The step's 0-based index in BrowserTask.steps.
+   *
    * @generated from field: int32 index = 1;
    */
   index?: number;
 
   /**
+   * The step's name (Step.name), if it had one.
+   *
    * @generated from field: string name = 2;
    */
   name?: string;
@@ -846,11 +949,15 @@ export type StepResultJson = {
   action?: string;
 
   /**
+   * Whether it succeeded.
+   *
    * @generated from field: conveyor.v1.StepStatus status = 4;
    */
   status?: StepStatusJson;
 
   /**
+   * How long it took.
+   *
    * @generated from field: google.protobuf.Duration duration = 5;
    */
   duration?: DurationJson;
@@ -863,6 +970,8 @@ export type StepResultJson = {
   matchedSelector?: string;
 
   /**
+   * Why it failed; empty when it succeeded.
+   *
    * @generated from field: string error = 7;
    */
   error?: string;
@@ -882,16 +991,22 @@ export const StepResultSchema: GenMessage<StepResult, {jsonType: StepResultJson}
  */
 export type Artifact = Message<"conveyor.v1.Artifact"> & {
   /**
+   * The name to fetch it by (GetArtifactRequest.name).
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * Its MIME type ("image/png", "application/zip"...).
+   *
    * @generated from field: string content_type = 2;
    */
   contentType: string;
 
   /**
+   * Its size in bytes.
+   *
    * @generated from field: int64 size_bytes = 3;
    */
   sizeBytes: bigint;
@@ -911,16 +1026,22 @@ export type Artifact = Message<"conveyor.v1.Artifact"> & {
  */
 export type ArtifactJson = {
   /**
+   * The name to fetch it by (GetArtifactRequest.name).
+   *
    * @generated from field: string name = 1;
    */
   name?: string;
 
   /**
+   * Its MIME type ("image/png", "application/zip"...).
+   *
    * @generated from field: string content_type = 2;
    */
   contentType?: string;
 
   /**
+   * Its size in bytes.
+   *
    * @generated from field: int64 size_bytes = 3;
    */
   sizeBytes?: string;
@@ -947,26 +1068,36 @@ export const ArtifactSchema: GenMessage<Artifact, {jsonType: ArtifactJson}> = /*
  */
 export type JobEvent = Message<"conveyor.v1.JobEvent"> & {
   /**
+   * The event's number in its job's history (from 1, by one).
+   *
    * @generated from field: int64 sequence = 1;
    */
   sequence: bigint;
 
   /**
+   * The job it is about.
+   *
    * @generated from field: string job_id = 2;
    */
   jobId: string;
 
   /**
+   * The job's queue.
+   *
    * @generated from field: string queue = 3;
    */
   queue: string;
 
   /**
+   * When it happened.
+   *
    * @generated from field: google.protobuf.Timestamp time = 4;
    */
   time?: Timestamp | undefined;
 
   /**
+   * A state change or a progress report.
+   *
    * @generated from field: conveyor.v1.JobEventType type = 5;
    */
   type: JobEventType;
@@ -979,28 +1110,36 @@ export type JobEvent = Message<"conveyor.v1.JobEvent"> & {
   state: JobState;
 
   /**
+   * The job's progress after the event, 0 to 100.
+   *
    * @generated from field: int32 progress = 7;
    */
   progress: number;
 
   /**
+   * For PROGRESS events: the progress message (e.g. the step, or "cancel requested").
+   *
    * @generated from field: string message = 8;
    */
   message: string;
 
   /**
+   * The attempt it happened in (0 before the first).
+   *
    * @generated from field: int32 attempt = 9;
    */
   attempt: number;
 
   /**
-   * For step progress: the step's index and name.
+   * For step progress: the step's index.
    *
    * @generated from field: int32 step_index = 10;
    */
   stepIndex: number;
 
   /**
+   * For step progress: the step's name.
+   *
    * @generated from field: string step_name = 11;
    */
   stepName: string;
@@ -1027,26 +1166,36 @@ export type JobEvent = Message<"conveyor.v1.JobEvent"> & {
  */
 export type JobEventJson = {
   /**
+   * The event's number in its job's history (from 1, by one).
+   *
    * @generated from field: int64 sequence = 1;
    */
   sequence?: string;
 
   /**
+   * The job it is about.
+   *
    * @generated from field: string job_id = 2;
    */
   jobId?: string;
 
   /**
+   * The job's queue.
+   *
    * @generated from field: string queue = 3;
    */
   queue?: string;
 
   /**
+   * When it happened.
+   *
    * @generated from field: google.protobuf.Timestamp time = 4;
    */
   time?: TimestampJson;
 
   /**
+   * A state change or a progress report.
+   *
    * @generated from field: conveyor.v1.JobEventType type = 5;
    */
   type?: JobEventTypeJson;
@@ -1059,28 +1208,36 @@ export type JobEventJson = {
   state?: JobStateJson;
 
   /**
+   * The job's progress after the event, 0 to 100.
+   *
    * @generated from field: int32 progress = 7;
    */
   progress?: number;
 
   /**
+   * For PROGRESS events: the progress message (e.g. the step, or "cancel requested").
+   *
    * @generated from field: string message = 8;
    */
   message?: string;
 
   /**
+   * The attempt it happened in (0 before the first).
+   *
    * @generated from field: int32 attempt = 9;
    */
   attempt?: number;
 
   /**
-   * For step progress: the step's index and name.
+   * For step progress: the step's index.
    *
    * @generated from field: int32 step_index = 10;
    */
   stepIndex?: number;
 
   /**
+   * For step progress: the step's name.
+   *
    * @generated from field: string step_name = 11;
    */
   stepName?: string;
@@ -1116,36 +1273,53 @@ export const JobEventSchema: GenMessage<JobEvent, {jsonType: JobEventJson}> = /*
  */
 export enum JobState {
   /**
+   * No state: never set on a job; as a filter (ListJobs.state), any state.
+   *
    * @generated from enum value: JOB_STATE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
+   * In its queue's line, to be handed to an executor.
+   *
    * @generated from enum value: JOB_STATE_WAITING = 1;
    */
   WAITING = 1,
 
   /**
+   * Not due yet: a scheduled start (delay, run_at), a retry backoff, or jobs it
+   * depends on that have not completed.
+   *
    * @generated from enum value: JOB_STATE_DELAYED = 2;
    */
   DELAYED = 2,
 
   /**
+   * An executor runs it now.
+   *
    * @generated from enum value: JOB_STATE_ACTIVE = 3;
    */
   ACTIVE = 3,
 
   /**
+   * Ended well; the job's `result` is set. Terminal.
+   *
    * @generated from enum value: JOB_STATE_COMPLETED = 4;
    */
   COMPLETED = 4,
 
   /**
+   * Ended with an error after its last attempt (or a non-retryable error); the
+   * job's `error` is set. Terminal, until RetryJob.
+   *
    * @generated from enum value: JOB_STATE_FAILED = 5;
    */
   FAILED = 5,
 
   /**
+   * Cancelled (CancelJob, or a job it depended on failed or was cancelled).
+   * Terminal, until RetryJob.
+   *
    * @generated from enum value: JOB_STATE_CANCELLED = 6;
    */
   CANCELLED = 6,
@@ -1174,31 +1348,43 @@ export const JobStateSchema: GenEnum<JobState, JobStateJson> = /*@__PURE__*/
  */
 export enum Priority {
   /**
+   * Not given: NORMAL.
+   *
    * @generated from enum value: PRIORITY_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
+   * The highest: before every other priority.
+   *
    * @generated from enum value: PRIORITY_CRITICAL = 1;
    */
   CRITICAL = 1,
 
   /**
+   * Before NORMAL, LOW and BULK.
+   *
    * @generated from enum value: PRIORITY_HIGH = 2;
    */
   HIGH = 2,
 
   /**
+   * The default.
+   *
    * @generated from enum value: PRIORITY_NORMAL = 3;
    */
   NORMAL = 3,
 
   /**
+   * After CRITICAL, HIGH and NORMAL.
+   *
    * @generated from enum value: PRIORITY_LOW = 4;
    */
   LOW = 4,
 
   /**
+   * The lowest: starts only when no job of a higher priority waits.
+   *
    * @generated from enum value: PRIORITY_BULK = 5;
    */
   BULK = 5,
@@ -1225,16 +1411,22 @@ export const PrioritySchema: GenEnum<Priority, PriorityJson> = /*@__PURE__*/
  */
 export enum StepStatus {
   /**
+   * Never set.
+   *
    * @generated from enum value: STEP_STATUS_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
+   * The step succeeded.
+   *
    * @generated from enum value: STEP_STATUS_OK = 1;
    */
   OK = 1,
 
   /**
+   * The step failed (for a soft check, the job went on).
+   *
    * @generated from enum value: STEP_STATUS_FAILED = 2;
    */
   FAILED = 2,
@@ -1260,6 +1452,8 @@ export const StepStatusSchema: GenEnum<StepStatus, StepStatusJson> = /*@__PURE__
  */
 export enum JobEventType {
   /**
+   * Never sent.
+   *
    * @generated from enum value: JOB_EVENT_TYPE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,

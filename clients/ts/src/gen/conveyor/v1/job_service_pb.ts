@@ -8,6 +8,7 @@ import type { Heartbeat, HeartbeatJson, Job, JobEvent, JobEventJson, JobJson, Jo
 import { file_conveyor_v1_job } from "./job_pb.js";
 import type { BrowserTask, BrowserTaskJson, KindTask, KindTaskJson, NoopTask, NoopTaskJson, RetryPolicy, RetryPolicyJson } from "./task_pb.js";
 import { file_conveyor_v1_task } from "./task_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Duration, DurationJson, Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Status, StatusJson } from "../../google/rpc/status_pb.js";
@@ -18,75 +19,93 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/job_service.proto.
  */
 export const file_conveyor_v1_job_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb252ZXlvci92MS9qb2Jfc2VydmljZS5wcm90bxILY29udmV5b3IudjEigwUKEFN1Ym1pdEpvYlJlcXVlc3QSDQoFcXVldWUYASABKAkSJwoIcHJpb3JpdHkYAiABKA4yFS5jb252ZXlvci52MS5Qcmlvcml0eRIUCgxtYXhfYXR0ZW1wdHMYAyABKAUSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgVkZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlcXVlc3RfaWQYByABKAkSOQoGbGFiZWxzGAggAygLMikuY29udmV5b3IudjEuU3VibWl0Sm9iUmVxdWVzdC5MYWJlbHNFbnRyeRIrCgdicm93c2VyGAogASgLMhguY29udmV5b3IudjEuQnJvd3NlclRhc2tIABIlCgRub29wGAsgASgLMhUuY29udmV5b3IudjEuTm9vcFRhc2tIABIlCgRraW5kGBAgASgLMhUuY29udmV5b3IudjEuS2luZFRhc2tIABIRCglkZWR1cF9rZXkYDCABKAkSLwoMZGVkdXBfd2luZG93GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh0KFWRlZHVwX3JldHVybl9leGlzdGluZxgOIAEoCBISCgpkZXBlbmRzX29uGA8gAygJEicKBXJldHJ5GBEgASgLMhguY29udmV5b3IudjEuUmV0cnlQb2xpY3kaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIGCgR0YXNrImkKEVN1Ym1pdEpvYlJlc3BvbnNlEgoKAmlkGAEgASgJEiQKBXN0YXRlGAIgASgOMhUuY29udmV5b3IudjEuSm9iU3RhdGUSEAoIcG9zaXRpb24YAyABKAMSEAoIZXhpc3RpbmcYBCABKAgiWwoRU3VibWl0Sm9ic1JlcXVlc3QSLwoIcmVxdWVzdHMYASADKAsyHS5jb252ZXlvci52MS5TdWJtaXRKb2JSZXF1ZXN0EhUKDWFsbG93X3BhcnRpYWwYAiABKAgicwoSU3VibWl0Sm9ic1Jlc3BvbnNlEi8KB3Jlc3VsdHMYASADKAsyHi5jb252ZXlvci52MS5TdWJtaXRKb2JSZXNwb25zZRIsCgZlcnJvcnMYAiADKAsyHC5jb252ZXlvci52MS5TdWJtaXRKb2JzRXJyb3IiQwoPU3VibWl0Sm9ic0Vycm9yEg0KBWluZGV4GAEgASgFEiEKBWVycm9yGAIgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIvCg5HZXRKb2JSZXNwb25zZRIdCgNqb2IYASABKAsyEC5jb252ZXlvci52MS5Kb2Ii9AEKD0xpc3RKb2JzUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIkCgVzdGF0ZRgCIAEoDjIVLmNvbnZleW9yLnYxLkpvYlN0YXRlEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEgwKBGtpbmQYBSABKAkSOAoGbGFiZWxzGAYgAygLMiguY29udmV5b3IudjEuTGlzdEpvYnNSZXF1ZXN0LkxhYmVsc0VudHJ5Eg4KBnRlbmFudBgHIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIksKEExpc3RKb2JzUmVzcG9uc2USHgoEam9icxgBIAMoCzIQLmNvbnZleW9yLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiTQoPV2F0Y2hKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhsKDmFmdGVyX3NlcXVlbmNlGAIgASgDSACIAQFCEQoPX2FmdGVyX3NlcXVlbmNlIpABChBXYXRjaEpvYlJlc3BvbnNlEh8KA2pvYhgBIAEoCzIQLmNvbnZleW9yLnYxLkpvYkgAEiYKBWV2ZW50GAIgASgLMhUuY29udmV5b3IudjEuSm9iRXZlbnRIABIrCgloZWFydGJlYXQYAyABKAsyFi5jb252ZXlvci52MS5IZWFydGJlYXRIAEIGCgRraW5kIkgKDldhaXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iPgoPV2FpdEpvYlJlc3BvbnNlEh0KA2pvYhgBIAEoCzIQLmNvbnZleW9yLnYxLkpvYhIMCgRkb25lGAIgASgIIh4KEENhbmNlbEpvYlJlcXVlc3QSCgoCaWQYASABKAkiMgoRQ2FuY2VsSm9iUmVzcG9uc2USHQoDam9iGAEgASgLMhAuY29udmV5b3IudjEuSm9iIh0KD1JldHJ5Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIxChBSZXRyeUpvYlJlc3BvbnNlEh0KA2pvYhgBIAEoCzIQLmNvbnZleW9yLnYxLkpvYiIyChJHZXRBcnRpZmFjdFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEgwKBG5hbWUYAiABKAkiTQoTR2V0QXJ0aWZhY3RSZXNwb25zZRIMCgRkYXRhGAEgASgMEhQKDGNvbnRlbnRfdHlwZRgCIAEoCRISCgpzaXplX2J5dGVzGAMgASgDMq0FCgpKb2JTZXJ2aWNlEkoKCVN1Ym1pdEpvYhIdLmNvbnZleW9yLnYxLlN1Ym1pdEpvYlJlcXVlc3QaHi5jb252ZXlvci52MS5TdWJtaXRKb2JSZXNwb25zZRJNCgpTdWJtaXRKb2JzEh4uY29udmV5b3IudjEuU3VibWl0Sm9ic1JlcXVlc3QaHy5jb252ZXlvci52MS5TdWJtaXRKb2JzUmVzcG9uc2USQQoGR2V0Sm9iEhouY29udmV5b3IudjEuR2V0Sm9iUmVxdWVzdBobLmNvbnZleW9yLnYxLkdldEpvYlJlc3BvbnNlEkcKCExpc3RKb2JzEhwuY29udmV5b3IudjEuTGlzdEpvYnNSZXF1ZXN0Gh0uY29udmV5b3IudjEuTGlzdEpvYnNSZXNwb25zZRJJCghXYXRjaEpvYhIcLmNvbnZleW9yLnYxLldhdGNoSm9iUmVxdWVzdBodLmNvbnZleW9yLnYxLldhdGNoSm9iUmVzcG9uc2UwARJECgdXYWl0Sm9iEhsuY29udmV5b3IudjEuV2FpdEpvYlJlcXVlc3QaHC5jb252ZXlvci52MS5XYWl0Sm9iUmVzcG9uc2USSgoJQ2FuY2VsSm9iEh0uY29udmV5b3IudjEuQ2FuY2VsSm9iUmVxdWVzdBoeLmNvbnZleW9yLnYxLkNhbmNlbEpvYlJlc3BvbnNlEkcKCFJldHJ5Sm9iEhwuY29udmV5b3IudjEuUmV0cnlKb2JSZXF1ZXN0Gh0uY29udmV5b3IudjEuUmV0cnlKb2JSZXNwb25zZRJSCgtHZXRBcnRpZmFjdBIfLmNvbnZleW9yLnYxLkdldEFydGlmYWN0UmVxdWVzdBogLmNvbnZleW9yLnYxLkdldEFydGlmYWN0UmVzcG9uc2UwAWIGcHJvdG8z", [file_conveyor_v1_job, file_conveyor_v1_task, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("Ch1jb252ZXlvci92MS9qb2Jfc2VydmljZS5wcm90bxILY29udmV5b3IudjEigwUKEFN1Ym1pdEpvYlJlcXVlc3QSDQoFcXVldWUYASABKAkSJwoIcHJpb3JpdHkYAiABKA4yFS5jb252ZXlvci52MS5Qcmlvcml0eRIUCgxtYXhfYXR0ZW1wdHMYAyABKAUSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgVkZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlcXVlc3RfaWQYByABKAkSOQoGbGFiZWxzGAggAygLMikuY29udmV5b3IudjEuU3VibWl0Sm9iUmVxdWVzdC5MYWJlbHNFbnRyeRIrCgdicm93c2VyGAogASgLMhguY29udmV5b3IudjEuQnJvd3NlclRhc2tIABIlCgRub29wGAsgASgLMhUuY29udmV5b3IudjEuTm9vcFRhc2tIABIlCgRraW5kGBAgASgLMhUuY29udmV5b3IudjEuS2luZFRhc2tIABIRCglkZWR1cF9rZXkYDCABKAkSLwoMZGVkdXBfd2luZG93GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh0KFWRlZHVwX3JldHVybl9leGlzdGluZxgOIAEoCBISCgpkZXBlbmRzX29uGA8gAygJEicKBXJldHJ5GBEgASgLMhguY29udmV5b3IudjEuUmV0cnlQb2xpY3kaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIGCgR0YXNrImkKEVN1Ym1pdEpvYlJlc3BvbnNlEgoKAmlkGAEgASgJEiQKBXN0YXRlGAIgASgOMhUuY29udmV5b3IudjEuSm9iU3RhdGUSEAoIcG9zaXRpb24YAyABKAMSEAoIZXhpc3RpbmcYBCABKAgiYQoRU3VibWl0Sm9ic1JlcXVlc3QSNQoIcmVxdWVzdHMYASADKAsyHS5jb252ZXlvci52MS5TdWJtaXRKb2JSZXF1ZXN0QgTiQQECEhUKDWFsbG93X3BhcnRpYWwYAiABKAgicwoSU3VibWl0Sm9ic1Jlc3BvbnNlEi8KB3Jlc3VsdHMYASADKAsyHi5jb252ZXlvci52MS5TdWJtaXRKb2JSZXNwb25zZRIsCgZlcnJvcnMYAiADKAsyHC5jb252ZXlvci52MS5TdWJtaXRKb2JzRXJyb3IiQwoPU3VibWl0Sm9ic0Vycm9yEg0KBWluZGV4GAEgASgFEiEKBWVycm9yGAIgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMiIQoNR2V0Sm9iUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiIvCg5HZXRKb2JSZXNwb25zZRIdCgNqb2IYASABKAsyEC5jb252ZXlvci52MS5Kb2Ii9AEKD0xpc3RKb2JzUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIkCgVzdGF0ZRgCIAEoDjIVLmNvbnZleW9yLnYxLkpvYlN0YXRlEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEgwKBGtpbmQYBSABKAkSOAoGbGFiZWxzGAYgAygLMiguY29udmV5b3IudjEuTGlzdEpvYnNSZXF1ZXN0LkxhYmVsc0VudHJ5Eg4KBnRlbmFudBgHIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIksKEExpc3RKb2JzUmVzcG9uc2USHgoEam9icxgBIAMoCzIQLmNvbnZleW9yLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUwoPV2F0Y2hKb2JSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhsKDmFmdGVyX3NlcXVlbmNlGAIgASgDSACIAQFCEQoPX2FmdGVyX3NlcXVlbmNlIpABChBXYXRjaEpvYlJlc3BvbnNlEh8KA2pvYhgBIAEoCzIQLmNvbnZleW9yLnYxLkpvYkgAEiYKBWV2ZW50GAIgASgLMhUuY29udmV5b3IudjEuSm9iRXZlbnRIABIrCgloZWFydGJlYXQYAyABKAsyFi5jb252ZXlvci52MS5IZWFydGJlYXRIAEIGCgRraW5kIk4KDldhaXRKb2JSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iPgoPV2FpdEpvYlJlc3BvbnNlEh0KA2pvYhgBIAEoCzIQLmNvbnZleW9yLnYxLkpvYhIMCgRkb25lGAIgASgIIiQKEENhbmNlbEpvYlJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiMgoRQ2FuY2VsSm9iUmVzcG9uc2USHQoDam9iGAEgASgLMhAuY29udmV5b3IudjEuSm9iIiMKD1JldHJ5Sm9iUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiIxChBSZXRyeUpvYlJlc3BvbnNlEh0KA2pvYhgBIAEoCzIQLmNvbnZleW9yLnYxLkpvYiI+ChJHZXRBcnRpZmFjdFJlcXVlc3QSFAoGam9iX2lkGAEgASgJQgTiQQECEhIKBG5hbWUYAiABKAlCBOJBAQIiTQoTR2V0QXJ0aWZhY3RSZXNwb25zZRIMCgRkYXRhGAEgASgMEhQKDGNvbnRlbnRfdHlwZRgCIAEoCRISCgpzaXplX2J5dGVzGAMgASgDMq0FCgpKb2JTZXJ2aWNlEkoKCVN1Ym1pdEpvYhIdLmNvbnZleW9yLnYxLlN1Ym1pdEpvYlJlcXVlc3QaHi5jb252ZXlvci52MS5TdWJtaXRKb2JSZXNwb25zZRJNCgpTdWJtaXRKb2JzEh4uY29udmV5b3IudjEuU3VibWl0Sm9ic1JlcXVlc3QaHy5jb252ZXlvci52MS5TdWJtaXRKb2JzUmVzcG9uc2USQQoGR2V0Sm9iEhouY29udmV5b3IudjEuR2V0Sm9iUmVxdWVzdBobLmNvbnZleW9yLnYxLkdldEpvYlJlc3BvbnNlEkcKCExpc3RKb2JzEhwuY29udmV5b3IudjEuTGlzdEpvYnNSZXF1ZXN0Gh0uY29udmV5b3IudjEuTGlzdEpvYnNSZXNwb25zZRJJCghXYXRjaEpvYhIcLmNvbnZleW9yLnYxLldhdGNoSm9iUmVxdWVzdBodLmNvbnZleW9yLnYxLldhdGNoSm9iUmVzcG9uc2UwARJECgdXYWl0Sm9iEhsuY29udmV5b3IudjEuV2FpdEpvYlJlcXVlc3QaHC5jb252ZXlvci52MS5XYWl0Sm9iUmVzcG9uc2USSgoJQ2FuY2VsSm9iEh0uY29udmV5b3IudjEuQ2FuY2VsSm9iUmVxdWVzdBoeLmNvbnZleW9yLnYxLkNhbmNlbEpvYlJlc3BvbnNlEkcKCFJldHJ5Sm9iEhwuY29udmV5b3IudjEuUmV0cnlKb2JSZXF1ZXN0Gh0uY29udmV5b3IudjEuUmV0cnlKb2JSZXNwb25zZRJSCgtHZXRBcnRpZmFjdBIfLmNvbnZleW9yLnYxLkdldEFydGlmYWN0UmVxdWVzdBogLmNvbnZleW9yLnYxLkdldEFydGlmYWN0UmVzcG9uc2UwAWIGcHJvdG8z", [file_conveyor_v1_job, file_conveyor_v1_task, file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
+ * A job to submit: its queue, priority, limits, schedule and task.
+ *
  * @generated from message conveyor.v1.SubmitJobRequest
  */
 export type SubmitJobRequest = Message<"conveyor.v1.SubmitJobRequest"> & {
   /**
-   * The queue; "default" when empty. Letters, digits, '-', '_', '.', at most 64.
+   * The queue; "default" when empty. Letters, digits, '-', '_', '.', at most 64,
+   * starting with a letter or digit.
    *
    * @generated from field: string queue = 1;
    */
   queue: string;
 
   /**
+   * Its priority in the queue; NORMAL when unspecified.
+   *
    * @generated from field: conveyor.v1.Priority priority = 2;
    */
   priority: Priority;
 
   /**
-   * Attempts before the job fails for good; the server default (3) when 0.
+   * Attempts before the job fails for good: 1 to 100; the server default (3) when 0.
    *
    * @generated from field: int32 max_attempts = 3;
    */
   maxAttempts: number;
 
   /**
-   * The time limit of one attempt; the server default when unset.
+   * The time limit of one attempt: more than 0, at most
+   * CONVEYOR_MAX_JOB_TIMEOUT_SECONDS (3600 s); CONVEYOR_DEFAULT_JOB_TIMEOUT_SECONDS
+   * (300 s) when unset.
    *
    * @generated from field: google.protobuf.Duration timeout = 4;
    */
   timeout?: Duration | undefined;
 
   /**
-   * Start no earlier than this long from now.
+   * Start no earlier than this long from now (at most 366 days; not with run_at).
    *
    * @generated from field: google.protobuf.Duration delay = 5;
    */
   delay?: Duration | undefined;
 
   /**
-   * Start no earlier than this time.
+   * Start no earlier than this time (at most 366 days ahead; one in the past means
+   * now; not with delay).
    *
    * @generated from field: google.protobuf.Timestamp run_at = 6;
    */
   runAt?: Timestamp | undefined;
 
   /**
-   * Idempotency key: the same request id returns the same job (for 24 h).
+   * Idempotency key: the same request id returns the same job (for 24 h). At most
+   * 128 characters.
    *
    * @generated from field: string request_id = 7;
    */
   requestId: string;
 
   /**
+   * Labels to find the job by (ListJobs.labels): at most 64; keys 1 to 63
+   * characters, values at most 256.
+   *
    * @generated from field: map<string, string> labels = 8;
    */
   labels: { [key: string]: string };
 
   /**
+   * The task: exactly one is required.
+   *
    * @generated from oneof conveyor.v1.SubmitJobRequest.task
    */
   task: {
     /**
+     * A browser task: typed steps run in a fresh browser context.
+     *
      * @generated from field: conveyor.v1.BrowserTask browser = 10;
      */
     value: BrowserTask;
     case: "browser";
   } | {
     /**
+     * The built-in no-op task.
+     *
      * @generated from field: conveyor.v1.NoopTask noop = 11;
      */
     value: NoopTask;
@@ -105,24 +124,32 @@ export type SubmitJobRequest = Message<"conveyor.v1.SubmitJobRequest"> & {
    * Deduplication: while a job of the same queue with this key is waiting, delayed or
    * active, or younger than `dedup_window`, a second one is refused with
    * ALREADY_EXISTS, or (with `dedup_return_existing`) answered with the first one.
+   * At most 128 characters.
    *
    * @generated from field: string dedup_key = 12;
    */
   dedupKey: string;
 
   /**
+   * How long after it was submitted a job still blocks another of its dedup_key
+   * (0 to 30 days; needs dedup_key).
+   *
    * @generated from field: google.protobuf.Duration dedup_window = 13;
    */
   dedupWindow?: Duration | undefined;
 
   /**
+   * A duplicate is answered with the existing job (`existing` set) instead of
+   * ALREADY_EXISTS.
+   *
    * @generated from field: bool dedup_return_existing = 14;
    */
   dedupReturnExisting: boolean;
 
   /**
-   * Jobs (ids) that must COMPLETE before this one may start. Until then the job is
-   * DELAYED; if one of them fails for good or is cancelled, this job is CANCELLED.
+   * Jobs (ids) that must COMPLETE before this one may start (at most 100). Until then
+   * the job is DELAYED; if one of them fails for good or is cancelled, this job is
+   * CANCELLED.
    *
    * @generated from field: repeated string depends_on = 15;
    */
@@ -137,67 +164,83 @@ export type SubmitJobRequest = Message<"conveyor.v1.SubmitJobRequest"> & {
 };
 
 /**
+ * A job to submit: its queue, priority, limits, schedule and task.
+ *
  * @generated from message conveyor.v1.SubmitJobRequest
  */
 export type SubmitJobRequestJson = {
   /**
-   * The queue; "default" when empty. Letters, digits, '-', '_', '.', at most 64.
+   * The queue; "default" when empty. Letters, digits, '-', '_', '.', at most 64,
+   * starting with a letter or digit.
    *
    * @generated from field: string queue = 1;
    */
   queue?: string;
 
   /**
+   * Its priority in the queue; NORMAL when unspecified.
+   *
    * @generated from field: conveyor.v1.Priority priority = 2;
    */
   priority?: PriorityJson;
 
   /**
-   * Attempts before the job fails for good; the server default (3) when 0.
+   * Attempts before the job fails for good: 1 to 100; the server default (3) when 0.
    *
    * @generated from field: int32 max_attempts = 3;
    */
   maxAttempts?: number;
 
   /**
-   * The time limit of one attempt; the server default when unset.
+   * The time limit of one attempt: more than 0, at most
+   * CONVEYOR_MAX_JOB_TIMEOUT_SECONDS (3600 s); CONVEYOR_DEFAULT_JOB_TIMEOUT_SECONDS
+   * (300 s) when unset.
    *
    * @generated from field: google.protobuf.Duration timeout = 4;
    */
   timeout?: DurationJson;
 
   /**
-   * Start no earlier than this long from now.
+   * Start no earlier than this long from now (at most 366 days; not with run_at).
    *
    * @generated from field: google.protobuf.Duration delay = 5;
    */
   delay?: DurationJson;
 
   /**
-   * Start no earlier than this time.
+   * Start no earlier than this time (at most 366 days ahead; one in the past means
+   * now; not with delay).
    *
    * @generated from field: google.protobuf.Timestamp run_at = 6;
    */
   runAt?: TimestampJson;
 
   /**
-   * Idempotency key: the same request id returns the same job (for 24 h).
+   * Idempotency key: the same request id returns the same job (for 24 h). At most
+   * 128 characters.
    *
    * @generated from field: string request_id = 7;
    */
   requestId?: string;
 
   /**
+   * Labels to find the job by (ListJobs.labels): at most 64; keys 1 to 63
+   * characters, values at most 256.
+   *
    * @generated from field: map<string, string> labels = 8;
    */
   labels?: { [key: string]: string };
 
   /**
+   * A browser task: typed steps run in a fresh browser context.
+   *
    * @generated from field: conveyor.v1.BrowserTask browser = 10;
    */
   browser?: BrowserTaskJson;
 
   /**
+   * The built-in no-op task.
+   *
    * @generated from field: conveyor.v1.NoopTask noop = 11;
    */
   noop?: NoopTaskJson;
@@ -213,24 +256,32 @@ export type SubmitJobRequestJson = {
    * Deduplication: while a job of the same queue with this key is waiting, delayed or
    * active, or younger than `dedup_window`, a second one is refused with
    * ALREADY_EXISTS, or (with `dedup_return_existing`) answered with the first one.
+   * At most 128 characters.
    *
    * @generated from field: string dedup_key = 12;
    */
   dedupKey?: string;
 
   /**
+   * How long after it was submitted a job still blocks another of its dedup_key
+   * (0 to 30 days; needs dedup_key).
+   *
    * @generated from field: google.protobuf.Duration dedup_window = 13;
    */
   dedupWindow?: DurationJson;
 
   /**
+   * A duplicate is answered with the existing job (`existing` set) instead of
+   * ALREADY_EXISTS.
+   *
    * @generated from field: bool dedup_return_existing = 14;
    */
   dedupReturnExisting?: boolean;
 
   /**
-   * Jobs (ids) that must COMPLETE before this one may start. Until then the job is
-   * DELAYED; if one of them fails for good or is cancelled, this job is CANCELLED.
+   * Jobs (ids) that must COMPLETE before this one may start (at most 100). Until then
+   * the job is DELAYED; if one of them fails for good or is cancelled, this job is
+   * CANCELLED.
    *
    * @generated from field: repeated string depends_on = 15;
    */
@@ -252,15 +303,22 @@ export const SubmitJobRequestSchema: GenMessage<SubmitJobRequest, {jsonType: Sub
   messageDesc(file_conveyor_v1_job_service, 0);
 
 /**
+ * The job SubmitJob made (or found, for a repeated request_id).
+ *
  * @generated from message conveyor.v1.SubmitJobResponse
  */
 export type SubmitJobResponse = Message<"conveyor.v1.SubmitJobResponse"> & {
   /**
+   * The job's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * Its state: WAITING, or DELAYED when it starts later (an existing job's: its
+   * state now).
+   *
    * @generated from field: conveyor.v1.JobState state = 2;
    */
   state: JobState;
@@ -281,15 +339,22 @@ export type SubmitJobResponse = Message<"conveyor.v1.SubmitJobResponse"> & {
 };
 
 /**
+ * The job SubmitJob made (or found, for a repeated request_id).
+ *
  * @generated from message conveyor.v1.SubmitJobResponse
  */
 export type SubmitJobResponseJson = {
   /**
+   * The job's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
 
   /**
+   * Its state: WAITING, or DELAYED when it starts later (an existing job's: its
+   * state now).
+   *
    * @generated from field: conveyor.v1.JobState state = 2;
    */
   state?: JobStateJson;
@@ -317,11 +382,13 @@ export const SubmitJobResponseSchema: GenMessage<SubmitJobResponse, {jsonType: S
   messageDesc(file_conveyor_v1_job_service, 1);
 
 /**
+ * Many jobs in one call.
+ *
  * @generated from message conveyor.v1.SubmitJobsRequest
  */
 export type SubmitJobsRequest = Message<"conveyor.v1.SubmitJobsRequest"> & {
   /**
-   * At most 1000.
+   * The jobs: 1 to 1000.
    *
    * @generated from field: repeated conveyor.v1.SubmitJobRequest requests = 1;
    */
@@ -338,11 +405,13 @@ export type SubmitJobsRequest = Message<"conveyor.v1.SubmitJobsRequest"> & {
 };
 
 /**
+ * Many jobs in one call.
+ *
  * @generated from message conveyor.v1.SubmitJobsRequest
  */
 export type SubmitJobsRequestJson = {
   /**
-   * At most 1000.
+   * The jobs: 1 to 1000.
    *
    * @generated from field: repeated conveyor.v1.SubmitJobRequest requests = 1;
    */
@@ -366,6 +435,8 @@ export const SubmitJobsRequestSchema: GenMessage<SubmitJobsRequest, {jsonType: S
   messageDesc(file_conveyor_v1_job_service, 2);
 
 /**
+ * What SubmitJobs did with each request.
+ *
  * @generated from message conveyor.v1.SubmitJobsResponse
  */
 export type SubmitJobsResponse = Message<"conveyor.v1.SubmitJobsResponse"> & {
@@ -385,6 +456,8 @@ export type SubmitJobsResponse = Message<"conveyor.v1.SubmitJobsResponse"> & {
 };
 
 /**
+ * What SubmitJobs did with each request.
+ *
  * @generated from message conveyor.v1.SubmitJobsResponse
  */
 export type SubmitJobsResponseJson = {
@@ -417,11 +490,15 @@ export const SubmitJobsResponseSchema: GenMessage<SubmitJobsResponse, {jsonType:
  */
 export type SubmitJobsError = Message<"conveyor.v1.SubmitJobsError"> & {
   /**
+   * The request's 0-based index in SubmitJobsRequest.requests.
+   *
    * @generated from field: int32 index = 1;
    */
   index: number;
 
   /**
+   * Why it was refused (with the details a single SubmitJob would carry).
+   *
    * @generated from field: google.rpc.Status error = 2;
    */
   error?: Status | undefined;
@@ -434,11 +511,15 @@ export type SubmitJobsError = Message<"conveyor.v1.SubmitJobsError"> & {
  */
 export type SubmitJobsErrorJson = {
   /**
+   * The request's 0-based index in SubmitJobsRequest.requests.
+   *
    * @generated from field: int32 index = 1;
    */
   index?: number;
 
   /**
+   * Why it was refused (with the details a single SubmitJob would carry).
+   *
    * @generated from field: google.rpc.Status error = 2;
    */
   error?: StatusJson;
@@ -452,20 +533,28 @@ export const SubmitJobsErrorSchema: GenMessage<SubmitJobsError, {jsonType: Submi
   messageDesc(file_conveyor_v1_job_service, 4);
 
 /**
+ * Which job to get.
+ *
  * @generated from message conveyor.v1.GetJobRequest
  */
 export type GetJobRequest = Message<"conveyor.v1.GetJobRequest"> & {
   /**
+   * The job's id (1 to 64 characters of letters, digits, '-', '_').
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which job to get.
+ *
  * @generated from message conveyor.v1.GetJobRequest
  */
 export type GetJobRequestJson = {
   /**
+   * The job's id (1 to 64 characters of letters, digits, '-', '_').
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -479,20 +568,28 @@ export const GetJobRequestSchema: GenMessage<GetJobRequest, {jsonType: GetJobReq
   messageDesc(file_conveyor_v1_job_service, 5);
 
 /**
+ * The job asked for.
+ *
  * @generated from message conveyor.v1.GetJobResponse
  */
 export type GetJobResponse = Message<"conveyor.v1.GetJobResponse"> & {
   /**
+   * The job, with its position and estimated start while waiting.
+   *
    * @generated from field: conveyor.v1.Job job = 1;
    */
   job?: Job | undefined;
 };
 
 /**
+ * The job asked for.
+ *
  * @generated from message conveyor.v1.GetJobResponse
  */
 export type GetJobResponseJson = {
   /**
+   * The job, with its position and estimated start while waiting.
+   *
    * @generated from field: conveyor.v1.Job job = 1;
    */
   job?: JobJson;
@@ -506,15 +603,21 @@ export const GetJobResponseSchema: GenMessage<GetJobResponse, {jsonType: GetJobR
   messageDesc(file_conveyor_v1_job_service, 6);
 
 /**
+ * Which jobs to list: every filter given applies.
+ *
  * @generated from message conveyor.v1.ListJobsRequest
  */
 export type ListJobsRequest = Message<"conveyor.v1.ListJobsRequest"> & {
   /**
+   * Only jobs of this queue (empty: every queue).
+   *
    * @generated from field: string queue = 1;
    */
   queue: string;
 
   /**
+   * Only jobs in this state (unspecified: every state).
+   *
    * @generated from field: conveyor.v1.JobState state = 2;
    */
   state: JobState;
@@ -527,6 +630,9 @@ export type ListJobsRequest = Message<"conveyor.v1.ListJobsRequest"> & {
   pageSize: number;
 
   /**
+   * The `next_page_token` of the previous page (at most 512 characters); empty for
+   * the first page.
+   *
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
@@ -558,15 +664,21 @@ export type ListJobsRequest = Message<"conveyor.v1.ListJobsRequest"> & {
 };
 
 /**
+ * Which jobs to list: every filter given applies.
+ *
  * @generated from message conveyor.v1.ListJobsRequest
  */
 export type ListJobsRequestJson = {
   /**
+   * Only jobs of this queue (empty: every queue).
+   *
    * @generated from field: string queue = 1;
    */
   queue?: string;
 
   /**
+   * Only jobs in this state (unspecified: every state).
+   *
    * @generated from field: conveyor.v1.JobState state = 2;
    */
   state?: JobStateJson;
@@ -579,6 +691,9 @@ export type ListJobsRequestJson = {
   pageSize?: number;
 
   /**
+   * The `next_page_token` of the previous page (at most 512 characters); empty for
+   * the first page.
+   *
    * @generated from field: string page_token = 4;
    */
   pageToken?: string;
@@ -617,30 +732,42 @@ export const ListJobsRequestSchema: GenMessage<ListJobsRequest, {jsonType: ListJ
   messageDesc(file_conveyor_v1_job_service, 7);
 
 /**
+ * A page of jobs.
+ *
  * @generated from message conveyor.v1.ListJobsResponse
  */
 export type ListJobsResponse = Message<"conveyor.v1.ListJobsResponse"> & {
   /**
+   * The jobs, newest first.
+   *
    * @generated from field: repeated conveyor.v1.Job jobs = 1;
    */
   jobs: Job[];
 
   /**
+   * Pass it as page_token for the next page; empty after the last.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
 };
 
 /**
+ * A page of jobs.
+ *
  * @generated from message conveyor.v1.ListJobsResponse
  */
 export type ListJobsResponseJson = {
   /**
+   * The jobs, newest first.
+   *
    * @generated from field: repeated conveyor.v1.Job jobs = 1;
    */
   jobs?: JobJson[];
 
   /**
+   * Pass it as page_token for the next page; empty after the last.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken?: string;
@@ -654,17 +781,21 @@ export const ListJobsResponseSchema: GenMessage<ListJobsResponse, {jsonType: Lis
   messageDesc(file_conveyor_v1_job_service, 8);
 
 /**
+ * Which job to watch, and from where.
+ *
  * @generated from message conveyor.v1.WatchJobRequest
  */
 export type WatchJobRequest = Message<"conveyor.v1.WatchJobRequest"> & {
   /**
+   * The job's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
-   * Resume: send only the events after this sequence number. Unset: the events
-   * after the snapshot.
+   * Resume: send only the events after this sequence number (0 to 2^53-1). Unset:
+   * the events after the snapshot.
    *
    * @generated from field: optional int64 after_sequence = 2;
    */
@@ -672,17 +803,21 @@ export type WatchJobRequest = Message<"conveyor.v1.WatchJobRequest"> & {
 };
 
 /**
+ * Which job to watch, and from where.
+ *
  * @generated from message conveyor.v1.WatchJobRequest
  */
 export type WatchJobRequestJson = {
   /**
+   * The job's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
 
   /**
-   * Resume: send only the events after this sequence number. Unset: the events
-   * after the snapshot.
+   * Resume: send only the events after this sequence number (0 to 2^53-1). Unset:
+   * the events after the snapshot.
    *
    * @generated from field: optional int64 after_sequence = 2;
    */
@@ -697,10 +832,14 @@ export const WatchJobRequestSchema: GenMessage<WatchJobRequest, {jsonType: Watch
   messageDesc(file_conveyor_v1_job_service, 9);
 
 /**
+ * One message of a WatchJob stream.
+ *
  * @generated from message conveyor.v1.WatchJobResponse
  */
 export type WatchJobResponse = Message<"conveyor.v1.WatchJobResponse"> & {
   /**
+   * What the message carries.
+   *
    * @generated from oneof conveyor.v1.WatchJobResponse.kind
    */
   kind: {
@@ -713,12 +852,16 @@ export type WatchJobResponse = Message<"conveyor.v1.WatchJobResponse"> & {
     case: "job";
   } | {
     /**
+     * An event of the job, in sequence order.
+     *
      * @generated from field: conveyor.v1.JobEvent event = 2;
      */
     value: JobEvent;
     case: "event";
   } | {
     /**
+     * Sent while nothing happens, to keep the stream alive.
+     *
      * @generated from field: conveyor.v1.Heartbeat heartbeat = 3;
      */
     value: Heartbeat;
@@ -727,6 +870,8 @@ export type WatchJobResponse = Message<"conveyor.v1.WatchJobResponse"> & {
 };
 
 /**
+ * One message of a WatchJob stream.
+ *
  * @generated from message conveyor.v1.WatchJobResponse
  */
 export type WatchJobResponseJson = {
@@ -738,11 +883,15 @@ export type WatchJobResponseJson = {
   job?: JobJson;
 
   /**
+   * An event of the job, in sequence order.
+   *
    * @generated from field: conveyor.v1.JobEvent event = 2;
    */
   event?: JobEventJson;
 
   /**
+   * Sent while nothing happens, to keep the stream alive.
+   *
    * @generated from field: conveyor.v1.Heartbeat heartbeat = 3;
    */
   heartbeat?: HeartbeatJson;
@@ -756,10 +905,14 @@ export const WatchJobResponseSchema: GenMessage<WatchJobResponse, {jsonType: Wat
   messageDesc(file_conveyor_v1_job_service, 10);
 
 /**
+ * Which job to wait for, and how long.
+ *
  * @generated from message conveyor.v1.WaitJobRequest
  */
 export type WaitJobRequest = Message<"conveyor.v1.WaitJobRequest"> & {
   /**
+   * The job's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -773,10 +926,14 @@ export type WaitJobRequest = Message<"conveyor.v1.WaitJobRequest"> & {
 };
 
 /**
+ * Which job to wait for, and how long.
+ *
  * @generated from message conveyor.v1.WaitJobRequest
  */
 export type WaitJobRequestJson = {
   /**
+   * The job's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -797,10 +954,14 @@ export const WaitJobRequestSchema: GenMessage<WaitJobRequest, {jsonType: WaitJob
   messageDesc(file_conveyor_v1_job_service, 11);
 
 /**
+ * The job when WaitJob answered.
+ *
  * @generated from message conveyor.v1.WaitJobResponse
  */
 export type WaitJobResponse = Message<"conveyor.v1.WaitJobResponse"> & {
   /**
+   * The job as it is now.
+   *
    * @generated from field: conveyor.v1.Job job = 1;
    */
   job?: Job | undefined;
@@ -814,10 +975,14 @@ export type WaitJobResponse = Message<"conveyor.v1.WaitJobResponse"> & {
 };
 
 /**
+ * The job when WaitJob answered.
+ *
  * @generated from message conveyor.v1.WaitJobResponse
  */
 export type WaitJobResponseJson = {
   /**
+   * The job as it is now.
+   *
    * @generated from field: conveyor.v1.Job job = 1;
    */
   job?: JobJson;
@@ -838,20 +1003,28 @@ export const WaitJobResponseSchema: GenMessage<WaitJobResponse, {jsonType: WaitJ
   messageDesc(file_conveyor_v1_job_service, 12);
 
 /**
+ * Which job to cancel.
+ *
  * @generated from message conveyor.v1.CancelJobRequest
  */
 export type CancelJobRequest = Message<"conveyor.v1.CancelJobRequest"> & {
   /**
+   * The job's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which job to cancel.
+ *
  * @generated from message conveyor.v1.CancelJobRequest
  */
 export type CancelJobRequestJson = {
   /**
+   * The job's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -865,20 +1038,30 @@ export const CancelJobRequestSchema: GenMessage<CancelJobRequest, {jsonType: Can
   messageDesc(file_conveyor_v1_job_service, 13);
 
 /**
+ * The job after CancelJob.
+ *
  * @generated from message conveyor.v1.CancelJobResponse
  */
 export type CancelJobResponse = Message<"conveyor.v1.CancelJobResponse"> & {
   /**
+   * The job as it is then: CANCELLED, or (an active job whose executor has not
+   * confirmed yet) still ACTIVE with cancel_requested.
+   *
    * @generated from field: conveyor.v1.Job job = 1;
    */
   job?: Job | undefined;
 };
 
 /**
+ * The job after CancelJob.
+ *
  * @generated from message conveyor.v1.CancelJobResponse
  */
 export type CancelJobResponseJson = {
   /**
+   * The job as it is then: CANCELLED, or (an active job whose executor has not
+   * confirmed yet) still ACTIVE with cancel_requested.
+   *
    * @generated from field: conveyor.v1.Job job = 1;
    */
   job?: JobJson;
@@ -892,20 +1075,28 @@ export const CancelJobResponseSchema: GenMessage<CancelJobResponse, {jsonType: C
   messageDesc(file_conveyor_v1_job_service, 14);
 
 /**
+ * Which job to retry.
+ *
  * @generated from message conveyor.v1.RetryJobRequest
  */
 export type RetryJobRequest = Message<"conveyor.v1.RetryJobRequest"> & {
   /**
+   * The job's id (a FAILED or CANCELLED job).
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which job to retry.
+ *
  * @generated from message conveyor.v1.RetryJobRequest
  */
 export type RetryJobRequestJson = {
   /**
+   * The job's id (a FAILED or CANCELLED job).
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -919,20 +1110,28 @@ export const RetryJobRequestSchema: GenMessage<RetryJobRequest, {jsonType: Retry
   messageDesc(file_conveyor_v1_job_service, 15);
 
 /**
+ * The job after RetryJob.
+ *
  * @generated from message conveyor.v1.RetryJobResponse
  */
 export type RetryJobResponse = Message<"conveyor.v1.RetryJobResponse"> & {
   /**
+   * The job, back in line with a fresh set of attempts.
+   *
    * @generated from field: conveyor.v1.Job job = 1;
    */
   job?: Job | undefined;
 };
 
 /**
+ * The job after RetryJob.
+ *
  * @generated from message conveyor.v1.RetryJobResponse
  */
 export type RetryJobResponseJson = {
   /**
+   * The job, back in line with a fresh set of attempts.
+   *
    * @generated from field: conveyor.v1.Job job = 1;
    */
   job?: JobJson;
@@ -946,30 +1145,42 @@ export const RetryJobResponseSchema: GenMessage<RetryJobResponse, {jsonType: Ret
   messageDesc(file_conveyor_v1_job_service, 16);
 
 /**
+ * Which artifact to fetch.
+ *
  * @generated from message conveyor.v1.GetArtifactRequest
  */
 export type GetArtifactRequest = Message<"conveyor.v1.GetArtifactRequest"> & {
   /**
+   * The job's id.
+   *
    * @generated from field: string job_id = 1;
    */
   jobId: string;
 
   /**
+   * The artifact's name (JobResult.artifacts[].name; 1 to 200 characters).
+   *
    * @generated from field: string name = 2;
    */
   name: string;
 };
 
 /**
+ * Which artifact to fetch.
+ *
  * @generated from message conveyor.v1.GetArtifactRequest
  */
 export type GetArtifactRequestJson = {
   /**
+   * The job's id.
+   *
    * @generated from field: string job_id = 1;
    */
   jobId?: string;
 
   /**
+   * The artifact's name (JobResult.artifacts[].name; 1 to 200 characters).
+   *
    * @generated from field: string name = 2;
    */
   name?: string;
@@ -983,10 +1194,14 @@ export const GetArtifactRequestSchema: GenMessage<GetArtifactRequest, {jsonType:
   messageDesc(file_conveyor_v1_job_service, 17);
 
 /**
+ * One chunk of an artifact.
+ *
  * @generated from message conveyor.v1.GetArtifactResponse
  */
 export type GetArtifactResponse = Message<"conveyor.v1.GetArtifactResponse"> & {
   /**
+   * The next bytes of the artifact.
+   *
    * @generated from field: bytes data = 1;
    */
   data: Uint8Array;
@@ -1007,10 +1222,14 @@ export type GetArtifactResponse = Message<"conveyor.v1.GetArtifactResponse"> & {
 };
 
 /**
+ * One chunk of an artifact.
+ *
  * @generated from message conveyor.v1.GetArtifactResponse
  */
 export type GetArtifactResponseJson = {
   /**
+   * The next bytes of the artifact.
+   *
    * @generated from field: bytes data = 1;
    */
   data?: string;
@@ -1038,7 +1257,8 @@ export const GetArtifactResponseSchema: GenMessage<GetArtifactResponse, {jsonTyp
   messageDesc(file_conveyor_v1_job_service, 18);
 
 /**
- * Submit jobs, follow them, and act on them.
+ * Submit jobs, follow them, and act on them. A tenant sees only its own jobs
+ * (another tenant's are NOT_FOUND); admins see every tenant's.
  *
  * @generated from service conveyor.v1.JobService
  */

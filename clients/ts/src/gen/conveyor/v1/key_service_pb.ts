@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,13 +13,17 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/key_service.proto.
  */
 export const file_conveyor_v1_key_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb252ZXlvci92MS9rZXlfc2VydmljZS5wcm90bxILY29udmV5b3IudjEiyQEKBkFwaUtleRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBnRlbmFudBgDIAEoCRIfCgRyb2xlGAQgASgOMhEuY29udmV5b3IudjEuUm9sZRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYByABKAkiUQoQQ3JlYXRlS2V5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSHwoEcm9sZRgCIAEoDjIRLmNvbnZleW9yLnYxLlJvbGUSDAoEbmFtZRgDIAEoCSJFChFDcmVhdGVLZXlSZXNwb25zZRIgCgNrZXkYASABKAsyEy5jb252ZXlvci52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIiEKD0xpc3RLZXlzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiNQoQTGlzdEtleXNSZXNwb25zZRIhCgRrZXlzGAEgAygLMhMuY29udmV5b3IudjEuQXBpS2V5Ih4KEFJldm9rZUtleVJlcXVlc3QSCgoCaWQYASABKAkiNQoRUmV2b2tlS2V5UmVzcG9uc2USIAoDa2V5GAEgASgLMhMuY29udmV5b3IudjEuQXBpS2V5Ig8KDVdob0FtSVJlcXVlc3QiUQoOV2hvQW1JUmVzcG9uc2USDgoGdGVuYW50GAEgASgJEh8KBHJvbGUYAiABKA4yES5jb252ZXlvci52MS5Sb2xlEg4KBmtleV9pZBgDIAEoCSpkCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1ZJRVdFUhABEhIKDlJPTEVfU1VCTUlUVEVSEAISEQoNUk9MRV9PUEVSQVRPUhADEg4KClJPTEVfQURNSU4QBDKwAgoKS2V5U2VydmljZRJKCglDcmVhdGVLZXkSHS5jb252ZXlvci52MS5DcmVhdGVLZXlSZXF1ZXN0Gh4uY29udmV5b3IudjEuQ3JlYXRlS2V5UmVzcG9uc2USRwoITGlzdEtleXMSHC5jb252ZXlvci52MS5MaXN0S2V5c1JlcXVlc3QaHS5jb252ZXlvci52MS5MaXN0S2V5c1Jlc3BvbnNlEkoKCVJldm9rZUtleRIdLmNvbnZleW9yLnYxLlJldm9rZUtleVJlcXVlc3QaHi5jb252ZXlvci52MS5SZXZva2VLZXlSZXNwb25zZRJBCgZXaG9BbUkSGi5jb252ZXlvci52MS5XaG9BbUlSZXF1ZXN0GhsuY29udmV5b3IudjEuV2hvQW1JUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1jb252ZXlvci92MS9rZXlfc2VydmljZS5wcm90bxILY29udmV5b3IudjEi8wEKBkFwaUtleRIQCgJpZBgBIAEoCUIE4kEBAxISCgRuYW1lGAIgASgJQgTiQQEDEhQKBnRlbmFudBgDIAEoCUIE4kEBAxIlCgRyb2xlGAQgASgOMhEuY29udmV5b3IudjEuUm9sZUIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLcmV2b2tlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhgKCmNyZWF0ZWRfYnkYByABKAlCBOJBAQMiXQoQQ3JlYXRlS2V5UmVxdWVzdBIUCgZ0ZW5hbnQYASABKAlCBOJBAQISJQoEcm9sZRgCIAEoDjIRLmNvbnZleW9yLnYxLlJvbGVCBOJBAQISDAoEbmFtZRgDIAEoCSJFChFDcmVhdGVLZXlSZXNwb25zZRIgCgNrZXkYASABKAsyEy5jb252ZXlvci52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIiEKD0xpc3RLZXlzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiNQoQTGlzdEtleXNSZXNwb25zZRIhCgRrZXlzGAEgAygLMhMuY29udmV5b3IudjEuQXBpS2V5IiQKEFJldm9rZUtleVJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiNQoRUmV2b2tlS2V5UmVzcG9uc2USIAoDa2V5GAEgASgLMhMuY29udmV5b3IudjEuQXBpS2V5Ig8KDVdob0FtSVJlcXVlc3QiUQoOV2hvQW1JUmVzcG9uc2USDgoGdGVuYW50GAEgASgJEh8KBHJvbGUYAiABKA4yES5jb252ZXlvci52MS5Sb2xlEg4KBmtleV9pZBgDIAEoCSpkCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1ZJRVdFUhABEhIKDlJPTEVfU1VCTUlUVEVSEAISEQoNUk9MRV9PUEVSQVRPUhADEg4KClJPTEVfQURNSU4QBDKwAgoKS2V5U2VydmljZRJKCglDcmVhdGVLZXkSHS5jb252ZXlvci52MS5DcmVhdGVLZXlSZXF1ZXN0Gh4uY29udmV5b3IudjEuQ3JlYXRlS2V5UmVzcG9uc2USRwoITGlzdEtleXMSHC5jb252ZXlvci52MS5MaXN0S2V5c1JlcXVlc3QaHS5jb252ZXlvci52MS5MaXN0S2V5c1Jlc3BvbnNlEkoKCVJldm9rZUtleRIdLmNvbnZleW9yLnYxLlJldm9rZUtleVJlcXVlc3QaHi5jb252ZXlvci52MS5SZXZva2VLZXlSZXNwb25zZRJBCgZXaG9BbUkSGi5jb252ZXlvci52MS5XaG9BbUlSZXF1ZXN0GhsuY29udmV5b3IudjEuV2hvQW1JUmVzcG9uc2ViBnByb3RvMw", [file_google_api_field_behavior, file_google_protobuf_timestamp]);
 
 /**
+ * An API key (never its secret).
+ *
  * @generated from message conveyor.v1.ApiKey
  */
 export type ApiKey = Message<"conveyor.v1.ApiKey"> & {
   /**
+   * The key's id: 16 hex digits.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -31,16 +36,22 @@ export type ApiKey = Message<"conveyor.v1.ApiKey"> & {
   name: string;
 
   /**
+   * The tenant whose jobs it acts on.
+   *
    * @generated from field: string tenant = 3;
    */
   tenant: string;
 
   /**
+   * What it may do.
+   *
    * @generated from field: conveyor.v1.Role role = 4;
    */
   role: Role;
 
   /**
+   * When it was created.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 5;
    */
   createTime?: Timestamp | undefined;
@@ -61,10 +72,14 @@ export type ApiKey = Message<"conveyor.v1.ApiKey"> & {
 };
 
 /**
+ * An API key (never its secret).
+ *
  * @generated from message conveyor.v1.ApiKey
  */
 export type ApiKeyJson = {
   /**
+   * The key's id: 16 hex digits.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -77,16 +92,22 @@ export type ApiKeyJson = {
   name?: string;
 
   /**
+   * The tenant whose jobs it acts on.
+   *
    * @generated from field: string tenant = 3;
    */
   tenant?: string;
 
   /**
+   * What it may do.
+   *
    * @generated from field: conveyor.v1.Role role = 4;
    */
   role?: RoleJson;
 
   /**
+   * When it was created.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 5;
    */
   createTime?: TimestampJson;
@@ -114,17 +135,21 @@ export const ApiKeySchema: GenMessage<ApiKey, {jsonType: ApiKeyJson}> = /*@__PUR
   messageDesc(file_conveyor_v1_key_service, 0);
 
 /**
+ * A key to create.
+ *
  * @generated from message conveyor.v1.CreateKeyRequest
  */
 export type CreateKeyRequest = Message<"conveyor.v1.CreateKeyRequest"> & {
   /**
-   * Letters, digits, '.', '_' and '-', at most 64.
+   * Letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit.
    *
    * @generated from field: string tenant = 1;
    */
   tenant: string;
 
   /**
+   * The key's role (not ROLE_UNSPECIFIED).
+   *
    * @generated from field: conveyor.v1.Role role = 2;
    */
   role: Role;
@@ -138,17 +163,21 @@ export type CreateKeyRequest = Message<"conveyor.v1.CreateKeyRequest"> & {
 };
 
 /**
+ * A key to create.
+ *
  * @generated from message conveyor.v1.CreateKeyRequest
  */
 export type CreateKeyRequestJson = {
   /**
-   * Letters, digits, '.', '_' and '-', at most 64.
+   * Letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit.
    *
    * @generated from field: string tenant = 1;
    */
   tenant?: string;
 
   /**
+   * The key's role (not ROLE_UNSPECIFIED).
+   *
    * @generated from field: conveyor.v1.Role role = 2;
    */
   role?: RoleJson;
@@ -169,10 +198,14 @@ export const CreateKeyRequestSchema: GenMessage<CreateKeyRequest, {jsonType: Cre
   messageDesc(file_conveyor_v1_key_service, 1);
 
 /**
+ * The key created, with its secret.
+ *
  * @generated from message conveyor.v1.CreateKeyResponse
  */
 export type CreateKeyResponse = Message<"conveyor.v1.CreateKeyResponse"> & {
   /**
+   * The key.
+   *
    * @generated from field: conveyor.v1.ApiKey key = 1;
    */
   key?: ApiKey | undefined;
@@ -186,10 +219,14 @@ export type CreateKeyResponse = Message<"conveyor.v1.CreateKeyResponse"> & {
 };
 
 /**
+ * The key created, with its secret.
+ *
  * @generated from message conveyor.v1.CreateKeyResponse
  */
 export type CreateKeyResponseJson = {
   /**
+   * The key.
+   *
    * @generated from field: conveyor.v1.ApiKey key = 1;
    */
   key?: ApiKeyJson;
@@ -210,6 +247,8 @@ export const CreateKeyResponseSchema: GenMessage<CreateKeyResponse, {jsonType: C
   messageDesc(file_conveyor_v1_key_service, 2);
 
 /**
+ * Which keys to list.
+ *
  * @generated from message conveyor.v1.ListKeysRequest
  */
 export type ListKeysRequest = Message<"conveyor.v1.ListKeysRequest"> & {
@@ -222,6 +261,8 @@ export type ListKeysRequest = Message<"conveyor.v1.ListKeysRequest"> & {
 };
 
 /**
+ * Which keys to list.
+ *
  * @generated from message conveyor.v1.ListKeysRequest
  */
 export type ListKeysRequestJson = {
@@ -241,20 +282,28 @@ export const ListKeysRequestSchema: GenMessage<ListKeysRequest, {jsonType: ListK
   messageDesc(file_conveyor_v1_key_service, 3);
 
 /**
+ * The keys.
+ *
  * @generated from message conveyor.v1.ListKeysResponse
  */
 export type ListKeysResponse = Message<"conveyor.v1.ListKeysResponse"> & {
   /**
+   * Oldest first, revoked ones included.
+   *
    * @generated from field: repeated conveyor.v1.ApiKey keys = 1;
    */
   keys: ApiKey[];
 };
 
 /**
+ * The keys.
+ *
  * @generated from message conveyor.v1.ListKeysResponse
  */
 export type ListKeysResponseJson = {
   /**
+   * Oldest first, revoked ones included.
+   *
    * @generated from field: repeated conveyor.v1.ApiKey keys = 1;
    */
   keys?: ApiKeyJson[];
@@ -268,20 +317,28 @@ export const ListKeysResponseSchema: GenMessage<ListKeysResponse, {jsonType: Lis
   messageDesc(file_conveyor_v1_key_service, 4);
 
 /**
+ * Which key to revoke.
+ *
  * @generated from message conveyor.v1.RevokeKeyRequest
  */
 export type RevokeKeyRequest = Message<"conveyor.v1.RevokeKeyRequest"> & {
   /**
+   * The key's id (16 hex digits, as ListKeys shows it).
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which key to revoke.
+ *
  * @generated from message conveyor.v1.RevokeKeyRequest
  */
 export type RevokeKeyRequestJson = {
   /**
+   * The key's id (16 hex digits, as ListKeys shows it).
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -295,20 +352,28 @@ export const RevokeKeyRequestSchema: GenMessage<RevokeKeyRequest, {jsonType: Rev
   messageDesc(file_conveyor_v1_key_service, 5);
 
 /**
+ * The key revoked.
+ *
  * @generated from message conveyor.v1.RevokeKeyResponse
  */
 export type RevokeKeyResponse = Message<"conveyor.v1.RevokeKeyResponse"> & {
   /**
+   * The key, with its revoke_time.
+   *
    * @generated from field: conveyor.v1.ApiKey key = 1;
    */
   key?: ApiKey | undefined;
 };
 
 /**
+ * The key revoked.
+ *
  * @generated from message conveyor.v1.RevokeKeyResponse
  */
 export type RevokeKeyResponseJson = {
   /**
+   * The key, with its revoke_time.
+   *
    * @generated from field: conveyor.v1.ApiKey key = 1;
    */
   key?: ApiKeyJson;
@@ -322,12 +387,16 @@ export const RevokeKeyResponseSchema: GenMessage<RevokeKeyResponse, {jsonType: R
   messageDesc(file_conveyor_v1_key_service, 6);
 
 /**
+ * WhoAmI takes nothing.
+ *
  * @generated from message conveyor.v1.WhoAmIRequest
  */
 export type WhoAmIRequest = Message<"conveyor.v1.WhoAmIRequest"> & {
 };
 
 /**
+ * WhoAmI takes nothing.
+ *
  * @generated from message conveyor.v1.WhoAmIRequest
  */
 export type WhoAmIRequestJson = {
@@ -341,15 +410,21 @@ export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest, {jsonType: WhoAmIReq
   messageDesc(file_conveyor_v1_key_service, 7);
 
 /**
+ * The caller.
+ *
  * @generated from message conveyor.v1.WhoAmIResponse
  */
 export type WhoAmIResponse = Message<"conveyor.v1.WhoAmIResponse"> & {
   /**
+   * The caller's tenant.
+   *
    * @generated from field: string tenant = 1;
    */
   tenant: string;
 
   /**
+   * The caller's role.
+   *
    * @generated from field: conveyor.v1.Role role = 2;
    */
   role: Role;
@@ -363,15 +438,21 @@ export type WhoAmIResponse = Message<"conveyor.v1.WhoAmIResponse"> & {
 };
 
 /**
+ * The caller.
+ *
  * @generated from message conveyor.v1.WhoAmIResponse
  */
 export type WhoAmIResponseJson = {
   /**
+   * The caller's tenant.
+   *
    * @generated from field: string tenant = 1;
    */
   tenant?: string;
 
   /**
+   * The caller's role.
+   *
    * @generated from field: conveyor.v1.Role role = 2;
    */
   role?: RoleJson;
@@ -398,6 +479,8 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse, {jsonType: WhoAmIR
  */
 export enum Role {
   /**
+   * No role: refused by CreateKey.
+   *
    * @generated from enum value: ROLE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,

@@ -6,6 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Heartbeat, HeartbeatJson, JobEvent, JobEventJson, JobState, JobStateJson, Priority, PriorityJson } from "./job_pb.js";
 import { file_conveyor_v1_job } from "./job_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Duration, DurationJson, Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,23 +15,31 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/queue_service.proto.
  */
 export const file_conveyor_v1_queue_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9jb252ZXlvci92MS9xdWV1ZV9zZXJ2aWNlLnByb3RvEgtjb252ZXlvci52MSKPAgoFUXVldWUSDAoEbmFtZRgBIAEoCRIOCgZwYXVzZWQYAiABKAgSKAoGY291bnRzGAMgASgLMhguY29udmV5b3IudjEuUXVldWVDb3VudHMSEwoLY29uY3VycmVuY3kYBCABKAUSJgoFc3RhdHMYBSABKAsyFy5jb252ZXlvci52MS5RdWV1ZVN0YXRzEhcKD2hvc3RfcmF0ZV9saW1pdBgGIAEoBRIVCg1sYXN0X3NlcXVlbmNlGAcgASgDEigKBmhlYWx0aBgIIAEoDjIYLmNvbnZleW9yLnYxLlF1ZXVlSGVhbHRoEicKBmlzc3VlcxgJIAMoCzIXLmNvbnZleW9yLnYxLlF1ZXVlSXNzdWUiWQoKUXVldWVJc3N1ZRIOCgZyZWFzb24YASABKAkSKgoIc2V2ZXJpdHkYAiABKA4yGC5jb252ZXlvci52MS5RdWV1ZUhlYWx0aBIPCgdtZXNzYWdlGAMgASgJInUKC1F1ZXVlQ291bnRzEg8KB3dhaXRpbmcYASABKAMSDwoHZGVsYXllZBgCIAEoAxIOCgZhY3RpdmUYAyABKAMSEQoJY29tcGxldGVkGAQgASgDEg4KBmZhaWxlZBgFIAEoAxIRCgljYW5jZWxsZWQYBiABKAMiugUKClF1ZXVlU3RhdHMSHAoUY29tcGxldGVkX3Blcl9taW51dGUYASADKAMSGQoRZmFpbGVkX3Blcl9taW51dGUYAiADKAMSGwoTY29tcGxldGVkX2xhc3RfaG91chgDIAEoAxIYChBmYWlsZWRfbGFzdF9ob3VyGAQgASgDEjAKDXdhaXRfdGltZV9wNTAYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNd2FpdF90aW1lX3A5NRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg13YWl0X3RpbWVfcDk5GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHJ1bl90aW1lX3A1MBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgxydW5fdGltZV9wOTUYCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMcnVuX3RpbWVfcDk5GAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhkKDHN1Y2Nlc3NfcmF0ZRgLIAEoAUgAiAEBEjEKDndhaXRfdGltZV9tZWFuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDXJ1bl90aW1lX21lYW4YDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTY2FuY2VsbGVkX2xhc3RfaG91chgOIAEoAxIdChV0aHJvdWdocHV0X3Blcl9taW51dGUYDyABKAESFwoPY29tcGxldGVkX3RvdGFsGBAgASgDEhQKDGZhaWxlZF90b3RhbBgRIAEoAxIXCg9jYW5jZWxsZWRfdG90YWwYEiABKANCDwoNX3N1Y2Nlc3NfcmF0ZSI6ChFMaXN0UXVldWVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJRChJMaXN0UXVldWVzUmVzcG9uc2USIgoGcXVldWVzGAEgAygLMhIuY29udmV5b3IudjEuUXVldWUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKD0dldFF1ZXVlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCSI1ChBHZXRRdWV1ZVJlc3BvbnNlEiEKBXF1ZXVlGAEgASgLMhIuY29udmV5b3IudjEuUXVldWUifwoSVXBkYXRlUXVldWVSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhgKC2NvbmN1cnJlbmN5GAIgASgFSACIAQESHAoPaG9zdF9yYXRlX2xpbWl0GAMgASgFSAGIAQFCDgoMX2NvbmN1cnJlbmN5QhIKEF9ob3N0X3JhdGVfbGltaXQiOAoTVXBkYXRlUXVldWVSZXNwb25zZRIhCgVxdWV1ZRgBIAEoCzISLmNvbnZleW9yLnYxLlF1ZXVlIiIKEVBhdXNlUXVldWVSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJIjcKElBhdXNlUXVldWVSZXNwb25zZRIhCgVxdWV1ZRgBIAEoCzISLmNvbnZleW9yLnYxLlF1ZXVlIiMKElJlc3VtZVF1ZXVlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCSI4ChNSZXN1bWVRdWV1ZVJlc3BvbnNlEiEKBXF1ZXVlGAEgASgLMhIuY29udmV5b3IudjEuUXVldWUihgEKEUNsZWFuUXVldWVSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEiQKBXN0YXRlGAIgASgOMhUuY29udmV5b3IudjEuSm9iU3RhdGUSLQoKb2xkZXJfdGhhbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVsaW1pdBgEIAEoBSIlChJDbGVhblF1ZXVlUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoAyJ1ChZSZXRyeUZhaWxlZEpvYnNSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEg0KBWxpbWl0GAIgASgFEicKCHByaW9yaXR5GAMgASgOMhUuY29udmV5b3IudjEuUHJpb3JpdHkSFAoMbWF4X2F0dGVtcHRzGAQgASgFIioKF1JldHJ5RmFpbGVkSm9ic1Jlc3BvbnNlEg8KB3JldHJpZWQYASABKAMiagoRV2F0Y2hRdWV1ZVJlcXVlc3QSDQoFcXVldWUYASABKAkSGwoOYWZ0ZXJfc2VxdWVuY2UYAiABKANIAIgBARIWCg5tYXhfYmF0Y2hfc2l6ZRgDIAEoBUIRCg9fYWZ0ZXJfc2VxdWVuY2UinwEKEldhdGNoUXVldWVSZXNwb25zZRImCgVldmVudBgBIAEoCzIVLmNvbnZleW9yLnYxLkpvYkV2ZW50SAASKwoJaGVhcnRiZWF0GAIgASgLMhYuY29udmV5b3IudjEuSGVhcnRiZWF0SAASLAoGZXZlbnRzGAMgASgLMhouY29udmV5b3IudjEuSm9iRXZlbnRCYXRjaEgAQgYKBGtpbmQiNgoNSm9iRXZlbnRCYXRjaBIlCgZldmVudHMYASADKAsyFS5jb252ZXlvci52MS5Kb2JFdmVudCIUChJMaXN0V29ya2Vyc1JlcXVlc3QiOwoTTGlzdFdvcmtlcnNSZXNwb25zZRIkCgd3b3JrZXJzGAEgAygLMhMuY29udmV5b3IudjEuV29ya2VyIrcBCgZXb3JrZXISCgoCaWQYASABKAkSDAoEaG9zdBgCIAEoCRILCgNwaWQYAyABKAUSDQoFc2xvdHMYBCABKAUSFwoPcnVubmluZ19qb2JfaWRzGAUgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmpvYnNfY29tcGxldGVkGAcgASgDEg0KBWtpbmRzGAggAygJKnwKC1F1ZXVlSGVhbHRoEhwKGFFVRVVFX0hFQUxUSF9VTlNQRUNJRklFRBAAEhgKFFFVRVVFX0hFQUxUSF9IRUFMVEhZEAESGQoVUVVFVUVfSEVBTFRIX0RFR1JBREVEEAISGgoWUVVFVUVfSEVBTFRIX1VOSEVBTFRIWRADMukFCgxRdWV1ZVNlcnZpY2USTQoKTGlzdFF1ZXVlcxIeLmNvbnZleW9yLnYxLkxpc3RRdWV1ZXNSZXF1ZXN0Gh8uY29udmV5b3IudjEuTGlzdFF1ZXVlc1Jlc3BvbnNlEkcKCEdldFF1ZXVlEhwuY29udmV5b3IudjEuR2V0UXVldWVSZXF1ZXN0Gh0uY29udmV5b3IudjEuR2V0UXVldWVSZXNwb25zZRJQCgtVcGRhdGVRdWV1ZRIfLmNvbnZleW9yLnYxLlVwZGF0ZVF1ZXVlUmVxdWVzdBogLmNvbnZleW9yLnYxLlVwZGF0ZVF1ZXVlUmVzcG9uc2USTQoKUGF1c2VRdWV1ZRIeLmNvbnZleW9yLnYxLlBhdXNlUXVldWVSZXF1ZXN0Gh8uY29udmV5b3IudjEuUGF1c2VRdWV1ZVJlc3BvbnNlElAKC1Jlc3VtZVF1ZXVlEh8uY29udmV5b3IudjEuUmVzdW1lUXVldWVSZXF1ZXN0GiAuY29udmV5b3IudjEuUmVzdW1lUXVldWVSZXNwb25zZRJNCgpDbGVhblF1ZXVlEh4uY29udmV5b3IudjEuQ2xlYW5RdWV1ZVJlcXVlc3QaHy5jb252ZXlvci52MS5DbGVhblF1ZXVlUmVzcG9uc2USXAoPUmV0cnlGYWlsZWRKb2JzEiMuY29udmV5b3IudjEuUmV0cnlGYWlsZWRKb2JzUmVxdWVzdBokLmNvbnZleW9yLnYxLlJldHJ5RmFpbGVkSm9ic1Jlc3BvbnNlEk8KCldhdGNoUXVldWUSHi5jb252ZXlvci52MS5XYXRjaFF1ZXVlUmVxdWVzdBofLmNvbnZleW9yLnYxLldhdGNoUXVldWVSZXNwb25zZTABElAKC0xpc3RXb3JrZXJzEh8uY29udmV5b3IudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiAuY29udmV5b3IudjEuTGlzdFdvcmtlcnNSZXNwb25zZWIGcHJvdG8z", [file_conveyor_v1_job, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch9jb252ZXlvci92MS9xdWV1ZV9zZXJ2aWNlLnByb3RvEgtjb252ZXlvci52MSLFAgoFUXVldWUSEgoEbmFtZRgBIAEoCUIE4kEBAxIUCgZwYXVzZWQYAiABKAhCBOJBAQMSLgoGY291bnRzGAMgASgLMhguY29udmV5b3IudjEuUXVldWVDb3VudHNCBOJBAQMSGQoLY29uY3VycmVuY3kYBCABKAVCBOJBAQMSLAoFc3RhdHMYBSABKAsyFy5jb252ZXlvci52MS5RdWV1ZVN0YXRzQgTiQQEDEh0KD2hvc3RfcmF0ZV9saW1pdBgGIAEoBUIE4kEBAxIbCg1sYXN0X3NlcXVlbmNlGAcgASgDQgTiQQEDEi4KBmhlYWx0aBgIIAEoDjIYLmNvbnZleW9yLnYxLlF1ZXVlSGVhbHRoQgTiQQEDEi0KBmlzc3VlcxgJIAMoCzIXLmNvbnZleW9yLnYxLlF1ZXVlSXNzdWVCBOJBAQMiWQoKUXVldWVJc3N1ZRIOCgZyZWFzb24YASABKAkSKgoIc2V2ZXJpdHkYAiABKA4yGC5jb252ZXlvci52MS5RdWV1ZUhlYWx0aBIPCgdtZXNzYWdlGAMgASgJInUKC1F1ZXVlQ291bnRzEg8KB3dhaXRpbmcYASABKAMSDwoHZGVsYXllZBgCIAEoAxIOCgZhY3RpdmUYAyABKAMSEQoJY29tcGxldGVkGAQgASgDEg4KBmZhaWxlZBgFIAEoAxIRCgljYW5jZWxsZWQYBiABKAMiugUKClF1ZXVlU3RhdHMSHAoUY29tcGxldGVkX3Blcl9taW51dGUYASADKAMSGQoRZmFpbGVkX3Blcl9taW51dGUYAiADKAMSGwoTY29tcGxldGVkX2xhc3RfaG91chgDIAEoAxIYChBmYWlsZWRfbGFzdF9ob3VyGAQgASgDEjAKDXdhaXRfdGltZV9wNTAYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNd2FpdF90aW1lX3A5NRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg13YWl0X3RpbWVfcDk5GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHJ1bl90aW1lX3A1MBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgxydW5fdGltZV9wOTUYCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMcnVuX3RpbWVfcDk5GAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhkKDHN1Y2Nlc3NfcmF0ZRgLIAEoAUgAiAEBEjEKDndhaXRfdGltZV9tZWFuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDXJ1bl90aW1lX21lYW4YDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTY2FuY2VsbGVkX2xhc3RfaG91chgOIAEoAxIdChV0aHJvdWdocHV0X3Blcl9taW51dGUYDyABKAESFwoPY29tcGxldGVkX3RvdGFsGBAgASgDEhQKDGZhaWxlZF90b3RhbBgRIAEoAxIXCg9jYW5jZWxsZWRfdG90YWwYEiABKANCDwoNX3N1Y2Nlc3NfcmF0ZSI6ChFMaXN0UXVldWVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJRChJMaXN0UXVldWVzUmVzcG9uc2USIgoGcXVldWVzGAEgAygLMhIuY29udmV5b3IudjEuUXVldWUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKD0dldFF1ZXVlUmVxdWVzdBITCgVxdWV1ZRgBIAEoCUIE4kEBAiI1ChBHZXRRdWV1ZVJlc3BvbnNlEiEKBXF1ZXVlGAEgASgLMhIuY29udmV5b3IudjEuUXVldWUihQEKElVwZGF0ZVF1ZXVlUmVxdWVzdBITCgVxdWV1ZRgBIAEoCUIE4kEBAhIYCgtjb25jdXJyZW5jeRgCIAEoBUgAiAEBEhwKD2hvc3RfcmF0ZV9saW1pdBgDIAEoBUgBiAEBQg4KDF9jb25jdXJyZW5jeUISChBfaG9zdF9yYXRlX2xpbWl0IjgKE1VwZGF0ZVF1ZXVlUmVzcG9uc2USIQoFcXVldWUYASABKAsyEi5jb252ZXlvci52MS5RdWV1ZSIoChFQYXVzZVF1ZXVlUmVxdWVzdBITCgVxdWV1ZRgBIAEoCUIE4kEBAiI3ChJQYXVzZVF1ZXVlUmVzcG9uc2USIQoFcXVldWUYASABKAsyEi5jb252ZXlvci52MS5RdWV1ZSIpChJSZXN1bWVRdWV1ZVJlcXVlc3QSEwoFcXVldWUYASABKAlCBOJBAQIiOAoTUmVzdW1lUXVldWVSZXNwb25zZRIhCgVxdWV1ZRgBIAEoCzISLmNvbnZleW9yLnYxLlF1ZXVlIpIBChFDbGVhblF1ZXVlUmVxdWVzdBITCgVxdWV1ZRgBIAEoCUIE4kEBAhIqCgVzdGF0ZRgCIAEoDjIVLmNvbnZleW9yLnYxLkpvYlN0YXRlQgTiQQECEi0KCm9sZGVyX3RoYW4YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFbGltaXQYBCABKAUiJQoSQ2xlYW5RdWV1ZVJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAMiewoWUmV0cnlGYWlsZWRKb2JzUmVxdWVzdBITCgVxdWV1ZRgBIAEoCUIE4kEBAhINCgVsaW1pdBgCIAEoBRInCghwcmlvcml0eRgDIAEoDjIVLmNvbnZleW9yLnYxLlByaW9yaXR5EhQKDG1heF9hdHRlbXB0cxgEIAEoBSIqChdSZXRyeUZhaWxlZEpvYnNSZXNwb25zZRIPCgdyZXRyaWVkGAEgASgDInAKEVdhdGNoUXVldWVSZXF1ZXN0EhMKBXF1ZXVlGAEgASgJQgTiQQECEhsKDmFmdGVyX3NlcXVlbmNlGAIgASgDSACIAQESFgoObWF4X2JhdGNoX3NpemUYAyABKAVCEQoPX2FmdGVyX3NlcXVlbmNlIp8BChJXYXRjaFF1ZXVlUmVzcG9uc2USJgoFZXZlbnQYASABKAsyFS5jb252ZXlvci52MS5Kb2JFdmVudEgAEisKCWhlYXJ0YmVhdBgCIAEoCzIWLmNvbnZleW9yLnYxLkhlYXJ0YmVhdEgAEiwKBmV2ZW50cxgDIAEoCzIaLmNvbnZleW9yLnYxLkpvYkV2ZW50QmF0Y2hIAEIGCgRraW5kIjYKDUpvYkV2ZW50QmF0Y2gSJQoGZXZlbnRzGAEgAygLMhUuY29udmV5b3IudjEuSm9iRXZlbnQiFAoSTGlzdFdvcmtlcnNSZXF1ZXN0IjsKE0xpc3RXb3JrZXJzUmVzcG9uc2USJAoHd29ya2VycxgBIAMoCzITLmNvbnZleW9yLnYxLldvcmtlciLnAQoGV29ya2VyEhAKAmlkGAEgASgJQgTiQQEDEhIKBGhvc3QYAiABKAlCBOJBAQMSEQoDcGlkGAMgASgFQgTiQQEDEhMKBXNsb3RzGAQgASgFQgTiQQEDEh0KD3J1bm5pbmdfam9iX2lkcxgFIAMoCUIE4kEBAxI9ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIcCg5qb2JzX2NvbXBsZXRlZBgHIAEoA0IE4kEBAxITCgVraW5kcxgIIAMoCUIE4kEBAyp8CgtRdWV1ZUhlYWx0aBIcChhRVUVVRV9IRUFMVEhfVU5TUEVDSUZJRUQQABIYChRRVUVVRV9IRUFMVEhfSEVBTFRIWRABEhkKFVFVRVVFX0hFQUxUSF9ERUdSQURFRBACEhoKFlFVRVVFX0hFQUxUSF9VTkhFQUxUSFkQAzLpBQoMUXVldWVTZXJ2aWNlEk0KCkxpc3RRdWV1ZXMSHi5jb252ZXlvci52MS5MaXN0UXVldWVzUmVxdWVzdBofLmNvbnZleW9yLnYxLkxpc3RRdWV1ZXNSZXNwb25zZRJHCghHZXRRdWV1ZRIcLmNvbnZleW9yLnYxLkdldFF1ZXVlUmVxdWVzdBodLmNvbnZleW9yLnYxLkdldFF1ZXVlUmVzcG9uc2USUAoLVXBkYXRlUXVldWUSHy5jb252ZXlvci52MS5VcGRhdGVRdWV1ZVJlcXVlc3QaIC5jb252ZXlvci52MS5VcGRhdGVRdWV1ZVJlc3BvbnNlEk0KClBhdXNlUXVldWUSHi5jb252ZXlvci52MS5QYXVzZVF1ZXVlUmVxdWVzdBofLmNvbnZleW9yLnYxLlBhdXNlUXVldWVSZXNwb25zZRJQCgtSZXN1bWVRdWV1ZRIfLmNvbnZleW9yLnYxLlJlc3VtZVF1ZXVlUmVxdWVzdBogLmNvbnZleW9yLnYxLlJlc3VtZVF1ZXVlUmVzcG9uc2USTQoKQ2xlYW5RdWV1ZRIeLmNvbnZleW9yLnYxLkNsZWFuUXVldWVSZXF1ZXN0Gh8uY29udmV5b3IudjEuQ2xlYW5RdWV1ZVJlc3BvbnNlElwKD1JldHJ5RmFpbGVkSm9icxIjLmNvbnZleW9yLnYxLlJldHJ5RmFpbGVkSm9ic1JlcXVlc3QaJC5jb252ZXlvci52MS5SZXRyeUZhaWxlZEpvYnNSZXNwb25zZRJPCgpXYXRjaFF1ZXVlEh4uY29udmV5b3IudjEuV2F0Y2hRdWV1ZVJlcXVlc3QaHy5jb252ZXlvci52MS5XYXRjaFF1ZXVlUmVzcG9uc2UwARJQCgtMaXN0V29ya2VycxIfLmNvbnZleW9yLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBogLmNvbnZleW9yLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2ViBnByb3RvMw", [file_conveyor_v1_job, file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
+ * A queue: made by its first job; its state, counts and statistics.
+ *
  * @generated from message conveyor.v1.Queue
  */
 export type Queue = Message<"conveyor.v1.Queue"> & {
   /**
+   * The queue's name.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * Paused: no new job of it starts (PauseQueue).
+   *
    * @generated from field: bool paused = 2;
    */
   paused: boolean;
 
   /**
+   * Its jobs per state.
+   *
    * @generated from field: conveyor.v1.QueueCounts counts = 3;
    */
   counts?: QueueCounts | undefined;
@@ -43,6 +52,8 @@ export type Queue = Message<"conveyor.v1.Queue"> & {
   concurrency: number;
 
   /**
+   * Throughput and timing.
+   *
    * @generated from field: conveyor.v1.QueueStats stats = 5;
    */
   stats?: QueueStats | undefined;
@@ -64,33 +75,43 @@ export type Queue = Message<"conveyor.v1.Queue"> & {
   lastSequence: bigint;
 
   /**
-   * The verdict on the queue, and the issues that make it so (none when HEALTHY).
+   * The verdict on the queue (the issues below make it so).
    *
    * @generated from field: conveyor.v1.QueueHealth health = 8;
    */
   health: QueueHealth;
 
   /**
+   * What is wrong with the queue; none when HEALTHY.
+   *
    * @generated from field: repeated conveyor.v1.QueueIssue issues = 9;
    */
   issues: QueueIssue[];
 };
 
 /**
+ * A queue: made by its first job; its state, counts and statistics.
+ *
  * @generated from message conveyor.v1.Queue
  */
 export type QueueJson = {
   /**
+   * The queue's name.
+   *
    * @generated from field: string name = 1;
    */
   name?: string;
 
   /**
+   * Paused: no new job of it starts (PauseQueue).
+   *
    * @generated from field: bool paused = 2;
    */
   paused?: boolean;
 
   /**
+   * Its jobs per state.
+   *
    * @generated from field: conveyor.v1.QueueCounts counts = 3;
    */
   counts?: QueueCountsJson;
@@ -103,6 +124,8 @@ export type QueueJson = {
   concurrency?: number;
 
   /**
+   * Throughput and timing.
+   *
    * @generated from field: conveyor.v1.QueueStats stats = 5;
    */
   stats?: QueueStatsJson;
@@ -124,13 +147,15 @@ export type QueueJson = {
   lastSequence?: string;
 
   /**
-   * The verdict on the queue, and the issues that make it so (none when HEALTHY).
+   * The verdict on the queue (the issues below make it so).
    *
    * @generated from field: conveyor.v1.QueueHealth health = 8;
    */
   health?: QueueHealthJson;
 
   /**
+   * What is wrong with the queue; none when HEALTHY.
+   *
    * @generated from field: repeated conveyor.v1.QueueIssue issues = 9;
    */
   issues?: QueueIssueJson[];
@@ -213,31 +238,43 @@ export const QueueIssueSchema: GenMessage<QueueIssue, {jsonType: QueueIssueJson}
  */
 export type QueueCounts = Message<"conveyor.v1.QueueCounts"> & {
   /**
+   * Jobs WAITING.
+   *
    * @generated from field: int64 waiting = 1;
    */
   waiting: bigint;
 
   /**
+   * Jobs DELAYED.
+   *
    * @generated from field: int64 delayed = 2;
    */
   delayed: bigint;
 
   /**
+   * Jobs ACTIVE.
+   *
    * @generated from field: int64 active = 3;
    */
   active: bigint;
 
   /**
+   * Jobs COMPLETED and still kept.
+   *
    * @generated from field: int64 completed = 4;
    */
   completed: bigint;
 
   /**
+   * Jobs FAILED and still kept.
+   *
    * @generated from field: int64 failed = 5;
    */
   failed: bigint;
 
   /**
+   * Jobs CANCELLED and still kept.
+   *
    * @generated from field: int64 cancelled = 6;
    */
   cancelled: bigint;
@@ -250,31 +287,43 @@ export type QueueCounts = Message<"conveyor.v1.QueueCounts"> & {
  */
 export type QueueCountsJson = {
   /**
+   * Jobs WAITING.
+   *
    * @generated from field: int64 waiting = 1;
    */
   waiting?: string;
 
   /**
+   * Jobs DELAYED.
+   *
    * @generated from field: int64 delayed = 2;
    */
   delayed?: string;
 
   /**
+   * Jobs ACTIVE.
+   *
    * @generated from field: int64 active = 3;
    */
   active?: string;
 
   /**
+   * Jobs COMPLETED and still kept.
+   *
    * @generated from field: int64 completed = 4;
    */
   completed?: string;
 
   /**
+   * Jobs FAILED and still kept.
+   *
    * @generated from field: int64 failed = 5;
    */
   failed?: string;
 
   /**
+   * Jobs CANCELLED and still kept.
+   *
    * @generated from field: int64 cancelled = 6;
    */
   cancelled?: string;
@@ -302,51 +351,65 @@ export type QueueStats = Message<"conveyor.v1.QueueStats"> & {
   completedPerMinute: bigint[];
 
   /**
+   * Jobs failed for good in each of the last 60 minutes, oldest first.
+   *
    * @generated from field: repeated int64 failed_per_minute = 2;
    */
   failedPerMinute: bigint[];
 
   /**
-   * Totals over the last hour.
+   * Jobs completed over the last hour.
    *
    * @generated from field: int64 completed_last_hour = 3;
    */
   completedLastHour: bigint;
 
   /**
+   * Jobs failed for good over the last hour.
+   *
    * @generated from field: int64 failed_last_hour = 4;
    */
   failedLastHour: bigint;
 
   /**
    * Percentiles over the most recent jobs (up to 1000): time from entering the line
-   * to starting, and time running.
+   * to starting (wait_time_*), and time running (run_time_*). The median wait.
    *
    * @generated from field: google.protobuf.Duration wait_time_p50 = 5;
    */
   waitTimeP50?: Duration | undefined;
 
   /**
+   * The 95th percentile of the wait.
+   *
    * @generated from field: google.protobuf.Duration wait_time_p95 = 6;
    */
   waitTimeP95?: Duration | undefined;
 
   /**
+   * The 99th percentile of the wait.
+   *
    * @generated from field: google.protobuf.Duration wait_time_p99 = 7;
    */
   waitTimeP99?: Duration | undefined;
 
   /**
+   * The median run time.
+   *
    * @generated from field: google.protobuf.Duration run_time_p50 = 8;
    */
   runTimeP50?: Duration | undefined;
 
   /**
+   * The 95th percentile of the run time.
+   *
    * @generated from field: google.protobuf.Duration run_time_p95 = 9;
    */
   runTimeP95?: Duration | undefined;
 
   /**
+   * The 99th percentile of the run time.
+   *
    * @generated from field: google.protobuf.Duration run_time_p99 = 10;
    */
   runTimeP99?: Duration | undefined;
@@ -359,13 +422,15 @@ export type QueueStats = Message<"conveyor.v1.QueueStats"> & {
   successRate?: number | undefined;
 
   /**
-   * Means over the same recent jobs as the percentiles.
+   * The mean wait, over the same recent jobs as the percentiles.
    *
    * @generated from field: google.protobuf.Duration wait_time_mean = 12;
    */
   waitTimeMean?: Duration | undefined;
 
   /**
+   * The mean run time, over the same recent jobs as the percentiles.
+   *
    * @generated from field: google.protobuf.Duration run_time_mean = 13;
    */
   runTimeMean?: Duration | undefined;
@@ -387,17 +452,22 @@ export type QueueStats = Message<"conveyor.v1.QueueStats"> & {
   /**
    * Jobs that reached each final state since the queue's first job (kept by the store;
    * not lowered when jobs are cleaned or age out of the history, unlike `counts`).
+   * Jobs completed since the queue's first job.
    *
    * @generated from field: int64 completed_total = 16;
    */
   completedTotal: bigint;
 
   /**
+   * Jobs failed for good since the queue's first job.
+   *
    * @generated from field: int64 failed_total = 17;
    */
   failedTotal: bigint;
 
   /**
+   * Jobs cancelled since the queue's first job.
+   *
    * @generated from field: int64 cancelled_total = 18;
    */
   cancelledTotal: bigint;
@@ -418,51 +488,65 @@ export type QueueStatsJson = {
   completedPerMinute?: string[];
 
   /**
+   * Jobs failed for good in each of the last 60 minutes, oldest first.
+   *
    * @generated from field: repeated int64 failed_per_minute = 2;
    */
   failedPerMinute?: string[];
 
   /**
-   * Totals over the last hour.
+   * Jobs completed over the last hour.
    *
    * @generated from field: int64 completed_last_hour = 3;
    */
   completedLastHour?: string;
 
   /**
+   * Jobs failed for good over the last hour.
+   *
    * @generated from field: int64 failed_last_hour = 4;
    */
   failedLastHour?: string;
 
   /**
    * Percentiles over the most recent jobs (up to 1000): time from entering the line
-   * to starting, and time running.
+   * to starting (wait_time_*), and time running (run_time_*). The median wait.
    *
    * @generated from field: google.protobuf.Duration wait_time_p50 = 5;
    */
   waitTimeP50?: DurationJson;
 
   /**
+   * The 95th percentile of the wait.
+   *
    * @generated from field: google.protobuf.Duration wait_time_p95 = 6;
    */
   waitTimeP95?: DurationJson;
 
   /**
+   * The 99th percentile of the wait.
+   *
    * @generated from field: google.protobuf.Duration wait_time_p99 = 7;
    */
   waitTimeP99?: DurationJson;
 
   /**
+   * The median run time.
+   *
    * @generated from field: google.protobuf.Duration run_time_p50 = 8;
    */
   runTimeP50?: DurationJson;
 
   /**
+   * The 95th percentile of the run time.
+   *
    * @generated from field: google.protobuf.Duration run_time_p95 = 9;
    */
   runTimeP95?: DurationJson;
 
   /**
+   * The 99th percentile of the run time.
+   *
    * @generated from field: google.protobuf.Duration run_time_p99 = 10;
    */
   runTimeP99?: DurationJson;
@@ -475,13 +559,15 @@ export type QueueStatsJson = {
   successRate?: number | "NaN" | "Infinity" | "-Infinity";
 
   /**
-   * Means over the same recent jobs as the percentiles.
+   * The mean wait, over the same recent jobs as the percentiles.
    *
    * @generated from field: google.protobuf.Duration wait_time_mean = 12;
    */
   waitTimeMean?: DurationJson;
 
   /**
+   * The mean run time, over the same recent jobs as the percentiles.
+   *
    * @generated from field: google.protobuf.Duration run_time_mean = 13;
    */
   runTimeMean?: DurationJson;
@@ -503,17 +589,22 @@ export type QueueStatsJson = {
   /**
    * Jobs that reached each final state since the queue's first job (kept by the store;
    * not lowered when jobs are cleaned or age out of the history, unlike `counts`).
+   * Jobs completed since the queue's first job.
    *
    * @generated from field: int64 completed_total = 16;
    */
   completedTotal?: string;
 
   /**
+   * Jobs failed for good since the queue's first job.
+   *
    * @generated from field: int64 failed_total = 17;
    */
   failedTotal?: string;
 
   /**
+   * Jobs cancelled since the queue's first job.
+   *
    * @generated from field: int64 cancelled_total = 18;
    */
   cancelledTotal?: string;
@@ -527,30 +618,42 @@ export const QueueStatsSchema: GenMessage<QueueStats, {jsonType: QueueStatsJson}
   messageDesc(file_conveyor_v1_queue_service, 3);
 
 /**
+ * A page of queues to list.
+ *
  * @generated from message conveyor.v1.ListQueuesRequest
  */
 export type ListQueuesRequest = Message<"conveyor.v1.ListQueuesRequest"> & {
   /**
+   * At most 1000; 100 when 0.
+   *
    * @generated from field: int32 page_size = 1;
    */
   pageSize: number;
 
   /**
+   * The `next_page_token` of the previous page; empty for the first page.
+   *
    * @generated from field: string page_token = 2;
    */
   pageToken: string;
 };
 
 /**
+ * A page of queues to list.
+ *
  * @generated from message conveyor.v1.ListQueuesRequest
  */
 export type ListQueuesRequestJson = {
   /**
+   * At most 1000; 100 when 0.
+   *
    * @generated from field: int32 page_size = 1;
    */
   pageSize?: number;
 
   /**
+   * The `next_page_token` of the previous page; empty for the first page.
+   *
    * @generated from field: string page_token = 2;
    */
   pageToken?: string;
@@ -564,30 +667,42 @@ export const ListQueuesRequestSchema: GenMessage<ListQueuesRequest, {jsonType: L
   messageDesc(file_conveyor_v1_queue_service, 4);
 
 /**
+ * A page of queues.
+ *
  * @generated from message conveyor.v1.ListQueuesResponse
  */
 export type ListQueuesResponse = Message<"conveyor.v1.ListQueuesResponse"> & {
   /**
+   * The queues of this page.
+   *
    * @generated from field: repeated conveyor.v1.Queue queues = 1;
    */
   queues: Queue[];
 
   /**
+   * Pass it as page_token for the next page; empty after the last.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
 };
 
 /**
+ * A page of queues.
+ *
  * @generated from message conveyor.v1.ListQueuesResponse
  */
 export type ListQueuesResponseJson = {
   /**
+   * The queues of this page.
+   *
    * @generated from field: repeated conveyor.v1.Queue queues = 1;
    */
   queues?: QueueJson[];
 
   /**
+   * Pass it as page_token for the next page; empty after the last.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken?: string;
@@ -601,20 +716,28 @@ export const ListQueuesResponseSchema: GenMessage<ListQueuesResponse, {jsonType:
   messageDesc(file_conveyor_v1_queue_service, 5);
 
 /**
+ * Which queue to get.
+ *
  * @generated from message conveyor.v1.GetQueueRequest
  */
 export type GetQueueRequest = Message<"conveyor.v1.GetQueueRequest"> & {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue: string;
 };
 
 /**
+ * Which queue to get.
+ *
  * @generated from message conveyor.v1.GetQueueRequest
  */
 export type GetQueueRequestJson = {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue?: string;
@@ -628,20 +751,28 @@ export const GetQueueRequestSchema: GenMessage<GetQueueRequest, {jsonType: GetQu
   messageDesc(file_conveyor_v1_queue_service, 6);
 
 /**
+ * The queue asked for.
+ *
  * @generated from message conveyor.v1.GetQueueResponse
  */
 export type GetQueueResponse = Message<"conveyor.v1.GetQueueResponse"> & {
   /**
+   * The queue.
+   *
    * @generated from field: conveyor.v1.Queue queue = 1;
    */
   queue?: Queue | undefined;
 };
 
 /**
+ * The queue asked for.
+ *
  * @generated from message conveyor.v1.GetQueueResponse
  */
 export type GetQueueResponseJson = {
   /**
+   * The queue.
+   *
    * @generated from field: conveyor.v1.Queue queue = 1;
    */
   queue?: QueueJson;
@@ -655,23 +786,29 @@ export const GetQueueResponseSchema: GenMessage<GetQueueResponse, {jsonType: Get
   messageDesc(file_conveyor_v1_queue_service, 7);
 
 /**
+ * A queue's settings to change: give concurrency and/or host_rate_limit.
+ *
  * @generated from message conveyor.v1.UpdateQueueRequest
  */
 export type UpdateQueueRequest = Message<"conveyor.v1.UpdateQueueRequest"> & {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue: string;
 
   /**
-   * Set when present; 0 returns to the server default.
+   * Jobs that may run at once (0 to 100,000), set when present; 0 returns to the
+   * server default.
    *
    * @generated from field: optional int32 concurrency = 2;
    */
   concurrency?: number | undefined;
 
   /**
-   * Set when present; 0 removes the limit.
+   * Navigations per second to one host (0 to 1,000,000), set when present; 0
+   * removes the limit.
    *
    * @generated from field: optional int32 host_rate_limit = 3;
    */
@@ -679,23 +816,29 @@ export type UpdateQueueRequest = Message<"conveyor.v1.UpdateQueueRequest"> & {
 };
 
 /**
+ * A queue's settings to change: give concurrency and/or host_rate_limit.
+ *
  * @generated from message conveyor.v1.UpdateQueueRequest
  */
 export type UpdateQueueRequestJson = {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue?: string;
 
   /**
-   * Set when present; 0 returns to the server default.
+   * Jobs that may run at once (0 to 100,000), set when present; 0 returns to the
+   * server default.
    *
    * @generated from field: optional int32 concurrency = 2;
    */
   concurrency?: number;
 
   /**
-   * Set when present; 0 removes the limit.
+   * Navigations per second to one host (0 to 1,000,000), set when present; 0
+   * removes the limit.
    *
    * @generated from field: optional int32 host_rate_limit = 3;
    */
@@ -710,20 +853,28 @@ export const UpdateQueueRequestSchema: GenMessage<UpdateQueueRequest, {jsonType:
   messageDesc(file_conveyor_v1_queue_service, 8);
 
 /**
+ * The queue after UpdateQueue.
+ *
  * @generated from message conveyor.v1.UpdateQueueResponse
  */
 export type UpdateQueueResponse = Message<"conveyor.v1.UpdateQueueResponse"> & {
   /**
+   * The queue.
+   *
    * @generated from field: conveyor.v1.Queue queue = 1;
    */
   queue?: Queue | undefined;
 };
 
 /**
+ * The queue after UpdateQueue.
+ *
  * @generated from message conveyor.v1.UpdateQueueResponse
  */
 export type UpdateQueueResponseJson = {
   /**
+   * The queue.
+   *
    * @generated from field: conveyor.v1.Queue queue = 1;
    */
   queue?: QueueJson;
@@ -737,20 +888,28 @@ export const UpdateQueueResponseSchema: GenMessage<UpdateQueueResponse, {jsonTyp
   messageDesc(file_conveyor_v1_queue_service, 9);
 
 /**
+ * Which queue to pause.
+ *
  * @generated from message conveyor.v1.PauseQueueRequest
  */
 export type PauseQueueRequest = Message<"conveyor.v1.PauseQueueRequest"> & {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue: string;
 };
 
 /**
+ * Which queue to pause.
+ *
  * @generated from message conveyor.v1.PauseQueueRequest
  */
 export type PauseQueueRequestJson = {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue?: string;
@@ -764,20 +923,28 @@ export const PauseQueueRequestSchema: GenMessage<PauseQueueRequest, {jsonType: P
   messageDesc(file_conveyor_v1_queue_service, 10);
 
 /**
+ * The queue after PauseQueue.
+ *
  * @generated from message conveyor.v1.PauseQueueResponse
  */
 export type PauseQueueResponse = Message<"conveyor.v1.PauseQueueResponse"> & {
   /**
+   * The queue, paused.
+   *
    * @generated from field: conveyor.v1.Queue queue = 1;
    */
   queue?: Queue | undefined;
 };
 
 /**
+ * The queue after PauseQueue.
+ *
  * @generated from message conveyor.v1.PauseQueueResponse
  */
 export type PauseQueueResponseJson = {
   /**
+   * The queue, paused.
+   *
    * @generated from field: conveyor.v1.Queue queue = 1;
    */
   queue?: QueueJson;
@@ -791,20 +958,28 @@ export const PauseQueueResponseSchema: GenMessage<PauseQueueResponse, {jsonType:
   messageDesc(file_conveyor_v1_queue_service, 11);
 
 /**
+ * Which queue to resume.
+ *
  * @generated from message conveyor.v1.ResumeQueueRequest
  */
 export type ResumeQueueRequest = Message<"conveyor.v1.ResumeQueueRequest"> & {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue: string;
 };
 
 /**
+ * Which queue to resume.
+ *
  * @generated from message conveyor.v1.ResumeQueueRequest
  */
 export type ResumeQueueRequestJson = {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue?: string;
@@ -818,20 +993,28 @@ export const ResumeQueueRequestSchema: GenMessage<ResumeQueueRequest, {jsonType:
   messageDesc(file_conveyor_v1_queue_service, 12);
 
 /**
+ * The queue after ResumeQueue.
+ *
  * @generated from message conveyor.v1.ResumeQueueResponse
  */
 export type ResumeQueueResponse = Message<"conveyor.v1.ResumeQueueResponse"> & {
   /**
+   * The queue, no longer paused.
+   *
    * @generated from field: conveyor.v1.Queue queue = 1;
    */
   queue?: Queue | undefined;
 };
 
 /**
+ * The queue after ResumeQueue.
+ *
  * @generated from message conveyor.v1.ResumeQueueResponse
  */
 export type ResumeQueueResponseJson = {
   /**
+   * The queue, no longer paused.
+   *
    * @generated from field: conveyor.v1.Queue queue = 1;
    */
   queue?: QueueJson;
@@ -845,10 +1028,14 @@ export const ResumeQueueResponseSchema: GenMessage<ResumeQueueResponse, {jsonTyp
   messageDesc(file_conveyor_v1_queue_service, 13);
 
 /**
+ * Which finished jobs of a queue to delete.
+ *
  * @generated from message conveyor.v1.CleanQueueRequest
  */
 export type CleanQueueRequest = Message<"conveyor.v1.CleanQueueRequest"> & {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue: string;
@@ -861,7 +1048,8 @@ export type CleanQueueRequest = Message<"conveyor.v1.CleanQueueRequest"> & {
   state: JobState;
 
   /**
-   * Only jobs that ended longer ago than this (0: all of that state).
+   * Only jobs that ended longer ago than this (0: all of that state; at most 3,660
+   * days).
    *
    * @generated from field: google.protobuf.Duration older_than = 3;
    */
@@ -876,10 +1064,14 @@ export type CleanQueueRequest = Message<"conveyor.v1.CleanQueueRequest"> & {
 };
 
 /**
+ * Which finished jobs of a queue to delete.
+ *
  * @generated from message conveyor.v1.CleanQueueRequest
  */
 export type CleanQueueRequestJson = {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue?: string;
@@ -892,7 +1084,8 @@ export type CleanQueueRequestJson = {
   state?: JobStateJson;
 
   /**
-   * Only jobs that ended longer ago than this (0: all of that state).
+   * Only jobs that ended longer ago than this (0: all of that state; at most 3,660
+   * days).
    *
    * @generated from field: google.protobuf.Duration older_than = 3;
    */
@@ -914,20 +1107,28 @@ export const CleanQueueRequestSchema: GenMessage<CleanQueueRequest, {jsonType: C
   messageDesc(file_conveyor_v1_queue_service, 14);
 
 /**
+ * What CleanQueue did.
+ *
  * @generated from message conveyor.v1.CleanQueueResponse
  */
 export type CleanQueueResponse = Message<"conveyor.v1.CleanQueueResponse"> & {
   /**
+   * How many jobs were deleted.
+   *
    * @generated from field: int64 deleted = 1;
    */
   deleted: bigint;
 };
 
 /**
+ * What CleanQueue did.
+ *
  * @generated from message conveyor.v1.CleanQueueResponse
  */
 export type CleanQueueResponseJson = {
   /**
+   * How many jobs were deleted.
+   *
    * @generated from field: int64 deleted = 1;
    */
   deleted?: string;
@@ -941,10 +1142,14 @@ export const CleanQueueResponseSchema: GenMessage<CleanQueueResponse, {jsonType:
   messageDesc(file_conveyor_v1_queue_service, 15);
 
 /**
+ * Which failed jobs of a queue to retry, and how.
+ *
  * @generated from message conveyor.v1.RetryFailedJobsRequest
  */
 export type RetryFailedJobsRequest = Message<"conveyor.v1.RetryFailedJobsRequest"> & {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue: string;
@@ -973,10 +1178,14 @@ export type RetryFailedJobsRequest = Message<"conveyor.v1.RetryFailedJobsRequest
 };
 
 /**
+ * Which failed jobs of a queue to retry, and how.
+ *
  * @generated from message conveyor.v1.RetryFailedJobsRequest
  */
 export type RetryFailedJobsRequestJson = {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue?: string;
@@ -1012,20 +1221,28 @@ export const RetryFailedJobsRequestSchema: GenMessage<RetryFailedJobsRequest, {j
   messageDesc(file_conveyor_v1_queue_service, 16);
 
 /**
+ * What RetryFailedJobs did.
+ *
  * @generated from message conveyor.v1.RetryFailedJobsResponse
  */
 export type RetryFailedJobsResponse = Message<"conveyor.v1.RetryFailedJobsResponse"> & {
   /**
+   * How many jobs were retried.
+   *
    * @generated from field: int64 retried = 1;
    */
   retried: bigint;
 };
 
 /**
+ * What RetryFailedJobs did.
+ *
  * @generated from message conveyor.v1.RetryFailedJobsResponse
  */
 export type RetryFailedJobsResponseJson = {
   /**
+   * How many jobs were retried.
+   *
    * @generated from field: int64 retried = 1;
    */
   retried?: string;
@@ -1039,10 +1256,14 @@ export const RetryFailedJobsResponseSchema: GenMessage<RetryFailedJobsResponse, 
   messageDesc(file_conveyor_v1_queue_service, 17);
 
 /**
+ * Which queue to watch, and from where.
+ *
  * @generated from message conveyor.v1.WatchQueueRequest
  */
 export type WatchQueueRequest = Message<"conveyor.v1.WatchQueueRequest"> & {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue: string;
@@ -1067,10 +1288,14 @@ export type WatchQueueRequest = Message<"conveyor.v1.WatchQueueRequest"> & {
 };
 
 /**
+ * Which queue to watch, and from where.
+ *
  * @generated from message conveyor.v1.WatchQueueRequest
  */
 export type WatchQueueRequestJson = {
   /**
+   * The queue's name.
+   *
    * @generated from field: string queue = 1;
    */
   queue?: string;
@@ -1102,20 +1327,28 @@ export const WatchQueueRequestSchema: GenMessage<WatchQueueRequest, {jsonType: W
   messageDesc(file_conveyor_v1_queue_service, 18);
 
 /**
+ * One message of a WatchQueue stream.
+ *
  * @generated from message conveyor.v1.WatchQueueResponse
  */
 export type WatchQueueResponse = Message<"conveyor.v1.WatchQueueResponse"> & {
   /**
+   * What the message carries.
+   *
    * @generated from oneof conveyor.v1.WatchQueueResponse.kind
    */
   kind: {
     /**
+     * One event (max_batch_size 0 or 1).
+     *
      * @generated from field: conveyor.v1.JobEvent event = 1;
      */
     value: JobEvent;
     case: "event";
   } | {
     /**
+     * Sent while nothing happens, to keep the stream alive.
+     *
      * @generated from field: conveyor.v1.Heartbeat heartbeat = 2;
      */
     value: Heartbeat;
@@ -1132,15 +1365,21 @@ export type WatchQueueResponse = Message<"conveyor.v1.WatchQueueResponse"> & {
 };
 
 /**
+ * One message of a WatchQueue stream.
+ *
  * @generated from message conveyor.v1.WatchQueueResponse
  */
 export type WatchQueueResponseJson = {
   /**
+   * One event (max_batch_size 0 or 1).
+   *
    * @generated from field: conveyor.v1.JobEvent event = 1;
    */
   event?: JobEventJson;
 
   /**
+   * Sent while nothing happens, to keep the stream alive.
+   *
    * @generated from field: conveyor.v1.Heartbeat heartbeat = 2;
    */
   heartbeat?: HeartbeatJson;
@@ -1167,6 +1406,8 @@ export const WatchQueueResponseSchema: GenMessage<WatchQueueResponse, {jsonType:
  */
 export type JobEventBatch = Message<"conveyor.v1.JobEventBatch"> & {
   /**
+   * The events, in queue-sequence order.
+   *
    * @generated from field: repeated conveyor.v1.JobEvent events = 1;
    */
   events: JobEvent[];
@@ -1179,6 +1420,8 @@ export type JobEventBatch = Message<"conveyor.v1.JobEventBatch"> & {
  */
 export type JobEventBatchJson = {
   /**
+   * The events, in queue-sequence order.
+   *
    * @generated from field: repeated conveyor.v1.JobEvent events = 1;
    */
   events?: JobEventJson[];
@@ -1192,12 +1435,16 @@ export const JobEventBatchSchema: GenMessage<JobEventBatch, {jsonType: JobEventB
   messageDesc(file_conveyor_v1_queue_service, 20);
 
 /**
+ * ListWorkers takes nothing.
+ *
  * @generated from message conveyor.v1.ListWorkersRequest
  */
 export type ListWorkersRequest = Message<"conveyor.v1.ListWorkersRequest"> & {
 };
 
 /**
+ * ListWorkers takes nothing.
+ *
  * @generated from message conveyor.v1.ListWorkersRequest
  */
 export type ListWorkersRequestJson = {
@@ -1211,20 +1458,28 @@ export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest, {jsonType:
   messageDesc(file_conveyor_v1_queue_service, 21);
 
 /**
+ * The executors alive now.
+ *
  * @generated from message conveyor.v1.ListWorkersResponse
  */
 export type ListWorkersResponse = Message<"conveyor.v1.ListWorkersResponse"> & {
   /**
+   * One per executor worker process.
+   *
    * @generated from field: repeated conveyor.v1.Worker workers = 1;
    */
   workers: Worker[];
 };
 
 /**
+ * The executors alive now.
+ *
  * @generated from message conveyor.v1.ListWorkersResponse
  */
 export type ListWorkersResponseJson = {
   /**
+   * One per executor worker process.
+   *
    * @generated from field: repeated conveyor.v1.Worker workers = 1;
    */
   workers?: WorkerJson[];
@@ -1244,16 +1499,22 @@ export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse, {jsonTyp
  */
 export type Worker = Message<"conveyor.v1.Worker"> & {
   /**
+   * The worker's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * The host it runs on.
+   *
    * @generated from field: string host = 2;
    */
   host: string;
 
   /**
+   * Its process id there.
+   *
    * @generated from field: int32 pid = 3;
    */
   pid: number;
@@ -1273,11 +1534,15 @@ export type Worker = Message<"conveyor.v1.Worker"> & {
   runningJobIds: string[];
 
   /**
+   * When it last said it is alive.
+   *
    * @generated from field: google.protobuf.Timestamp last_heartbeat_time = 6;
    */
   lastHeartbeatTime?: Timestamp | undefined;
 
   /**
+   * Jobs it has completed, as it last reported.
+   *
    * @generated from field: int64 jobs_completed = 7;
    */
   jobsCompleted: bigint;
@@ -1297,16 +1562,22 @@ export type Worker = Message<"conveyor.v1.Worker"> & {
  */
 export type WorkerJson = {
   /**
+   * The worker's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
 
   /**
+   * The host it runs on.
+   *
    * @generated from field: string host = 2;
    */
   host?: string;
 
   /**
+   * Its process id there.
+   *
    * @generated from field: int32 pid = 3;
    */
   pid?: number;
@@ -1326,11 +1597,15 @@ export type WorkerJson = {
   runningJobIds?: string[];
 
   /**
+   * When it last said it is alive.
+   *
    * @generated from field: google.protobuf.Timestamp last_heartbeat_time = 6;
    */
   lastHeartbeatTime?: TimestampJson;
 
   /**
+   * Jobs it has completed, as it last reported.
+   *
    * @generated from field: int64 jobs_completed = 7;
    */
   jobsCompleted?: string;
@@ -1360,21 +1635,29 @@ export const WorkerSchema: GenMessage<Worker, {jsonType: WorkerJson}> = /*@__PUR
  */
 export enum QueueHealth {
   /**
+   * Never set.
+   *
    * @generated from enum value: QUEUE_HEALTH_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
+   * No issue.
+   *
    * @generated from enum value: QUEUE_HEALTH_HEALTHY = 1;
    */
   HEALTHY = 1,
 
   /**
+   * Jobs still flow, but something needs a look.
+   *
    * @generated from enum value: QUEUE_HEALTH_DEGRADED = 2;
    */
   DEGRADED = 2,
 
   /**
+   * Jobs do not flow, or mostly fail.
+   *
    * @generated from enum value: QUEUE_HEALTH_UNHEALTHY = 3;
    */
   UNHEALTHY = 3,
@@ -1444,6 +1727,8 @@ export const QueueService: GenService<{
     output: typeof PauseQueueResponseSchema;
   },
   /**
+   * Let a paused queue's jobs start again.
+   *
    * @generated from rpc conveyor.v1.QueueService.ResumeQueue
    */
   resumeQueue: {

@@ -6,6 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { SubmitJobRequest, SubmitJobRequestJson } from "./job_service_pb.js";
 import { file_conveyor_v1_job_service } from "./job_service_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,13 +15,17 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/schedule_service.proto.
  */
 export const file_conveyor_v1_schedule_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJjb252ZXlvci92MS9zY2hlZHVsZV9zZXJ2aWNlLnByb3RvEgtjb252ZXlvci52MSLUAgoIU2NoZWR1bGUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRjcm9uGAMgASgJEhEKCXRpbWVfem9uZRgEIAEoCRIvCgh0ZW1wbGF0ZRgFIAEoCzIdLmNvbnZleW9yLnYxLlN1Ym1pdEpvYlJlcXVlc3QSDgoGcGF1c2VkGAYgASgIEjEKDW5leHRfcnVuX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWxhc3RfcnVuX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2xhc3Rfam9iX2lkGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVvd25lchgLIAEoCRIRCglydW5fY291bnQYDCABKAMiiwEKFUNyZWF0ZVNjaGVkdWxlUmVxdWVzdBIMCgRjcm9uGAEgASgJEhEKCXRpbWVfem9uZRgCIAEoCRIvCgh0ZW1wbGF0ZRgDIAEoCzIdLmNvbnZleW9yLnYxLlN1Ym1pdEpvYlJlcXVlc3QSDAoEbmFtZRgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJIlMKFkNyZWF0ZVNjaGVkdWxlUmVzcG9uc2USJwoIc2NoZWR1bGUYASABKAsyFS5jb252ZXlvci52MS5TY2hlZHVsZRIQCghleGlzdGluZxgCIAEoCCI9ChRMaXN0U2NoZWR1bGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJaChVMaXN0U2NoZWR1bGVzUmVzcG9uc2USKAoJc2NoZWR1bGVzGAEgAygLMhUuY29udmV5b3IudjEuU2NoZWR1bGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKEkdldFNjaGVkdWxlUmVxdWVzdBIKCgJpZBgBIAEoCSI+ChNHZXRTY2hlZHVsZVJlc3BvbnNlEicKCHNjaGVkdWxlGAEgASgLMhUuY29udmV5b3IudjEuU2NoZWR1bGUiIwoVRGVsZXRlU2NoZWR1bGVSZXF1ZXN0EgoKAmlkGAEgASgJIhgKFkRlbGV0ZVNjaGVkdWxlUmVzcG9uc2UiIgoUUGF1c2VTY2hlZHVsZVJlcXVlc3QSCgoCaWQYASABKAkiQAoVUGF1c2VTY2hlZHVsZVJlc3BvbnNlEicKCHNjaGVkdWxlGAEgASgLMhUuY29udmV5b3IudjEuU2NoZWR1bGUiIwoVUmVzdW1lU2NoZWR1bGVSZXF1ZXN0EgoKAmlkGAEgASgJIkEKFlJlc3VtZVNjaGVkdWxlUmVzcG9uc2USJwoIc2NoZWR1bGUYASABKAsyFS5jb252ZXlvci52MS5TY2hlZHVsZTKkBAoPU2NoZWR1bGVTZXJ2aWNlElkKDkNyZWF0ZVNjaGVkdWxlEiIuY29udmV5b3IudjEuQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0GiMuY29udmV5b3IudjEuQ3JlYXRlU2NoZWR1bGVSZXNwb25zZRJWCg1MaXN0U2NoZWR1bGVzEiEuY29udmV5b3IudjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaIi5jb252ZXlvci52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2USUAoLR2V0U2NoZWR1bGUSHy5jb252ZXlvci52MS5HZXRTY2hlZHVsZVJlcXVlc3QaIC5jb252ZXlvci52MS5HZXRTY2hlZHVsZVJlc3BvbnNlElkKDkRlbGV0ZVNjaGVkdWxlEiIuY29udmV5b3IudjEuRGVsZXRlU2NoZWR1bGVSZXF1ZXN0GiMuY29udmV5b3IudjEuRGVsZXRlU2NoZWR1bGVSZXNwb25zZRJWCg1QYXVzZVNjaGVkdWxlEiEuY29udmV5b3IudjEuUGF1c2VTY2hlZHVsZVJlcXVlc3QaIi5jb252ZXlvci52MS5QYXVzZVNjaGVkdWxlUmVzcG9uc2USWQoOUmVzdW1lU2NoZWR1bGUSIi5jb252ZXlvci52MS5SZXN1bWVTY2hlZHVsZVJlcXVlc3QaIy5jb252ZXlvci52MS5SZXN1bWVTY2hlZHVsZVJlc3BvbnNlYgZwcm90bzM", [file_conveyor_v1_job_service, file_google_protobuf_timestamp]);
+  fileDesc("CiJjb252ZXlvci92MS9zY2hlZHVsZV9zZXJ2aWNlLnByb3RvEgtjb252ZXlvci52MSKcAwoIU2NoZWR1bGUSEAoCaWQYASABKAlCBOJBAQMSEgoEbmFtZRgCIAEoCUIE4kEBAxISCgRjcm9uGAMgASgJQgTiQQEDEhcKCXRpbWVfem9uZRgEIAEoCUIE4kEBAxI1Cgh0ZW1wbGF0ZRgFIAEoCzIdLmNvbnZleW9yLnYxLlN1Ym1pdEpvYlJlcXVlc3RCBOJBAQMSFAoGcGF1c2VkGAYgASgIQgTiQQEDEjcKDW5leHRfcnVuX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjcKDWxhc3RfcnVuX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhkKC2xhc3Rfam9iX2lkGAkgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxITCgVvd25lchgLIAEoCUIE4kEBAxIXCglydW5fY291bnQYDCABKANCBOJBAQMilwEKFUNyZWF0ZVNjaGVkdWxlUmVxdWVzdBISCgRjcm9uGAEgASgJQgTiQQECEhEKCXRpbWVfem9uZRgCIAEoCRI1Cgh0ZW1wbGF0ZRgDIAEoCzIdLmNvbnZleW9yLnYxLlN1Ym1pdEpvYlJlcXVlc3RCBOJBAQISDAoEbmFtZRgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJIlMKFkNyZWF0ZVNjaGVkdWxlUmVzcG9uc2USJwoIc2NoZWR1bGUYASABKAsyFS5jb252ZXlvci52MS5TY2hlZHVsZRIQCghleGlzdGluZxgCIAEoCCI9ChRMaXN0U2NoZWR1bGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJaChVMaXN0U2NoZWR1bGVzUmVzcG9uc2USKAoJc2NoZWR1bGVzGAEgAygLMhUuY29udmV5b3IudjEuU2NoZWR1bGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKEkdldFNjaGVkdWxlUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiI+ChNHZXRTY2hlZHVsZVJlc3BvbnNlEicKCHNjaGVkdWxlGAEgASgLMhUuY29udmV5b3IudjEuU2NoZWR1bGUiKQoVRGVsZXRlU2NoZWR1bGVSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIhgKFkRlbGV0ZVNjaGVkdWxlUmVzcG9uc2UiKAoUUGF1c2VTY2hlZHVsZVJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiQAoVUGF1c2VTY2hlZHVsZVJlc3BvbnNlEicKCHNjaGVkdWxlGAEgASgLMhUuY29udmV5b3IudjEuU2NoZWR1bGUiKQoVUmVzdW1lU2NoZWR1bGVSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIkEKFlJlc3VtZVNjaGVkdWxlUmVzcG9uc2USJwoIc2NoZWR1bGUYASABKAsyFS5jb252ZXlvci52MS5TY2hlZHVsZTKkBAoPU2NoZWR1bGVTZXJ2aWNlElkKDkNyZWF0ZVNjaGVkdWxlEiIuY29udmV5b3IudjEuQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0GiMuY29udmV5b3IudjEuQ3JlYXRlU2NoZWR1bGVSZXNwb25zZRJWCg1MaXN0U2NoZWR1bGVzEiEuY29udmV5b3IudjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaIi5jb252ZXlvci52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2USUAoLR2V0U2NoZWR1bGUSHy5jb252ZXlvci52MS5HZXRTY2hlZHVsZVJlcXVlc3QaIC5jb252ZXlvci52MS5HZXRTY2hlZHVsZVJlc3BvbnNlElkKDkRlbGV0ZVNjaGVkdWxlEiIuY29udmV5b3IudjEuRGVsZXRlU2NoZWR1bGVSZXF1ZXN0GiMuY29udmV5b3IudjEuRGVsZXRlU2NoZWR1bGVSZXNwb25zZRJWCg1QYXVzZVNjaGVkdWxlEiEuY29udmV5b3IudjEuUGF1c2VTY2hlZHVsZVJlcXVlc3QaIi5jb252ZXlvci52MS5QYXVzZVNjaGVkdWxlUmVzcG9uc2USWQoOUmVzdW1lU2NoZWR1bGUSIi5jb252ZXlvci52MS5SZXN1bWVTY2hlZHVsZVJlcXVlc3QaIy5jb252ZXlvci52MS5SZXN1bWVTY2hlZHVsZVJlc3BvbnNlYgZwcm90bzM", [file_conveyor_v1_job_service, file_google_api_field_behavior, file_google_protobuf_timestamp]);
 
 /**
+ * A schedule: a cron expression, its time zone, and the job it submits.
+ *
  * @generated from message conveyor.v1.Schedule
  */
 export type Schedule = Message<"conveyor.v1.Schedule"> & {
   /**
+   * The schedule's id, made by the server.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -55,6 +60,8 @@ export type Schedule = Message<"conveyor.v1.Schedule"> & {
   template?: SubmitJobRequest | undefined;
 
   /**
+   * Paused: it submits nothing until resumed.
+   *
    * @generated from field: bool paused = 6;
    */
   paused: boolean;
@@ -82,11 +89,15 @@ export type Schedule = Message<"conveyor.v1.Schedule"> & {
   lastJobId: string;
 
   /**
+   * When it was created.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 10;
    */
   createTime?: Timestamp | undefined;
 
   /**
+   * The tenant that owns it (and its jobs).
+   *
    * @generated from field: string owner = 11;
    */
   owner: string;
@@ -100,10 +111,14 @@ export type Schedule = Message<"conveyor.v1.Schedule"> & {
 };
 
 /**
+ * A schedule: a cron expression, its time zone, and the job it submits.
+ *
  * @generated from message conveyor.v1.Schedule
  */
 export type ScheduleJson = {
   /**
+   * The schedule's id, made by the server.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -138,6 +153,8 @@ export type ScheduleJson = {
   template?: SubmitJobRequestJson;
 
   /**
+   * Paused: it submits nothing until resumed.
+   *
    * @generated from field: bool paused = 6;
    */
   paused?: boolean;
@@ -165,11 +182,15 @@ export type ScheduleJson = {
   lastJobId?: string;
 
   /**
+   * When it was created.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 10;
    */
   createTime?: TimestampJson;
 
   /**
+   * The tenant that owns it (and its jobs).
+   *
    * @generated from field: string owner = 11;
    */
   owner?: string;
@@ -190,18 +211,21 @@ export const ScheduleSchema: GenMessage<Schedule, {jsonType: ScheduleJson}> = /*
   messageDesc(file_conveyor_v1_schedule_service, 0);
 
 /**
+ * A schedule to create.
+ *
  * @generated from message conveyor.v1.CreateScheduleRequest
  */
 export type CreateScheduleRequest = Message<"conveyor.v1.CreateScheduleRequest"> & {
   /**
    * Five fields: minute hour day-of-month month day-of-week, e.g. "*\/5 * * * *".
+   * At most 256 characters.
    *
    * @generated from field: string cron = 1;
    */
   cron: string;
 
   /**
-   * An IANA time zone name; "UTC" when empty.
+   * An IANA time zone name (at most 64 characters); "UTC" when empty.
    *
    * @generated from field: string time_zone = 2;
    */
@@ -224,7 +248,8 @@ export type CreateScheduleRequest = Message<"conveyor.v1.CreateScheduleRequest">
 
   /**
    * Idempotency key: the same request id returns the same schedule (for 24 h), so a
-   * client retrying after a lost reply does not make a second schedule.
+   * client retrying after a lost reply does not make a second schedule. At most 128
+   * characters.
    *
    * @generated from field: string request_id = 5;
    */
@@ -232,18 +257,21 @@ export type CreateScheduleRequest = Message<"conveyor.v1.CreateScheduleRequest">
 };
 
 /**
+ * A schedule to create.
+ *
  * @generated from message conveyor.v1.CreateScheduleRequest
  */
 export type CreateScheduleRequestJson = {
   /**
    * Five fields: minute hour day-of-month month day-of-week, e.g. "*\/5 * * * *".
+   * At most 256 characters.
    *
    * @generated from field: string cron = 1;
    */
   cron?: string;
 
   /**
-   * An IANA time zone name; "UTC" when empty.
+   * An IANA time zone name (at most 64 characters); "UTC" when empty.
    *
    * @generated from field: string time_zone = 2;
    */
@@ -266,7 +294,8 @@ export type CreateScheduleRequestJson = {
 
   /**
    * Idempotency key: the same request id returns the same schedule (for 24 h), so a
-   * client retrying after a lost reply does not make a second schedule.
+   * client retrying after a lost reply does not make a second schedule. At most 128
+   * characters.
    *
    * @generated from field: string request_id = 5;
    */
@@ -281,10 +310,14 @@ export const CreateScheduleRequestSchema: GenMessage<CreateScheduleRequest, {jso
   messageDesc(file_conveyor_v1_schedule_service, 1);
 
 /**
+ * The schedule created (or found, for a repeated request_id).
+ *
  * @generated from message conveyor.v1.CreateScheduleResponse
  */
 export type CreateScheduleResponse = Message<"conveyor.v1.CreateScheduleResponse"> & {
   /**
+   * The schedule, with its id and next run time.
+   *
    * @generated from field: conveyor.v1.Schedule schedule = 1;
    */
   schedule?: Schedule | undefined;
@@ -298,10 +331,14 @@ export type CreateScheduleResponse = Message<"conveyor.v1.CreateScheduleResponse
 };
 
 /**
+ * The schedule created (or found, for a repeated request_id).
+ *
  * @generated from message conveyor.v1.CreateScheduleResponse
  */
 export type CreateScheduleResponseJson = {
   /**
+   * The schedule, with its id and next run time.
+   *
    * @generated from field: conveyor.v1.Schedule schedule = 1;
    */
   schedule?: ScheduleJson;
@@ -322,6 +359,8 @@ export const CreateScheduleResponseSchema: GenMessage<CreateScheduleResponse, {j
   messageDesc(file_conveyor_v1_schedule_service, 2);
 
 /**
+ * A page of the caller's schedules to list.
+ *
  * @generated from message conveyor.v1.ListSchedulesRequest
  */
 export type ListSchedulesRequest = Message<"conveyor.v1.ListSchedulesRequest"> & {
@@ -333,12 +372,16 @@ export type ListSchedulesRequest = Message<"conveyor.v1.ListSchedulesRequest"> &
   pageSize: number;
 
   /**
+   * The `next_page_token` of the previous page; empty for the first page.
+   *
    * @generated from field: string page_token = 2;
    */
   pageToken: string;
 };
 
 /**
+ * A page of the caller's schedules to list.
+ *
  * @generated from message conveyor.v1.ListSchedulesRequest
  */
 export type ListSchedulesRequestJson = {
@@ -350,6 +393,8 @@ export type ListSchedulesRequestJson = {
   pageSize?: number;
 
   /**
+   * The `next_page_token` of the previous page; empty for the first page.
+   *
    * @generated from field: string page_token = 2;
    */
   pageToken?: string;
@@ -363,30 +408,42 @@ export const ListSchedulesRequestSchema: GenMessage<ListSchedulesRequest, {jsonT
   messageDesc(file_conveyor_v1_schedule_service, 3);
 
 /**
+ * A page of schedules.
+ *
  * @generated from message conveyor.v1.ListSchedulesResponse
  */
 export type ListSchedulesResponse = Message<"conveyor.v1.ListSchedulesResponse"> & {
   /**
+   * The schedules, oldest first.
+   *
    * @generated from field: repeated conveyor.v1.Schedule schedules = 1;
    */
   schedules: Schedule[];
 
   /**
+   * Pass it as page_token for the next page; empty after the last.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
 };
 
 /**
+ * A page of schedules.
+ *
  * @generated from message conveyor.v1.ListSchedulesResponse
  */
 export type ListSchedulesResponseJson = {
   /**
+   * The schedules, oldest first.
+   *
    * @generated from field: repeated conveyor.v1.Schedule schedules = 1;
    */
   schedules?: ScheduleJson[];
 
   /**
+   * Pass it as page_token for the next page; empty after the last.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken?: string;
@@ -400,20 +457,28 @@ export const ListSchedulesResponseSchema: GenMessage<ListSchedulesResponse, {jso
   messageDesc(file_conveyor_v1_schedule_service, 4);
 
 /**
+ * Which schedule to get.
+ *
  * @generated from message conveyor.v1.GetScheduleRequest
  */
 export type GetScheduleRequest = Message<"conveyor.v1.GetScheduleRequest"> & {
   /**
+   * The schedule's id (an empty or unknown one is NOT_FOUND).
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which schedule to get.
+ *
  * @generated from message conveyor.v1.GetScheduleRequest
  */
 export type GetScheduleRequestJson = {
   /**
+   * The schedule's id (an empty or unknown one is NOT_FOUND).
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -427,20 +492,28 @@ export const GetScheduleRequestSchema: GenMessage<GetScheduleRequest, {jsonType:
   messageDesc(file_conveyor_v1_schedule_service, 5);
 
 /**
+ * The schedule asked for.
+ *
  * @generated from message conveyor.v1.GetScheduleResponse
  */
 export type GetScheduleResponse = Message<"conveyor.v1.GetScheduleResponse"> & {
   /**
+   * The schedule.
+   *
    * @generated from field: conveyor.v1.Schedule schedule = 1;
    */
   schedule?: Schedule | undefined;
 };
 
 /**
+ * The schedule asked for.
+ *
  * @generated from message conveyor.v1.GetScheduleResponse
  */
 export type GetScheduleResponseJson = {
   /**
+   * The schedule.
+   *
    * @generated from field: conveyor.v1.Schedule schedule = 1;
    */
   schedule?: ScheduleJson;
@@ -454,20 +527,28 @@ export const GetScheduleResponseSchema: GenMessage<GetScheduleResponse, {jsonTyp
   messageDesc(file_conveyor_v1_schedule_service, 6);
 
 /**
+ * Which schedule to delete.
+ *
  * @generated from message conveyor.v1.DeleteScheduleRequest
  */
 export type DeleteScheduleRequest = Message<"conveyor.v1.DeleteScheduleRequest"> & {
   /**
+   * The schedule's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which schedule to delete.
+ *
  * @generated from message conveyor.v1.DeleteScheduleRequest
  */
 export type DeleteScheduleRequestJson = {
   /**
+   * The schedule's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -481,12 +562,16 @@ export const DeleteScheduleRequestSchema: GenMessage<DeleteScheduleRequest, {jso
   messageDesc(file_conveyor_v1_schedule_service, 7);
 
 /**
+ * DeleteSchedule answers nothing more than success.
+ *
  * @generated from message conveyor.v1.DeleteScheduleResponse
  */
 export type DeleteScheduleResponse = Message<"conveyor.v1.DeleteScheduleResponse"> & {
 };
 
 /**
+ * DeleteSchedule answers nothing more than success.
+ *
  * @generated from message conveyor.v1.DeleteScheduleResponse
  */
 export type DeleteScheduleResponseJson = {
@@ -500,20 +585,28 @@ export const DeleteScheduleResponseSchema: GenMessage<DeleteScheduleResponse, {j
   messageDesc(file_conveyor_v1_schedule_service, 8);
 
 /**
+ * Which schedule to pause.
+ *
  * @generated from message conveyor.v1.PauseScheduleRequest
  */
 export type PauseScheduleRequest = Message<"conveyor.v1.PauseScheduleRequest"> & {
   /**
+   * The schedule's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which schedule to pause.
+ *
  * @generated from message conveyor.v1.PauseScheduleRequest
  */
 export type PauseScheduleRequestJson = {
   /**
+   * The schedule's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -527,20 +620,28 @@ export const PauseScheduleRequestSchema: GenMessage<PauseScheduleRequest, {jsonT
   messageDesc(file_conveyor_v1_schedule_service, 9);
 
 /**
+ * The schedule after PauseSchedule.
+ *
  * @generated from message conveyor.v1.PauseScheduleResponse
  */
 export type PauseScheduleResponse = Message<"conveyor.v1.PauseScheduleResponse"> & {
   /**
+   * The schedule, paused.
+   *
    * @generated from field: conveyor.v1.Schedule schedule = 1;
    */
   schedule?: Schedule | undefined;
 };
 
 /**
+ * The schedule after PauseSchedule.
+ *
  * @generated from message conveyor.v1.PauseScheduleResponse
  */
 export type PauseScheduleResponseJson = {
   /**
+   * The schedule, paused.
+   *
    * @generated from field: conveyor.v1.Schedule schedule = 1;
    */
   schedule?: ScheduleJson;
@@ -554,20 +655,28 @@ export const PauseScheduleResponseSchema: GenMessage<PauseScheduleResponse, {jso
   messageDesc(file_conveyor_v1_schedule_service, 10);
 
 /**
+ * Which schedule to resume.
+ *
  * @generated from message conveyor.v1.ResumeScheduleRequest
  */
 export type ResumeScheduleRequest = Message<"conveyor.v1.ResumeScheduleRequest"> & {
   /**
+   * The schedule's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which schedule to resume.
+ *
  * @generated from message conveyor.v1.ResumeScheduleRequest
  */
 export type ResumeScheduleRequestJson = {
   /**
+   * The schedule's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -581,20 +690,28 @@ export const ResumeScheduleRequestSchema: GenMessage<ResumeScheduleRequest, {jso
   messageDesc(file_conveyor_v1_schedule_service, 11);
 
 /**
+ * The schedule after ResumeSchedule.
+ *
  * @generated from message conveyor.v1.ResumeScheduleResponse
  */
 export type ResumeScheduleResponse = Message<"conveyor.v1.ResumeScheduleResponse"> & {
   /**
+   * The schedule, with its next run time.
+   *
    * @generated from field: conveyor.v1.Schedule schedule = 1;
    */
   schedule?: Schedule | undefined;
 };
 
 /**
+ * The schedule after ResumeSchedule.
+ *
  * @generated from message conveyor.v1.ResumeScheduleResponse
  */
 export type ResumeScheduleResponseJson = {
   /**
+   * The schedule, with its next run time.
+   *
    * @generated from field: conveyor.v1.Schedule schedule = 1;
    */
   schedule?: ScheduleJson;
@@ -639,6 +756,8 @@ export const ScheduleService: GenService<{
     output: typeof ListSchedulesResponseSchema;
   },
   /**
+   * One schedule of the caller.
+   *
    * @generated from rpc conveyor.v1.ScheduleService.GetSchedule
    */
   getSchedule: {

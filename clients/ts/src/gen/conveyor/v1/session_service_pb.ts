@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,9 +13,11 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/session_service.proto.
  */
 export const file_conveyor_v1_session_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFjb252ZXlvci92MS9zZXNzaW9uX3NlcnZpY2UucHJvdG8SC2NvbnZleW9yLnYxItMBCgdTZXNzaW9uEgwKBG5hbWUYASABKAkSDQoFb3duZXIYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzaXplX2J5dGVzGAUgASgDEg4KBmpvYl9pZBgGIAEoCRIUCgxjb29raWVfY291bnQYByABKAUSDwoHb3JpZ2lucxgIIAMoCSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Ij4KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKCHNlc3Npb25zGAEgAygLMhQuY29udmV5b3IudjEuU2Vzc2lvbiIkChREZWxldGVTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIhcKFURlbGV0ZVNlc3Npb25SZXNwb25zZTK9AQoOU2Vzc2lvblNlcnZpY2USUwoMTGlzdFNlc3Npb25zEiAuY29udmV5b3IudjEuTGlzdFNlc3Npb25zUmVxdWVzdBohLmNvbnZleW9yLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElYKDURlbGV0ZVNlc3Npb24SIS5jb252ZXlvci52MS5EZWxldGVTZXNzaW9uUmVxdWVzdBoiLmNvbnZleW9yLnYxLkRlbGV0ZVNlc3Npb25SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiFjb252ZXlvci92MS9zZXNzaW9uX3NlcnZpY2UucHJvdG8SC2NvbnZleW9yLnYxIoMCCgdTZXNzaW9uEhIKBG5hbWUYASABKAlCBOJBAQMSEwoFb3duZXIYAiABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpzaXplX2J5dGVzGAUgASgDQgTiQQEDEhQKBmpvYl9pZBgGIAEoCUIE4kEBAxIaCgxjb29raWVfY291bnQYByABKAVCBOJBAQMSFQoHb3JpZ2lucxgIIAMoCUIE4kEBAyIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Ij4KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKCHNlc3Npb25zGAEgAygLMhQuY29udmV5b3IudjEuU2Vzc2lvbiIqChREZWxldGVTZXNzaW9uUmVxdWVzdBISCgRuYW1lGAEgASgJQgTiQQECIhcKFURlbGV0ZVNlc3Npb25SZXNwb25zZTK9AQoOU2Vzc2lvblNlcnZpY2USUwoMTGlzdFNlc3Npb25zEiAuY29udmV5b3IudjEuTGlzdFNlc3Npb25zUmVxdWVzdBohLmNvbnZleW9yLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElYKDURlbGV0ZVNlc3Npb24SIS5jb252ZXlvci52MS5EZWxldGVTZXNzaW9uUmVxdWVzdBoiLmNvbnZleW9yLnYxLkRlbGV0ZVNlc3Npb25SZXNwb25zZWIGcHJvdG8z", [file_google_api_field_behavior, file_google_protobuf_timestamp]);
 
 /**
+ * A saved session (its storage state itself is never returned).
+ *
  * @generated from message conveyor.v1.Session
  */
 export type Session = Message<"conveyor.v1.Session"> & {
@@ -33,11 +36,15 @@ export type Session = Message<"conveyor.v1.Session"> & {
   owner: string;
 
   /**
+   * When it was saved.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 3;
    */
   createTime?: Timestamp | undefined;
 
   /**
+   * When it expires (SessionOptions.ttl after it was saved).
+   *
    * @generated from field: google.protobuf.Timestamp expire_time = 4;
    */
   expireTime?: Timestamp | undefined;
@@ -57,6 +64,8 @@ export type Session = Message<"conveyor.v1.Session"> & {
   jobId: string;
 
   /**
+   * How many cookies it holds.
+   *
    * @generated from field: int32 cookie_count = 7;
    */
   cookieCount: number;
@@ -70,6 +79,8 @@ export type Session = Message<"conveyor.v1.Session"> & {
 };
 
 /**
+ * A saved session (its storage state itself is never returned).
+ *
  * @generated from message conveyor.v1.Session
  */
 export type SessionJson = {
@@ -88,11 +99,15 @@ export type SessionJson = {
   owner?: string;
 
   /**
+   * When it was saved.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 3;
    */
   createTime?: TimestampJson;
 
   /**
+   * When it expires (SessionOptions.ttl after it was saved).
+   *
    * @generated from field: google.protobuf.Timestamp expire_time = 4;
    */
   expireTime?: TimestampJson;
@@ -112,6 +127,8 @@ export type SessionJson = {
   jobId?: string;
 
   /**
+   * How many cookies it holds.
+   *
    * @generated from field: int32 cookie_count = 7;
    */
   cookieCount?: number;
@@ -132,12 +149,16 @@ export const SessionSchema: GenMessage<Session, {jsonType: SessionJson}> = /*@__
   messageDesc(file_conveyor_v1_session_service, 0);
 
 /**
+ * ListSessions takes nothing: the caller's tenant is the key's.
+ *
  * @generated from message conveyor.v1.ListSessionsRequest
  */
 export type ListSessionsRequest = Message<"conveyor.v1.ListSessionsRequest"> & {
 };
 
 /**
+ * ListSessions takes nothing: the caller's tenant is the key's.
+ *
  * @generated from message conveyor.v1.ListSessionsRequest
  */
 export type ListSessionsRequestJson = {
@@ -151,20 +172,28 @@ export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest, {jsonTyp
   messageDesc(file_conveyor_v1_session_service, 1);
 
 /**
+ * The caller's tenant's live sessions.
+ *
  * @generated from message conveyor.v1.ListSessionsResponse
  */
 export type ListSessionsResponse = Message<"conveyor.v1.ListSessionsResponse"> & {
   /**
+   * By name.
+   *
    * @generated from field: repeated conveyor.v1.Session sessions = 1;
    */
   sessions: Session[];
 };
 
 /**
+ * The caller's tenant's live sessions.
+ *
  * @generated from message conveyor.v1.ListSessionsResponse
  */
 export type ListSessionsResponseJson = {
   /**
+   * By name.
+   *
    * @generated from field: repeated conveyor.v1.Session sessions = 1;
    */
   sessions?: SessionJson[];
@@ -178,20 +207,28 @@ export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse, {jsonT
   messageDesc(file_conveyor_v1_session_service, 2);
 
 /**
+ * Which session to delete.
+ *
  * @generated from message conveyor.v1.DeleteSessionRequest
  */
 export type DeleteSessionRequest = Message<"conveyor.v1.DeleteSessionRequest"> & {
   /**
+   * The session's name.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 };
 
 /**
+ * Which session to delete.
+ *
  * @generated from message conveyor.v1.DeleteSessionRequest
  */
 export type DeleteSessionRequestJson = {
   /**
+   * The session's name.
+   *
    * @generated from field: string name = 1;
    */
   name?: string;
@@ -205,12 +242,16 @@ export const DeleteSessionRequestSchema: GenMessage<DeleteSessionRequest, {jsonT
   messageDesc(file_conveyor_v1_session_service, 3);
 
 /**
+ * DeleteSession answers nothing more than success.
+ *
  * @generated from message conveyor.v1.DeleteSessionResponse
  */
 export type DeleteSessionResponse = Message<"conveyor.v1.DeleteSessionResponse"> & {
 };
 
 /**
+ * DeleteSession answers nothing more than success.
+ *
  * @generated from message conveyor.v1.DeleteSessionResponse
  */
 export type DeleteSessionResponseJson = {

@@ -8,6 +8,7 @@ import type { Heartbeat, HeartbeatJson, JobState, JobStateJson } from "./job_pb.
 import { file_conveyor_v1_job } from "./job_pb.js";
 import type { SubmitJobRequest, SubmitJobRequestJson } from "./job_service_pb.js";
 import { file_conveyor_v1_job_service } from "./job_service_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Duration, DurationJson, Timestamp, TimestampJson } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -16,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/suite_service.proto.
  */
 export const file_conveyor_v1_suite_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9jb252ZXlvci92MS9zdWl0ZV9zZXJ2aWNlLnByb3RvEgtjb252ZXlvci52MSJFCglTdWl0ZVRlc3QSDAoEbmFtZRgBIAEoCRIqCgNqb2IYAiABKAsyHS5jb252ZXlvci52MS5TdWJtaXRKb2JSZXF1ZXN0InAKElN1Ym1pdFN1aXRlUmVxdWVzdBIMCgRuYW1lGAEgASgJEiUKBXNldHVwGAIgAygLMhYuY29udmV5b3IudjEuU3VpdGVUZXN0EiUKBXRlc3RzGAMgAygLMhYuY29udmV5b3IudjEuU3VpdGVUZXN0IlIKE1N1Ym1pdFN1aXRlUmVzcG9uc2USEAoIc3VpdGVfaWQYASABKAkSKQoFdGVzdHMYAiADKAsyGi5jb252ZXlvci52MS5TdWJtaXR0ZWRUZXN0InQKDVN1Ym1pdHRlZFRlc3QSDAoEbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSJAoFc3RhdGUYAyABKA4yFS5jb252ZXlvci52MS5Kb2JTdGF0ZRIQCghwb3NpdGlvbhgEIAEoAxINCgVzZXR1cBgFIAEoCCJ+CgtTdWl0ZUNvdW50cxINCgV0b3RhbBgBIAEoBRIOCgZwYXNzZWQYAiABKAUSDgoGZmFpbGVkGAMgASgFEg0KBWZsYWt5GAQgASgFEg8KB3NraXBwZWQYBSABKAUSDwoHcnVubmluZxgGIAEoBRIPCgd3YWl0aW5nGAcgASgFIuUBCg9TdWl0ZVRlc3RSZXN1bHQSDAoEbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSKQoHb3V0Y29tZRgDIAEoDjIYLmNvbnZleW9yLnYxLlRlc3RPdXRjb21lEiQKBXN0YXRlGAQgASgOMhUuY29udmV5b3IudjEuSm9iU3RhdGUSEAoIYXR0ZW1wdHMYBSABKAUSKwoIZHVyYXRpb24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRINCgVzZXR1cBgIIAEoCCKAAgoFU3VpdGUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRINCgVvd25lchgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBmNvdW50cxgGIAEoCzIYLmNvbnZleW9yLnYxLlN1aXRlQ291bnRzEisKBXRlc3RzGAcgAygLMhwuY29udmV5b3IudjEuU3VpdGVUZXN0UmVzdWx0EgwKBGRvbmUYCCABKAgSCgoCb2sYCSABKAgiHQoPR2V0U3VpdGVSZXF1ZXN0EgoKAmlkGAEgASgJIjUKEEdldFN1aXRlUmVzcG9uc2USIQoFc3VpdGUYASABKAsyEi5jb252ZXlvci52MS5TdWl0ZSIfChFXYXRjaFN1aXRlUmVxdWVzdBIKCgJpZBgBIAEoCSJuChJXYXRjaFN1aXRlUmVzcG9uc2USIwoFc3VpdGUYASABKAsyEi5jb252ZXlvci52MS5TdWl0ZUgAEisKCWhlYXJ0YmVhdBgCIAEoCzIWLmNvbnZleW9yLnYxLkhlYXJ0YmVhdEgAQgYKBGtpbmQiIwoVR2V0U3VpdGVSZXBvcnRSZXF1ZXN0EgoKAmlkGAEgASgJIl8KFkdldFN1aXRlUmVwb3J0UmVzcG9uc2USEQoJanVuaXRfeG1sGAEgASgJEg8KB3N1bW1hcnkYAiABKAkSIQoFc3VpdGUYAyABKAsyEi5jb252ZXlvci52MS5TdWl0ZSrDAQoLVGVzdE91dGNvbWUSHAoYVEVTVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGAoUVEVTVF9PVVRDT01FX1dBSVRJTkcQARIYChRURVNUX09VVENPTUVfUlVOTklORxACEhcKE1RFU1RfT1VUQ09NRV9QQVNTRUQQAxIWChJURVNUX09VVENPTUVfRkxBS1kQBBIXChNURVNUX09VVENPTUVfRkFJTEVEEAUSGAoUVEVTVF9PVVRDT01FX1NLSVBQRUQQBjLVAgoMU3VpdGVTZXJ2aWNlElAKC1N1Ym1pdFN1aXRlEh8uY29udmV5b3IudjEuU3VibWl0U3VpdGVSZXF1ZXN0GiAuY29udmV5b3IudjEuU3VibWl0U3VpdGVSZXNwb25zZRJHCghHZXRTdWl0ZRIcLmNvbnZleW9yLnYxLkdldFN1aXRlUmVxdWVzdBodLmNvbnZleW9yLnYxLkdldFN1aXRlUmVzcG9uc2USTwoKV2F0Y2hTdWl0ZRIeLmNvbnZleW9yLnYxLldhdGNoU3VpdGVSZXF1ZXN0Gh8uY29udmV5b3IudjEuV2F0Y2hTdWl0ZVJlc3BvbnNlMAESWQoOR2V0U3VpdGVSZXBvcnQSIi5jb252ZXlvci52MS5HZXRTdWl0ZVJlcG9ydFJlcXVlc3QaIy5jb252ZXlvci52MS5HZXRTdWl0ZVJlcG9ydFJlc3BvbnNlYgZwcm90bzM", [file_conveyor_v1_job, file_conveyor_v1_job_service, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch9jb252ZXlvci92MS9zdWl0ZV9zZXJ2aWNlLnByb3RvEgtjb252ZXlvci52MSJRCglTdWl0ZVRlc3QSEgoEbmFtZRgBIAEoCUIE4kEBAhIwCgNqb2IYAiABKAsyHS5jb252ZXlvci52MS5TdWJtaXRKb2JSZXF1ZXN0QgTiQQECInYKElN1Ym1pdFN1aXRlUmVxdWVzdBIMCgRuYW1lGAEgASgJEiUKBXNldHVwGAIgAygLMhYuY29udmV5b3IudjEuU3VpdGVUZXN0EisKBXRlc3RzGAMgAygLMhYuY29udmV5b3IudjEuU3VpdGVUZXN0QgTiQQECIlIKE1N1Ym1pdFN1aXRlUmVzcG9uc2USEAoIc3VpdGVfaWQYASABKAkSKQoFdGVzdHMYAiADKAsyGi5jb252ZXlvci52MS5TdWJtaXR0ZWRUZXN0InQKDVN1Ym1pdHRlZFRlc3QSDAoEbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSJAoFc3RhdGUYAyABKA4yFS5jb252ZXlvci52MS5Kb2JTdGF0ZRIQCghwb3NpdGlvbhgEIAEoAxINCgVzZXR1cBgFIAEoCCJ+CgtTdWl0ZUNvdW50cxINCgV0b3RhbBgBIAEoBRIOCgZwYXNzZWQYAiABKAUSDgoGZmFpbGVkGAMgASgFEg0KBWZsYWt5GAQgASgFEg8KB3NraXBwZWQYBSABKAUSDwoHcnVubmluZxgGIAEoBRIPCgd3YWl0aW5nGAcgASgFIuUBCg9TdWl0ZVRlc3RSZXN1bHQSDAoEbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSKQoHb3V0Y29tZRgDIAEoDjIYLmNvbnZleW9yLnYxLlRlc3RPdXRjb21lEiQKBXN0YXRlGAQgASgOMhUuY29udmV5b3IudjEuSm9iU3RhdGUSEAoIYXR0ZW1wdHMYBSABKAUSKwoIZHVyYXRpb24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRINCgVzZXR1cBgIIAEoCCK2AgoFU3VpdGUSEAoCaWQYASABKAlCBOJBAQMSEgoEbmFtZRgCIAEoCUIE4kEBAxITCgVvd25lchgDIAEoCUIE4kEBAxI1CgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMgoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEi4KBmNvdW50cxgGIAEoCzIYLmNvbnZleW9yLnYxLlN1aXRlQ291bnRzQgTiQQEDEjEKBXRlc3RzGAcgAygLMhwuY29udmV5b3IudjEuU3VpdGVUZXN0UmVzdWx0QgTiQQEDEhIKBGRvbmUYCCABKAhCBOJBAQMSEAoCb2sYCSABKAhCBOJBAQMiIwoPR2V0U3VpdGVSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIjUKEEdldFN1aXRlUmVzcG9uc2USIQoFc3VpdGUYASABKAsyEi5jb252ZXlvci52MS5TdWl0ZSIlChFXYXRjaFN1aXRlUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiJuChJXYXRjaFN1aXRlUmVzcG9uc2USIwoFc3VpdGUYASABKAsyEi5jb252ZXlvci52MS5TdWl0ZUgAEisKCWhlYXJ0YmVhdBgCIAEoCzIWLmNvbnZleW9yLnYxLkhlYXJ0YmVhdEgAQgYKBGtpbmQiKQoVR2V0U3VpdGVSZXBvcnRSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIl8KFkdldFN1aXRlUmVwb3J0UmVzcG9uc2USEQoJanVuaXRfeG1sGAEgASgJEg8KB3N1bW1hcnkYAiABKAkSIQoFc3VpdGUYAyABKAsyEi5jb252ZXlvci52MS5TdWl0ZSrDAQoLVGVzdE91dGNvbWUSHAoYVEVTVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGAoUVEVTVF9PVVRDT01FX1dBSVRJTkcQARIYChRURVNUX09VVENPTUVfUlVOTklORxACEhcKE1RFU1RfT1VUQ09NRV9QQVNTRUQQAxIWChJURVNUX09VVENPTUVfRkxBS1kQBBIXChNURVNUX09VVENPTUVfRkFJTEVEEAUSGAoUVEVTVF9PVVRDT01FX1NLSVBQRUQQBjLVAgoMU3VpdGVTZXJ2aWNlElAKC1N1Ym1pdFN1aXRlEh8uY29udmV5b3IudjEuU3VibWl0U3VpdGVSZXF1ZXN0GiAuY29udmV5b3IudjEuU3VibWl0U3VpdGVSZXNwb25zZRJHCghHZXRTdWl0ZRIcLmNvbnZleW9yLnYxLkdldFN1aXRlUmVxdWVzdBodLmNvbnZleW9yLnYxLkdldFN1aXRlUmVzcG9uc2USTwoKV2F0Y2hTdWl0ZRIeLmNvbnZleW9yLnYxLldhdGNoU3VpdGVSZXF1ZXN0Gh8uY29udmV5b3IudjEuV2F0Y2hTdWl0ZVJlc3BvbnNlMAESWQoOR2V0U3VpdGVSZXBvcnQSIi5jb252ZXlvci52MS5HZXRTdWl0ZVJlcG9ydFJlcXVlc3QaIy5jb252ZXlvci52MS5HZXRTdWl0ZVJlcG9ydFJlc3BvbnNlYgZwcm90bzM", [file_conveyor_v1_job, file_conveyor_v1_job_service, file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * One test of a suite: a name and the job that runs it.
@@ -70,11 +71,14 @@ export const SuiteTestSchema: GenMessage<SuiteTest, {jsonType: SuiteTestJson}> =
   messageDesc(file_conveyor_v1_suite_service, 0);
 
 /**
+ * A suite to submit: its setup and its tests.
+ *
  * @generated from message conveyor.v1.SubmitSuiteRequest
  */
 export type SubmitSuiteRequest = Message<"conveyor.v1.SubmitSuiteRequest"> & {
   /**
-   * A name for people (the JUnit testsuite's name); "suite" when empty.
+   * A name for people (the JUnit testsuite's name); "suite" when empty. At most 256
+   * characters.
    *
    * @generated from field: string name = 1;
    */
@@ -97,11 +101,14 @@ export type SubmitSuiteRequest = Message<"conveyor.v1.SubmitSuiteRequest"> & {
 };
 
 /**
+ * A suite to submit: its setup and its tests.
+ *
  * @generated from message conveyor.v1.SubmitSuiteRequest
  */
 export type SubmitSuiteRequestJson = {
   /**
-   * A name for people (the JUnit testsuite's name); "suite" when empty.
+   * A name for people (the JUnit testsuite's name); "suite" when empty. At most 256
+   * characters.
    *
    * @generated from field: string name = 1;
    */
@@ -131,10 +138,14 @@ export const SubmitSuiteRequestSchema: GenMessage<SubmitSuiteRequest, {jsonType:
   messageDesc(file_conveyor_v1_suite_service, 1);
 
 /**
+ * The suite submitted.
+ *
  * @generated from message conveyor.v1.SubmitSuiteResponse
  */
 export type SubmitSuiteResponse = Message<"conveyor.v1.SubmitSuiteResponse"> & {
   /**
+   * The suite's id (for GetSuite, WatchSuite, GetSuiteReport).
+   *
    * @generated from field: string suite_id = 1;
    */
   suiteId: string;
@@ -148,10 +159,14 @@ export type SubmitSuiteResponse = Message<"conveyor.v1.SubmitSuiteResponse"> & {
 };
 
 /**
+ * The suite submitted.
+ *
  * @generated from message conveyor.v1.SubmitSuiteResponse
  */
 export type SubmitSuiteResponseJson = {
   /**
+   * The suite's id (for GetSuite, WatchSuite, GetSuiteReport).
+   *
    * @generated from field: string suite_id = 1;
    */
   suiteId?: string;
@@ -172,20 +187,28 @@ export const SubmitSuiteResponseSchema: GenMessage<SubmitSuiteResponse, {jsonTyp
   messageDesc(file_conveyor_v1_suite_service, 2);
 
 /**
+ * One test as submitted.
+ *
  * @generated from message conveyor.v1.SubmittedTest
  */
 export type SubmittedTest = Message<"conveyor.v1.SubmittedTest"> & {
   /**
+   * The test's name.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * The id of the job that runs it.
+   *
    * @generated from field: string job_id = 2;
    */
   jobId: string;
 
   /**
+   * The job's state.
+   *
    * @generated from field: conveyor.v1.JobState state = 3;
    */
   state: JobState;
@@ -199,26 +222,36 @@ export type SubmittedTest = Message<"conveyor.v1.SubmittedTest"> & {
   position: bigint;
 
   /**
+   * A setup test (SubmitSuiteRequest.setup).
+   *
    * @generated from field: bool setup = 5;
    */
   setup: boolean;
 };
 
 /**
+ * One test as submitted.
+ *
  * @generated from message conveyor.v1.SubmittedTest
  */
 export type SubmittedTestJson = {
   /**
+   * The test's name.
+   *
    * @generated from field: string name = 1;
    */
   name?: string;
 
   /**
+   * The id of the job that runs it.
+   *
    * @generated from field: string job_id = 2;
    */
   jobId?: string;
 
   /**
+   * The job's state.
+   *
    * @generated from field: conveyor.v1.JobState state = 3;
    */
   state?: JobStateJson;
@@ -232,6 +265,8 @@ export type SubmittedTestJson = {
   position?: string;
 
   /**
+   * A setup test (SubmitSuiteRequest.setup).
+   *
    * @generated from field: bool setup = 5;
    */
   setup?: boolean;
@@ -245,80 +280,112 @@ export const SubmittedTestSchema: GenMessage<SubmittedTest, {jsonType: Submitted
   messageDesc(file_conveyor_v1_suite_service, 3);
 
 /**
+ * A suite's tests per outcome (setup tests included).
+ *
  * @generated from message conveyor.v1.SuiteCounts
  */
 export type SuiteCounts = Message<"conveyor.v1.SuiteCounts"> & {
   /**
+   * Every test.
+   *
    * @generated from field: int32 total = 1;
    */
   total: number;
 
   /**
+   * PASSED.
+   *
    * @generated from field: int32 passed = 2;
    */
   passed: number;
 
   /**
+   * FAILED.
+   *
    * @generated from field: int32 failed = 3;
    */
   failed: number;
 
   /**
+   * FLAKY.
+   *
    * @generated from field: int32 flaky = 4;
    */
   flaky: number;
 
   /**
+   * SKIPPED.
+   *
    * @generated from field: int32 skipped = 5;
    */
   skipped: number;
 
   /**
+   * RUNNING.
+   *
    * @generated from field: int32 running = 6;
    */
   running: number;
 
   /**
+   * WAITING.
+   *
    * @generated from field: int32 waiting = 7;
    */
   waiting: number;
 };
 
 /**
+ * A suite's tests per outcome (setup tests included).
+ *
  * @generated from message conveyor.v1.SuiteCounts
  */
 export type SuiteCountsJson = {
   /**
+   * Every test.
+   *
    * @generated from field: int32 total = 1;
    */
   total?: number;
 
   /**
+   * PASSED.
+   *
    * @generated from field: int32 passed = 2;
    */
   passed?: number;
 
   /**
+   * FAILED.
+   *
    * @generated from field: int32 failed = 3;
    */
   failed?: number;
 
   /**
+   * FLAKY.
+   *
    * @generated from field: int32 flaky = 4;
    */
   flaky?: number;
 
   /**
+   * SKIPPED.
+   *
    * @generated from field: int32 skipped = 5;
    */
   skipped?: number;
 
   /**
+   * RUNNING.
+   *
    * @generated from field: int32 running = 6;
    */
   running?: number;
 
   /**
+   * WAITING.
+   *
    * @generated from field: int32 waiting = 7;
    */
   waiting?: number;
@@ -332,25 +399,35 @@ export const SuiteCountsSchema: GenMessage<SuiteCounts, {jsonType: SuiteCountsJs
   messageDesc(file_conveyor_v1_suite_service, 4);
 
 /**
+ * How one test of a suite stands.
+ *
  * @generated from message conveyor.v1.SuiteTestResult
  */
 export type SuiteTestResult = Message<"conveyor.v1.SuiteTestResult"> & {
   /**
+   * The test's name.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * The id of the job that runs it.
+   *
    * @generated from field: string job_id = 2;
    */
   jobId: string;
 
   /**
+   * How it went (or goes).
+   *
    * @generated from field: conveyor.v1.TestOutcome outcome = 3;
    */
   outcome: TestOutcome;
 
   /**
+   * Its job's state.
+   *
    * @generated from field: conveyor.v1.JobState state = 4;
    */
   state: JobState;
@@ -377,31 +454,43 @@ export type SuiteTestResult = Message<"conveyor.v1.SuiteTestResult"> & {
   errorMessage: string;
 
   /**
+   * A setup test.
+   *
    * @generated from field: bool setup = 8;
    */
   setup: boolean;
 };
 
 /**
+ * How one test of a suite stands.
+ *
  * @generated from message conveyor.v1.SuiteTestResult
  */
 export type SuiteTestResultJson = {
   /**
+   * The test's name.
+   *
    * @generated from field: string name = 1;
    */
   name?: string;
 
   /**
+   * The id of the job that runs it.
+   *
    * @generated from field: string job_id = 2;
    */
   jobId?: string;
 
   /**
+   * How it went (or goes).
+   *
    * @generated from field: conveyor.v1.TestOutcome outcome = 3;
    */
   outcome?: TestOutcomeJson;
 
   /**
+   * Its job's state.
+   *
    * @generated from field: conveyor.v1.JobState state = 4;
    */
   state?: JobStateJson;
@@ -428,6 +517,8 @@ export type SuiteTestResultJson = {
   errorMessage?: string;
 
   /**
+   * A setup test.
+   *
    * @generated from field: bool setup = 8;
    */
   setup?: boolean;
@@ -441,25 +532,35 @@ export const SuiteTestResultSchema: GenMessage<SuiteTestResult, {jsonType: Suite
   messageDesc(file_conveyor_v1_suite_service, 5);
 
 /**
+ * A suite: its tests and how they went.
+ *
  * @generated from message conveyor.v1.Suite
  */
 export type Suite = Message<"conveyor.v1.Suite"> & {
   /**
+   * The suite's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * Its name.
+   *
    * @generated from field: string name = 2;
    */
   name: string;
 
   /**
+   * The tenant that owns it.
+   *
    * @generated from field: string owner = 3;
    */
   owner: string;
 
   /**
+   * When it was submitted.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 4;
    */
   createTime?: Timestamp | undefined;
@@ -472,6 +573,8 @@ export type Suite = Message<"conveyor.v1.Suite"> & {
   endTime?: Timestamp | undefined;
 
   /**
+   * Its tests per outcome.
+   *
    * @generated from field: conveyor.v1.SuiteCounts counts = 6;
    */
   counts?: SuiteCounts | undefined;
@@ -499,25 +602,35 @@ export type Suite = Message<"conveyor.v1.Suite"> & {
 };
 
 /**
+ * A suite: its tests and how they went.
+ *
  * @generated from message conveyor.v1.Suite
  */
 export type SuiteJson = {
   /**
+   * The suite's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
 
   /**
+   * Its name.
+   *
    * @generated from field: string name = 2;
    */
   name?: string;
 
   /**
+   * The tenant that owns it.
+   *
    * @generated from field: string owner = 3;
    */
   owner?: string;
 
   /**
+   * When it was submitted.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 4;
    */
   createTime?: TimestampJson;
@@ -530,6 +643,8 @@ export type SuiteJson = {
   endTime?: TimestampJson;
 
   /**
+   * Its tests per outcome.
+   *
    * @generated from field: conveyor.v1.SuiteCounts counts = 6;
    */
   counts?: SuiteCountsJson;
@@ -564,20 +679,28 @@ export const SuiteSchema: GenMessage<Suite, {jsonType: SuiteJson}> = /*@__PURE__
   messageDesc(file_conveyor_v1_suite_service, 6);
 
 /**
+ * Which suite to get.
+ *
  * @generated from message conveyor.v1.GetSuiteRequest
  */
 export type GetSuiteRequest = Message<"conveyor.v1.GetSuiteRequest"> & {
   /**
+   * The suite's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which suite to get.
+ *
  * @generated from message conveyor.v1.GetSuiteRequest
  */
 export type GetSuiteRequestJson = {
   /**
+   * The suite's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -591,20 +714,28 @@ export const GetSuiteRequestSchema: GenMessage<GetSuiteRequest, {jsonType: GetSu
   messageDesc(file_conveyor_v1_suite_service, 7);
 
 /**
+ * The suite asked for.
+ *
  * @generated from message conveyor.v1.GetSuiteResponse
  */
 export type GetSuiteResponse = Message<"conveyor.v1.GetSuiteResponse"> & {
   /**
+   * The suite.
+   *
    * @generated from field: conveyor.v1.Suite suite = 1;
    */
   suite?: Suite | undefined;
 };
 
 /**
+ * The suite asked for.
+ *
  * @generated from message conveyor.v1.GetSuiteResponse
  */
 export type GetSuiteResponseJson = {
   /**
+   * The suite.
+   *
    * @generated from field: conveyor.v1.Suite suite = 1;
    */
   suite?: SuiteJson;
@@ -618,20 +749,28 @@ export const GetSuiteResponseSchema: GenMessage<GetSuiteResponse, {jsonType: Get
   messageDesc(file_conveyor_v1_suite_service, 8);
 
 /**
+ * Which suite to watch.
+ *
  * @generated from message conveyor.v1.WatchSuiteRequest
  */
 export type WatchSuiteRequest = Message<"conveyor.v1.WatchSuiteRequest"> & {
   /**
+   * The suite's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which suite to watch.
+ *
  * @generated from message conveyor.v1.WatchSuiteRequest
  */
 export type WatchSuiteRequestJson = {
   /**
+   * The suite's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -645,20 +784,28 @@ export const WatchSuiteRequestSchema: GenMessage<WatchSuiteRequest, {jsonType: W
   messageDesc(file_conveyor_v1_suite_service, 9);
 
 /**
+ * One message of a WatchSuite stream.
+ *
  * @generated from message conveyor.v1.WatchSuiteResponse
  */
 export type WatchSuiteResponse = Message<"conveyor.v1.WatchSuiteResponse"> & {
   /**
+   * What the message carries.
+   *
    * @generated from oneof conveyor.v1.WatchSuiteResponse.kind
    */
   kind: {
     /**
+     * The suite as it is now.
+     *
      * @generated from field: conveyor.v1.Suite suite = 1;
      */
     value: Suite;
     case: "suite";
   } | {
     /**
+     * Sent while nothing happens, to keep the stream alive.
+     *
      * @generated from field: conveyor.v1.Heartbeat heartbeat = 2;
      */
     value: Heartbeat;
@@ -667,15 +814,21 @@ export type WatchSuiteResponse = Message<"conveyor.v1.WatchSuiteResponse"> & {
 };
 
 /**
+ * One message of a WatchSuite stream.
+ *
  * @generated from message conveyor.v1.WatchSuiteResponse
  */
 export type WatchSuiteResponseJson = {
   /**
+   * The suite as it is now.
+   *
    * @generated from field: conveyor.v1.Suite suite = 1;
    */
   suite?: SuiteJson;
 
   /**
+   * Sent while nothing happens, to keep the stream alive.
+   *
    * @generated from field: conveyor.v1.Heartbeat heartbeat = 2;
    */
   heartbeat?: HeartbeatJson;
@@ -689,20 +842,28 @@ export const WatchSuiteResponseSchema: GenMessage<WatchSuiteResponse, {jsonType:
   messageDesc(file_conveyor_v1_suite_service, 10);
 
 /**
+ * Which suite's report to get.
+ *
  * @generated from message conveyor.v1.GetSuiteReportRequest
  */
 export type GetSuiteReportRequest = Message<"conveyor.v1.GetSuiteReportRequest"> & {
   /**
+   * The suite's id.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 };
 
 /**
+ * Which suite's report to get.
+ *
  * @generated from message conveyor.v1.GetSuiteReportRequest
  */
 export type GetSuiteReportRequestJson = {
   /**
+   * The suite's id.
+   *
    * @generated from field: string id = 1;
    */
   id?: string;
@@ -716,6 +877,8 @@ export const GetSuiteReportRequestSchema: GenMessage<GetSuiteReportRequest, {jso
   messageDesc(file_conveyor_v1_suite_service, 11);
 
 /**
+ * A suite's report.
+ *
  * @generated from message conveyor.v1.GetSuiteReportResponse
  */
 export type GetSuiteReportResponse = Message<"conveyor.v1.GetSuiteReportResponse"> & {
@@ -734,12 +897,16 @@ export type GetSuiteReportResponse = Message<"conveyor.v1.GetSuiteReportResponse
   summary: string;
 
   /**
+   * The suite the report is of.
+   *
    * @generated from field: conveyor.v1.Suite suite = 3;
    */
   suite?: Suite | undefined;
 };
 
 /**
+ * A suite's report.
+ *
  * @generated from message conveyor.v1.GetSuiteReportResponse
  */
 export type GetSuiteReportResponseJson = {
@@ -758,6 +925,8 @@ export type GetSuiteReportResponseJson = {
   summary?: string;
 
   /**
+   * The suite the report is of.
+   *
    * @generated from field: conveyor.v1.Suite suite = 3;
    */
   suite?: SuiteJson;
@@ -777,6 +946,8 @@ export const GetSuiteReportResponseSchema: GenMessage<GetSuiteReportResponse, {j
  */
 export enum TestOutcome {
   /**
+   * Never set.
+   *
    * @generated from enum value: TEST_OUTCOME_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
@@ -789,6 +960,8 @@ export enum TestOutcome {
   WAITING = 1,
 
   /**
+   * Its job is ACTIVE.
+   *
    * @generated from enum value: TEST_OUTCOME_RUNNING = 2;
    */
   RUNNING = 2,
@@ -808,6 +981,8 @@ export enum TestOutcome {
   FLAKY = 4,
 
   /**
+   * Its job FAILED (after its last attempt).
+   *
    * @generated from enum value: TEST_OUTCOME_FAILED = 5;
    */
   FAILED = 5,

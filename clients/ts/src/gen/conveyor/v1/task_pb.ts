@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Duration, DurationJson, StructJson, Value, ValueJson } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/task.proto.
  */
 export const file_conveyor_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChZjb252ZXlvci92MS90YXNrLnByb3RvEgtjb252ZXlvci52MSLmAQoLQnJvd3NlclRhc2sSIAoFc3RlcHMYASADKAsyES5jb252ZXlvci52MS5TdGVwEiAKBWZpbGVzGAIgAygLMhEuY29udmV5b3IudjEuRmlsZRIzCgdjb250ZXh0GAMgASgLMiIuY29udmV5b3IudjEuQnJvd3NlckNvbnRleHRPcHRpb25zEiwKB3Nlc3Npb24YFCABKAsyGy5jb252ZXlvci52MS5TZXNzaW9uT3B0aW9ucxIwCglyZWNvcmRpbmcYFSABKAsyHS5jb252ZXlvci52MS5SZWNvcmRpbmdPcHRpb25zIocDChVCcm93c2VyQ29udGV4dE9wdGlvbnMSJwoIdmlld3BvcnQYASABKAsyFS5jb252ZXlvci52MS5WaWV3cG9ydBIOCgZkZXZpY2UYAiABKAkSEgoKdXNlcl9hZ2VudBgDIAEoCRIOCgZsb2NhbGUYBCABKAkSEwoLdGltZXpvbmVfaWQYBSABKAkSFAoMY29sb3Jfc2NoZW1lGAYgASgJElQKEmV4dHJhX2h0dHBfaGVhZGVycxgHIAMoCzI4LmNvbnZleW9yLnYxLkJyb3dzZXJDb250ZXh0T3B0aW9ucy5FeHRyYUh0dHBIZWFkZXJzRW50cnkSJAoHY29va2llcxgIIAMoCzITLmNvbnZleW9yLnYxLkNvb2tpZRIZChF0ZXN0X2lkX2F0dHJpYnV0ZRgJIAEoCRIWCg5yZWR1Y2VkX21vdGlvbhgKIAEoCRo3ChVFeHRyYUh0dHBIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIpCghWaWV3cG9ydBINCgV3aWR0aBgBIAEoBRIOCgZoZWlnaHQYAiABKAUilwEKBkNvb2tpZRIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJEgsKA3VybBgDIAEoCRIOCgZkb21haW4YBCABKAkSDAoEcGF0aBgFIAEoCRIPCgdleHBpcmVzGAYgASgDEhEKCWh0dHBfb25seRgHIAEoCBIOCgZzZWN1cmUYCCABKAgSEQoJc2FtZV9zaXRlGAkgASgJIjsKBEZpbGUSDAoEbmFtZRgBIAEoCRIPCgdjb250ZW50GAIgASgMEhQKDGNvbnRlbnRfdHlwZRgDIAEoCSJRCghOb29wVGFzaxIoCgVzbGVlcBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNmYWlsX2ZpcnN0X2F0dGVtcHRzGAIgASgFIkAKCEtpbmRUYXNrEgwKBG5hbWUYASABKAkSJgoFaW5wdXQYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IoUBCgtSZXRyeVBvbGljeRIlCgdiYWNrb2ZmGAEgASgOMhQuY29udmV5b3IudjEuQmFja29mZhInCgRiYXNlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKA21heBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJUCgZUYXJnZXQSEAoIc2VsZWN0b3IYASABKAkSEQoJZmFsbGJhY2tzGAIgAygJEiUKB2xvY2F0b3IYAyABKAsyFC5jb252ZXlvci52MS5Mb2NhdG9yIvcECgdMb2NhdG9yEg4KBHJvbGUYASABKAlIABIOCgR0ZXh0GAIgASgJSAASDwoFbGFiZWwYAyABKAlIABIVCgtwbGFjZWhvbGRlchgEIAEoCUgAEhIKCGFsdF90ZXh0GAUgASgJSAASDwoFdGl0bGUYBiABKAlIABIRCgd0ZXN0X2lkGAcgASgJSAASDQoDY3NzGAggASgJSAASDwoFeHBhdGgYCSABKAlIABIMCgRuYW1lGAogASgJEg0KBXJlZ2V4GAsgASgIEg0KBWV4YWN0GAwgASgIEhMKC2lnbm9yZV9jYXNlGA0gASgIEhQKB2NoZWNrZWQYDiABKAhIAYgBARIVCghkaXNhYmxlZBgPIAEoCEgCiAEBEhUKCGV4cGFuZGVkGBAgASgISAOIAQESFAoHcHJlc3NlZBgRIAEoCEgEiAEBEhUKCHNlbGVjdGVkGBIgASgISAWIAQESDQoFbGV2ZWwYEyABKAUSFgoOaW5jbHVkZV9oaWRkZW4YFCABKAgSKwoHZmlsdGVycxgVIAMoCzIaLmNvbnZleW9yLnYxLkxvY2F0b3JGaWx0ZXISEAoDbnRoGBYgASgFSAaIAQESDQoFZmlyc3QYFyABKAgSDAoEbGFzdBgYIAEoCBIkCgZ3aXRoaW4YGSABKAsyFC5jb252ZXlvci52MS5Mb2NhdG9yEiQKBmZyYW1lcxgaIAMoCzIULmNvbnZleW9yLnYxLkxvY2F0b3JCBAoCYnlCCgoIX2NoZWNrZWRCCwoJX2Rpc2FibGVkQgsKCV9leHBhbmRlZEIKCghfcHJlc3NlZEILCglfc2VsZWN0ZWRCBgoEX250aCLHAQoNTG9jYXRvckZpbHRlchIQCghoYXNfdGV4dBgBIAEoCRIUCgxoYXNfbm90X3RleHQYAiABKAkSDQoFcmVnZXgYAyABKAgSEwoLaWdub3JlX2Nhc2UYBCABKAgSIQoDaGFzGAUgASgLMhQuY29udmV5b3IudjEuTG9jYXRvchIlCgdoYXNfbm90GAYgASgLMhQuY29udmV5b3IudjEuTG9jYXRvchIUCgd2aXNpYmxlGAcgASgISACIAQFCCgoIX3Zpc2libGUiPAoHUGF0dGVybhINCgV2YWx1ZRgBIAEoCRINCgVyZWdleBgCIAEoCBITCgtpZ25vcmVfY2FzZRgDIAEoCCLMCwoEU3RlcBIMCgRuYW1lGAEgASgJEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEc29mdBgDIAEoCBIvCghuYXZpZ2F0ZRgKIAEoCzIbLmNvbnZleW9yLnYxLk5hdmlnYXRlQWN0aW9uSAASKQoFY2xpY2sYCyABKAsyGC5jb252ZXlvci52MS5DbGlja0FjdGlvbkgAEicKBGZpbGwYDCABKAsyFy5jb252ZXlvci52MS5GaWxsQWN0aW9uSAASJwoEdHlwZRgNIAEoCzIXLmNvbnZleW9yLnYxLlR5cGVBY3Rpb25IABIpCgVjbGVhchgOIAEoCzIYLmNvbnZleW9yLnYxLkNsZWFyQWN0aW9uSAASKQoFcHJlc3MYDyABKAsyGC5jb252ZXlvci52MS5QcmVzc0FjdGlvbkgAEikKBWhvdmVyGBAgASgLMhguY29udmV5b3IudjEuSG92ZXJBY3Rpb25IABIrCgZzZWxlY3QYESABKAsyGS5jb252ZXlvci52MS5TZWxlY3RBY3Rpb25IABIpCgVjaGVjaxgSIAEoCzIYLmNvbnZleW9yLnYxLkNoZWNrQWN0aW9uSAASLQoHdW5jaGVjaxgTIAEoCzIaLmNvbnZleW9yLnYxLlVuY2hlY2tBY3Rpb25IABIrCgZzY3JvbGwYFCABKAsyGS5jb252ZXlvci52MS5TY3JvbGxBY3Rpb25IABInCgR3YWl0GBUgASgLMhcuY29udmV5b3IudjEuV2FpdEFjdGlvbkgAEisKBmV4cGVjdBgWIAEoCzIZLmNvbnZleW9yLnYxLkV4cGVjdEFjdGlvbkgAEi0KB2V4dHJhY3QYFyABKAsyGi5jb252ZXlvci52MS5FeHRyYWN0QWN0aW9uSAASMwoKc2NyZWVuc2hvdBgYIAEoCzIdLmNvbnZleW9yLnYxLlNjcmVlbnNob3RBY3Rpb25IABIrCgZ1cGxvYWQYGSABKAsyGS5jb252ZXlvci52MS5VcGxvYWRBY3Rpb25IABIvCghldmFsdWF0ZRgaIAEoCzIbLmNvbnZleW9yLnYxLkV2YWx1YXRlQWN0aW9uSAASPwoRd2FpdF9mb3JfZnVuY3Rpb24YGyABKAsyIi5jb252ZXlvci52MS5XYWl0Rm9yRnVuY3Rpb25BY3Rpb25IABItCgdnb19iYWNrGBwgASgLMhouY29udmV5b3IudjEuSGlzdG9yeUFjdGlvbkgAEjAKCmdvX2ZvcndhcmQYHSABKAsyGi5jb252ZXlvci52MS5IaXN0b3J5QWN0aW9uSAASLAoGcmVsb2FkGB4gASgLMhouY29udmV5b3IudjEuSGlzdG9yeUFjdGlvbkgAEikKBWZvY3VzGB8gASgLMhguY29udmV5b3IudjEuRm9jdXNBY3Rpb25IABInCgRibHVyGCAgASgLMhcuY29udmV5b3IudjEuQmx1ckFjdGlvbkgAEjoKDmRpc3BhdGNoX2V2ZW50GCEgASgLMiAuY29udmV5b3IudjEuRGlzcGF0Y2hFdmVudEFjdGlvbkgAEicKBGRyYWcYIiABKAsyFy5jb252ZXlvci52MS5EcmFnQWN0aW9uSAASLwoIa2V5Ym9hcmQYIyABKAsyGy5jb252ZXlvci52MS5LZXlib2FyZEFjdGlvbkgAEikKBW1vdXNlGCQgASgLMhguY29udmV5b3IudjEuTW91c2VBY3Rpb25IABIrCgZkaWFsb2cYJSABKAsyGS5jb252ZXlvci52MS5EaWFsb2dBY3Rpb25IABI0Cgtzd2l0Y2hfcGFnZRgmIAEoCzIdLmNvbnZleW9yLnYxLlN3aXRjaFBhZ2VBY3Rpb25IABIvCghkb3dubG9hZBgnIAEoCzIbLmNvbnZleW9yLnYxLkRvd25sb2FkQWN0aW9uSABCCAoGYWN0aW9uIjEKDk5hdmlnYXRlQWN0aW9uEgsKA3VybBgBIAEoCRISCgp3YWl0X3VudGlsGAIgASgJIlcKC0NsaWNrQWN0aW9uEiMKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldBIOCgZidXR0b24YAiABKAkSEwoLY2xpY2tfY291bnQYAyABKAUiPwoKRmlsbEFjdGlvbhIjCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXQSDAoEdGV4dBgCIAEoCSJpCgpUeXBlQWN0aW9uEiMKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldBIMCgR0ZXh0GAIgASgJEigKBWRlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjIKC0NsZWFyQWN0aW9uEiMKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldCI/CgtQcmVzc0FjdGlvbhIjCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXQSCwoDa2V5GAIgASgJIjIKC0hvdmVyQWN0aW9uEiMKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldCJTCgxTZWxlY3RBY3Rpb24SIwoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0Eg4KBnZhbHVlcxgCIAMoCRIOCgZsYWJlbHMYAyADKAkiMgoLQ2hlY2tBY3Rpb24SIwoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0IjQKDVVuY2hlY2tBY3Rpb24SIwoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0IksKDFNjcm9sbEFjdGlvbhIjCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXQSCgoCZHgYAiABKAUSCgoCZHkYAyABKAUilwEKCldhaXRBY3Rpb24SIwoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0Eg0KBXN0YXRlGAIgASgJEisKCGR1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHVybF9jb250YWlucxgEIAEoCRISCgpsb2FkX3N0YXRlGAUgASgJIpoGCgxFeHBlY3RBY3Rpb24SIwoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0EhEKB3Zpc2libGUYAiABKAhIABIQCgZoaWRkZW4YAyABKAhIABIXCg10ZXh0X2NvbnRhaW5zGAQgASgJSAASFQoLdGV4dF9lcXVhbHMYBSABKAlIABIPCgV2YWx1ZRgGIAEoCUgAEg8KBWNvdW50GAcgASgFSAASGAoOdGl0bGVfY29udGFpbnMYCCABKAlIABIWCgx1cmxfY29udGFpbnMYCSABKAlIABIsCgR0ZXh0GAogASgLMhwuY29udmV5b3IudjEuVGV4dEV4cGVjdGF0aW9uSAASKwoLaW5wdXRfdmFsdWUYCyABKAsyFC5jb252ZXlvci52MS5QYXR0ZXJuSAASNgoMaW5wdXRfdmFsdWVzGAwgASgLMh4uY29udmV5b3IudjEuVmFsdWVzRXhwZWN0YXRpb25IABI2CglhdHRyaWJ1dGUYDSABKAsyIS5jb252ZXlvci52MS5BdHRyaWJ1dGVFeHBlY3RhdGlvbkgAEjoKCmNsYXNzX25hbWUYDiABKAsyHS5jb252ZXlvci52MS5DbGFzc0V4cGVjdGF0aW9uSABSBWNsYXNzEioKA2NzcxgPIAEoCzIbLmNvbnZleW9yLnYxLkNzc0V4cGVjdGF0aW9uSAASEQoHY2hlY2tlZBgQIAEoCEgAEhEKB2VuYWJsZWQYESABKAhIABISCghkaXNhYmxlZBgSIAEoCEgAEhIKCGVkaXRhYmxlGBMgASgISAASEQoHZm9jdXNlZBgUIAEoCEgAEhIKCGF0dGFjaGVkGBUgASgISAASFQoLaW5fdmlld3BvcnQYFiABKAhIABIjCgN1cmwYFyABKAsyFC5jb252ZXlvci52MS5QYXR0ZXJuSAASJQoFdGl0bGUYGCABKAsyFC5jb252ZXlvci52MS5QYXR0ZXJuSAASDwoFZW1wdHkYGSABKAhIABITCgZuZWdhdGUYHiABKAhSA25vdEILCgljb25kaXRpb24ifgoPVGV4dEV4cGVjdGF0aW9uEg0KBXZhbHVlGAEgASgJEg4KBnZhbHVlcxgCIAMoCRINCgVyZWdleBgDIAEoCBIQCghjb250YWlucxgEIAEoCBITCgtpZ25vcmVfY2FzZRgFIAEoCBIWCg51c2VfaW5uZXJfdGV4dBgGIAEoCCIyChFWYWx1ZXNFeHBlY3RhdGlvbhIOCgZ2YWx1ZXMYASADKAkSDQoFcmVnZXgYAiABKAgiSQoUQXR0cmlidXRlRXhwZWN0YXRpb24SDAoEbmFtZRgBIAEoCRIjCgV2YWx1ZRgCIAEoCzIULmNvbnZleW9yLnYxLlBhdHRlcm4iUgoQQ2xhc3NFeHBlY3RhdGlvbhINCgV2YWx1ZRgBIAEoCRIOCgZ2YWx1ZXMYAiADKAkSDQoFcmVnZXgYAyABKAgSEAoIY29udGFpbnMYBCABKAgiQwoOQ3NzRXhwZWN0YXRpb24SDAoEbmFtZRgBIAEoCRIjCgV2YWx1ZRgCIAEoCzIULmNvbnZleW9yLnYxLlBhdHRlcm4ibwoNRXh0cmFjdEFjdGlvbhIjCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXQSCwoDa2V5GAIgASgJEhEKCWF0dHJpYnV0ZRgDIAEoCRIMCgRodG1sGAQgASgIEgsKA2FsbBgFIAEoCCJKChBTY3JlZW5zaG90QWN0aW9uEhEKCWZ1bGxfcGFnZRgBIAEoCBIjCgZ0YXJnZXQYAiABKAsyEy5jb252ZXlvci52MS5UYXJnZXQiQgoMVXBsb2FkQWN0aW9uEiMKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldBINCgVmaWxlcxgCIAMoCSJTCg5TZXNzaW9uT3B0aW9ucxILCgN1c2UYASABKAkSDAoEc2F2ZRgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVQoQUmVjb3JkaW5nT3B0aW9ucxIlCgV0cmFjZRgBIAEoDjIWLmNvbnZleW9yLnYxLlRyYWNlTW9kZRINCgV2aWRlbxgCIAEoCBILCgNoYXIYAyABKAgipQEKDkV2YWx1YXRlQWN0aW9uEhIKCmV4cHJlc3Npb24YASABKAkSIwoDYXJnGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEgsKA2tleRgDIAEoCRIoCghleHBlY3RlZBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIjCgZ0YXJnZXQYBSABKAsyEy5jb252ZXlvci52MS5UYXJnZXQifAoVV2FpdEZvckZ1bmN0aW9uQWN0aW9uEhIKCmV4cHJlc3Npb24YASABKAkSIwoDYXJnGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEioKB3BvbGxpbmcYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iIwoNSGlzdG9yeUFjdGlvbhISCgp3YWl0X3VudGlsGAEgASgJIjIKC0ZvY3VzQWN0aW9uEiMKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldCIxCgpCbHVyQWN0aW9uEiMKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldCJ1ChNEaXNwYXRjaEV2ZW50QWN0aW9uEiMKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldBIMCgR0eXBlGAIgASgJEisKCmV2ZW50X2luaXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlYKCkRyYWdBY3Rpb24SIwoGc291cmNlGAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0EiMKBnRhcmdldBgCIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldCKWAQoOS2V5Ym9hcmRBY3Rpb24SDwoFcHJlc3MYASABKAlIABIOCgR0eXBlGAIgASgJSAASDgoEZG93bhgDIAEoCUgAEgwKAnVwGAQgASgJSAASFQoLaW5zZXJ0X3RleHQYBSABKAlIABIoCgVkZWxheRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIECgJvcCLtAQoLTW91c2VBY3Rpb24SJgoEbW92ZRgBIAEoCzIWLmNvbnZleW9yLnYxLk1vdXNlTW92ZUgAEigKBWNsaWNrGAIgASgLMhcuY29udmV5b3IudjEuTW91c2VDbGlja0gAEi4KBGRvd24YAyABKAsyHi5jb252ZXlvci52MS5Nb3VzZUJ1dHRvbkNoYW5nZUgAEiwKAnVwGAQgASgLMh4uY29udmV5b3IudjEuTW91c2VCdXR0b25DaGFuZ2VIABIoCgV3aGVlbBgFIAEoCzIXLmNvbnZleW9yLnYxLk1vdXNlV2hlZWxIAEIECgJvcCIwCglNb3VzZU1vdmUSCQoBeBgBIAEoARIJCgF5GAIgASgBEg0KBXN0ZXBzGAMgASgFIkcKCk1vdXNlQ2xpY2sSCQoBeBgBIAEoARIJCgF5GAIgASgBEg4KBmJ1dHRvbhgDIAEoCRITCgtjbGlja19jb3VudBgEIAEoBSIjChFNb3VzZUJ1dHRvbkNoYW5nZRIOCgZidXR0b24YASABKAkiJAoKTW91c2VXaGVlbBIKCgJkeBgBIAEoARIKCgJkeRgCIAEoASJACgxEaWFsb2dBY3Rpb24SDgoGYWN0aW9uGAEgASgJEhMKC3Byb21wdF90ZXh0GAIgASgJEgsKA2tleRgDIAEoCSJnChBTd2l0Y2hQYWdlQWN0aW9uEg0KA25ldxgBIAEoCEgAEg8KBWluZGV4GAIgASgFSAASFgoMdXJsX2NvbnRhaW5zGAMgASgJSAASFQoNY2xvc2VfY3VycmVudBgEIAEoCEIECgJ0byI1Cg5Eb3dubG9hZEFjdGlvbhIjCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXQqTgoHQmFja29mZhIXChNCQUNLT0ZGX1VOU1BFQ0lGSUVEEAASFwoTQkFDS09GRl9FWFBPTkVOVElBTBABEhEKDUJBQ0tPRkZfRklYRUQQAiqPAQoJVHJhY2VNb2RlEhoKFlRSQUNFX01PREVfVU5TUEVDSUZJRUQQABISCg5UUkFDRV9NT0RFX09GRhABEhEKDVRSQUNFX01PREVfT04QAhIgChxUUkFDRV9NT0RFX1JFVEFJTl9PTl9GQUlMVVJFEAMSHQoZVFJBQ0VfTU9ERV9PTl9GSVJTVF9SRVRSWRAEYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChZjb252ZXlvci92MS90YXNrLnByb3RvEgtjb252ZXlvci52MSLsAQoLQnJvd3NlclRhc2sSJgoFc3RlcHMYASADKAsyES5jb252ZXlvci52MS5TdGVwQgTiQQECEiAKBWZpbGVzGAIgAygLMhEuY29udmV5b3IudjEuRmlsZRIzCgdjb250ZXh0GAMgASgLMiIuY29udmV5b3IudjEuQnJvd3NlckNvbnRleHRPcHRpb25zEiwKB3Nlc3Npb24YFCABKAsyGy5jb252ZXlvci52MS5TZXNzaW9uT3B0aW9ucxIwCglyZWNvcmRpbmcYFSABKAsyHS5jb252ZXlvci52MS5SZWNvcmRpbmdPcHRpb25zIocDChVCcm93c2VyQ29udGV4dE9wdGlvbnMSJwoIdmlld3BvcnQYASABKAsyFS5jb252ZXlvci52MS5WaWV3cG9ydBIOCgZkZXZpY2UYAiABKAkSEgoKdXNlcl9hZ2VudBgDIAEoCRIOCgZsb2NhbGUYBCABKAkSEwoLdGltZXpvbmVfaWQYBSABKAkSFAoMY29sb3Jfc2NoZW1lGAYgASgJElQKEmV4dHJhX2h0dHBfaGVhZGVycxgHIAMoCzI4LmNvbnZleW9yLnYxLkJyb3dzZXJDb250ZXh0T3B0aW9ucy5FeHRyYUh0dHBIZWFkZXJzRW50cnkSJAoHY29va2llcxgIIAMoCzITLmNvbnZleW9yLnYxLkNvb2tpZRIZChF0ZXN0X2lkX2F0dHJpYnV0ZRgJIAEoCRIWCg5yZWR1Y2VkX21vdGlvbhgKIAEoCRo3ChVFeHRyYUh0dHBIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI1CghWaWV3cG9ydBITCgV3aWR0aBgBIAEoBUIE4kEBAhIUCgZoZWlnaHQYAiABKAVCBOJBAQIinQEKBkNvb2tpZRISCgRuYW1lGAEgASgJQgTiQQECEg0KBXZhbHVlGAIgASgJEgsKA3VybBgDIAEoCRIOCgZkb21haW4YBCABKAkSDAoEcGF0aBgFIAEoCRIPCgdleHBpcmVzGAYgASgDEhEKCWh0dHBfb25seRgHIAEoCBIOCgZzZWN1cmUYCCABKAgSEQoJc2FtZV9zaXRlGAkgASgJIkEKBEZpbGUSEgoEbmFtZRgBIAEoCUIE4kEBAhIPCgdjb250ZW50GAIgASgMEhQKDGNvbnRlbnRfdHlwZRgDIAEoCSJRCghOb29wVGFzaxIoCgVzbGVlcBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNmYWlsX2ZpcnN0X2F0dGVtcHRzGAIgASgFIkYKCEtpbmRUYXNrEhIKBG5hbWUYASABKAlCBOJBAQISJgoFaW5wdXQYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IoUBCgtSZXRyeVBvbGljeRIlCgdiYWNrb2ZmGAEgASgOMhQuY29udmV5b3IudjEuQmFja29mZhInCgRiYXNlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKA21heBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJUCgZUYXJnZXQSEAoIc2VsZWN0b3IYASABKAkSEQoJZmFsbGJhY2tzGAIgAygJEiUKB2xvY2F0b3IYAyABKAsyFC5jb252ZXlvci52MS5Mb2NhdG9yIvcECgdMb2NhdG9yEg4KBHJvbGUYASABKAlIABIOCgR0ZXh0GAIgASgJSAASDwoFbGFiZWwYAyABKAlIABIVCgtwbGFjZWhvbGRlchgEIAEoCUgAEhIKCGFsdF90ZXh0GAUgASgJSAASDwoFdGl0bGUYBiABKAlIABIRCgd0ZXN0X2lkGAcgASgJSAASDQoDY3NzGAggASgJSAASDwoFeHBhdGgYCSABKAlIABIMCgRuYW1lGAogASgJEg0KBXJlZ2V4GAsgASgIEg0KBWV4YWN0GAwgASgIEhMKC2lnbm9yZV9jYXNlGA0gASgIEhQKB2NoZWNrZWQYDiABKAhIAYgBARIVCghkaXNhYmxlZBgPIAEoCEgCiAEBEhUKCGV4cGFuZGVkGBAgASgISAOIAQESFAoHcHJlc3NlZBgRIAEoCEgEiAEBEhUKCHNlbGVjdGVkGBIgASgISAWIAQESDQoFbGV2ZWwYEyABKAUSFgoOaW5jbHVkZV9oaWRkZW4YFCABKAgSKwoHZmlsdGVycxgVIAMoCzIaLmNvbnZleW9yLnYxLkxvY2F0b3JGaWx0ZXISEAoDbnRoGBYgASgFSAaIAQESDQoFZmlyc3QYFyABKAgSDAoEbGFzdBgYIAEoCBIkCgZ3aXRoaW4YGSABKAsyFC5jb252ZXlvci52MS5Mb2NhdG9yEiQKBmZyYW1lcxgaIAMoCzIULmNvbnZleW9yLnYxLkxvY2F0b3JCBAoCYnlCCgoIX2NoZWNrZWRCCwoJX2Rpc2FibGVkQgsKCV9leHBhbmRlZEIKCghfcHJlc3NlZEILCglfc2VsZWN0ZWRCBgoEX250aCLHAQoNTG9jYXRvckZpbHRlchIQCghoYXNfdGV4dBgBIAEoCRIUCgxoYXNfbm90X3RleHQYAiABKAkSDQoFcmVnZXgYAyABKAgSEwoLaWdub3JlX2Nhc2UYBCABKAgSIQoDaGFzGAUgASgLMhQuY29udmV5b3IudjEuTG9jYXRvchIlCgdoYXNfbm90GAYgASgLMhQuY29udmV5b3IudjEuTG9jYXRvchIUCgd2aXNpYmxlGAcgASgISACIAQFCCgoIX3Zpc2libGUiPAoHUGF0dGVybhINCgV2YWx1ZRgBIAEoCRINCgVyZWdleBgCIAEoCBITCgtpZ25vcmVfY2FzZRgDIAEoCCLMCwoEU3RlcBIMCgRuYW1lGAEgASgJEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEc29mdBgDIAEoCBIvCghuYXZpZ2F0ZRgKIAEoCzIbLmNvbnZleW9yLnYxLk5hdmlnYXRlQWN0aW9uSAASKQoFY2xpY2sYCyABKAsyGC5jb252ZXlvci52MS5DbGlja0FjdGlvbkgAEicKBGZpbGwYDCABKAsyFy5jb252ZXlvci52MS5GaWxsQWN0aW9uSAASJwoEdHlwZRgNIAEoCzIXLmNvbnZleW9yLnYxLlR5cGVBY3Rpb25IABIpCgVjbGVhchgOIAEoCzIYLmNvbnZleW9yLnYxLkNsZWFyQWN0aW9uSAASKQoFcHJlc3MYDyABKAsyGC5jb252ZXlvci52MS5QcmVzc0FjdGlvbkgAEikKBWhvdmVyGBAgASgLMhguY29udmV5b3IudjEuSG92ZXJBY3Rpb25IABIrCgZzZWxlY3QYESABKAsyGS5jb252ZXlvci52MS5TZWxlY3RBY3Rpb25IABIpCgVjaGVjaxgSIAEoCzIYLmNvbnZleW9yLnYxLkNoZWNrQWN0aW9uSAASLQoHdW5jaGVjaxgTIAEoCzIaLmNvbnZleW9yLnYxLlVuY2hlY2tBY3Rpb25IABIrCgZzY3JvbGwYFCABKAsyGS5jb252ZXlvci52MS5TY3JvbGxBY3Rpb25IABInCgR3YWl0GBUgASgLMhcuY29udmV5b3IudjEuV2FpdEFjdGlvbkgAEisKBmV4cGVjdBgWIAEoCzIZLmNvbnZleW9yLnYxLkV4cGVjdEFjdGlvbkgAEi0KB2V4dHJhY3QYFyABKAsyGi5jb252ZXlvci52MS5FeHRyYWN0QWN0aW9uSAASMwoKc2NyZWVuc2hvdBgYIAEoCzIdLmNvbnZleW9yLnYxLlNjcmVlbnNob3RBY3Rpb25IABIrCgZ1cGxvYWQYGSABKAsyGS5jb252ZXlvci52MS5VcGxvYWRBY3Rpb25IABIvCghldmFsdWF0ZRgaIAEoCzIbLmNvbnZleW9yLnYxLkV2YWx1YXRlQWN0aW9uSAASPwoRd2FpdF9mb3JfZnVuY3Rpb24YGyABKAsyIi5jb252ZXlvci52MS5XYWl0Rm9yRnVuY3Rpb25BY3Rpb25IABItCgdnb19iYWNrGBwgASgLMhouY29udmV5b3IudjEuSGlzdG9yeUFjdGlvbkgAEjAKCmdvX2ZvcndhcmQYHSABKAsyGi5jb252ZXlvci52MS5IaXN0b3J5QWN0aW9uSAASLAoGcmVsb2FkGB4gASgLMhouY29udmV5b3IudjEuSGlzdG9yeUFjdGlvbkgAEikKBWZvY3VzGB8gASgLMhguY29udmV5b3IudjEuRm9jdXNBY3Rpb25IABInCgRibHVyGCAgASgLMhcuY29udmV5b3IudjEuQmx1ckFjdGlvbkgAEjoKDmRpc3BhdGNoX2V2ZW50GCEgASgLMiAuY29udmV5b3IudjEuRGlzcGF0Y2hFdmVudEFjdGlvbkgAEicKBGRyYWcYIiABKAsyFy5jb252ZXlvci52MS5EcmFnQWN0aW9uSAASLwoIa2V5Ym9hcmQYIyABKAsyGy5jb252ZXlvci52MS5LZXlib2FyZEFjdGlvbkgAEikKBW1vdXNlGCQgASgLMhguY29udmV5b3IudjEuTW91c2VBY3Rpb25IABIrCgZkaWFsb2cYJSABKAsyGS5jb252ZXlvci52MS5EaWFsb2dBY3Rpb25IABI0Cgtzd2l0Y2hfcGFnZRgmIAEoCzIdLmNvbnZleW9yLnYxLlN3aXRjaFBhZ2VBY3Rpb25IABIvCghkb3dubG9hZBgnIAEoCzIbLmNvbnZleW9yLnYxLkRvd25sb2FkQWN0aW9uSABCCAoGYWN0aW9uIjcKDk5hdmlnYXRlQWN0aW9uEhEKA3VybBgBIAEoCUIE4kEBAhISCgp3YWl0X3VudGlsGAIgASgJIl0KC0NsaWNrQWN0aW9uEikKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldEIE4kEBAhIOCgZidXR0b24YAiABKAkSEwoLY2xpY2tfY291bnQYAyABKAUiRQoKRmlsbEFjdGlvbhIpCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXRCBOJBAQISDAoEdGV4dBgCIAEoCSJvCgpUeXBlQWN0aW9uEikKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldEIE4kEBAhIMCgR0ZXh0GAIgASgJEigKBWRlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjgKC0NsZWFyQWN0aW9uEikKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldEIE4kEBAiJLCgtQcmVzc0FjdGlvbhIpCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXRCBOJBAQISEQoDa2V5GAIgASgJQgTiQQECIjgKC0hvdmVyQWN0aW9uEikKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldEIE4kEBAiJZCgxTZWxlY3RBY3Rpb24SKQoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0QgTiQQECEg4KBnZhbHVlcxgCIAMoCRIOCgZsYWJlbHMYAyADKAkiOAoLQ2hlY2tBY3Rpb24SKQoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0QgTiQQECIjoKDVVuY2hlY2tBY3Rpb24SKQoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0QgTiQQECIksKDFNjcm9sbEFjdGlvbhIjCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXQSCgoCZHgYAiABKAUSCgoCZHkYAyABKAUilwEKCldhaXRBY3Rpb24SIwoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0Eg0KBXN0YXRlGAIgASgJEisKCGR1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHVybF9jb250YWlucxgEIAEoCRISCgpsb2FkX3N0YXRlGAUgASgJIpoGCgxFeHBlY3RBY3Rpb24SIwoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0EhEKB3Zpc2libGUYAiABKAhIABIQCgZoaWRkZW4YAyABKAhIABIXCg10ZXh0X2NvbnRhaW5zGAQgASgJSAASFQoLdGV4dF9lcXVhbHMYBSABKAlIABIPCgV2YWx1ZRgGIAEoCUgAEg8KBWNvdW50GAcgASgFSAASGAoOdGl0bGVfY29udGFpbnMYCCABKAlIABIWCgx1cmxfY29udGFpbnMYCSABKAlIABIsCgR0ZXh0GAogASgLMhwuY29udmV5b3IudjEuVGV4dEV4cGVjdGF0aW9uSAASKwoLaW5wdXRfdmFsdWUYCyABKAsyFC5jb252ZXlvci52MS5QYXR0ZXJuSAASNgoMaW5wdXRfdmFsdWVzGAwgASgLMh4uY29udmV5b3IudjEuVmFsdWVzRXhwZWN0YXRpb25IABI2CglhdHRyaWJ1dGUYDSABKAsyIS5jb252ZXlvci52MS5BdHRyaWJ1dGVFeHBlY3RhdGlvbkgAEjoKCmNsYXNzX25hbWUYDiABKAsyHS5jb252ZXlvci52MS5DbGFzc0V4cGVjdGF0aW9uSABSBWNsYXNzEioKA2NzcxgPIAEoCzIbLmNvbnZleW9yLnYxLkNzc0V4cGVjdGF0aW9uSAASEQoHY2hlY2tlZBgQIAEoCEgAEhEKB2VuYWJsZWQYESABKAhIABISCghkaXNhYmxlZBgSIAEoCEgAEhIKCGVkaXRhYmxlGBMgASgISAASEQoHZm9jdXNlZBgUIAEoCEgAEhIKCGF0dGFjaGVkGBUgASgISAASFQoLaW5fdmlld3BvcnQYFiABKAhIABIjCgN1cmwYFyABKAsyFC5jb252ZXlvci52MS5QYXR0ZXJuSAASJQoFdGl0bGUYGCABKAsyFC5jb252ZXlvci52MS5QYXR0ZXJuSAASDwoFZW1wdHkYGSABKAhIABITCgZuZWdhdGUYHiABKAhSA25vdEILCgljb25kaXRpb24ifgoPVGV4dEV4cGVjdGF0aW9uEg0KBXZhbHVlGAEgASgJEg4KBnZhbHVlcxgCIAMoCRINCgVyZWdleBgDIAEoCBIQCghjb250YWlucxgEIAEoCBITCgtpZ25vcmVfY2FzZRgFIAEoCBIWCg51c2VfaW5uZXJfdGV4dBgGIAEoCCIyChFWYWx1ZXNFeHBlY3RhdGlvbhIOCgZ2YWx1ZXMYASADKAkSDQoFcmVnZXgYAiABKAgiTwoUQXR0cmlidXRlRXhwZWN0YXRpb24SEgoEbmFtZRgBIAEoCUIE4kEBAhIjCgV2YWx1ZRgCIAEoCzIULmNvbnZleW9yLnYxLlBhdHRlcm4iUgoQQ2xhc3NFeHBlY3RhdGlvbhINCgV2YWx1ZRgBIAEoCRIOCgZ2YWx1ZXMYAiADKAkSDQoFcmVnZXgYAyABKAgSEAoIY29udGFpbnMYBCABKAgiTwoOQ3NzRXhwZWN0YXRpb24SEgoEbmFtZRgBIAEoCUIE4kEBAhIpCgV2YWx1ZRgCIAEoCzIULmNvbnZleW9yLnYxLlBhdHRlcm5CBOJBAQIiewoNRXh0cmFjdEFjdGlvbhIpCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXRCBOJBAQISEQoDa2V5GAIgASgJQgTiQQECEhEKCWF0dHJpYnV0ZRgDIAEoCRIMCgRodG1sGAQgASgIEgsKA2FsbBgFIAEoCCJKChBTY3JlZW5zaG90QWN0aW9uEhEKCWZ1bGxfcGFnZRgBIAEoCBIjCgZ0YXJnZXQYAiABKAsyEy5jb252ZXlvci52MS5UYXJnZXQiTgoMVXBsb2FkQWN0aW9uEikKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldEIE4kEBAhITCgVmaWxlcxgCIAMoCUIE4kEBAiJTCg5TZXNzaW9uT3B0aW9ucxILCgN1c2UYASABKAkSDAoEc2F2ZRgCIAEoCRImCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVQoQUmVjb3JkaW5nT3B0aW9ucxIlCgV0cmFjZRgBIAEoDjIWLmNvbnZleW9yLnYxLlRyYWNlTW9kZRINCgV2aWRlbxgCIAEoCBILCgNoYXIYAyABKAgiqwEKDkV2YWx1YXRlQWN0aW9uEhgKCmV4cHJlc3Npb24YASABKAlCBOJBAQISIwoDYXJnGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEgsKA2tleRgDIAEoCRIoCghleHBlY3RlZBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIjCgZ0YXJnZXQYBSABKAsyEy5jb252ZXlvci52MS5UYXJnZXQiggEKFVdhaXRGb3JGdW5jdGlvbkFjdGlvbhIYCgpleHByZXNzaW9uGAEgASgJQgTiQQECEiMKA2FyZxgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIqCgdwb2xsaW5nGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIiMKDUhpc3RvcnlBY3Rpb24SEgoKd2FpdF91bnRpbBgBIAEoCSI4CgtGb2N1c0FjdGlvbhIpCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXRCBOJBAQIiNwoKQmx1ckFjdGlvbhIpCgZ0YXJnZXQYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXRCBOJBAQIigQEKE0Rpc3BhdGNoRXZlbnRBY3Rpb24SKQoGdGFyZ2V0GAEgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0QgTiQQECEhIKBHR5cGUYAiABKAlCBOJBAQISKwoKZXZlbnRfaW5pdBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiYgoKRHJhZ0FjdGlvbhIpCgZzb3VyY2UYASABKAsyEy5jb252ZXlvci52MS5UYXJnZXRCBOJBAQISKQoGdGFyZ2V0GAIgASgLMhMuY29udmV5b3IudjEuVGFyZ2V0QgTiQQECIpYBCg5LZXlib2FyZEFjdGlvbhIPCgVwcmVzcxgBIAEoCUgAEg4KBHR5cGUYAiABKAlIABIOCgRkb3duGAMgASgJSAASDAoCdXAYBCABKAlIABIVCgtpbnNlcnRfdGV4dBgFIAEoCUgAEigKBWRlbGF5GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgQKAm9wIu0BCgtNb3VzZUFjdGlvbhImCgRtb3ZlGAEgASgLMhYuY29udmV5b3IudjEuTW91c2VNb3ZlSAASKAoFY2xpY2sYAiABKAsyFy5jb252ZXlvci52MS5Nb3VzZUNsaWNrSAASLgoEZG93bhgDIAEoCzIeLmNvbnZleW9yLnYxLk1vdXNlQnV0dG9uQ2hhbmdlSAASLAoCdXAYBCABKAsyHi5jb252ZXlvci52MS5Nb3VzZUJ1dHRvbkNoYW5nZUgAEigKBXdoZWVsGAUgASgLMhcuY29udmV5b3IudjEuTW91c2VXaGVlbEgAQgQKAm9wIjAKCU1vdXNlTW92ZRIJCgF4GAEgASgBEgkKAXkYAiABKAESDQoFc3RlcHMYAyABKAUiRwoKTW91c2VDbGljaxIJCgF4GAEgASgBEgkKAXkYAiABKAESDgoGYnV0dG9uGAMgASgJEhMKC2NsaWNrX2NvdW50GAQgASgFIiMKEU1vdXNlQnV0dG9uQ2hhbmdlEg4KBmJ1dHRvbhgBIAEoCSIkCgpNb3VzZVdoZWVsEgoKAmR4GAEgASgBEgoKAmR5GAIgASgBIkAKDERpYWxvZ0FjdGlvbhIOCgZhY3Rpb24YASABKAkSEwoLcHJvbXB0X3RleHQYAiABKAkSCwoDa2V5GAMgASgJImcKEFN3aXRjaFBhZ2VBY3Rpb24SDQoDbmV3GAEgASgISAASDwoFaW5kZXgYAiABKAVIABIWCgx1cmxfY29udGFpbnMYAyABKAlIABIVCg1jbG9zZV9jdXJyZW50GAQgASgIQgQKAnRvIjsKDkRvd25sb2FkQWN0aW9uEikKBnRhcmdldBgBIAEoCzITLmNvbnZleW9yLnYxLlRhcmdldEIE4kEBAipOCgdCYWNrb2ZmEhcKE0JBQ0tPRkZfVU5TUEVDSUZJRUQQABIXChNCQUNLT0ZGX0VYUE9ORU5USUFMEAESEQoNQkFDS09GRl9GSVhFRBACKo8BCglUcmFjZU1vZGUSGgoWVFJBQ0VfTU9ERV9VTlNQRUNJRklFRBAAEhIKDlRSQUNFX01PREVfT0ZGEAESEQoNVFJBQ0VfTU9ERV9PThACEiAKHFRSQUNFX01PREVfUkVUQUlOX09OX0ZBSUxVUkUQAxIdChlUUkFDRV9NT0RFX09OX0ZJUlNUX1JFVFJZEARiBnByb3RvMw", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * A browser task: steps run in order in one fresh browser context.
@@ -21,14 +22,15 @@ export const file_conveyor_v1_task: GenFile = /*@__PURE__*/
  */
 export type BrowserTask = Message<"conveyor.v1.BrowserTask"> & {
   /**
-   * The steps, in order. At least one; at most the server's step limit.
+   * The steps, in order. At least one; at most CONVEYOR_MAX_STEPS (200).
    *
    * @generated from field: repeated conveyor.v1.Step steps = 1;
    */
   steps: Step[];
 
   /**
-   * Files that `upload` steps may reference by name. Bounded in total size.
+   * Files that `upload` steps may reference by name: at most 64, at most
+   * CONVEYOR_MAX_FILE_BYTES (5 MiB) in all.
    *
    * @generated from field: repeated conveyor.v1.File files = 2;
    */
@@ -66,14 +68,15 @@ export type BrowserTask = Message<"conveyor.v1.BrowserTask"> & {
  */
 export type BrowserTaskJson = {
   /**
-   * The steps, in order. At least one; at most the server's step limit.
+   * The steps, in order. At least one; at most CONVEYOR_MAX_STEPS (200).
    *
    * @generated from field: repeated conveyor.v1.Step steps = 1;
    */
   steps?: StepJson[];
 
   /**
-   * Files that `upload` steps may reference by name. Bounded in total size.
+   * Files that `upload` steps may reference by name: at most 64, at most
+   * CONVEYOR_MAX_FILE_BYTES (5 MiB) in all.
    *
    * @generated from field: repeated conveyor.v1.File files = 2;
    */
@@ -133,7 +136,7 @@ export type BrowserContextOptions = Message<"conveyor.v1.BrowserContextOptions">
   device: string;
 
   /**
-   * Overrides the user agent (also a device's).
+   * Overrides the user agent (also a device's). At most 1,024 characters.
    *
    * @generated from field: string user_agent = 3;
    */
@@ -141,6 +144,7 @@ export type BrowserContextOptions = Message<"conveyor.v1.BrowserContextOptions">
 
   /**
    * A BCP 47 locale such as "de-DE": navigator.language, Accept-Language, formats.
+   * At most 35 characters.
    *
    * @generated from field: string locale = 4;
    */
@@ -161,14 +165,15 @@ export type BrowserContextOptions = Message<"conveyor.v1.BrowserContextOptions">
   colorScheme: string;
 
   /**
-   * Headers sent with every request of the context.
+   * Headers sent with every request of the context: at most 64; names of token
+   * characters (at most 256), values one line of at most 8,192 characters.
    *
    * @generated from field: map<string, string> extra_http_headers = 7;
    */
   extraHttpHeaders: { [key: string]: string };
 
   /**
-   * Cookies set before the first step.
+   * Cookies set before the first step (at most 100).
    *
    * @generated from field: repeated conveyor.v1.Cookie cookies = 8;
    */
@@ -211,7 +216,7 @@ export type BrowserContextOptionsJson = {
   device?: string;
 
   /**
-   * Overrides the user agent (also a device's).
+   * Overrides the user agent (also a device's). At most 1,024 characters.
    *
    * @generated from field: string user_agent = 3;
    */
@@ -219,6 +224,7 @@ export type BrowserContextOptionsJson = {
 
   /**
    * A BCP 47 locale such as "de-DE": navigator.language, Accept-Language, formats.
+   * At most 35 characters.
    *
    * @generated from field: string locale = 4;
    */
@@ -239,14 +245,15 @@ export type BrowserContextOptionsJson = {
   colorScheme?: string;
 
   /**
-   * Headers sent with every request of the context.
+   * Headers sent with every request of the context: at most 64; names of token
+   * characters (at most 256), values one line of at most 8,192 characters.
    *
    * @generated from field: map<string, string> extra_http_headers = 7;
    */
   extraHttpHeaders?: { [key: string]: string };
 
   /**
-   * Cookies set before the first step.
+   * Cookies set before the first step (at most 100).
    *
    * @generated from field: repeated conveyor.v1.Cookie cookies = 8;
    */
@@ -281,11 +288,15 @@ export const BrowserContextOptionsSchema: GenMessage<BrowserContextOptions, {jso
  */
 export type Viewport = Message<"conveyor.v1.Viewport"> & {
   /**
+   * 1 to 10,000 CSS pixels.
+   *
    * @generated from field: int32 width = 1;
    */
   width: number;
 
   /**
+   * 1 to 10,000 CSS pixels.
+   *
    * @generated from field: int32 height = 2;
    */
   height: number;
@@ -298,11 +309,15 @@ export type Viewport = Message<"conveyor.v1.Viewport"> & {
  */
 export type ViewportJson = {
   /**
+   * 1 to 10,000 CSS pixels.
+   *
    * @generated from field: int32 width = 1;
    */
   width?: number;
 
   /**
+   * 1 to 10,000 CSS pixels.
+   *
    * @generated from field: int32 height = 2;
    */
   height?: number;
@@ -322,26 +337,36 @@ export const ViewportSchema: GenMessage<Viewport, {jsonType: ViewportJson}> = /*
  */
 export type Cookie = Message<"conveyor.v1.Cookie"> & {
   /**
+   * The cookie's name (token characters, at most 256).
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * Its value: at most 4,096 characters, no ';' or line breaks.
+   *
    * @generated from field: string value = 2;
    */
   value: string;
 
   /**
+   * The http(s) URL it is set for; or give `domain` and `path` instead.
+   *
    * @generated from field: string url = 3;
    */
   url: string;
 
   /**
+   * The domain it is set for (with `path`, instead of `url`).
+   *
    * @generated from field: string domain = 4;
    */
   domain: string;
 
   /**
+   * The path it is set for, starting with '/' (with `domain`).
+   *
    * @generated from field: string path = 5;
    */
   path: string;
@@ -354,11 +379,15 @@ export type Cookie = Message<"conveyor.v1.Cookie"> & {
   expires: bigint;
 
   /**
+   * HttpOnly: hidden from page scripts.
+   *
    * @generated from field: bool http_only = 7;
    */
   httpOnly: boolean;
 
   /**
+   * Secure: sent over https only.
+   *
    * @generated from field: bool secure = 8;
    */
   secure: boolean;
@@ -378,26 +407,36 @@ export type Cookie = Message<"conveyor.v1.Cookie"> & {
  */
 export type CookieJson = {
   /**
+   * The cookie's name (token characters, at most 256).
+   *
    * @generated from field: string name = 1;
    */
   name?: string;
 
   /**
+   * Its value: at most 4,096 characters, no ';' or line breaks.
+   *
    * @generated from field: string value = 2;
    */
   value?: string;
 
   /**
+   * The http(s) URL it is set for; or give `domain` and `path` instead.
+   *
    * @generated from field: string url = 3;
    */
   url?: string;
 
   /**
+   * The domain it is set for (with `path`, instead of `url`).
+   *
    * @generated from field: string domain = 4;
    */
   domain?: string;
 
   /**
+   * The path it is set for, starting with '/' (with `domain`).
+   *
    * @generated from field: string path = 5;
    */
   path?: string;
@@ -410,11 +449,15 @@ export type CookieJson = {
   expires?: string;
 
   /**
+   * HttpOnly: hidden from page scripts.
+   *
    * @generated from field: bool http_only = 7;
    */
   httpOnly?: boolean;
 
   /**
+   * Secure: sent over https only.
+   *
    * @generated from field: bool secure = 8;
    */
   secure?: boolean;
@@ -441,7 +484,8 @@ export const CookieSchema: GenMessage<Cookie, {jsonType: CookieJson}> = /*@__PUR
  */
 export type File = Message<"conveyor.v1.File"> & {
   /**
-   * The name `upload` steps use to refer to it (a plain file name, no path).
+   * The name `upload` steps use to refer to it: a plain file name (letters,
+   * digits, '.', '_', '-', ' '; at most 128), unique in the task.
    *
    * @generated from field: string name = 1;
    */
@@ -455,7 +499,7 @@ export type File = Message<"conveyor.v1.File"> & {
   content: Uint8Array;
 
   /**
-   * Optional MIME type; guessed from the name when empty.
+   * Optional MIME type (at most 255 characters); guessed from the name when empty.
    *
    * @generated from field: string content_type = 3;
    */
@@ -469,7 +513,8 @@ export type File = Message<"conveyor.v1.File"> & {
  */
 export type FileJson = {
   /**
-   * The name `upload` steps use to refer to it (a plain file name, no path).
+   * The name `upload` steps use to refer to it: a plain file name (letters,
+   * digits, '.', '_', '-', ' '; at most 128), unique in the task.
    *
    * @generated from field: string name = 1;
    */
@@ -483,7 +528,7 @@ export type FileJson = {
   content?: string;
 
   /**
-   * Optional MIME type; guessed from the name when empty.
+   * Optional MIME type (at most 255 characters); guessed from the name when empty.
    *
    * @generated from field: string content_type = 3;
    */
@@ -505,14 +550,14 @@ export const FileSchema: GenMessage<File, {jsonType: FileJson}> = /*@__PURE__*/
  */
 export type NoopTask = Message<"conveyor.v1.NoopTask"> & {
   /**
-   * How long to sleep before completing.
+   * How long to sleep before completing (at most the job's time limit).
    *
    * @generated from field: google.protobuf.Duration sleep = 1;
    */
   sleep?: Duration | undefined;
 
   /**
-   * Fail the first N attempts with a retryable error.
+   * Fail the first N attempts with a retryable error (0 to 100).
    *
    * @generated from field: int32 fail_first_attempts = 2;
    */
@@ -527,14 +572,14 @@ export type NoopTask = Message<"conveyor.v1.NoopTask"> & {
  */
 export type NoopTaskJson = {
   /**
-   * How long to sleep before completing.
+   * How long to sleep before completing (at most the job's time limit).
    *
    * @generated from field: google.protobuf.Duration sleep = 1;
    */
   sleep?: DurationJson;
 
   /**
-   * Fail the first N attempts with a retryable error.
+   * Fail the first N attempts with a retryable error (0 to 100).
    *
    * @generated from field: int32 fail_first_attempts = 2;
    */
@@ -613,19 +658,23 @@ export const KindTaskSchema: GenMessage<KindTask, {jsonType: KindTaskJson}> = /*
  */
 export type RetryPolicy = Message<"conveyor.v1.RetryPolicy"> & {
   /**
+   * How the backoff grows; when unspecified, the kind's (exponential by default).
+   *
    * @generated from field: conveyor.v1.Backoff backoff = 1;
    */
   backoff: Backoff;
 
   /**
    * The first backoff (exponential: doubled each attempt; fixed: every attempt).
+   * At most 24 h; when unset, the kind's (2 s by default).
    *
    * @generated from field: google.protobuf.Duration base = 2;
    */
   base?: Duration | undefined;
 
   /**
-   * The longest backoff.
+   * The longest backoff; not shorter than `base`, at most 24 h; when unset, the
+   * kind's (300 s by default).
    *
    * @generated from field: google.protobuf.Duration max = 3;
    */
@@ -640,19 +689,23 @@ export type RetryPolicy = Message<"conveyor.v1.RetryPolicy"> & {
  */
 export type RetryPolicyJson = {
   /**
+   * How the backoff grows; when unspecified, the kind's (exponential by default).
+   *
    * @generated from field: conveyor.v1.Backoff backoff = 1;
    */
   backoff?: BackoffJson;
 
   /**
    * The first backoff (exponential: doubled each attempt; fixed: every attempt).
+   * At most 24 h; when unset, the kind's (2 s by default).
    *
    * @generated from field: google.protobuf.Duration base = 2;
    */
   base?: DurationJson;
 
   /**
-   * The longest backoff.
+   * The longest backoff; not shorter than `base`, at most 24 h; when unset, the
+   * kind's (300 s by default).
    *
    * @generated from field: google.protobuf.Duration max = 3;
    */
@@ -670,22 +723,30 @@ export const RetryPolicySchema: GenMessage<RetryPolicy, {jsonType: RetryPolicyJs
  * What a step acts on: any Playwright selector, with fallbacks tried in order when
  * the main selector matches nothing (the first match is used) -- or a structured
  * `locator`, as Playwright's locator API builds them (strict: it must match exactly
- * one element for an action).
+ * one element for an action). Give a selector (with fallbacks) or a locator, not both.
  *
  * @generated from message conveyor.v1.Target
  */
 export type Target = Message<"conveyor.v1.Target"> & {
   /**
+   * A Playwright selector ("#id", "text=Sign in", "css=...", "xpath=..."); at most
+   * 4,096 characters.
+   *
    * @generated from field: string selector = 1;
    */
   selector: string;
 
   /**
+   * Selectors tried in order when `selector` matches nothing: at most 16, each 1 to
+   * 4,096 characters.
+   *
    * @generated from field: repeated string fallbacks = 2;
    */
   fallbacks: string[];
 
   /**
+   * A structured locator instead of a selector.
+   *
    * @generated from field: conveyor.v1.Locator locator = 3;
    */
   locator?: Locator | undefined;
@@ -695,22 +756,30 @@ export type Target = Message<"conveyor.v1.Target"> & {
  * What a step acts on: any Playwright selector, with fallbacks tried in order when
  * the main selector matches nothing (the first match is used) -- or a structured
  * `locator`, as Playwright's locator API builds them (strict: it must match exactly
- * one element for an action).
+ * one element for an action). Give a selector (with fallbacks) or a locator, not both.
  *
  * @generated from message conveyor.v1.Target
  */
 export type TargetJson = {
   /**
+   * A Playwright selector ("#id", "text=Sign in", "css=...", "xpath=..."); at most
+   * 4,096 characters.
+   *
    * @generated from field: string selector = 1;
    */
   selector?: string;
 
   /**
+   * Selectors tried in order when `selector` matches nothing: at most 16, each 1 to
+   * 4,096 characters.
+   *
    * @generated from field: repeated string fallbacks = 2;
    */
   fallbacks?: string[];
 
   /**
+   * A structured locator instead of a selector.
+   *
    * @generated from field: conveyor.v1.Locator locator = 3;
    */
   locator?: LocatorJson;
@@ -727,11 +796,15 @@ export const TargetSchema: GenMessage<Target, {jsonType: TargetJson}> = /*@__PUR
  * A locator as Playwright builds them: page.getByRole(...), getByText(...), ...
  * Built in this order: the `frames` are entered, then `within` is located, then the
  * elements are picked (`by`), then `filters` apply, then `nth`/`first`/`last`.
+ * Locators nest (within, frames, filters) at most 8 deep.
  *
  * @generated from message conveyor.v1.Locator
  */
 export type Locator = Message<"conveyor.v1.Locator"> & {
   /**
+   * How the elements are picked: exactly one. Texts are at most 100,000 characters,
+   * css and xpath at most 4,096.
+   *
    * @generated from oneof conveyor.v1.Locator.by
    */
   by: {
@@ -838,28 +911,36 @@ export type Locator = Message<"conveyor.v1.Locator"> & {
   ignoreCase: boolean;
 
   /**
-   * For `role`: ARIA states the element must have.
+   * For `role`: the element is checked (true) or not (false).
    *
    * @generated from field: optional bool checked = 14;
    */
   checked?: boolean | undefined;
 
   /**
+   * For `role`: the element is disabled (true) or not (false).
+   *
    * @generated from field: optional bool disabled = 15;
    */
   disabled?: boolean | undefined;
 
   /**
+   * For `role`: the element is expanded (true) or not (false).
+   *
    * @generated from field: optional bool expanded = 16;
    */
   expanded?: boolean | undefined;
 
   /**
+   * For `role`: the element is pressed (true) or not (false).
+   *
    * @generated from field: optional bool pressed = 17;
    */
   pressed?: boolean | undefined;
 
   /**
+   * For `role`: the element is selected (true) or not (false).
+   *
    * @generated from field: optional bool selected = 18;
    */
   selected?: boolean | undefined;
@@ -879,25 +960,30 @@ export type Locator = Message<"conveyor.v1.Locator"> & {
   includeHidden: boolean;
 
   /**
-   * locator.filter(...), in order.
+   * locator.filter(...), in order (at most 16).
    *
    * @generated from field: repeated conveyor.v1.LocatorFilter filters = 21;
    */
   filters: LocatorFilter[];
 
   /**
-   * The n-th match (0-based; -1 is the last).
+   * The n-th match (0-based; -1 is the last; at most 100,000 either way). One of
+   * nth, first, last.
    *
    * @generated from field: optional int32 nth = 22;
    */
   nth?: number | undefined;
 
   /**
+   * The first match.
+   *
    * @generated from field: bool first = 23;
    */
   first: boolean;
 
   /**
+   * The last match.
+   *
    * @generated from field: bool last = 24;
    */
   last: boolean;
@@ -911,7 +997,7 @@ export type Locator = Message<"conveyor.v1.Locator"> & {
 
   /**
    * iframes to enter first, outermost first: each locates an <iframe> element whose
-   * content frame is searched (locator.contentFrame()).
+   * content frame is searched (locator.contentFrame()). At most 8.
    *
    * @generated from field: repeated conveyor.v1.Locator frames = 26;
    */
@@ -922,6 +1008,7 @@ export type Locator = Message<"conveyor.v1.Locator"> & {
  * A locator as Playwright builds them: page.getByRole(...), getByText(...), ...
  * Built in this order: the `frames` are entered, then `within` is located, then the
  * elements are picked (`by`), then `filters` apply, then `nth`/`first`/`last`.
+ * Locators nest (within, frames, filters) at most 8 deep.
  *
  * @generated from message conveyor.v1.Locator
  */
@@ -1019,28 +1106,36 @@ export type LocatorJson = {
   ignoreCase?: boolean;
 
   /**
-   * For `role`: ARIA states the element must have.
+   * For `role`: the element is checked (true) or not (false).
    *
    * @generated from field: optional bool checked = 14;
    */
   checked?: boolean;
 
   /**
+   * For `role`: the element is disabled (true) or not (false).
+   *
    * @generated from field: optional bool disabled = 15;
    */
   disabled?: boolean;
 
   /**
+   * For `role`: the element is expanded (true) or not (false).
+   *
    * @generated from field: optional bool expanded = 16;
    */
   expanded?: boolean;
 
   /**
+   * For `role`: the element is pressed (true) or not (false).
+   *
    * @generated from field: optional bool pressed = 17;
    */
   pressed?: boolean;
 
   /**
+   * For `role`: the element is selected (true) or not (false).
+   *
    * @generated from field: optional bool selected = 18;
    */
   selected?: boolean;
@@ -1060,25 +1155,30 @@ export type LocatorJson = {
   includeHidden?: boolean;
 
   /**
-   * locator.filter(...), in order.
+   * locator.filter(...), in order (at most 16).
    *
    * @generated from field: repeated conveyor.v1.LocatorFilter filters = 21;
    */
   filters?: LocatorFilterJson[];
 
   /**
-   * The n-th match (0-based; -1 is the last).
+   * The n-th match (0-based; -1 is the last; at most 100,000 either way). One of
+   * nth, first, last.
    *
    * @generated from field: optional int32 nth = 22;
    */
   nth?: number;
 
   /**
+   * The first match.
+   *
    * @generated from field: bool first = 23;
    */
   first?: boolean;
 
   /**
+   * The last match.
+   *
    * @generated from field: bool last = 24;
    */
   last?: boolean;
@@ -1092,7 +1192,7 @@ export type LocatorJson = {
 
   /**
    * iframes to enter first, outermost first: each locates an <iframe> element whose
-   * content frame is searched (locator.contentFrame()).
+   * content frame is searched (locator.contentFrame()). At most 8.
    *
    * @generated from field: repeated conveyor.v1.Locator frames = 26;
    */
@@ -1108,17 +1208,21 @@ export const LocatorSchema: GenMessage<Locator, {jsonType: LocatorJson}> = /*@__
 
 /**
  * locator.filter(): keep the elements that have (or do not have) a text or a
- * descendant.
+ * descendant. Give at least one of has_text, has_not_text, has, has_not, visible.
  *
  * @generated from message conveyor.v1.LocatorFilter
  */
 export type LocatorFilter = Message<"conveyor.v1.LocatorFilter"> & {
   /**
+   * Keep the elements whose text contains this (at most 100,000 characters).
+   *
    * @generated from field: string has_text = 1;
    */
   hasText: string;
 
   /**
+   * Keep the elements whose text does not contain this.
+   *
    * @generated from field: string has_not_text = 2;
    */
   hasNotText: string;
@@ -1131,16 +1235,22 @@ export type LocatorFilter = Message<"conveyor.v1.LocatorFilter"> & {
   regex: boolean;
 
   /**
+   * With `regex`: ignore case.
+   *
    * @generated from field: bool ignore_case = 4;
    */
   ignoreCase: boolean;
 
   /**
+   * Keep the elements with a descendant this locator matches.
+   *
    * @generated from field: conveyor.v1.Locator has = 5;
    */
   has?: Locator | undefined;
 
   /**
+   * Keep the elements without a descendant this locator matches.
+   *
    * @generated from field: conveyor.v1.Locator has_not = 6;
    */
   hasNot?: Locator | undefined;
@@ -1155,17 +1265,21 @@ export type LocatorFilter = Message<"conveyor.v1.LocatorFilter"> & {
 
 /**
  * locator.filter(): keep the elements that have (or do not have) a text or a
- * descendant.
+ * descendant. Give at least one of has_text, has_not_text, has, has_not, visible.
  *
  * @generated from message conveyor.v1.LocatorFilter
  */
 export type LocatorFilterJson = {
   /**
+   * Keep the elements whose text contains this (at most 100,000 characters).
+   *
    * @generated from field: string has_text = 1;
    */
   hasText?: string;
 
   /**
+   * Keep the elements whose text does not contain this.
+   *
    * @generated from field: string has_not_text = 2;
    */
   hasNotText?: string;
@@ -1178,16 +1292,22 @@ export type LocatorFilterJson = {
   regex?: boolean;
 
   /**
+   * With `regex`: ignore case.
+   *
    * @generated from field: bool ignore_case = 4;
    */
   ignoreCase?: boolean;
 
   /**
+   * Keep the elements with a descendant this locator matches.
+   *
    * @generated from field: conveyor.v1.Locator has = 5;
    */
   has?: LocatorJson;
 
   /**
+   * Keep the elements without a descendant this locator matches.
+   *
    * @generated from field: conveyor.v1.Locator has_not = 6;
    */
   hasNot?: LocatorJson;
@@ -1214,16 +1334,22 @@ export const LocatorFilterSchema: GenMessage<LocatorFilter, {jsonType: LocatorFi
  */
 export type Pattern = Message<"conveyor.v1.Pattern"> & {
   /**
+   * The text (at most 100,000 characters) or the regular expression.
+   *
    * @generated from field: string value = 1;
    */
   value: string;
 
   /**
+   * `value` is a regular expression (searched in the text).
+   *
    * @generated from field: bool regex = 2;
    */
   regex: boolean;
 
   /**
+   * With `regex`: ignore case.
+   *
    * @generated from field: bool ignore_case = 3;
    */
   ignoreCase: boolean;
@@ -1236,16 +1362,22 @@ export type Pattern = Message<"conveyor.v1.Pattern"> & {
  */
 export type PatternJson = {
   /**
+   * The text (at most 100,000 characters) or the regular expression.
+   *
    * @generated from field: string value = 1;
    */
   value?: string;
 
   /**
+   * `value` is a regular expression (searched in the text).
+   *
    * @generated from field: bool regex = 2;
    */
   regex?: boolean;
 
   /**
+   * With `regex`: ignore case.
+   *
    * @generated from field: bool ignore_case = 3;
    */
   ignoreCase?: boolean;
@@ -1265,14 +1397,15 @@ export const PatternSchema: GenMessage<Pattern, {jsonType: PatternJson}> = /*@__
  */
 export type Step = Message<"conveyor.v1.Step"> & {
   /**
-   * A name shown in progress events and errors.
+   * A name shown in progress events and errors (at most 128 characters).
    *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
-   * How long the step may take (auto-waiting included). Server default when unset.
+   * How long the step may take (auto-waiting included): more than 0, at most the
+   * job's time limit; CONVEYOR_DEFAULT_STEP_TIMEOUT_SECONDS (10 s) when unset.
    *
    * @generated from field: google.protobuf.Duration timeout = 2;
    */
@@ -1287,184 +1420,246 @@ export type Step = Message<"conveyor.v1.Step"> & {
   soft: boolean;
 
   /**
+   * What the step does: exactly one action.
+   *
    * @generated from oneof conveyor.v1.Step.action
    */
   action: {
     /**
+     * Go to a URL.
+     *
      * @generated from field: conveyor.v1.NavigateAction navigate = 10;
      */
     value: NavigateAction;
     case: "navigate";
   } | {
     /**
+     * Click an element.
+     *
      * @generated from field: conveyor.v1.ClickAction click = 11;
      */
     value: ClickAction;
     case: "click";
   } | {
     /**
+     * Replace an input's value.
+     *
      * @generated from field: conveyor.v1.FillAction fill = 12;
      */
     value: FillAction;
     case: "fill";
   } | {
     /**
+     * Type text key by key.
+     *
      * @generated from field: conveyor.v1.TypeAction type = 13;
      */
     value: TypeAction;
     case: "type";
   } | {
     /**
+     * Clear an input.
+     *
      * @generated from field: conveyor.v1.ClearAction clear = 14;
      */
     value: ClearAction;
     case: "clear";
   } | {
     /**
+     * Press a key on an element.
+     *
      * @generated from field: conveyor.v1.PressAction press = 15;
      */
     value: PressAction;
     case: "press";
   } | {
     /**
+     * Move the mouse over an element.
+     *
      * @generated from field: conveyor.v1.HoverAction hover = 16;
      */
     value: HoverAction;
     case: "hover";
   } | {
     /**
+     * Choose options of a <select>.
+     *
      * @generated from field: conveyor.v1.SelectAction select = 17;
      */
     value: SelectAction;
     case: "select";
   } | {
     /**
+     * Check a checkbox or radio button.
+     *
      * @generated from field: conveyor.v1.CheckAction check = 18;
      */
     value: CheckAction;
     case: "check";
   } | {
     /**
+     * Uncheck a checkbox.
+     *
      * @generated from field: conveyor.v1.UncheckAction uncheck = 19;
      */
     value: UncheckAction;
     case: "uncheck";
   } | {
     /**
+     * Scroll an element into view, or the page by an offset.
+     *
      * @generated from field: conveyor.v1.ScrollAction scroll = 20;
      */
     value: ScrollAction;
     case: "scroll";
   } | {
     /**
+     * Wait for an element state, a duration, a URL or a load state.
+     *
      * @generated from field: conveyor.v1.WaitAction wait = 21;
      */
     value: WaitAction;
     case: "wait";
   } | {
     /**
+     * Assert something about the page (Playwright's expect).
+     *
      * @generated from field: conveyor.v1.ExpectAction expect = 22;
      */
     value: ExpectAction;
     case: "expect";
   } | {
     /**
+     * Read a value from the page into the result.
+     *
      * @generated from field: conveyor.v1.ExtractAction extract = 23;
      */
     value: ExtractAction;
     case: "extract";
   } | {
     /**
+     * Take a screenshot (an artifact).
+     *
      * @generated from field: conveyor.v1.ScreenshotAction screenshot = 24;
      */
     value: ScreenshotAction;
     case: "screenshot";
   } | {
     /**
+     * Set the files of an <input type=file>.
+     *
      * @generated from field: conveyor.v1.UploadAction upload = 25;
      */
     value: UploadAction;
     case: "upload";
   } | {
     /**
+     * Run JavaScript in the page.
+     *
      * @generated from field: conveyor.v1.EvaluateAction evaluate = 26;
      */
     value: EvaluateAction;
     case: "evaluate";
   } | {
     /**
+     * Wait until a JavaScript function returns a truthy value.
+     *
      * @generated from field: conveyor.v1.WaitForFunctionAction wait_for_function = 27;
      */
     value: WaitForFunctionAction;
     case: "waitForFunction";
   } | {
     /**
+     * page.goBack.
+     *
      * @generated from field: conveyor.v1.HistoryAction go_back = 28;
      */
     value: HistoryAction;
     case: "goBack";
   } | {
     /**
+     * page.goForward.
+     *
      * @generated from field: conveyor.v1.HistoryAction go_forward = 29;
      */
     value: HistoryAction;
     case: "goForward";
   } | {
     /**
+     * page.reload.
+     *
      * @generated from field: conveyor.v1.HistoryAction reload = 30;
      */
     value: HistoryAction;
     case: "reload";
   } | {
     /**
+     * Focus an element.
+     *
      * @generated from field: conveyor.v1.FocusAction focus = 31;
      */
     value: FocusAction;
     case: "focus";
   } | {
     /**
+     * Take the focus away from an element.
+     *
      * @generated from field: conveyor.v1.BlurAction blur = 32;
      */
     value: BlurAction;
     case: "blur";
   } | {
     /**
+     * Dispatch a DOM event on an element.
+     *
      * @generated from field: conveyor.v1.DispatchEventAction dispatch_event = 33;
      */
     value: DispatchEventAction;
     case: "dispatchEvent";
   } | {
     /**
+     * Drag one element onto another.
+     *
      * @generated from field: conveyor.v1.DragAction drag = 34;
      */
     value: DragAction;
     case: "drag";
   } | {
     /**
+     * Use the keyboard without a target.
+     *
      * @generated from field: conveyor.v1.KeyboardAction keyboard = 35;
      */
     value: KeyboardAction;
     case: "keyboard";
   } | {
     /**
+     * Use the mouse at page coordinates.
+     *
      * @generated from field: conveyor.v1.MouseAction mouse = 36;
      */
     value: MouseAction;
     case: "mouse";
   } | {
     /**
+     * Say how the dialogs that open from now on are answered.
+     *
      * @generated from field: conveyor.v1.DialogAction dialog = 37;
      */
     value: DialogAction;
     case: "dialog";
   } | {
     /**
+     * Switch to another page of the context (a popup, a new tab).
+     *
      * @generated from field: conveyor.v1.SwitchPageAction switch_page = 38;
      */
     value: SwitchPageAction;
     case: "switchPage";
   } | {
     /**
+     * Click and save the download it starts.
+     *
      * @generated from field: conveyor.v1.DownloadAction download = 39;
      */
     value: DownloadAction;
@@ -1479,14 +1674,15 @@ export type Step = Message<"conveyor.v1.Step"> & {
  */
 export type StepJson = {
   /**
-   * A name shown in progress events and errors.
+   * A name shown in progress events and errors (at most 128 characters).
    *
    * @generated from field: string name = 1;
    */
   name?: string;
 
   /**
-   * How long the step may take (auto-waiting included). Server default when unset.
+   * How long the step may take (auto-waiting included): more than 0, at most the
+   * job's time limit; CONVEYOR_DEFAULT_STEP_TIMEOUT_SECONDS (10 s) when unset.
    *
    * @generated from field: google.protobuf.Duration timeout = 2;
    */
@@ -1501,151 +1697,211 @@ export type StepJson = {
   soft?: boolean;
 
   /**
+   * Go to a URL.
+   *
    * @generated from field: conveyor.v1.NavigateAction navigate = 10;
    */
   navigate?: NavigateActionJson;
 
   /**
+   * Click an element.
+   *
    * @generated from field: conveyor.v1.ClickAction click = 11;
    */
   click?: ClickActionJson;
 
   /**
+   * Replace an input's value.
+   *
    * @generated from field: conveyor.v1.FillAction fill = 12;
    */
   fill?: FillActionJson;
 
   /**
+   * Type text key by key.
+   *
    * @generated from field: conveyor.v1.TypeAction type = 13;
    */
   type?: TypeActionJson;
 
   /**
+   * Clear an input.
+   *
    * @generated from field: conveyor.v1.ClearAction clear = 14;
    */
   clear?: ClearActionJson;
 
   /**
+   * Press a key on an element.
+   *
    * @generated from field: conveyor.v1.PressAction press = 15;
    */
   press?: PressActionJson;
 
   /**
+   * Move the mouse over an element.
+   *
    * @generated from field: conveyor.v1.HoverAction hover = 16;
    */
   hover?: HoverActionJson;
 
   /**
+   * Choose options of a <select>.
+   *
    * @generated from field: conveyor.v1.SelectAction select = 17;
    */
   select?: SelectActionJson;
 
   /**
+   * Check a checkbox or radio button.
+   *
    * @generated from field: conveyor.v1.CheckAction check = 18;
    */
   check?: CheckActionJson;
 
   /**
+   * Uncheck a checkbox.
+   *
    * @generated from field: conveyor.v1.UncheckAction uncheck = 19;
    */
   uncheck?: UncheckActionJson;
 
   /**
+   * Scroll an element into view, or the page by an offset.
+   *
    * @generated from field: conveyor.v1.ScrollAction scroll = 20;
    */
   scroll?: ScrollActionJson;
 
   /**
+   * Wait for an element state, a duration, a URL or a load state.
+   *
    * @generated from field: conveyor.v1.WaitAction wait = 21;
    */
   wait?: WaitActionJson;
 
   /**
+   * Assert something about the page (Playwright's expect).
+   *
    * @generated from field: conveyor.v1.ExpectAction expect = 22;
    */
   expect?: ExpectActionJson;
 
   /**
+   * Read a value from the page into the result.
+   *
    * @generated from field: conveyor.v1.ExtractAction extract = 23;
    */
   extract?: ExtractActionJson;
 
   /**
+   * Take a screenshot (an artifact).
+   *
    * @generated from field: conveyor.v1.ScreenshotAction screenshot = 24;
    */
   screenshot?: ScreenshotActionJson;
 
   /**
+   * Set the files of an <input type=file>.
+   *
    * @generated from field: conveyor.v1.UploadAction upload = 25;
    */
   upload?: UploadActionJson;
 
   /**
+   * Run JavaScript in the page.
+   *
    * @generated from field: conveyor.v1.EvaluateAction evaluate = 26;
    */
   evaluate?: EvaluateActionJson;
 
   /**
+   * Wait until a JavaScript function returns a truthy value.
+   *
    * @generated from field: conveyor.v1.WaitForFunctionAction wait_for_function = 27;
    */
   waitForFunction?: WaitForFunctionActionJson;
 
   /**
+   * page.goBack.
+   *
    * @generated from field: conveyor.v1.HistoryAction go_back = 28;
    */
   goBack?: HistoryActionJson;
 
   /**
+   * page.goForward.
+   *
    * @generated from field: conveyor.v1.HistoryAction go_forward = 29;
    */
   goForward?: HistoryActionJson;
 
   /**
+   * page.reload.
+   *
    * @generated from field: conveyor.v1.HistoryAction reload = 30;
    */
   reload?: HistoryActionJson;
 
   /**
+   * Focus an element.
+   *
    * @generated from field: conveyor.v1.FocusAction focus = 31;
    */
   focus?: FocusActionJson;
 
   /**
+   * Take the focus away from an element.
+   *
    * @generated from field: conveyor.v1.BlurAction blur = 32;
    */
   blur?: BlurActionJson;
 
   /**
+   * Dispatch a DOM event on an element.
+   *
    * @generated from field: conveyor.v1.DispatchEventAction dispatch_event = 33;
    */
   dispatchEvent?: DispatchEventActionJson;
 
   /**
+   * Drag one element onto another.
+   *
    * @generated from field: conveyor.v1.DragAction drag = 34;
    */
   drag?: DragActionJson;
 
   /**
+   * Use the keyboard without a target.
+   *
    * @generated from field: conveyor.v1.KeyboardAction keyboard = 35;
    */
   keyboard?: KeyboardActionJson;
 
   /**
+   * Use the mouse at page coordinates.
+   *
    * @generated from field: conveyor.v1.MouseAction mouse = 36;
    */
   mouse?: MouseActionJson;
 
   /**
+   * Say how the dialogs that open from now on are answered.
+   *
    * @generated from field: conveyor.v1.DialogAction dialog = 37;
    */
   dialog?: DialogActionJson;
 
   /**
+   * Switch to another page of the context (a popup, a new tab).
+   *
    * @generated from field: conveyor.v1.SwitchPageAction switch_page = 38;
    */
   switchPage?: SwitchPageActionJson;
 
   /**
+   * Click and save the download it starts.
+   *
    * @generated from field: conveyor.v1.DownloadAction download = 39;
    */
   download?: DownloadActionJson;
@@ -1665,6 +1921,8 @@ export const StepSchema: GenMessage<Step, {jsonType: StepJson}> = /*@__PURE__*/
  */
 export type NavigateAction = Message<"conveyor.v1.NavigateAction"> & {
   /**
+   * An http or https URL with a host, at most 8,192 characters.
+   *
    * @generated from field: string url = 1;
    */
   url: string;
@@ -1684,6 +1942,8 @@ export type NavigateAction = Message<"conveyor.v1.NavigateAction"> & {
  */
 export type NavigateActionJson = {
   /**
+   * An http or https URL with a host, at most 8,192 characters.
+   *
    * @generated from field: string url = 1;
    */
   url?: string;
@@ -1710,6 +1970,8 @@ export const NavigateActionSchema: GenMessage<NavigateAction, {jsonType: Navigat
  */
 export type ClickAction = Message<"conveyor.v1.ClickAction"> & {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -1722,7 +1984,7 @@ export type ClickAction = Message<"conveyor.v1.ClickAction"> & {
   button: string;
 
   /**
-   * 2 for a double click.
+   * 2 for a double click (1 to 3; 1 when 0).
    *
    * @generated from field: int32 click_count = 3;
    */
@@ -1736,6 +1998,8 @@ export type ClickAction = Message<"conveyor.v1.ClickAction"> & {
  */
 export type ClickActionJson = {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -1748,7 +2012,7 @@ export type ClickActionJson = {
   button?: string;
 
   /**
-   * 2 for a double click.
+   * 2 for a double click (1 to 3; 1 when 0).
    *
    * @generated from field: int32 click_count = 3;
    */
@@ -1769,11 +2033,15 @@ export const ClickActionSchema: GenMessage<ClickAction, {jsonType: ClickActionJs
  */
 export type FillAction = Message<"conveyor.v1.FillAction"> & {
   /**
+   * The input.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * The new value (at most 100,000 characters).
+   *
    * @generated from field: string text = 2;
    */
   text: string;
@@ -1786,11 +2054,15 @@ export type FillAction = Message<"conveyor.v1.FillAction"> & {
  */
 export type FillActionJson = {
   /**
+   * The input.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * The new value (at most 100,000 characters).
+   *
    * @generated from field: string text = 2;
    */
   text?: string;
@@ -1810,17 +2082,21 @@ export const FillActionSchema: GenMessage<FillAction, {jsonType: FillActionJson}
  */
 export type TypeAction = Message<"conveyor.v1.TypeAction"> & {
   /**
+   * The element typed into.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * The text (at most 100,000 characters).
+   *
    * @generated from field: string text = 2;
    */
   text: string;
 
   /**
-   * Pause between keys.
+   * Pause between keys (at most 1 s).
    *
    * @generated from field: google.protobuf.Duration delay = 3;
    */
@@ -1834,17 +2110,21 @@ export type TypeAction = Message<"conveyor.v1.TypeAction"> & {
  */
 export type TypeActionJson = {
   /**
+   * The element typed into.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * The text (at most 100,000 characters).
+   *
    * @generated from field: string text = 2;
    */
   text?: string;
 
   /**
-   * Pause between keys.
+   * Pause between keys (at most 1 s).
    *
    * @generated from field: google.protobuf.Duration delay = 3;
    */
@@ -1865,6 +2145,8 @@ export const TypeActionSchema: GenMessage<TypeAction, {jsonType: TypeActionJson}
  */
 export type ClearAction = Message<"conveyor.v1.ClearAction"> & {
   /**
+   * The input.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -1877,6 +2159,8 @@ export type ClearAction = Message<"conveyor.v1.ClearAction"> & {
  */
 export type ClearActionJson = {
   /**
+   * The input.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -1896,11 +2180,15 @@ export const ClearActionSchema: GenMessage<ClearAction, {jsonType: ClearActionJs
  */
 export type PressAction = Message<"conveyor.v1.PressAction"> & {
   /**
+   * The element the key is pressed on.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * The key: 1 to 64 characters.
+   *
    * @generated from field: string key = 2;
    */
   key: string;
@@ -1913,11 +2201,15 @@ export type PressAction = Message<"conveyor.v1.PressAction"> & {
  */
 export type PressActionJson = {
   /**
+   * The element the key is pressed on.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * The key: 1 to 64 characters.
+   *
    * @generated from field: string key = 2;
    */
   key?: string;
@@ -1937,6 +2229,8 @@ export const PressActionSchema: GenMessage<PressAction, {jsonType: PressActionJs
  */
 export type HoverAction = Message<"conveyor.v1.HoverAction"> & {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -1949,6 +2243,8 @@ export type HoverAction = Message<"conveyor.v1.HoverAction"> & {
  */
 export type HoverActionJson = {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -1962,44 +2258,56 @@ export const HoverActionSchema: GenMessage<HoverAction, {jsonType: HoverActionJs
   messageDesc(file_conveyor_v1_task, 19);
 
 /**
- * Choose options of a <select>, by value or by label.
+ * Choose options of a <select>, by value or by label (give values or labels).
  *
  * @generated from message conveyor.v1.SelectAction
  */
 export type SelectAction = Message<"conveyor.v1.SelectAction"> & {
   /**
+   * The <select>.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * Options by value: at most 256, each at most 1,024 characters.
+   *
    * @generated from field: repeated string values = 2;
    */
   values: string[];
 
   /**
+   * Options by label: at most 256, each at most 1,024 characters.
+   *
    * @generated from field: repeated string labels = 3;
    */
   labels: string[];
 };
 
 /**
- * Choose options of a <select>, by value or by label.
+ * Choose options of a <select>, by value or by label (give values or labels).
  *
  * @generated from message conveyor.v1.SelectAction
  */
 export type SelectActionJson = {
   /**
+   * The <select>.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * Options by value: at most 256, each at most 1,024 characters.
+   *
    * @generated from field: repeated string values = 2;
    */
   values?: string[];
 
   /**
+   * Options by label: at most 256, each at most 1,024 characters.
+   *
    * @generated from field: repeated string labels = 3;
    */
   labels?: string[];
@@ -2019,6 +2327,8 @@ export const SelectActionSchema: GenMessage<SelectAction, {jsonType: SelectActio
  */
 export type CheckAction = Message<"conveyor.v1.CheckAction"> & {
   /**
+   * The checkbox or radio button.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -2031,6 +2341,8 @@ export type CheckAction = Message<"conveyor.v1.CheckAction"> & {
  */
 export type CheckActionJson = {
   /**
+   * The checkbox or radio button.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -2050,6 +2362,8 @@ export const CheckActionSchema: GenMessage<CheckAction, {jsonType: CheckActionJs
  */
 export type UncheckAction = Message<"conveyor.v1.UncheckAction"> & {
   /**
+   * The checkbox.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -2062,6 +2376,8 @@ export type UncheckAction = Message<"conveyor.v1.UncheckAction"> & {
  */
 export type UncheckActionJson = {
   /**
+   * The checkbox.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -2075,44 +2391,56 @@ export const UncheckActionSchema: GenMessage<UncheckAction, {jsonType: UncheckAc
   messageDesc(file_conveyor_v1_task, 22);
 
 /**
- * Scroll an element into view, or the page by an offset.
+ * Scroll an element into view, or the page by an offset (give a target, or dx/dy).
  *
  * @generated from message conveyor.v1.ScrollAction
  */
 export type ScrollAction = Message<"conveyor.v1.ScrollAction"> & {
   /**
+   * The element to scroll into view.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * Horizontal offset in CSS pixels (±1,000,000).
+   *
    * @generated from field: int32 dx = 2;
    */
   dx: number;
 
   /**
+   * Vertical offset in CSS pixels (±1,000,000).
+   *
    * @generated from field: int32 dy = 3;
    */
   dy: number;
 };
 
 /**
- * Scroll an element into view, or the page by an offset.
+ * Scroll an element into view, or the page by an offset (give a target, or dx/dy).
  *
  * @generated from message conveyor.v1.ScrollAction
  */
 export type ScrollActionJson = {
   /**
+   * The element to scroll into view.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * Horizontal offset in CSS pixels (±1,000,000).
+   *
    * @generated from field: int32 dx = 2;
    */
   dx?: number;
 
   /**
+   * Vertical offset in CSS pixels (±1,000,000).
+   *
    * @generated from field: int32 dy = 3;
    */
   dy?: number;
@@ -2126,12 +2454,15 @@ export const ScrollActionSchema: GenMessage<ScrollAction, {jsonType: ScrollActio
   messageDesc(file_conveyor_v1_task, 23);
 
 /**
- * Wait for an element state, a duration, a URL or a load state.
+ * Wait for an element state, a duration, a URL or a load state: exactly one of
+ * target, duration, url_contains, load_state.
  *
  * @generated from message conveyor.v1.WaitAction
  */
 export type WaitAction = Message<"conveyor.v1.WaitAction"> & {
   /**
+   * Wait for this element to reach `state`.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -2144,11 +2475,15 @@ export type WaitAction = Message<"conveyor.v1.WaitAction"> & {
   state: string;
 
   /**
+   * Wait this long (at most the job's time limit).
+   *
    * @generated from field: google.protobuf.Duration duration = 3;
    */
   duration?: Duration | undefined;
 
   /**
+   * Wait until the page's URL contains this (at most 8,192 characters).
+   *
    * @generated from field: string url_contains = 4;
    */
   urlContains: string;
@@ -2162,12 +2497,15 @@ export type WaitAction = Message<"conveyor.v1.WaitAction"> & {
 };
 
 /**
- * Wait for an element state, a duration, a URL or a load state.
+ * Wait for an element state, a duration, a URL or a load state: exactly one of
+ * target, duration, url_contains, load_state.
  *
  * @generated from message conveyor.v1.WaitAction
  */
 export type WaitActionJson = {
   /**
+   * Wait for this element to reach `state`.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -2180,11 +2518,15 @@ export type WaitActionJson = {
   state?: string;
 
   /**
+   * Wait this long (at most the job's time limit).
+   *
    * @generated from field: google.protobuf.Duration duration = 3;
    */
   duration?: DurationJson;
 
   /**
+   * Wait until the page's URL contains this (at most 8,192 characters).
+   *
    * @generated from field: string url_contains = 4;
    */
   urlContains?: string;
@@ -2211,57 +2553,78 @@ export const WaitActionSchema: GenMessage<WaitAction, {jsonType: WaitActionJson}
  */
 export type ExpectAction = Message<"conveyor.v1.ExpectAction"> & {
   /**
+   * The element the condition is about (required, except for title_contains,
+   * url_contains, url and title).
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * The condition: exactly one.
+   *
    * @generated from oneof conveyor.v1.ExpectAction.condition
    */
   condition: {
     /**
+     * toBeVisible.
+     *
      * @generated from field: bool visible = 2;
      */
     value: boolean;
     case: "visible";
   } | {
     /**
+     * toBeHidden.
+     *
      * @generated from field: bool hidden = 3;
      */
     value: boolean;
     case: "hidden";
   } | {
     /**
+     * toContainText (at most 100,000 characters).
+     *
      * @generated from field: string text_contains = 4;
      */
     value: string;
     case: "textContains";
   } | {
     /**
+     * toHaveText, exactly (at most 100,000 characters).
+     *
      * @generated from field: string text_equals = 5;
      */
     value: string;
     case: "textEquals";
   } | {
     /**
+     * toHaveValue: the input's value (at most 100,000 characters).
+     *
      * @generated from field: string value = 6;
      */
     value: string;
     case: "value";
   } | {
     /**
+     * toHaveCount: how many elements match (0 to 100,000).
+     *
      * @generated from field: int32 count = 7;
      */
     value: number;
     case: "count";
   } | {
     /**
+     * The page title contains this (at most 100,000 characters).
+     *
      * @generated from field: string title_contains = 8;
      */
     value: string;
     case: "titleContains";
   } | {
     /**
+     * The page URL contains this (at most 8,192 characters).
+     *
      * @generated from field: string url_contains = 9;
      */
     value: string;
@@ -2411,46 +2774,65 @@ export type ExpectAction = Message<"conveyor.v1.ExpectAction"> & {
  */
 export type ExpectActionJson = {
   /**
+   * The element the condition is about (required, except for title_contains,
+   * url_contains, url and title).
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * toBeVisible.
+   *
    * @generated from field: bool visible = 2;
    */
   visible?: boolean;
 
   /**
+   * toBeHidden.
+   *
    * @generated from field: bool hidden = 3;
    */
   hidden?: boolean;
 
   /**
+   * toContainText (at most 100,000 characters).
+   *
    * @generated from field: string text_contains = 4;
    */
   textContains?: string;
 
   /**
+   * toHaveText, exactly (at most 100,000 characters).
+   *
    * @generated from field: string text_equals = 5;
    */
   textEquals?: string;
 
   /**
+   * toHaveValue: the input's value (at most 100,000 characters).
+   *
    * @generated from field: string value = 6;
    */
   value?: string;
 
   /**
+   * toHaveCount: how many elements match (0 to 100,000).
+   *
    * @generated from field: int32 count = 7;
    */
   count?: number;
 
   /**
+   * The page title contains this (at most 100,000 characters).
+   *
    * @generated from field: string title_contains = 8;
    */
   titleContains?: string;
 
   /**
+   * The page URL contains this (at most 8,192 characters).
+   *
    * @generated from field: string url_contains = 9;
    */
   urlContains?: string;
@@ -2589,12 +2971,15 @@ export const ExpectActionSchema: GenMessage<ExpectAction, {jsonType: ExpectActio
  */
 export type TextExpectation = Message<"conveyor.v1.TextExpectation"> & {
   /**
+   * The text (at most 100,000 characters).
+   *
    * @generated from field: string value = 1;
    */
   value: string;
 
   /**
-   * One text per element (toHaveText([...])); `value` must then be empty.
+   * One text per element (toHaveText([...])); `value` must then be empty. At most
+   * 1,000.
    *
    * @generated from field: repeated string values = 2;
    */
@@ -2615,6 +3000,8 @@ export type TextExpectation = Message<"conveyor.v1.TextExpectation"> & {
   contains: boolean;
 
   /**
+   * Ignore case.
+   *
    * @generated from field: bool ignore_case = 5;
    */
   ignoreCase: boolean;
@@ -2634,12 +3021,15 @@ export type TextExpectation = Message<"conveyor.v1.TextExpectation"> & {
  */
 export type TextExpectationJson = {
   /**
+   * The text (at most 100,000 characters).
+   *
    * @generated from field: string value = 1;
    */
   value?: string;
 
   /**
-   * One text per element (toHaveText([...])); `value` must then be empty.
+   * One text per element (toHaveText([...])); `value` must then be empty. At most
+   * 1,000.
    *
    * @generated from field: repeated string values = 2;
    */
@@ -2660,6 +3050,8 @@ export type TextExpectationJson = {
   contains?: boolean;
 
   /**
+   * Ignore case.
+   *
    * @generated from field: bool ignore_case = 5;
    */
   ignoreCase?: boolean;
@@ -2686,11 +3078,15 @@ export const TextExpectationSchema: GenMessage<TextExpectation, {jsonType: TextE
  */
 export type ValuesExpectation = Message<"conveyor.v1.ValuesExpectation"> & {
   /**
+   * The values (at most 1,000, each at most 100,000 characters).
+   *
    * @generated from field: repeated string values = 1;
    */
   values: string[];
 
   /**
+   * The values are regular expressions.
+   *
    * @generated from field: bool regex = 2;
    */
   regex: boolean;
@@ -2703,11 +3099,15 @@ export type ValuesExpectation = Message<"conveyor.v1.ValuesExpectation"> & {
  */
 export type ValuesExpectationJson = {
   /**
+   * The values (at most 1,000, each at most 100,000 characters).
+   *
    * @generated from field: repeated string values = 1;
    */
   values?: string[];
 
   /**
+   * The values are regular expressions.
+   *
    * @generated from field: bool regex = 2;
    */
   regex?: boolean;
@@ -2727,11 +3127,15 @@ export const ValuesExpectationSchema: GenMessage<ValuesExpectation, {jsonType: V
  */
 export type AttributeExpectation = Message<"conveyor.v1.AttributeExpectation"> & {
   /**
+   * The attribute's name, e.g. "href" (at most 256 characters).
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * Its expected value; unset: the attribute is present.
+   *
    * @generated from field: conveyor.v1.Pattern value = 2;
    */
   value?: Pattern | undefined;
@@ -2744,11 +3148,15 @@ export type AttributeExpectation = Message<"conveyor.v1.AttributeExpectation"> &
  */
 export type AttributeExpectationJson = {
   /**
+   * The attribute's name, e.g. "href" (at most 256 characters).
+   *
    * @generated from field: string name = 1;
    */
   name?: string;
 
   /**
+   * Its expected value; unset: the attribute is present.
+   *
    * @generated from field: conveyor.v1.Pattern value = 2;
    */
   value?: PatternJson;
@@ -2769,21 +3177,29 @@ export const AttributeExpectationSchema: GenMessage<AttributeExpectation, {jsonT
  */
 export type ClassExpectation = Message<"conveyor.v1.ClassExpectation"> & {
   /**
+   * The class attribute (or, with `contains`, the classes it includes).
+   *
    * @generated from field: string value = 1;
    */
   value: string;
 
   /**
+   * One per matched element, in order; `value` must then be empty. At most 1,000.
+   *
    * @generated from field: repeated string values = 2;
    */
   values: string[];
 
   /**
+   * value(s) are regular expressions (not with `contains`).
+   *
    * @generated from field: bool regex = 3;
    */
   regex: boolean;
 
   /**
+   * toContainClass: the classes must be among the element's.
+   *
    * @generated from field: bool contains = 4;
    */
   contains: boolean;
@@ -2797,21 +3213,29 @@ export type ClassExpectation = Message<"conveyor.v1.ClassExpectation"> & {
  */
 export type ClassExpectationJson = {
   /**
+   * The class attribute (or, with `contains`, the classes it includes).
+   *
    * @generated from field: string value = 1;
    */
   value?: string;
 
   /**
+   * One per matched element, in order; `value` must then be empty. At most 1,000.
+   *
    * @generated from field: repeated string values = 2;
    */
   values?: string[];
 
   /**
+   * value(s) are regular expressions (not with `contains`).
+   *
    * @generated from field: bool regex = 3;
    */
   regex?: boolean;
 
   /**
+   * toContainClass: the classes must be among the element's.
+   *
    * @generated from field: bool contains = 4;
    */
   contains?: boolean;
@@ -2831,11 +3255,15 @@ export const ClassExpectationSchema: GenMessage<ClassExpectation, {jsonType: Cla
  */
 export type CssExpectation = Message<"conveyor.v1.CssExpectation"> & {
   /**
+   * The property's name, e.g. "color" (at most 256 characters).
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * Its expected computed value.
+   *
    * @generated from field: conveyor.v1.Pattern value = 2;
    */
   value?: Pattern | undefined;
@@ -2848,11 +3276,15 @@ export type CssExpectation = Message<"conveyor.v1.CssExpectation"> & {
  */
 export type CssExpectationJson = {
   /**
+   * The property's name, e.g. "color" (at most 256 characters).
+   *
    * @generated from field: string name = 1;
    */
   name?: string;
 
   /**
+   * Its expected computed value.
+   *
    * @generated from field: conveyor.v1.Pattern value = 2;
    */
   value?: PatternJson;
@@ -2872,17 +3304,22 @@ export const CssExpectationSchema: GenMessage<CssExpectation, {jsonType: CssExpe
  */
 export type ExtractAction = Message<"conveyor.v1.ExtractAction"> & {
   /**
+   * The element read.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * Where the value goes: letters, digits, '_', '.', '-', starting with a letter or
+   * '_', at most 128.
+   *
    * @generated from field: string key = 2;
    */
   key: string;
 
   /**
-   * Read this attribute instead of the text.
+   * Read this attribute instead of the text (at most 256 characters).
    *
    * @generated from field: string attribute = 3;
    */
@@ -2910,17 +3347,22 @@ export type ExtractAction = Message<"conveyor.v1.ExtractAction"> & {
  */
 export type ExtractActionJson = {
   /**
+   * The element read.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * Where the value goes: letters, digits, '_', '.', '-', starting with a letter or
+   * '_', at most 128.
+   *
    * @generated from field: string key = 2;
    */
   key?: string;
 
   /**
-   * Read this attribute instead of the text.
+   * Read this attribute instead of the text (at most 256 characters).
    *
    * @generated from field: string attribute = 3;
    */
@@ -2949,34 +3391,42 @@ export const ExtractActionSchema: GenMessage<ExtractAction, {jsonType: ExtractAc
   messageDesc(file_conveyor_v1_task, 31);
 
 /**
- * Take a screenshot of the page, the full page, or one element.
+ * Take a screenshot of the page, the full page, or one element (a PNG artifact).
  *
  * @generated from message conveyor.v1.ScreenshotAction
  */
 export type ScreenshotAction = Message<"conveyor.v1.ScreenshotAction"> & {
   /**
+   * The whole scrollable page, not only the viewport.
+   *
    * @generated from field: bool full_page = 1;
    */
   fullPage: boolean;
 
   /**
+   * Only this element.
+   *
    * @generated from field: conveyor.v1.Target target = 2;
    */
   target?: Target | undefined;
 };
 
 /**
- * Take a screenshot of the page, the full page, or one element.
+ * Take a screenshot of the page, the full page, or one element (a PNG artifact).
  *
  * @generated from message conveyor.v1.ScreenshotAction
  */
 export type ScreenshotActionJson = {
   /**
+   * The whole scrollable page, not only the viewport.
+   *
    * @generated from field: bool full_page = 1;
    */
   fullPage?: boolean;
 
   /**
+   * Only this element.
+   *
    * @generated from field: conveyor.v1.Target target = 2;
    */
   target?: TargetJson;
@@ -2996,11 +3446,15 @@ export const ScreenshotActionSchema: GenMessage<ScreenshotAction, {jsonType: Scr
  */
 export type UploadAction = Message<"conveyor.v1.UploadAction"> & {
   /**
+   * The <input type=file>.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * Names of BrowserTask.files: at least one, at most 64.
+   *
    * @generated from field: repeated string files = 2;
    */
   files: string[];
@@ -3013,11 +3467,15 @@ export type UploadAction = Message<"conveyor.v1.UploadAction"> & {
  */
 export type UploadActionJson = {
   /**
+   * The <input type=file>.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * Names of BrowserTask.files: at least one, at most 64.
+   *
    * @generated from field: repeated string files = 2;
    */
   files?: string[];
@@ -3034,6 +3492,8 @@ export const UploadActionSchema: GenMessage<UploadAction, {jsonType: UploadActio
  * A browser task's session: the storage state (cookies, local storage) of a context,
  * saved under a name by one job of an owner and used by its later jobs. Sessions
  * never cross owners: another tenant's session name does not exist for a job.
+ * Names are 1-64 characters of letters, digits, '.', '_', '-', starting with a
+ * letter or digit.
  *
  * @generated from message conveyor.v1.SessionOptions
  */
@@ -3066,6 +3526,8 @@ export type SessionOptions = Message<"conveyor.v1.SessionOptions"> & {
  * A browser task's session: the storage state (cookies, local storage) of a context,
  * saved under a name by one job of an owner and used by its later jobs. Sessions
  * never cross owners: another tenant's session name does not exist for a job.
+ * Names are 1-64 characters of letters, digits, '.', '_', '-', starting with a
+ * letter or digit.
  *
  * @generated from message conveyor.v1.SessionOptions
  */
@@ -3109,6 +3571,8 @@ export const SessionOptionsSchema: GenMessage<SessionOptions, {jsonType: Session
  */
 export type RecordingOptions = Message<"conveyor.v1.RecordingOptions"> & {
   /**
+   * When a Playwright trace is kept (off when unspecified).
+   *
    * @generated from field: conveyor.v1.TraceMode trace = 1;
    */
   trace: TraceMode;
@@ -3136,6 +3600,8 @@ export type RecordingOptions = Message<"conveyor.v1.RecordingOptions"> & {
  */
 export type RecordingOptionsJson = {
   /**
+   * When a Playwright trace is kept (off when unspecified).
+   *
    * @generated from field: conveyor.v1.TraceMode trace = 1;
    */
   trace?: TraceModeJson;
@@ -3172,26 +3638,37 @@ export const RecordingOptionsSchema: GenMessage<RecordingOptions, {jsonType: Rec
  */
 export type EvaluateAction = Message<"conveyor.v1.EvaluateAction"> & {
   /**
+   * A JavaScript expression or function (at most 100,000 characters).
+   *
    * @generated from field: string expression = 1;
    */
   expression: string;
 
   /**
+   * The function's argument (JSON, at most 100,000 bytes).
+   *
    * @generated from field: google.protobuf.Value arg = 2;
    */
   arg?: Value | undefined;
 
   /**
+   * Store the result in `result.values[key]` (letters, digits, '_', '.', '-',
+   * starting with a letter or '_', at most 128).
+   *
    * @generated from field: string key = 3;
    */
   key: string;
 
   /**
+   * The result expected (JSON, at most 100,000 bytes): polled until equal.
+   *
    * @generated from field: google.protobuf.Value expected = 4;
    */
   expected?: Value | undefined;
 
   /**
+   * Call the function with this element.
+   *
    * @generated from field: conveyor.v1.Target target = 5;
    */
   target?: Target | undefined;
@@ -3207,26 +3684,37 @@ export type EvaluateAction = Message<"conveyor.v1.EvaluateAction"> & {
  */
 export type EvaluateActionJson = {
   /**
+   * A JavaScript expression or function (at most 100,000 characters).
+   *
    * @generated from field: string expression = 1;
    */
   expression?: string;
 
   /**
+   * The function's argument (JSON, at most 100,000 bytes).
+   *
    * @generated from field: google.protobuf.Value arg = 2;
    */
   arg?: ValueJson;
 
   /**
+   * Store the result in `result.values[key]` (letters, digits, '_', '.', '-',
+   * starting with a letter or '_', at most 128).
+   *
    * @generated from field: string key = 3;
    */
   key?: string;
 
   /**
+   * The result expected (JSON, at most 100,000 bytes): polled until equal.
+   *
    * @generated from field: google.protobuf.Value expected = 4;
    */
   expected?: ValueJson;
 
   /**
+   * Call the function with this element.
+   *
    * @generated from field: conveyor.v1.Target target = 5;
    */
   target?: TargetJson;
@@ -3246,17 +3734,21 @@ export const EvaluateActionSchema: GenMessage<EvaluateAction, {jsonType: Evaluat
  */
 export type WaitForFunctionAction = Message<"conveyor.v1.WaitForFunctionAction"> & {
   /**
+   * A JavaScript expression or function (at most 100,000 characters).
+   *
    * @generated from field: string expression = 1;
    */
   expression: string;
 
   /**
+   * The function's argument (JSON, at most 100,000 bytes).
+   *
    * @generated from field: google.protobuf.Value arg = 2;
    */
   arg?: Value | undefined;
 
   /**
-   * How often to poll; every animation frame when unset.
+   * How often to poll (10 ms to 60 s); every animation frame when unset.
    *
    * @generated from field: google.protobuf.Duration polling = 3;
    */
@@ -3270,17 +3762,21 @@ export type WaitForFunctionAction = Message<"conveyor.v1.WaitForFunctionAction">
  */
 export type WaitForFunctionActionJson = {
   /**
+   * A JavaScript expression or function (at most 100,000 characters).
+   *
    * @generated from field: string expression = 1;
    */
   expression?: string;
 
   /**
+   * The function's argument (JSON, at most 100,000 bytes).
+   *
    * @generated from field: google.protobuf.Value arg = 2;
    */
   arg?: ValueJson;
 
   /**
-   * How often to poll; every animation frame when unset.
+   * How often to poll (10 ms to 60 s); every animation frame when unset.
    *
    * @generated from field: google.protobuf.Duration polling = 3;
    */
@@ -3336,6 +3832,8 @@ export const HistoryActionSchema: GenMessage<HistoryAction, {jsonType: HistoryAc
  */
 export type FocusAction = Message<"conveyor.v1.FocusAction"> & {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -3348,6 +3846,8 @@ export type FocusAction = Message<"conveyor.v1.FocusAction"> & {
  */
 export type FocusActionJson = {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -3367,6 +3867,8 @@ export const FocusActionSchema: GenMessage<FocusAction, {jsonType: FocusActionJs
  */
 export type BlurAction = Message<"conveyor.v1.BlurAction"> & {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -3379,6 +3881,8 @@ export type BlurAction = Message<"conveyor.v1.BlurAction"> & {
  */
 export type BlurActionJson = {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -3398,17 +3902,22 @@ export const BlurActionSchema: GenMessage<BlurAction, {jsonType: BlurActionJson}
  */
 export type DispatchEventAction = Message<"conveyor.v1.DispatchEventAction"> & {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
 
   /**
+   * The event type, 1 to 64 characters.
+   *
    * @generated from field: string type = 2;
    */
   type: string;
 
   /**
-   * The event's init properties ({"bubbles": true, "detail": 3}...).
+   * The event's init properties ({"bubbles": true, "detail": 3}...; JSON, at most
+   * 100,000 bytes).
    *
    * @generated from field: google.protobuf.Struct event_init = 3;
    */
@@ -3422,17 +3931,22 @@ export type DispatchEventAction = Message<"conveyor.v1.DispatchEventAction"> & {
  */
 export type DispatchEventActionJson = {
   /**
+   * The element.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
 
   /**
+   * The event type, 1 to 64 characters.
+   *
    * @generated from field: string type = 2;
    */
   type?: string;
 
   /**
-   * The event's init properties ({"bubbles": true, "detail": 3}...).
+   * The event's init properties ({"bubbles": true, "detail": 3}...; JSON, at most
+   * 100,000 bytes).
    *
    * @generated from field: google.protobuf.Struct event_init = 3;
    */
@@ -3453,11 +3967,15 @@ export const DispatchEventActionSchema: GenMessage<DispatchEventAction, {jsonTyp
  */
 export type DragAction = Message<"conveyor.v1.DragAction"> & {
   /**
+   * The element dragged.
+   *
    * @generated from field: conveyor.v1.Target source = 1;
    */
   source?: Target | undefined;
 
   /**
+   * The element it is dropped on.
+   *
    * @generated from field: conveyor.v1.Target target = 2;
    */
   target?: Target | undefined;
@@ -3470,11 +3988,15 @@ export type DragAction = Message<"conveyor.v1.DragAction"> & {
  */
 export type DragActionJson = {
   /**
+   * The element dragged.
+   *
    * @generated from field: conveyor.v1.Target source = 1;
    */
   source?: TargetJson;
 
   /**
+   * The element it is dropped on.
+   *
    * @generated from field: conveyor.v1.Target target = 2;
    */
   target?: TargetJson;
@@ -3495,34 +4017,46 @@ export const DragActionSchema: GenMessage<DragAction, {jsonType: DragActionJson}
  */
 export type KeyboardAction = Message<"conveyor.v1.KeyboardAction"> & {
   /**
+   * The operation: exactly one.
+   *
    * @generated from oneof conveyor.v1.KeyboardAction.op
    */
   op: {
     /**
+     * Press a key ("Enter", "Control+A"; 1 to 64 characters).
+     *
      * @generated from field: string press = 1;
      */
     value: string;
     case: "press";
   } | {
     /**
+     * Type a text key by key (at most 100,000 characters).
+     *
      * @generated from field: string type = 2;
      */
     value: string;
     case: "type";
   } | {
     /**
+     * Hold a key down (1 to 64 characters).
+     *
      * @generated from field: string down = 3;
      */
     value: string;
     case: "down";
   } | {
     /**
+     * Release a key (1 to 64 characters).
+     *
      * @generated from field: string up = 4;
      */
     value: string;
     case: "up";
   } | {
     /**
+     * Insert a text without key events (at most 100,000 characters).
+     *
      * @generated from field: string insert_text = 5;
      */
     value: string;
@@ -3530,7 +4064,7 @@ export type KeyboardAction = Message<"conveyor.v1.KeyboardAction"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * Pause between keys (type) or between down and up (press).
+   * Pause between keys (type) or between down and up (press); at most 1 s.
    *
    * @generated from field: google.protobuf.Duration delay = 6;
    */
@@ -3545,32 +4079,42 @@ export type KeyboardAction = Message<"conveyor.v1.KeyboardAction"> & {
  */
 export type KeyboardActionJson = {
   /**
+   * Press a key ("Enter", "Control+A"; 1 to 64 characters).
+   *
    * @generated from field: string press = 1;
    */
   press?: string;
 
   /**
+   * Type a text key by key (at most 100,000 characters).
+   *
    * @generated from field: string type = 2;
    */
   type?: string;
 
   /**
+   * Hold a key down (1 to 64 characters).
+   *
    * @generated from field: string down = 3;
    */
   down?: string;
 
   /**
+   * Release a key (1 to 64 characters).
+   *
    * @generated from field: string up = 4;
    */
   up?: string;
 
   /**
+   * Insert a text without key events (at most 100,000 characters).
+   *
    * @generated from field: string insert_text = 5;
    */
   insertText?: string;
 
   /**
-   * Pause between keys (type) or between down and up (press).
+   * Pause between keys (type) or between down and up (press); at most 1 s.
    *
    * @generated from field: google.protobuf.Duration delay = 6;
    */
@@ -3591,34 +4135,46 @@ export const KeyboardActionSchema: GenMessage<KeyboardAction, {jsonType: Keyboar
  */
 export type MouseAction = Message<"conveyor.v1.MouseAction"> & {
   /**
+   * The operation: exactly one.
+   *
    * @generated from oneof conveyor.v1.MouseAction.op
    */
   op: {
     /**
+     * Move the mouse.
+     *
      * @generated from field: conveyor.v1.MouseMove move = 1;
      */
     value: MouseMove;
     case: "move";
   } | {
     /**
+     * Click at a point.
+     *
      * @generated from field: conveyor.v1.MouseClick click = 2;
      */
     value: MouseClick;
     case: "click";
   } | {
     /**
+     * Press a button.
+     *
      * @generated from field: conveyor.v1.MouseButtonChange down = 3;
      */
     value: MouseButtonChange;
     case: "down";
   } | {
     /**
+     * Release a button.
+     *
      * @generated from field: conveyor.v1.MouseButtonChange up = 4;
      */
     value: MouseButtonChange;
     case: "up";
   } | {
     /**
+     * Scroll with the wheel.
+     *
      * @generated from field: conveyor.v1.MouseWheel wheel = 5;
      */
     value: MouseWheel;
@@ -3633,26 +4189,36 @@ export type MouseAction = Message<"conveyor.v1.MouseAction"> & {
  */
 export type MouseActionJson = {
   /**
+   * Move the mouse.
+   *
    * @generated from field: conveyor.v1.MouseMove move = 1;
    */
   move?: MouseMoveJson;
 
   /**
+   * Click at a point.
+   *
    * @generated from field: conveyor.v1.MouseClick click = 2;
    */
   click?: MouseClickJson;
 
   /**
+   * Press a button.
+   *
    * @generated from field: conveyor.v1.MouseButtonChange down = 3;
    */
   down?: MouseButtonChangeJson;
 
   /**
+   * Release a button.
+   *
    * @generated from field: conveyor.v1.MouseButtonChange up = 4;
    */
   up?: MouseButtonChangeJson;
 
   /**
+   * Scroll with the wheel.
+   *
    * @generated from field: conveyor.v1.MouseWheel wheel = 5;
    */
   wheel?: MouseWheelJson;
@@ -3666,21 +4232,27 @@ export const MouseActionSchema: GenMessage<MouseAction, {jsonType: MouseActionJs
   messageDesc(file_conveyor_v1_task, 44);
 
 /**
+ * Move the mouse to a point.
+ *
  * @generated from message conveyor.v1.MouseMove
  */
 export type MouseMove = Message<"conveyor.v1.MouseMove"> & {
   /**
+   * 0 to 100,000 CSS pixels.
+   *
    * @generated from field: double x = 1;
    */
   x: number;
 
   /**
+   * 0 to 100,000 CSS pixels.
+   *
    * @generated from field: double y = 2;
    */
   y: number;
 
   /**
-   * Intermediate mouse-move events (default 1).
+   * Intermediate mouse-move events (default 1, at most 1,000).
    *
    * @generated from field: int32 steps = 3;
    */
@@ -3688,21 +4260,27 @@ export type MouseMove = Message<"conveyor.v1.MouseMove"> & {
 };
 
 /**
+ * Move the mouse to a point.
+ *
  * @generated from message conveyor.v1.MouseMove
  */
 export type MouseMoveJson = {
   /**
+   * 0 to 100,000 CSS pixels.
+   *
    * @generated from field: double x = 1;
    */
   x?: number | "NaN" | "Infinity" | "-Infinity";
 
   /**
+   * 0 to 100,000 CSS pixels.
+   *
    * @generated from field: double y = 2;
    */
   y?: number | "NaN" | "Infinity" | "-Infinity";
 
   /**
-   * Intermediate mouse-move events (default 1).
+   * Intermediate mouse-move events (default 1, at most 1,000).
    *
    * @generated from field: int32 steps = 3;
    */
@@ -3717,15 +4295,21 @@ export const MouseMoveSchema: GenMessage<MouseMove, {jsonType: MouseMoveJson}> =
   messageDesc(file_conveyor_v1_task, 45);
 
 /**
+ * Click at a point.
+ *
  * @generated from message conveyor.v1.MouseClick
  */
 export type MouseClick = Message<"conveyor.v1.MouseClick"> & {
   /**
+   * 0 to 100,000 CSS pixels.
+   *
    * @generated from field: double x = 1;
    */
   x: number;
 
   /**
+   * 0 to 100,000 CSS pixels.
+   *
    * @generated from field: double y = 2;
    */
   y: number;
@@ -3738,21 +4322,29 @@ export type MouseClick = Message<"conveyor.v1.MouseClick"> & {
   button: string;
 
   /**
+   * 2 for a double click (1 to 3; 1 when 0).
+   *
    * @generated from field: int32 click_count = 4;
    */
   clickCount: number;
 };
 
 /**
+ * Click at a point.
+ *
  * @generated from message conveyor.v1.MouseClick
  */
 export type MouseClickJson = {
   /**
+   * 0 to 100,000 CSS pixels.
+   *
    * @generated from field: double x = 1;
    */
   x?: number | "NaN" | "Infinity" | "-Infinity";
 
   /**
+   * 0 to 100,000 CSS pixels.
+   *
    * @generated from field: double y = 2;
    */
   y?: number | "NaN" | "Infinity" | "-Infinity";
@@ -3765,6 +4357,8 @@ export type MouseClickJson = {
   button?: string;
 
   /**
+   * 2 for a double click (1 to 3; 1 when 0).
+   *
    * @generated from field: int32 click_count = 4;
    */
   clickCount?: number;
@@ -3778,6 +4372,8 @@ export const MouseClickSchema: GenMessage<MouseClick, {jsonType: MouseClickJson}
   messageDesc(file_conveyor_v1_task, 46);
 
 /**
+ * Press or release a mouse button.
+ *
  * @generated from message conveyor.v1.MouseButtonChange
  */
 export type MouseButtonChange = Message<"conveyor.v1.MouseButtonChange"> & {
@@ -3790,6 +4386,8 @@ export type MouseButtonChange = Message<"conveyor.v1.MouseButtonChange"> & {
 };
 
 /**
+ * Press or release a mouse button.
+ *
  * @generated from message conveyor.v1.MouseButtonChange
  */
 export type MouseButtonChangeJson = {
@@ -3809,30 +4407,42 @@ export const MouseButtonChangeSchema: GenMessage<MouseButtonChange, {jsonType: M
   messageDesc(file_conveyor_v1_task, 47);
 
 /**
+ * Scroll with the mouse wheel.
+ *
  * @generated from message conveyor.v1.MouseWheel
  */
 export type MouseWheel = Message<"conveyor.v1.MouseWheel"> & {
   /**
+   * Horizontal delta in CSS pixels (±1,000,000).
+   *
    * @generated from field: double dx = 1;
    */
   dx: number;
 
   /**
+   * Vertical delta in CSS pixels (±1,000,000).
+   *
    * @generated from field: double dy = 2;
    */
   dy: number;
 };
 
 /**
+ * Scroll with the mouse wheel.
+ *
  * @generated from message conveyor.v1.MouseWheel
  */
 export type MouseWheelJson = {
   /**
+   * Horizontal delta in CSS pixels (±1,000,000).
+   *
    * @generated from field: double dx = 1;
    */
   dx?: number | "NaN" | "Infinity" | "-Infinity";
 
   /**
+   * Vertical delta in CSS pixels (±1,000,000).
+   *
    * @generated from field: double dy = 2;
    */
   dy?: number | "NaN" | "Infinity" | "-Infinity";
@@ -3861,7 +4471,7 @@ export type DialogAction = Message<"conveyor.v1.DialogAction"> & {
   action: string;
 
   /**
-   * The text a prompt() is answered with (with accept).
+   * The text a prompt() is answered with (with accept; at most 100,000 characters).
    *
    * @generated from field: string prompt_text = 2;
    */
@@ -3891,7 +4501,7 @@ export type DialogActionJson = {
   action?: string;
 
   /**
-   * The text a prompt() is answered with (with accept).
+   * The text a prompt() is answered with (with accept; at most 100,000 characters).
    *
    * @generated from field: string prompt_text = 2;
    */
@@ -3919,12 +4529,14 @@ export const DialogActionSchema: GenMessage<DialogAction, {jsonType: DialogActio
  */
 export type SwitchPageAction = Message<"conveyor.v1.SwitchPageAction"> & {
   /**
+   * Which page: exactly one.
+   *
    * @generated from oneof conveyor.v1.SwitchPageAction.to
    */
   to: {
     /**
      * The newest page opened since the last switch, waiting for one if none is
-     * open yet.
+     * open yet (must be true).
      *
      * @generated from field: bool new = 1;
      */
@@ -3932,7 +4544,8 @@ export type SwitchPageAction = Message<"conveyor.v1.SwitchPageAction"> & {
     case: "new";
   } | {
     /**
-     * By position in the order the pages opened (0 is the job's first page).
+     * By position in the order the pages opened (0 is the job's first page; at
+     * most 100).
      *
      * @generated from field: int32 index = 2;
      */
@@ -3940,7 +4553,8 @@ export type SwitchPageAction = Message<"conveyor.v1.SwitchPageAction"> & {
     case: "index";
   } | {
     /**
-     * The first page whose URL contains this, waiting for it.
+     * The first page whose URL contains this, waiting for it (1 to 8,192
+     * characters).
      *
      * @generated from field: string url_contains = 3;
      */
@@ -3964,21 +4578,23 @@ export type SwitchPageAction = Message<"conveyor.v1.SwitchPageAction"> & {
 export type SwitchPageActionJson = {
   /**
    * The newest page opened since the last switch, waiting for one if none is
-   * open yet.
+   * open yet (must be true).
    *
    * @generated from field: bool new = 1;
    */
   new?: boolean;
 
   /**
-   * By position in the order the pages opened (0 is the job's first page).
+   * By position in the order the pages opened (0 is the job's first page; at
+   * most 100).
    *
    * @generated from field: int32 index = 2;
    */
   index?: number;
 
   /**
-   * The first page whose URL contains this, waiting for it.
+   * The first page whose URL contains this, waiting for it (1 to 8,192
+   * characters).
    *
    * @generated from field: string url_contains = 3;
    */
@@ -4006,6 +4622,8 @@ export const SwitchPageActionSchema: GenMessage<SwitchPageAction, {jsonType: Swi
  */
 export type DownloadAction = Message<"conveyor.v1.DownloadAction"> & {
   /**
+   * The element clicked.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: Target | undefined;
@@ -4018,6 +4636,8 @@ export type DownloadAction = Message<"conveyor.v1.DownloadAction"> & {
  */
 export type DownloadActionJson = {
   /**
+   * The element clicked.
+   *
    * @generated from field: conveyor.v1.Target target = 1;
    */
   target?: TargetJson;
@@ -4037,6 +4657,8 @@ export const DownloadActionSchema: GenMessage<DownloadAction, {jsonType: Downloa
  */
 export enum Backoff {
   /**
+   * Not given: the kind's default.
+   *
    * @generated from enum value: BACKOFF_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
@@ -4084,6 +4706,8 @@ export enum TraceMode {
   UNSPECIFIED = 0,
 
   /**
+   * Off.
+   *
    * @generated from enum value: TRACE_MODE_OFF = 1;
    */
   OFF = 1,
