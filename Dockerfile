@@ -25,7 +25,7 @@ COPY conveyor ./conveyor
 COPY gateway ./gateway
 COPY executor ./executor
 COPY clients ./clients
-RUN pip install . && rm -rf /src/build
+RUN pip install ./clients/python . && rm -rf /src/build /src/clients/python/build
 
 # A non-root user; /data (state) and /artifacts (screenshots, shared by the gateway
 # and the executors through a volume) belong to it.

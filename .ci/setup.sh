@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)   # tests/test_sentinel.py: failover
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)   # tests/test_top.py drives `conveyor top` in it
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -20,8 +21,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.conveyor-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ examples/pyproject.toml -nt "$stamp" ] \
+   || [ clients/python/pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
+  # The Python SDK and the conveyor.v1 stubs (conveyor-client, which the service depends
+  # on) first. Compat mode puts clients/python on sys.path: `conveyor_client` from the
+  # work tree, and no second `conveyor` package shadowing the service's.
+  .venv/bin/python -m pip install -q -e ./clients/python --config-settings editable_mode=compat
   .venv/bin/python -m pip install -q -e '.[dev]'
   # The example job kinds, installed as a user installs theirs: executors find them
   # through their `conveyor.kinds` entry points.

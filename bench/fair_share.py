@@ -25,11 +25,11 @@ from pathlib import Path
 
 import grpc
 
-from clients.sdk import job_request
-from clients.sdk._common import duration
 from conveyor.v1 import job_pb2, job_service_pb2, key_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.key_service_pb2_grpc import KeyServiceStub
+from conveyor_client import job_request
+from conveyor_client._common import duration
 from tests.support.processes import Stack, stack_env, start_redis
 
 ADMIN = "cvk_bench_fair-share-admin"

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import grpc
 
-from clients.sdk import job_output, job_request, queue_events
-from clients.sdk._common import duration
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
+from conveyor_client import job_output, job_request, queue_events
+from conveyor_client._common import duration
 from tests.support.processes import Stack, stack_env, start_redis
 
 BATCH = 500

@@ -48,11 +48,11 @@ from pathlib import Path
 import grpc
 import redis
 
-from clients.sdk import queue_events
 from conveyor.processes import descendants
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
+from conveyor_client import queue_events
 from tests.support.processes import Stack, free_port, spawn, stack_env, start_redis, wait_for
 
 PLAIN_NAMESPACE = "bench-plain"

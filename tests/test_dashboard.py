@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from clients.sdk import AsyncConveyorClient
 from conveyor.settings import Settings
 from conveyor.v1 import job_pb2, key_service_pb2
+from conveyor_client import AsyncConveyorClient
 from gateway.dashboard.app import Dashboard, DashboardBindingError
 from tests.support.processes import Stack, free_port, stack_env
 

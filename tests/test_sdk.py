@@ -17,7 +17,6 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clients.demo import EXAMPLE_JOB
-from clients.sdk import AsyncConveyorClient, ConveyorClient, ConveyorRpcError, queue_events, to_submit_request
 from conveyor.v1 import (
     job_pb2,
     job_service_pb2,
@@ -25,6 +24,7 @@ from conveyor.v1 import (
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
+from conveyor_client import AsyncConveyorClient, ConveyorClient, ConveyorRpcError, queue_events, to_submit_request
 
 
 async def _abort(
@@ -60,7 +60,7 @@ class FakeJobs(job_service_pb2_grpc.JobServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "invalid job request",
-                error_details_pb2.ErrorInfo(reason="INVALID_ARGUMENT", domain="conveyor.dev"),
+                error_details_pb2.ErrorInfo(reason="FIELD_INVALID", domain="conveyor.dev"),
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
@@ -311,7 +311,7 @@ async def test_rich_errors_are_decoded(fake: Fake) -> None:
             await client.submit({"queue": "bad queue", "noop": {}})
         err = caught.value
         assert err.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert err.reason == "INVALID_ARGUMENT"
+        assert err.reason == "FIELD_INVALID"
         assert [v.field for v in err.field_violations] == ["queue"]
         assert str(err).startswith("INVALID_ARGUMENT: invalid job request [queue: letters")
         assert err.status is not None and err.status.code == code_pb2.INVALID_ARGUMENT
@@ -564,7 +564,7 @@ def test_a_job_of_a_kind_is_its_name_and_input() -> None:
     from google.protobuf import json_format
     from pydantic import BaseModel
 
-    from clients.sdk import job_request
+    from conveyor_client import job_request
 
     request = job_request(kind="chat", input=CHAT_INPUT, queue="agents", priority="high", labels={"team": "ai"})
     # The same request as the JSON mapping that buf curl sends.
@@ -591,9 +591,9 @@ def test_a_job_of_a_kind_is_its_name_and_input() -> None:
 
 
 def test_a_job_may_override_its_kinds_retry_policy() -> None:
-    from clients.sdk import job_request
     from conveyor.kinds import Retry
     from conveyor.v1 import task_pb2
+    from conveyor_client import job_request
 
     fixed = job_request(kind="wordcount", retry={"backoff": "fixed", "base": "1.5s", "max": 30, "attempts": 2})
     assert fixed.retry.backoff == task_pb2.BACKOFF_FIXED
@@ -631,7 +631,7 @@ def test_a_job_may_override_its_kinds_retry_policy() -> None:
 def test_bad_kind_requests_are_refused_before_any_call(
     args: dict[str, Any], error: type[Exception], match: str
 ) -> None:
-    from clients.sdk import job_request
+    from conveyor_client import job_request
 
     with pytest.raises(error, match=match):
         job_request(**args)
@@ -640,7 +640,7 @@ def test_bad_kind_requests_are_refused_before_any_call(
 def test_job_output_is_plain_python() -> None:
     from google.protobuf import json_format
 
-    from clients.sdk import job_output
+    from conveyor_client import job_output
 
     job = job_pb2.Job(id="j", kind="wordcount", state=job_pb2.JOB_STATE_COMPLETED)
     assert job_output(job) is None  # no output (yet): None, not {}
@@ -658,7 +658,7 @@ def test_job_output_is_plain_python() -> None:
 async def test_kinds_through_the_async_client(kind_fake: KindFake) -> None:
     from google.protobuf import json_format
 
-    from clients.sdk import job_output
+    from conveyor_client import job_output
 
     async with AsyncConveyorClient(kind_fake.target) as client:
         submitted = await client.submit(kind="chat", input=CHAT_INPUT, queue="agents", retry={"attempts": 2})
@@ -682,7 +682,7 @@ async def test_kinds_through_the_async_client(kind_fake: KindFake) -> None:
 
 
 async def test_kinds_through_the_sync_client(kind_fake: KindFake) -> None:
-    from clients.sdk import job_output
+    from conveyor_client import job_output
 
     def use() -> None:
         with ConveyorClient(kind_fake.target) as client:

@@ -21,10 +21,10 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.sdk import AsyncConveyorClient, ConveyorClient, ConveyorRpcError
-from clients.sdk._common import channel_target
 from conveyor.settings import Settings
 from conveyor.v1 import job_pb2
+from conveyor_client import AsyncConveyorClient, ConveyorClient, ConveyorRpcError
+from conveyor_client._common import channel_target
 from tests.support.processes import Process, Stack, free_port, spawn, stack_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

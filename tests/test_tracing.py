@@ -20,12 +20,12 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace import TracerProvider
 
-from clients.sdk.sync import ConveyorClient
 from conveyor import tracing
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import NewJob, Priority
 from conveyor.transport import kind_queue
 from conveyor.v1 import job_pb2
+from conveyor_client.sync import ConveyorClient
 from tests.support.processes import Stack, wait_for
 
 PAGE = b"<html><title>traced</title><input id='name'><h1 id='out'>Hello traces</h1></html>"

@@ -22,8 +22,8 @@ from clients.cli.render import WatchPrinter, print_outcome, state_name
 from clients.cli.stack import LocalStack
 from clients.cli.up import Signals, data_dir_of, supervise
 from clients.demo import example_job, pages_dir
-from clients.sdk import AsyncConveyorClient
 from conveyor.v1 import job_pb2
+from conveyor_client import AsyncConveyorClient
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

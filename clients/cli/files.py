@@ -10,8 +10,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from clients.sdk import to_submit_request
 from conveyor.v1 import job_service_pb2
+from conveyor_client import to_submit_request
 
 
 class JobFileError(ValueError):

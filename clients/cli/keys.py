@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from google.protobuf import json_format
 
-from clients.sdk import AsyncConveyorClient
 from conveyor.v1 import key_service_pb2 as kpb
+from conveyor_client import AsyncConveyorClient
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 ROLES = {"viewer": kpb.ROLE_VIEWER, "submitter": kpb.ROLE_SUBMITTER, "operator": kpb.ROLE_OPERATOR,

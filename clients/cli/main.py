@@ -45,7 +45,9 @@ from clients.cli.render import (
     to_json,
     worker_row,
 )
-from clients.sdk import (
+from conveyor.net import is_loopback
+from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
+from conveyor_client import (
     DEFAULT_TARGET,
     AsyncConveyorClient,
     ConveyorRpcError,
@@ -54,9 +56,7 @@ from clients.sdk import (
     kinds_of,
     queue_events,
 )
-from clients.sdk._common import to_state
-from conveyor.net import is_loopback
-from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
+from conveyor_client._common import to_state
 
 
 class CliError(Exception):

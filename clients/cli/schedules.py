@@ -23,9 +23,9 @@ from google.protobuf import timestamp_pb2
 
 from clients.cli.files import JobFileError, _load
 from clients.cli.render import print_table, to_json
-from clients.sdk import AsyncConveyorClient
-from clients.sdk._schedules import Schedule, to_create_schedule_request
 from conveyor.v1 import schedule_service_pb2
+from conveyor_client import AsyncConveyorClient
+from conveyor_client._schedules import Schedule, to_create_schedule_request
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 HEADERS = ["ID", "NAME", "CRON", "TIME ZONE", "NEXT RUN", "LAST RUN", "LAST JOB", "RUNS", "PAUSED"]

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, TextIO, TypedDict
 
 from clients.cli.admin_key import ensure_admin_key
-from clients.sdk import AsyncConveyorClient, ConveyorRpcError
 from conveyor.embedded_redis import PDEATHSIG_PREEXEC, EmbeddedRedis
 from conveyor.settings import Settings, default_executor_slots
+from conveyor_client import AsyncConveyorClient, ConveyorRpcError
 
 GATEWAY_ARGV = [sys.executable, "-m", "gateway.main"]
 EXECUTOR_ARGV = [sys.executable, "-m", "executor.main"]

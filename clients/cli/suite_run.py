@@ -4,7 +4,7 @@ every test's position come back at once), shows each test's outcome as it ends a
 progress line, writes the JUnit XML report, prints the summary and exits 0 only when
 no test failed or was skipped (a flaky test, passed on a retry, does not fail the run).
 
-The suite file is described in clients/sdk/_suites.py."""
+The suite file is described in clients/python/conveyor_client/_suites.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TextIO
 
 from clients.cli.files import JobFileError, _load
-from clients.sdk._suites import AsyncSuites, suite_request
 from conveyor.v1 import suite_service_pb2
+from conveyor_client._suites import AsyncSuites, suite_request
 
 pb = suite_service_pb2
 MARKS = {pb.TEST_OUTCOME_PASSED: "ok", pb.TEST_OUTCOME_FLAKY: "flaky", pb.TEST_OUTCOME_FAILED: "FAILED",

@@ -30,8 +30,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from clients.sdk import AsyncConveyorClient, ConveyorRpcError, queue_events
 from conveyor.v1 import job_pb2, queue_service_pb2
+from conveyor_client import AsyncConveyorClient, ConveyorRpcError, queue_events
 
 #: Events this close together cause one re-read.
 DEBOUNCE_SECONDS = 0.2

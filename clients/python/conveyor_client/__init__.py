@@ -1,7 +1,10 @@
 """The Conveyor Python SDK: `AsyncConveyorClient` (asyncio) and `ConveyorClient`
-(blocking), over the `conveyor.v1` gRPC contract."""
+(blocking), over the `conveyor.v1` gRPC contract.
 
-from clients.sdk._common import (
+Installed on its own with `pip install ./clients/python` (the `conveyor-client`
+distribution: grpcio and protobuf, nothing of the service)."""
+
+from conveyor_client._common import (
     DEFAULT_TARGET,
     is_terminal,
     job_output,
@@ -11,9 +14,9 @@ from clients.sdk._common import (
     to_state,
     to_submit_request,
 )
-from clients.sdk.aio import AsyncConveyorClient
-from clients.sdk.errors import ConveyorRpcError, FieldViolation
-from clients.sdk.sync import ConveyorClient
+from conveyor_client.aio import AsyncConveyorClient
+from conveyor_client.errors import ConveyorRpcError, FieldViolation
+from conveyor_client.sync import ConveyorClient
 
 __all__ = [
     "DEFAULT_TARGET",

@@ -7,20 +7,21 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2
-from pydantic import BaseModel
 
-from conveyor.kinds.api import Retry, seconds_of
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2, task_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
 """Deadline (seconds) of a unary call unless the caller gives one."""
+UNSET: Any = object()
+"""A `timeout=` not given: the client's default deadline (None means no deadline)."""
 MAX_WAIT_CHUNK = 300.0
 """The server's largest WaitJob timeout; longer waits are several long-polls."""
 
@@ -32,7 +33,7 @@ except ImportError:  # pragma: no cover - the SDK does not depend on it
     _TraceContext = None  # type: ignore[assignment,misc]
 
 try:
-    _VERSION = importlib.metadata.version("conveyor")
+    _VERSION = importlib.metadata.version("conveyor-client")
 except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
     _VERSION = "0"
 
@@ -44,11 +45,34 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.primary_user_agent", f"conveyor-python/{_VERSION}"),
 ]
 
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A pydantic model (what `model_dump` gives is sent); the SDK does not depend on pydantic."""
+
+    def model_dump(self, *, mode: str = ..., by_alias: bool = ...) -> Any: ...
+
+
+@runtime_checkable
+class RetrySpec(Protocol):
+    """A `conveyor.kinds.Retry` (or anything with its fields); the SDK does not import it."""
+
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def backoff(self) -> str: ...
+    @property
+    def base(self) -> float | str: ...
+    @property
+    def max(self) -> float | str: ...
+
+
 Metadata = tuple[tuple[str, str], ...]
 JobRequest = job_service_pb2.SubmitJobRequest | Mapping[str, Any]
-KindInput = Mapping[str, Any] | BaseModel
+KindInput = Mapping[str, Any] | Model
 """A kind's input: a dict (JSON-able) or a pydantic model (sent as its JSON)."""
-RetryLike = task_pb2.RetryPolicy | Retry | Mapping[str, Any]
+RetryLike = task_pb2.RetryPolicy | RetrySpec | Mapping[str, Any]
 """A retry policy for one job: a RetryPolicy, a `conveyor.kinds.Retry`, or a dict such
 as `{"backoff": "fixed", "base": "1s", "max": "30s", "attempts": 2}` (durations as
 seconds, "500ms"/"2s"/"1m" texts or timedeltas; `attempts` sets max_attempts)."""
@@ -177,7 +201,7 @@ def job_request(
             raise ValueError(f"kind={kind!r}, but the request already has a task ({message.WhichOneof('task')})")
         message.kind.name = kind
         message.kind.input.SetInParent()  # present even when empty: {"input": {}}
-        data = input.model_dump(mode="json", by_alias=True) if isinstance(input, BaseModel) else input or {}
+        data = input.model_dump(mode="json", by_alias=True) if isinstance(input, Model) else input or {}
         if not isinstance(data, Mapping):
             raise TypeError(f"a kind's input is a dict or a pydantic model, not {type(data).__name__}")
         try:
@@ -209,11 +233,10 @@ def to_retry_policy(retry: RetryLike) -> tuple[task_pb2.RetryPolicy, int | None]
     """A RetryPolicy, and the attempts the policy names (None: not named)."""
     if isinstance(retry, task_pb2.RetryPolicy):
         return retry, None
-    if isinstance(retry, Retry):
-        fields: dict[str, Any] = {"backoff": retry.backoff, "base": retry.base, "max": retry.max,
-                                  "attempts": retry.attempts}
-    elif isinstance(retry, Mapping):
-        fields = dict(retry)
+    if isinstance(retry, Mapping):
+        fields: dict[str, Any] = dict(retry)
+    elif isinstance(retry, RetrySpec):
+        fields = {"backoff": retry.backoff, "base": retry.base, "max": retry.max, "attempts": retry.attempts}
     else:
         raise TypeError(f"a retry policy is a dict, a Retry or a RetryPolicy, not {type(retry).__name__}")
     policy = task_pb2.RetryPolicy()
@@ -253,6 +276,21 @@ def _duration_of(value: Any, what: str) -> duration_pb2.Duration:
     if seconds < 0:
         raise ValueError(f"retry {what}: must not be negative")
     return duration(seconds)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def seconds_of(value: float | str) -> float:
+    """Seconds from a number or a text such as "2s", "500ms", "1.5m", "1h" (the texts
+    `conveyor.kinds.Retry` takes; tests/test_sdk_lean.py checks the two agree)."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (say e.g. '2s', '500ms', '1m')")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def to_priority(priority: str | int) -> job_pb2.Priority.ValueType:

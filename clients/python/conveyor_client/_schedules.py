@@ -8,8 +8,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from clients.sdk._common import jsonable
 from conveyor.v1 import schedule_service_pb2, schedule_service_pb2_grpc
+from conveyor_client._common import jsonable
 
 Schedule = schedule_service_pb2.Schedule
 ScheduleRequest = schedule_service_pb2.CreateScheduleRequest | Mapping[str, Any]

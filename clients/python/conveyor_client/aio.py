@@ -1,4 +1,9 @@
-"""The asyncio client (grpc.aio)."""
+"""The asyncio client (grpc.aio).
+
+`sync.py`, the blocking client, is generated from this file by clients/python/unasync.py
+(`async`/`await` dropped, grpc.aio calls turned into grpc's blocking ones): edit this
+file, then run `python clients/python/unasync.py`. tests/test_sdk_lean.py fails when
+the two differ."""
 
 from __future__ import annotations
 
@@ -14,11 +19,21 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.sdk._common import (
+from conveyor.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
+from conveyor_client._common import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     MAX_WAIT_CHUNK,
     RECONNECT_CODES,
+    UNSET,
     JobRequest,
     KindInput,
     RetryLike,
@@ -38,20 +53,9 @@ from clients.sdk._common import (
     update_queue_request,
     watch_queue_request,
 )
-from clients.sdk._schedules import Schedule, ScheduleRequest, schedule_stub, to_create_schedule_request
-from clients.sdk._schedules import pb as schedule_pb
-from clients.sdk.errors import ConveyorRpcError
-from conveyor.v1 import (
-    job_pb2,
-    job_service_pb2,
-    job_service_pb2_grpc,
-    key_service_pb2,
-    key_service_pb2_grpc,
-    queue_service_pb2,
-    queue_service_pb2_grpc,
-)
-
-_UNSET: Any = object()
+from conveyor_client._schedules import Schedule, ScheduleRequest, schedule_stub, to_create_schedule_request
+from conveyor_client._schedules import pb as schedule_pb
+from conveyor_client.errors import ConveyorRpcError
 
 
 class AsyncConveyorClient:
@@ -121,12 +125,12 @@ class AsyncConveyorClient:
         await self._channel.close()
 
     # --- plumbing ----------------------------------------------------------------------
-    async def _call(self, method: Any, request: Any, timeout: float | None = _UNSET) -> Any:
+    async def _call(self, method: Any, request: Any, timeout: float | None = UNSET) -> Any:
         try:
             return await method(
                 request,
                 metadata=traced_metadata(self._metadata),
-                timeout=self.timeout if timeout is _UNSET else timeout,
+                timeout=self.timeout if timeout is UNSET else timeout,
             )
         except grpc.aio.AioRpcError as err:
             raise ConveyorRpcError.from_grpc(err) from err
@@ -153,7 +157,7 @@ class AsyncConveyorClient:
         priority: str | int | None = None,
         max_attempts: int | None = None,
         labels: Mapping[str, str] | None = None,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> job_service_pb2.SubmitJobResponse:
         """Submit one job: a SubmitJobRequest, or a dict in the protobuf JSON mapping
         such as `{"noop": {"sleep": "0.2s"}, "priority": "PRIORITY_HIGH"}`; or a job
@@ -178,7 +182,7 @@ class AsyncConveyorClient:
         requests: Iterable[JobRequest],
         *,
         allow_partial: bool = False,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> job_service_pb2.SubmitJobsResponse:
         """Submit jobs in one call. `results` has one entry per request, in order.
 
@@ -194,7 +198,7 @@ class AsyncConveyorClient:
         response: job_service_pb2.SubmitJobsResponse = await self._call(self._jobs.SubmitJobs, batch, timeout)
         return response
 
-    async def get(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+    async def get(self, job_id: str, *, timeout: float | None = UNSET) -> job_pb2.Job:
         response: job_service_pb2.GetJobResponse = await self._call(
             self._jobs.GetJob, job_service_pb2.GetJobRequest(id=job_id), timeout
         )
@@ -275,13 +279,13 @@ class AsyncConveyorClient:
             if response.done or is_terminal(response.job.state) or time.monotonic() >= deadline:
                 return response.job
 
-    async def cancel(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+    async def cancel(self, job_id: str, *, timeout: float | None = UNSET) -> job_pb2.Job:
         response: job_service_pb2.CancelJobResponse = await self._call(
             self._jobs.CancelJob, job_service_pb2.CancelJobRequest(id=job_id), timeout
         )
         return response.job
 
-    async def retry(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+    async def retry(self, job_id: str, *, timeout: float | None = UNSET) -> job_pb2.Job:
         response: job_service_pb2.RetryJobResponse = await self._call(
             self._jobs.RetryJob, job_service_pb2.RetryJobRequest(id=job_id), timeout
         )
@@ -322,7 +326,7 @@ class AsyncConveyorClient:
         concurrency: int | None = None,
         host_rate_limit: int | None = None,
         *,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> queue_service_pb2.Queue:
         """Set the queue's concurrency (0: the server default) and/or its per-host
         navigation rate limit (per second; 0: no limit). Only what is given changes."""
@@ -331,7 +335,7 @@ class AsyncConveyorClient:
         )
         return response.queue
 
-    async def pause_queue(self, name: str, *, timeout: float | None = _UNSET) -> queue_service_pb2.Queue:
+    async def pause_queue(self, name: str, *, timeout: float | None = UNSET) -> queue_service_pb2.Queue:
         """No new job of the queue starts until it is resumed (submissions are still
         accepted; running jobs finish)."""
         response: queue_service_pb2.PauseQueueResponse = await self._call(
@@ -339,7 +343,7 @@ class AsyncConveyorClient:
         )
         return response.queue
 
-    async def resume_queue(self, name: str, *, timeout: float | None = _UNSET) -> queue_service_pb2.Queue:
+    async def resume_queue(self, name: str, *, timeout: float | None = UNSET) -> queue_service_pb2.Queue:
         response: queue_service_pb2.ResumeQueueResponse = await self._call(
             self._queues.ResumeQueue, queue_service_pb2.ResumeQueueRequest(queue=name), timeout
         )
@@ -352,7 +356,7 @@ class AsyncConveyorClient:
         older_than: float | dt.timedelta | None = None,
         limit: int = 0,
         *,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> int:
         """Delete the queue's jobs in `state` (completed, failed or cancelled) that
         ended more than `older_than` (seconds or a timedelta; None: any time) ago,
@@ -370,7 +374,7 @@ class AsyncConveyorClient:
         *,
         priority: str | int | None = None,
         max_attempts: int | None = None,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> int:
         """Give every FAILED job of the queue (at most `limit`; 0: the server maximum)
         a fresh set of attempts: `max_attempts` of them (None: each its own), at
@@ -422,26 +426,26 @@ class AsyncConveyorClient:
             failures += 1
             await asyncio.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
 
-    async def workers(self, *, timeout: float | None = _UNSET) -> builtins.list[queue_service_pb2.Worker]:
+    async def workers(self, *, timeout: float | None = UNSET) -> builtins.list[queue_service_pb2.Worker]:
         """The executor worker processes alive now (slots, running jobs, heartbeat)."""
         response: queue_service_pb2.ListWorkersResponse = await self._call(
             self._queues.ListWorkers, queue_service_pb2.ListWorkersRequest(), timeout
         )
         return builtins.list(response.workers)
 
-    async def kinds(self, *, timeout: float | None = _UNSET) -> dict[str, int]:
+    async def kinds(self, *, timeout: float | None = UNSET) -> dict[str, int]:
         """The job kinds the live executor workers serve, each with how many workers
         serve it (from ListWorkers)."""
         return kinds_of(await self.workers(timeout=timeout))
 
     # --- health ------------------------------------------------------------------------
-    async def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:
+    async def health(self, service: str = "", *, timeout: float | None = UNSET) -> str:
         """The gateway's grpc.health.v1 status: "SERVING", "NOT_SERVING", ..."""
         response = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     # --- schedules ---------------------------------------------------------------------
-    async def create_schedule(self, request: ScheduleRequest, *, timeout: float | None = _UNSET) -> Schedule:
+    async def create_schedule(self, request: ScheduleRequest, *, timeout: float | None = UNSET) -> Schedule:
         """Create a schedule: a CreateScheduleRequest, or a dict in the protobuf JSON
         mapping such as `{"cron": "*/5 * * * *", "timeZone": "Europe/Berlin",
         "template": {"noop": {}}}`. The answer has its `id` and `next_run_time`."""
@@ -461,23 +465,23 @@ class AsyncConveyorClient:
                 return out
             request.page_token = response.next_page_token
 
-    async def get_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+    async def get_schedule(self, schedule_id: str, *, timeout: float | None = UNSET) -> Schedule:
         response: schedule_pb.GetScheduleResponse = await self._call(
             self._schedules.GetSchedule, schedule_pb.GetScheduleRequest(id=schedule_id), timeout
         )
         return response.schedule
 
-    async def delete_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> None:
+    async def delete_schedule(self, schedule_id: str, *, timeout: float | None = UNSET) -> None:
         """Delete a schedule (the jobs it submitted stay)."""
         await self._call(self._schedules.DeleteSchedule, schedule_pb.DeleteScheduleRequest(id=schedule_id), timeout)
 
-    async def pause_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+    async def pause_schedule(self, schedule_id: str, *, timeout: float | None = UNSET) -> Schedule:
         response: schedule_pb.PauseScheduleResponse = await self._call(
             self._schedules.PauseSchedule, schedule_pb.PauseScheduleRequest(id=schedule_id), timeout
         )
         return response.schedule
 
-    async def resume_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+    async def resume_schedule(self, schedule_id: str, *, timeout: float | None = UNSET) -> Schedule:
         """Resume a paused schedule; its next run is the first occurrence from now on."""
         response: schedule_pb.ResumeScheduleResponse = await self._call(
             self._schedules.ResumeSchedule, schedule_pb.ResumeScheduleRequest(id=schedule_id), timeout
@@ -486,7 +490,7 @@ class AsyncConveyorClient:
 
     # --- API keys (the admin role) --------------------------------------------------------
     async def create_key(
-        self, tenant: str, role: key_service_pb2.Role.ValueType, name: str = "", *, timeout: float | None = _UNSET
+        self, tenant: str, role: key_service_pb2.Role.ValueType, name: str = "", *, timeout: float | None = UNSET
     ) -> key_service_pb2.CreateKeyResponse:
         """A new key of `tenant` with `role`; the answer's `secret` is shown this once."""
         request = key_service_pb2.CreateKeyRequest(tenant=tenant, role=role, name=name)
@@ -494,20 +498,20 @@ class AsyncConveyorClient:
         return response
 
     async def list_keys(
-        self, tenant: str = "", *, timeout: float | None = _UNSET
+        self, tenant: str = "", *, timeout: float | None = UNSET
     ) -> builtins.list[key_service_pb2.ApiKey]:
         response: key_service_pb2.ListKeysResponse = await self._call(
             self._keys.ListKeys, key_service_pb2.ListKeysRequest(tenant=tenant), timeout
         )
         return builtins.list(response.keys)
 
-    async def revoke_key(self, key_id: str, *, timeout: float | None = _UNSET) -> key_service_pb2.ApiKey:
+    async def revoke_key(self, key_id: str, *, timeout: float | None = UNSET) -> key_service_pb2.ApiKey:
         response: key_service_pb2.RevokeKeyResponse = await self._call(
             self._keys.RevokeKey, key_service_pb2.RevokeKeyRequest(id=key_id), timeout
         )
         return response.key
 
-    async def whoami(self, *, timeout: float | None = _UNSET) -> key_service_pb2.WhoAmIResponse:
+    async def whoami(self, *, timeout: float | None = UNSET) -> key_service_pb2.WhoAmIResponse:
         """The tenant and role of the key in use."""
         response: key_service_pb2.WhoAmIResponse = await self._call(
             self._keys.WhoAmI, key_service_pb2.WhoAmIRequest(), timeout

@@ -1,4 +1,10 @@
-"""The blocking client: the same surface as `AsyncConveyorClient`, for scripts."""
+"""The blocking client: the same methods as `AsyncConveyorClient`, returning values
+and iterators where it returns awaitables and async iterators.
+
+GENERATED from aio.py by clients/python/unasync.py; do not edit (edit aio.py, then run
+`python clients/python/unasync.py`)."""
+
+# ruff: noqa: UP028 (a stream's messages are yielded in a loop, as aio.py must)
 
 from __future__ import annotations
 
@@ -13,11 +19,21 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.sdk._common import (
+from conveyor.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
+from conveyor_client._common import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     MAX_WAIT_CHUNK,
     RECONNECT_CODES,
+    UNSET,
     JobRequest,
     KindInput,
     RetryLike,
@@ -37,25 +53,29 @@ from clients.sdk._common import (
     update_queue_request,
     watch_queue_request,
 )
-from clients.sdk._schedules import Schedule, ScheduleRequest, schedule_stub, to_create_schedule_request
-from clients.sdk._schedules import pb as schedule_pb
-from clients.sdk.errors import ConveyorRpcError
-from conveyor.v1 import (
-    job_pb2,
-    job_service_pb2,
-    job_service_pb2_grpc,
-    key_service_pb2,
-    key_service_pb2_grpc,
-    queue_service_pb2,
-    queue_service_pb2_grpc,
-)
-
-_UNSET: Any = object()
+from conveyor_client._schedules import Schedule, ScheduleRequest, schedule_stub, to_create_schedule_request
+from conveyor_client._schedules import pb as schedule_pb
+from conveyor_client.errors import ConveyorRpcError
 
 
 class ConveyorClient:
-    """A blocking Conveyor client; see `AsyncConveyorClient` for the methods and for
-    TLS (`tls=`, `ca_cert=`, `client_cert=`, `client_key=`, `grpcs://` targets)."""
+    """A Conveyor client for blocking code.
+
+    >>> with ConveyorClient("127.0.0.1:50051", api_key="...") as client:
+    ...     submitted = client.submit({"noop": {"sleep": "0.1s"}})
+    ...     for message in client.watch(submitted.id):
+    ...         ...
+    ...     job = client.get(submitted.id)
+
+    Failed calls raise `ConveyorRpcError` (code, message, reason, field violations).
+    `timeout` is the default deadline of unary calls in seconds (None: no deadline);
+    streams have no deadline.
+
+    TLS: `tls=True` (a server certificate from a CA the system trusts), `ca_cert=`
+    (a PEM bundle of your own CA; implies TLS), `client_cert=` and `client_key=` for a
+    gateway that requires client certificates (mTLS), or a `grpcs://host:port` (or
+    `https://`) target. `credentials=` takes gRPC channel credentials made elsewhere.
+    """
 
     def __init__(
         self,
@@ -104,15 +124,26 @@ class ConveyorClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: Any, request: Any, timeout: float | None = _UNSET) -> Any:
+    # --- plumbing ----------------------------------------------------------------------
+    def _call(self, method: Any, request: Any, timeout: float | None = UNSET) -> Any:
         try:
             return method(
                 request,
                 metadata=traced_metadata(self._metadata),
-                timeout=self.timeout if timeout is _UNSET else timeout,
+                timeout=self.timeout if timeout is UNSET else timeout,
             )
         except grpc.RpcError as err:
             raise ConveyorRpcError.from_grpc(err) from err
+
+    def _stream(self, method: Any, request: Any) -> Iterator[Any]:
+        call = method(request, metadata=self._metadata)
+        try:
+            for message in call:
+                yield message
+        except grpc.RpcError as err:
+            raise ConveyorRpcError.from_grpc(err) from err
+        finally:
+            call.cancel()  # a no-op once the stream has ended; stops it if we left early
 
     # --- jobs --------------------------------------------------------------------------
     def submit(
@@ -126,8 +157,19 @@ class ConveyorClient:
         priority: str | int | None = None,
         max_attempts: int | None = None,
         labels: Mapping[str, str] | None = None,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> job_service_pb2.SubmitJobResponse:
+        """Submit one job: a SubmitJobRequest, or a dict in the protobuf JSON mapping
+        such as `{"noop": {"sleep": "0.2s"}, "priority": "PRIORITY_HIGH"}`; or a job
+        of any kind the executors serve, by name, with its input:
+
+            client.submit(kind="chat", input={"messages": [...]}, queue="agents")
+
+        `input` is a dict or a pydantic model; `retry` overrides the kind's retry
+        policy for this job (`{"backoff": "fixed", "base": "1s", "attempts": 2}`, a
+        `conveyor.kinds.Retry` or a RetryPolicy); `queue`, `priority`, `max_attempts`
+        and `labels` are set on top of `request`. Read what the job returned, once it
+        has completed, with `job_output(client.get(id))`."""
         message = job_request(
             request, kind=kind, input=input, retry=retry, queue=queue, priority=priority,
             max_attempts=max_attempts, labels=labels,
@@ -140,15 +182,23 @@ class ConveyorClient:
         requests: Iterable[JobRequest],
         *,
         allow_partial: bool = False,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> job_service_pb2.SubmitJobsResponse:
+        """Submit jobs in one call. `results` has one entry per request, in order.
+
+        Without `allow_partial` it is all or none: one invalid request fails the call
+        (INVALID_ARGUMENT naming each bad field as `requests[i].field`). With it, the
+        valid ones are submitted and each refused one is in `errors` (index and a
+        `google.rpc.Status`) with an empty id in `results`. Requests refused for
+        deduplication are reported in `errors` either way.
+        """
         batch = job_service_pb2.SubmitJobsRequest(
             requests=[to_submit_request(r) for r in requests], allow_partial=allow_partial
         )
         response: job_service_pb2.SubmitJobsResponse = self._call(self._jobs.SubmitJobs, batch, timeout)
         return response
 
-    def get(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+    def get(self, job_id: str, *, timeout: float | None = UNSET) -> job_pb2.Job:
         response: job_service_pb2.GetJobResponse = self._call(
             self._jobs.GetJob, job_service_pb2.GetJobRequest(id=job_id), timeout
         )
@@ -163,6 +213,8 @@ class ConveyorClient:
         page_size: int = 0,
         limit: int | None = None,
     ) -> Iterator[job_pb2.Job]:
+        """Jobs, newest first, following page tokens; at most `limit` of them. `kind`
+        ("noop", "browser" or a kind's name) needs `queue`."""
         request = job_service_pb2.ListJobsRequest(queue=queue, state=to_state(state), kind=kind, page_size=page_size)
         seen = 0
         while True:
@@ -184,6 +236,13 @@ class ConveyorClient:
         reconnect: bool = True,
         max_reconnects: int = 5,
     ) -> Iterator[job_service_pb2.WatchJobResponse]:
+        """The job's snapshot, then each of its events in order, until it ends.
+
+        With `reconnect`, a stream cut by UNAVAILABLE (a gateway restart, a network
+        blip) is resumed after the last sequence seen: nothing missed, nothing
+        repeated; the server sends a fresh snapshot first. `max_reconnects` bounds
+        consecutive failed attempts.
+        """
         last = after_sequence
         failures = 0
         while True:
@@ -210,6 +269,8 @@ class ConveyorClient:
             time.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
 
     def wait(self, job_id: str, timeout: float = 30.0) -> job_pb2.Job:
+        """Long-poll until the job has ended or `timeout` seconds have passed; returns
+        the job either way (check `job.state`)."""
         deadline = time.monotonic() + timeout
         while True:
             chunk = max(0.0, min(deadline - time.monotonic(), MAX_WAIT_CHUNK))
@@ -218,33 +279,31 @@ class ConveyorClient:
             if response.done or is_terminal(response.job.state) or time.monotonic() >= deadline:
                 return response.job
 
-    def cancel(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+    def cancel(self, job_id: str, *, timeout: float | None = UNSET) -> job_pb2.Job:
         response: job_service_pb2.CancelJobResponse = self._call(
             self._jobs.CancelJob, job_service_pb2.CancelJobRequest(id=job_id), timeout
         )
         return response.job
 
-    def retry(self, job_id: str, *, timeout: float | None = _UNSET) -> job_pb2.Job:
+    def retry(self, job_id: str, *, timeout: float | None = UNSET) -> job_pb2.Job:
         response: job_service_pb2.RetryJobResponse = self._call(
             self._jobs.RetryJob, job_service_pb2.RetryJobRequest(id=job_id), timeout
         )
         return response.job
 
     def artifact_chunks(self, job_id: str, name: str) -> Iterator[job_service_pb2.GetArtifactResponse]:
+        """The artifact's chunks as they arrive (the first carries type and size)."""
         request = job_service_pb2.GetArtifactRequest(job_id=job_id, name=name)
-        call = self._jobs.GetArtifact(request, metadata=self._metadata)
-        try:
-            yield from call
-        except grpc.RpcError as err:
-            raise ConveyorRpcError.from_grpc(err) from err
-        finally:
-            call.cancel()
+        for chunk in self._stream(self._jobs.GetArtifact, request):
+            yield chunk
 
     def artifact(self, job_id: str, name: str) -> bytes:
-        return b"".join(chunk.data for chunk in self.artifact_chunks(job_id, name))
+        """The whole artifact (a screenshot) as bytes."""
+        return b"".join([chunk.data for chunk in self.artifact_chunks(job_id, name)])
 
     # --- queues ------------------------------------------------------------------------
     def queues(self) -> builtins.list[queue_service_pb2.Queue]:
+        """Every queue that has had a job, with its counts."""
         request = queue_service_pb2.ListQueuesRequest()
         out: builtins.list[queue_service_pb2.Queue] = []
         while True:
@@ -255,6 +314,7 @@ class ConveyorClient:
             request.page_token = response.next_page_token
 
     def queue(self, name: str = "default") -> queue_service_pb2.Queue:
+        """One queue: paused, counts per state, concurrency, rate limit and `stats`."""
         response: queue_service_pb2.GetQueueResponse = self._call(
             self._queues.GetQueue, queue_service_pb2.GetQueueRequest(queue=name)
         )
@@ -266,20 +326,24 @@ class ConveyorClient:
         concurrency: int | None = None,
         host_rate_limit: int | None = None,
         *,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> queue_service_pb2.Queue:
+        """Set the queue's concurrency (0: the server default) and/or its per-host
+        navigation rate limit (per second; 0: no limit). Only what is given changes."""
         response: queue_service_pb2.UpdateQueueResponse = self._call(
             self._queues.UpdateQueue, update_queue_request(name, concurrency, host_rate_limit), timeout
         )
         return response.queue
 
-    def pause_queue(self, name: str, *, timeout: float | None = _UNSET) -> queue_service_pb2.Queue:
+    def pause_queue(self, name: str, *, timeout: float | None = UNSET) -> queue_service_pb2.Queue:
+        """No new job of the queue starts until it is resumed (submissions are still
+        accepted; running jobs finish)."""
         response: queue_service_pb2.PauseQueueResponse = self._call(
             self._queues.PauseQueue, queue_service_pb2.PauseQueueRequest(queue=name), timeout
         )
         return response.queue
 
-    def resume_queue(self, name: str, *, timeout: float | None = _UNSET) -> queue_service_pb2.Queue:
+    def resume_queue(self, name: str, *, timeout: float | None = UNSET) -> queue_service_pb2.Queue:
         response: queue_service_pb2.ResumeQueueResponse = self._call(
             self._queues.ResumeQueue, queue_service_pb2.ResumeQueueRequest(queue=name), timeout
         )
@@ -292,8 +356,12 @@ class ConveyorClient:
         older_than: float | dt.timedelta | None = None,
         limit: int = 0,
         *,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> int:
+        """Delete the queue's jobs in `state` (completed, failed or cancelled) that
+        ended more than `older_than` (seconds or a timedelta; None: any time) ago,
+        with their events and artifacts; at most `limit` (0: the server maximum).
+        Returns how many were deleted."""
         response: queue_service_pb2.CleanQueueResponse = self._call(
             self._queues.CleanQueue, clean_queue_request(name, state, older_than, limit), timeout
         )
@@ -306,8 +374,12 @@ class ConveyorClient:
         *,
         priority: str | int | None = None,
         max_attempts: int | None = None,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> int:
+        """Give every FAILED job of the queue (at most `limit`; 0: the server maximum)
+        a fresh set of attempts: `max_attempts` of them (None: each its own), at
+        `priority` (None: each keeps its own; e.g. "low" to reprocess a dead-letter
+        set behind fresh work). Returns how many were retried."""
         response: queue_service_pb2.RetryFailedJobsResponse = self._call(
             self._queues.RetryFailedJobs, retry_failed_request(name, limit, priority, max_attempts), timeout
         )
@@ -322,6 +394,17 @@ class ConveyorClient:
         max_reconnects: int = 5,
         max_batch_size: int = 0,
     ) -> Iterator[queue_service_pb2.WatchQueueResponse]:
+        """Every event of the queue's jobs, in order, and heartbeats while idle; the
+        stream does not end by itself (leave the loop, or cancel, to stop).
+
+        `after_sequence` (a `JobEvent.queue_sequence`) replays the events after it;
+        None starts from now. With `reconnect`, a stream cut by UNAVAILABLE is resumed
+        after the last queue_sequence seen, so nothing is missed or repeated. (Before
+        the first event there is no sequence to resume from: such a reconnect starts
+        from now again, or from `after_sequence` if given.) With `max_batch_size`
+        above 1, a message carries up to that many events in `events` (see
+        `queue_events()`): far cheaper on both ends for a busy queue.
+        """
         last = after_sequence
         failures = 0
         while True:
@@ -343,21 +426,26 @@ class ConveyorClient:
             failures += 1
             time.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
 
-    def workers(self, *, timeout: float | None = _UNSET) -> builtins.list[queue_service_pb2.Worker]:
+    def workers(self, *, timeout: float | None = UNSET) -> builtins.list[queue_service_pb2.Worker]:
+        """The executor worker processes alive now (slots, running jobs, heartbeat)."""
         response: queue_service_pb2.ListWorkersResponse = self._call(
             self._queues.ListWorkers, queue_service_pb2.ListWorkersRequest(), timeout
         )
         return builtins.list(response.workers)
 
-    def kinds(self, *, timeout: float | None = _UNSET) -> dict[str, int]:
+    def kinds(self, *, timeout: float | None = UNSET) -> dict[str, int]:
+        """The job kinds the live executor workers serve, each with how many workers
+        serve it (from ListWorkers)."""
         return kinds_of(self.workers(timeout=timeout))
 
-    def health(self, service: str = "", *, timeout: float | None = _UNSET) -> str:
+    # --- health ------------------------------------------------------------------------
+    def health(self, service: str = "", *, timeout: float | None = UNSET) -> str:
+        """The gateway's grpc.health.v1 status: "SERVING", "NOT_SERVING", ..."""
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     # --- schedules ---------------------------------------------------------------------
-    def create_schedule(self, request: ScheduleRequest, *, timeout: float | None = _UNSET) -> Schedule:
+    def create_schedule(self, request: ScheduleRequest, *, timeout: float | None = UNSET) -> Schedule:
         """Create a schedule: a CreateScheduleRequest, or a dict in the protobuf JSON
         mapping such as `{"cron": "*/5 * * * *", "timeZone": "Europe/Berlin",
         "template": {"noop": {}}}`. The answer has its `id` and `next_run_time`."""
@@ -377,23 +465,23 @@ class ConveyorClient:
                 return out
             request.page_token = response.next_page_token
 
-    def get_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+    def get_schedule(self, schedule_id: str, *, timeout: float | None = UNSET) -> Schedule:
         response: schedule_pb.GetScheduleResponse = self._call(
             self._schedules.GetSchedule, schedule_pb.GetScheduleRequest(id=schedule_id), timeout
         )
         return response.schedule
 
-    def delete_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> None:
+    def delete_schedule(self, schedule_id: str, *, timeout: float | None = UNSET) -> None:
         """Delete a schedule (the jobs it submitted stay)."""
         self._call(self._schedules.DeleteSchedule, schedule_pb.DeleteScheduleRequest(id=schedule_id), timeout)
 
-    def pause_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+    def pause_schedule(self, schedule_id: str, *, timeout: float | None = UNSET) -> Schedule:
         response: schedule_pb.PauseScheduleResponse = self._call(
             self._schedules.PauseSchedule, schedule_pb.PauseScheduleRequest(id=schedule_id), timeout
         )
         return response.schedule
 
-    def resume_schedule(self, schedule_id: str, *, timeout: float | None = _UNSET) -> Schedule:
+    def resume_schedule(self, schedule_id: str, *, timeout: float | None = UNSET) -> Schedule:
         """Resume a paused schedule; its next run is the first occurrence from now on."""
         response: schedule_pb.ResumeScheduleResponse = self._call(
             self._schedules.ResumeSchedule, schedule_pb.ResumeScheduleRequest(id=schedule_id), timeout
@@ -402,7 +490,7 @@ class ConveyorClient:
 
     # --- API keys (the admin role) --------------------------------------------------------
     def create_key(
-        self, tenant: str, role: key_service_pb2.Role.ValueType, name: str = "", *, timeout: float | None = _UNSET
+        self, tenant: str, role: key_service_pb2.Role.ValueType, name: str = "", *, timeout: float | None = UNSET
     ) -> key_service_pb2.CreateKeyResponse:
         """A new key of `tenant` with `role`; the answer's `secret` is shown this once."""
         request = key_service_pb2.CreateKeyRequest(tenant=tenant, role=role, name=name)
@@ -410,20 +498,20 @@ class ConveyorClient:
         return response
 
     def list_keys(
-        self, tenant: str = "", *, timeout: float | None = _UNSET
+        self, tenant: str = "", *, timeout: float | None = UNSET
     ) -> builtins.list[key_service_pb2.ApiKey]:
         response: key_service_pb2.ListKeysResponse = self._call(
             self._keys.ListKeys, key_service_pb2.ListKeysRequest(tenant=tenant), timeout
         )
         return builtins.list(response.keys)
 
-    def revoke_key(self, key_id: str, *, timeout: float | None = _UNSET) -> key_service_pb2.ApiKey:
+    def revoke_key(self, key_id: str, *, timeout: float | None = UNSET) -> key_service_pb2.ApiKey:
         response: key_service_pb2.RevokeKeyResponse = self._call(
             self._keys.RevokeKey, key_service_pb2.RevokeKeyRequest(id=key_id), timeout
         )
         return response.key
 
-    def whoami(self, *, timeout: float | None = _UNSET) -> key_service_pb2.WhoAmIResponse:
+    def whoami(self, *, timeout: float | None = UNSET) -> key_service_pb2.WhoAmIResponse:
         """The tenant and role of the key in use."""
         response: key_service_pb2.WhoAmIResponse = self._call(
             self._keys.WhoAmI, key_service_pb2.WhoAmIRequest(), timeout

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
-from clients.sdk._common import jsonable
 from conveyor.v1 import session_service_pb2, session_service_pb2_grpc, suite_service_pb2, suite_service_pb2_grpc
+from conveyor_client._common import jsonable
 
 if TYPE_CHECKING:
-    from clients.sdk.aio import AsyncConveyorClient
+    from conveyor_client.aio import AsyncConveyorClient
 
 pb = suite_service_pb2
 Suite = suite_service_pb2.Suite
