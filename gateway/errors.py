@@ -146,7 +146,8 @@ def internal_status() -> status_pb2.Status:
 
 
 def unimplemented_status(method: str) -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(reason="UNIMPLEMENTED", domain=ERROR_DOMAIN, metadata={"method": method})
+    info = error_details_pb2.ErrorInfo(reason="METHOD_NOT_IMPLEMENTED", domain=ERROR_DOMAIN,
+                                       metadata={"method": method})
     return status_pb2.Status(
         code=code_pb2.UNIMPLEMENTED, message=f"{method} is not implemented by this server", details=[_pack(info)]
     )

@@ -122,7 +122,7 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
                 status = self._statuses.get(service, SERVICE_UNKNOWN)
                 if status == sent:
                     if self._closed:
-                        raise Unavailable("the gateway is shutting down")
+                        raise Unavailable("the gateway is shutting down", reason="GATEWAY_SHUTTING_DOWN")
                     await self._changed.wait()
                     continue
                 await context.write(health_pb2.HealthCheckResponse(status=status))

@@ -68,7 +68,8 @@ class KindCatalog:
                                                          f"not as a kind")]
         spec = await self.get(name)
         if spec is None:
-            return None, [FieldViolation(f"{path}.name", f"no executor has registered the kind {name!r}")]
+            return None, [FieldViolation(f"{path}.name", f"no executor has registered the kind {name!r}",
+                                         reason="KIND_NOT_FOUND")]
         data = json_format.MessageToDict(task.input)
         try:
             errors = sorted(self._validator(spec).iter_errors(data), key=lambda e: list(e.absolute_path))

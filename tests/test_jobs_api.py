@@ -170,7 +170,7 @@ async def test_unknown_ids_are_not_found(jobs: JobServiceStub) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call(req)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        assert error_info(err.value).reason == "NOT_FOUND"
+        assert error_info(err.value).reason == "JOB_NOT_FOUND"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await watch_all(jobs, "nope")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -201,7 +201,7 @@ async def test_bad_requests_name_the_field(jobs: JobServiceStub, body: dict[str,
         await jobs.SubmitJob(json_format.ParseDict(body, pb.SubmitJobRequest()))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in field_violations(err.value), field_violations(err.value)
-    assert error_info(err.value).reason == "INVALID_ARGUMENT"
+    assert error_info(err.value).reason == "FIELD_INVALID"
 
 
 async def test_oversized_files_are_refused_naming_the_field(jobs: JobServiceStub) -> None:

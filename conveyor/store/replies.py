@@ -23,6 +23,7 @@ from conveyor.errors import (
     NotFound,
     QuotaExceeded,
     ResourceExhausted,
+    job_state_reason,
 )
 
 PREFIX = "CONVEYOR"
@@ -39,14 +40,14 @@ class Context:
 
 def _job_not_found(args: list[str], c: Context) -> ConveyorError:
     (job_id,) = args
-    return NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
+    return NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id})
 
 
 def _job_state(args: list[str], c: Context) -> ConveyorError:
     job_id, state = args
     return FailedPrecondition(
         f"cannot {c.action or 'change'} job {job_id!r}: it is {state}",
-        reason=f"JOB_{state}", metadata={"job_id": job_id, "state": state},
+        reason=job_state_reason(state), metadata={"job_id": job_id, "state": state},
     )
 
 
@@ -70,7 +71,8 @@ def _request_id_reused(args: list[str], c: Context) -> ConveyorError:
 
 def _schedule_not_found(args: list[str], c: Context) -> ConveyorError:
     (schedule_id,) = args
-    return NotFound(f"schedule {schedule_id!r} not found", metadata={"schedule_id": schedule_id})
+    return NotFound(f"schedule {schedule_id!r} not found", reason="SCHEDULE_NOT_FOUND",
+                    metadata={"schedule_id": schedule_id})
 
 
 def _schedule_deleted(args: list[str], c: Context) -> ConveyorError:
@@ -108,7 +110,7 @@ def _rate_exceeded(args: list[str], c: Context) -> ConveyorError:
 
 def _key_not_found(args: list[str], c: Context) -> ConveyorError:
     (key_id,) = args
-    return NotFound(f"key {key_id!r} not found", metadata={"key_id": key_id})
+    return NotFound(f"key {key_id!r} not found", reason="KEY_NOT_FOUND", metadata={"key_id": key_id})
 
 
 def _state_not_finished(args: list[str], c: Context) -> ConveyorError:

@@ -204,7 +204,8 @@ class ScheduleStore:
         h = await self.client.hgetall(self.key(schedule_id)) if SCHEDULE_ID.match(schedule_id) else {}
         if not h or text_of(h.get(b"owner")) != owner:
             # Someone else's schedule is indistinguishable from a missing one.
-            raise NotFound(f"schedule {schedule_id!r} not found", metadata={"schedule_id": schedule_id})
+            raise NotFound(f"schedule {schedule_id!r} not found", reason="SCHEDULE_NOT_FOUND",
+                           metadata={"schedule_id": schedule_id})
         return ScheduleRecord.from_hash(h)
 
     async def list_schedules(
@@ -228,7 +229,8 @@ class ScheduleStore:
         """A script on one of the owner's schedules (refused as SCHEDULE_NOT_FOUND when
         it is not)."""
         if not SCHEDULE_ID.match(schedule_id):
-            raise NotFound(f"schedule {schedule_id!r} not found", metadata={"schedule_id": schedule_id})
+            raise NotFound(f"schedule {schedule_id!r} not found", reason="SCHEDULE_NOT_FOUND",
+                           metadata={"schedule_id": schedule_id})
         try:
             return await self._run(name, schedule_id, owner, *args)
         except ResponseError as exc:

@@ -235,7 +235,8 @@ class Dashboard:
         self._action(request)
         key = str((await self._json_body(request)).get("key", "")).strip()
         if not key:
-            raise CallError(400, {"code": "INVALID_ARGUMENT", "reason": "KEY_MISSING", "message": "give an API key"})
+            raise CallError(400, {"code": "INVALID_ARGUMENT", "reason": "FIELD_INVALID", "message": "give an API key",
+                                  "violations": [{"field": "key", "description": "give an API key"}]})
         response = web.json_response(await self._whoami(key))
         response.set_cookie(COOKIE, key, httponly=True, samesite="Strict", secure=request.secure, path="/")
         return response
@@ -293,7 +294,7 @@ class Dashboard:
             older = body.get("olderThanSeconds")
             if older is not None:
                 if not isinstance(older, (int, float)) or isinstance(older, bool):
-                    raise CallError(400, {"code": "INVALID_ARGUMENT", "reason": "BAD_REQUEST",
+                    raise CallError(400, {"code": "INVALID_ARGUMENT", "reason": "FIELD_INVALID",
                                           "message": "olderThanSeconds: a number of seconds"})
                 clean.older_than.CopyFrom(duration_pb2.Duration(seconds=int(older)))
             result = await self.calls.unary(secret, "QueueService/CleanQueue", clean)
@@ -311,14 +312,14 @@ class Dashboard:
         if q.get("state"):
             state = STATE_NAMES.get(q["state"].lower(), -1)
             if state < 0:
-                raise CallError(400, {"code": "INVALID_ARGUMENT", "reason": "BAD_REQUEST",
+                raise CallError(400, {"code": "INVALID_ARGUMENT", "reason": "FIELD_INVALID",
                                       "message": f"state: one of {', '.join(STATE_NAMES)}",
                                       "violations": [{"field": "state", "description": "unknown state"}]})
         labels = {}
         if q.get("label"):
             key, sep, value = (part.strip() for part in q["label"].partition("="))
             if not sep:
-                raise CallError(400, {"code": "INVALID_ARGUMENT", "reason": "BAD_REQUEST",
+                raise CallError(400, {"code": "INVALID_ARGUMENT", "reason": "FIELD_INVALID",
                                       "message": "label: key=value",
                                       "violations": [{"field": "label", "description": "key=value"}]})
             labels[key] = value

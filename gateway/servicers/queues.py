@@ -216,7 +216,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         try:
             sub = await hub.subscribe_queue(name)  # before reading, so nothing falls in between
         except HubClosed:
-            raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
+            raise Unavailable("the gateway is shutting down; reconnect with after_sequence",
+                              reason="GATEWAY_SHUTTING_DOWN") from None
         try:
             # The headers tell the client the queue is followed from here on.
             await context.send_initial_metadata(())
@@ -243,7 +244,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                         chunk = [event_to_proto(event) for event in batch[i:i + batch_size]]
                         yield pb.WatchQueueResponse(events=pb.JobEventBatch(events=chunk))
         except HubClosed:
-            raise Unavailable("the gateway is shutting down; reconnect with after_sequence") from None
+            raise Unavailable("the gateway is shutting down; reconnect with after_sequence",
+                              reason="GATEWAY_SHUTTING_DOWN") from None
         finally:
             hub.unsubscribe(sub)
 
