@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dramatiq.brokers.redis import RedisBroker
 
+from conveyor.redis_connection import connect_sync
 from conveyor.settings import Settings
 from conveyor.store.records import StorePolicy
 
@@ -46,7 +47,8 @@ def make_broker(url: str, key_prefix: str) -> RedisBroker:
     can hold several Conveyor deployments, each with its own prefix). No middleware:
     retries, time limits and the rest are Conveyor's own."""
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=url, namespace=transport_namespace(key_prefix), middleware=[], heartbeat_timeout=WORKER_TIMEOUT_MS,
+        client=connect_sync(url, client_name="conveyor-executor-broker"), namespace=transport_namespace(key_prefix),
+        middleware=[], heartbeat_timeout=WORKER_TIMEOUT_MS,
     )
 
 
@@ -67,4 +69,6 @@ def store_policy(settings: Settings) -> StorePolicy:
         max_age_ms=int(settings.keep_max_age_seconds * 1000),
         worker_timeout_ms=WORKER_TIMEOUT_MS,
         tenant_max_running=settings.tenant_max_running_jobs,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=max(1, int(settings.redis_wait_timeout_seconds * 1000)),
     )

@@ -33,7 +33,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -41,6 +40,7 @@ from prometheus_client.registry import Collector
 
 from conveyor.metrics_common import HttpEndpoint, Response, metrics_response, parse_addr
 from conveyor.processes import browser_processes, descendants, process_table
+from conveyor.redis_connection import connect
 from conveyor.settings import Settings
 from conveyor.store.keys import Keys
 
@@ -172,8 +172,8 @@ class ExecutorEndpoint:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        client = aioredis.Redis.from_url(
-            self.settings.effective_redis_url, client_name="conveyor-executor-health",
+        client = connect(
+            self.settings.effective_redis_url, max_connections=2, client_name="conveyor-executor-health",
             socket_timeout=READY_TIMEOUT_SECONDS, socket_connect_timeout=READY_TIMEOUT_SECONDS,
         )
         self._client: Any = client

@@ -302,6 +302,10 @@ class StorePolicy:
     worker_timeout_ms: int = 15_000
     #: The most jobs one tenant may have handed over or running at once; 0: no limit.
     tenant_max_running: int = 0
+    #: Replicas that must have a submitted job before its submit is answered (Redis
+    #: WAIT after submit.lua; CONVEYOR_REDIS_WAIT_REPLICAS), and how long to wait for them.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
 
     def args(self, max_jobs: int | None = None) -> list[str | int]:
         """The policy arguments of the Lua scripts (transport_args in lua/includes/admission.lua)."""

@@ -20,6 +20,8 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from conveyor.redis_connection import connect_sync
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -135,7 +137,7 @@ class Stack:
         return self.env["CONVEYOR_KEY_PREFIX"]
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
+        return connect_sync(self.redis_url)  # a redis+sentinel:// URL too: its primary
 
     def start_gateway(self, credentials: grpc.ChannelCredentials | None = None, **extra_env: str) -> Process:
         """A gateway of this stack, SERVING (its health, over TLS with `credentials`)
