@@ -11,10 +11,9 @@ from pathlib import Path
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from conveyor import tracing
-from conveyor.artifacts import LocalArtifactStore
+from conveyor.artifacts import open_artifact_store
 from conveyor.net import is_loopback
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore, connect
@@ -37,6 +36,7 @@ from conveyor.v1 import (
     suite_service_pb2,
     suite_service_pb2_grpc,
 )
+from gateway import reflection
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.dashboard.app import Dashboard
@@ -109,14 +109,25 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+#: Calls arrived but not yet taken by the aio server's Python loop (it takes them one
+#: at a time): grpc core's defaults (soft 1,000, hard 3,000) cancel the rest of a
+#: burst of new streams (thousands of watchers connecting at once) as CANCELLED.
+MAX_PENDING_CALLS = 50_000
+
+
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, process_index: int | None = None) -> None:
+        """`process_index`: this process's place among CONVEYOR_GATEWAY_PROCESSES
+        (None: the only one); it names its Redis connections (`conveyor-gateway.<i>`)."""
         self.settings = settings
+        self.process_index = process_index
         url = settings.effective_redis_url
-        self.client = connect(url, max_connections=64, client_name="conveyor-gateway")
+        suffix = "" if process_index is None else f".{process_index}"
+        self.client = connect(url, max_connections=64, client_name="conveyor-gateway" + suffix)
         self.store = JobStore(self.client, settings.key_prefix, store_policy(settings))
         # The one blocking reader of the event stream: one connection, whatever the watchers.
-        self.hub = EventHub(self.store, connect(url, max_connections=1, client_name="conveyor-gateway-events"))
+        self.hub = EventHub(self.store, connect(url, max_connections=1,
+                                                   client_name="conveyor-gateway-events" + suffix))
         self.admission = Admission(self.store)
         self.schedules = ScheduleStore(self.client, settings.key_prefix)
         self.firing = ScheduleFiring(self.schedules, self.admission.wake)
@@ -125,9 +136,10 @@ class Gateway:
         self.authenticator = Authenticator(self.keys if settings.auth == "on" else None, admin_key=settings.admin_key)
         # Readiness pings on a connection of its own: a pool busy or hung cannot hold it up.
         self.readiness = Readiness(
-            self.health, connect(url, max_connections=1, client_name="conveyor-gateway-health"), SERVICE_NAMES
+            self.health, connect(url, max_connections=1, client_name="conveyor-gateway-health" + suffix),
+            SERVICE_NAMES,
         )
-        artifacts = LocalArtifactStore(settings.artifact_root)
+        artifacts = self.artifacts = open_artifact_store(settings)  # a directory, or S3
         self.janitor = Janitor(self.store, artifacts)
         self.runtime = GatewayRuntime(
             settings=settings,
@@ -156,8 +168,11 @@ class Gateway:
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
-                ("grpc.so_reuseport", 0),
+                # Several processes of one gateway share its port; otherwise a port taken is an error.
+                ("grpc.so_reuseport", 1 if settings.gateway_processes > 1 else 0),
                 ("grpc.max_concurrent_streams", 100_000),
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
             ],
         )
         # The servicers, served over gRPC and called in-process by the dashboard (one copy of the rules).
@@ -175,7 +190,8 @@ class Gateway:
         self.dashboard = Dashboard(settings, self.authenticator, {
             "JobService": jobs, "QueueService": queues, "ScheduleService": schedules, "KeyService": keys})
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
+        # Reflection serves the contract with its comments (conveyor/v1/descriptor_set.binpb).
+        reflection.enable_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
@@ -233,14 +249,15 @@ class Gateway:
         await self.hub.close()
         self.health.close()
         await self.server.stop(self.settings.shutdown_grace_seconds)
+        await self.artifacts.close()
         await self.readiness.client.aclose()
         await self.client.aclose()
         await tracing.shutdown()
         log.info("gateway stopped")
 
 
-async def serve(settings: Settings) -> None:
-    gateway = Gateway(settings)
+async def serve(settings: Settings, process_index: int | None = None) -> None:
+    gateway = Gateway(settings, process_index)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
