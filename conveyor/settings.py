@@ -15,6 +15,10 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from conveyor.artifact_stores.base import S3Location
+from conveyor.redis_connection import check_url as check_redis_url
+from conveyor.redis_connection import uses_tls as redis_uses_tls
+
 #: The largest fair-share weight of a tenant (the store's FAIR_STEP, lua/includes/line.lua,
 #: is divided exactly by every weight up to it).
 MAX_TENANT_WEIGHT = 10
@@ -93,8 +97,20 @@ class Settings(BaseSettings):
     # --- Redis -------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None,
-        description="redis:// URL. Unset: `conveyor up` starts its own redis-server; "
+        description="redis://, rediss:// or unix:// URL, or a primary found through Sentinel: "
+        "redis+sentinel://host:26379,host:26380/<service>[/db] (rediss+sentinel:// for TLS; see "
+        "conveyor/redis_connection.py). Unset: `conveyor up` starts its own redis-server; "
         "the services use REDIS_HOST/REDIS_PORT (default 127.0.0.1:6379).",
+    )
+    redis_wait_replicas: int = Field(
+        default=0, ge=0,
+        description="Replicas that must have a submitted job before SubmitJob/SubmitJobs answer (Redis WAIT); "
+        "0: answered once the primary has it (asynchronous replication: a failover may lose it).",
+    )
+    redis_wait_timeout_seconds: float = Field(
+        default=1.0, gt=0,
+        description="How long a submit waits for CONVEYOR_REDIS_WAIT_REPLICAS replicas; past it the submit "
+        "is answered UNAVAILABLE (reason NOT_REPLICATED): the job is on the primary, unconfirmed.",
     )
     redis_host: str = Field(default="127.0.0.1", validation_alias=_env("REDIS_HOST", "REDIS_HOST"))
     redis_port: int = Field(default=6379, validation_alias=_env("REDIS_PORT", "REDIS_PORT"))
@@ -119,6 +135,12 @@ class Settings(BaseSettings):
     watch_heartbeat_seconds: float = 10.0
     max_request_bytes: int = 8 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
+    gateway_processes: int = Field(
+        default=1, ge=1, le=64,
+        description="Serving processes of one gateway, all on CONVEYOR_GRPC_ADDR (SO_REUSEPORT; a fixed port), "
+        "started, restarted and stopped by the first: more cores for many watchers and calls. Each has its "
+        "own event reader; only process 0 serves the dashboard; metrics: process i on the metrics port + i.",
+    )
 
     # --- web dashboard (gateway/dashboard) ---------------------------------------------
     dashboard_addr: str = Field(
@@ -294,6 +316,19 @@ class Settings(BaseSettings):
     # --- files and logs ------------------------------------------------------------
     data_dir: Path = Path(".conveyor")
     artifact_dir: Path | None = None
+    # --- artifacts in S3 (conveyor/artifact_stores/s3.py; credentials: the standard AWS chain) ---
+    artifacts_url: str = Field(
+        default="",
+        description="s3://bucket/prefix: artifacts in that S3-compatible bucket (it must exist), written by "
+        "executors on any host and streamed by any gateway; empty: files under CONVEYOR_ARTIFACT_DIR.",
+    )
+    artifacts_s3_endpoint_url: str = Field(
+        default="", description="The S3 endpoint (MinIO, Ceph, ...); empty: AWS's, or AWS_ENDPOINT_URL_S3."
+    )
+    artifacts_s3_region: str = Field(default="", description="The bucket's region; empty: AWS_REGION or ~/.aws.")
+    artifacts_s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", description="Bucket in the path (`path`, what most self-hosted stores want) or host name."
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
@@ -329,6 +364,14 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            S3Location.parse(value)  # CONVEYOR_ARTIFACTS_URL: s3://bucket[/prefix], or empty
+        return value
+
     @model_validator(mode="after")
     def _check_tls(self) -> Self:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -337,8 +380,11 @@ class Settings(BaseSettings):
             raise ValueError("CONVEYOR_TLS_CLIENT_CA_FILE (mTLS) needs CONVEYOR_TLS_CERT_FILE and _KEY_FILE")
         if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
             raise ValueError("CONVEYOR_REDIS_TLS_CERT_FILE and CONVEYOR_REDIS_TLS_KEY_FILE go together")
-        if self.redis_url and self._redis_tls_files() and urlsplit(self.redis_url).scheme != "rediss":
-            raise ValueError("CONVEYOR_REDIS_TLS_* files are set but CONVEYOR_REDIS_URL is not rediss://")
+        if self.redis_url:
+            check_redis_url(self.redis_url)
+        if self.redis_url and self._redis_tls_files() and not redis_uses_tls(self.redis_url):
+            raise ValueError("CONVEYOR_REDIS_TLS_* files are set but CONVEYOR_REDIS_URL is not rediss:// "
+                             "(or rediss+sentinel://)")
         return self
 
     def _redis_tls_files(self) -> dict[str, str]:

@@ -29,7 +29,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 from redis.exceptions import RedisError
 
-from conveyor.store.records import TakenMessage
+from conveyor.store.records import Taken, TakenMessage
 from conveyor.transport import kind_queue, wake_key
 from executor.runtime import ExecutorRuntime
 
@@ -72,6 +72,9 @@ class QueueConsumer:
         self.queues = [*(kind_queue(kind) for kind in sorted(runtime.kinds)), queue_name]
         self._wake_keys = [wake_key(broker.namespace, queue) for queue in self.queues]
         self._running: set[asyncio.Task[None]] = set()
+        #: Slots promised to messages a finish batch is taking (see reserve()).
+        self._reserved = 0
+        self._stopping = False
         self._room = asyncio.Event()
 
     @property
@@ -81,28 +84,60 @@ class QueueConsumer:
 
     async def run(self) -> None:
         """Consume until cancelled; Redis going away only pauses it."""
-        while True:
-            try:
-                await self._consume()
-            except (RedisError, OSError) as exc:
-                log.warning("consumer lost redis; retrying", error=str(exc))
-                await asyncio.sleep(RECONNECT_SECONDS)
+        try:
+            while True:
+                try:
+                    await self._consume()
+                except (RedisError, OSError) as exc:
+                    log.warning("consumer lost redis; retrying", error=str(exc))
+                    await asyncio.sleep(RECONNECT_SECONDS)
+        finally:
+            self._stopping = True  # finish batches take no more messages
+
+    def _free(self) -> int:
+        return self.runtime.slots - len(self._running) - self._reserved
 
     async def _consume(self) -> None:
         store = self.runtime.store
         while True:
-            free = self.runtime.slots - len(self._running)
+            free = self._free()
             if free <= 0:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            taken = await store.take(free, self.worker_id, self.runtime.stall_ms, self.queues)
-            for message in taken.messages:
-                task = asyncio.create_task(self._process(message), name=f"message {message.message_id}")
-                self._running.add(task)
-                task.add_done_callback(self._done)
+            self._reserved += free
+            try:
+                taken = await store.take(free, self.worker_id, self.runtime.stall_ms, self.queues)
+            finally:
+                self._reserved -= free
+            self._start(taken)
             if not taken.popped:
                 await self._wake.blpop(self._wake_keys, timeout=IDLE_BLOCK_SECONDS)
+
+    def _start(self, taken: Taken) -> None:
+        for message in taken.messages:
+            task = asyncio.create_task(self._process(message), name=f"message {message.message_id}")
+            self._running.add(task)
+            task.add_done_callback(self._done)
+
+    # The Taker of the runtime's finish batcher (executor/finish_batcher.py): a batch of
+    # finishes takes the messages for the slots it frees, in the same script.
+
+    def reserve(self, finishing: int) -> tuple[int, str, int, list[str]]:
+        """The slots a batch ending `finishing` of this worker's attempts may fill: those
+        it frees and those free now, less what other takes in flight hold."""
+        count = 0 if self._stopping else max(0, self._free() + finishing)
+        self._reserved += count
+        return count, self.worker_id, self.runtime.stall_ms, self.queues
+
+    def taken(self, reserved: int, taken: Taken) -> None:
+        self._reserved -= reserved
+        self._start(taken)
+        self._room.set()
+
+    def released(self, reserved: int) -> None:
+        self._reserved -= reserved
+        self._room.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

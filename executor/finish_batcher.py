@@ -1,17 +1,41 @@
 """Attempts that end together finish together: every finish that comes while one
 round trip to the store is under way goes in the next, as one script (finish.lua
 ends each attempt as if alone, then fills the freed slots once). An idle executor's
-single finish goes at once; a busy one's are coalesced, not delayed."""
+single finish goes at once; a busy one's are coalesced, not delayed.
+
+With a taker (the worker's consumer), the same script also takes the messages of the
+jobs that go to the slots the batch frees (and any other free one), so that a busy
+worker gets its next jobs in the reply of its finishes: one round trip per batch of
+jobs, not two (the consumer's own take is for an idle worker)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from conveyor.store.job_store import JobStore
-from conveyor.store.records import Finish, State
+from conveyor.store.records import Finish, State, Taken
 
 #: The most attempts one round trip ends.
 MAX_BATCH = 64
+
+
+class Taker(Protocol):
+    """Who takes messages along with a batch of finishes (executor/consumer.py)."""
+
+    def reserve(self, finishing: int) -> tuple[int, str, int, list[str]]:
+        """How many messages to take with a batch ending `finishing` attempts (reserved
+        until taken() or released()), for which worker, its stall timeout ms, and the
+        Dramatiq queues to take from."""
+        ...
+
+    def taken(self, reserved: int, taken: Taken) -> None:
+        """The messages taken with a batch (`reserved` as reserve() said): run them."""
+        ...
+
+    def released(self, reserved: int) -> None:
+        """The batch failed: nothing was taken for the `reserved` slots."""
+        ...
 
 
 class FinishBatcher:
@@ -19,6 +43,7 @@ class FinishBatcher:
         self._store = store
         self._pending: list[tuple[Finish, asyncio.Future[State | None]]] = []
         self._sending: asyncio.Task[None] | None = None
+        self.taker: Taker | None = None
 
     async def finish(self, finish: Finish) -> State | None:
         """End the attempt: the job's new state, or None if the attempt no longer ran."""
@@ -28,6 +53,19 @@ class FinishBatcher:
             self._sending = asyncio.create_task(self._send(), name="finish-batcher")
         return await future
 
+    async def _finish(self, finishes: list[Finish]) -> list[State | None]:
+        taker = self.taker
+        if taker is None:
+            return await self._store.finish_many(finishes)
+        count, worker_id, stall_ms, queues = taker.reserve(len(finishes))
+        try:
+            states, taken = await self._store.finish_and_take(finishes, count, worker_id, stall_ms, queues)
+        except BaseException:
+            taker.released(count)
+            raise
+        taker.taken(count, taken)
+        return states
+
     async def _send(self) -> None:
         batch: list[tuple[Finish, asyncio.Future[State | None]]] = []
         try:
@@ -36,7 +74,7 @@ class FinishBatcher:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
-                    states = await self._store.finish_many([finish for finish, _ in batch])
+                    states = await self._finish([finish for finish, _ in batch])
                 except Exception as exc:  # every waiter gets the store's error as its own
                     for _, future in batch:
                         if not future.done():

@@ -22,7 +22,7 @@ from google.rpc import code_pb2
 from redis.exceptions import RedisError
 
 from conveyor import tracing
-from conveyor.artifacts import LocalArtifactStore
+from conveyor.artifacts import ArtifactStore, open_artifact_store
 from conveyor.kinds import JobError, Kind, KindSpec, load_kinds
 from conveyor.settings import Settings
 from conveyor.statuses import CANCELLED_BY_CLIENT
@@ -33,7 +33,7 @@ from conveyor.v1 import job_pb2, job_service_pb2
 from executor.browser.pool import BrowserPool
 from executor.browser.runner import BrowserTaskRunner
 from executor.browser.url_policy import UrlPolicy
-from executor.finish_batcher import FinishBatcher
+from executor.finish_batcher import FinishBatcher, Taker
 from executor.kind_context import ExecutorJobContext, ExecutorServices
 from executor.kind_runner import run_kind
 from executor.progress import ProgressSender
@@ -76,6 +76,7 @@ class ExecutorRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._store: JobStore | None = None
         self._pool: BrowserPool | None = None
+        self._artifacts: ArtifactStore | None = None
         self._services: ExecutorServices | None = None
         self._finishes: FinishBatcher | None = None
         self.completed = 0
@@ -85,6 +86,12 @@ class ExecutorRuntime:
         assert self._store is not None, "runtime not started"
         return self._store
 
+    def take_with_finishes(self, taker: Taker) -> None:
+        """Finish batches take the next messages for the slots they free, for `taker`
+        (the worker's consumer; see executor/finish_batcher.py)."""
+        assert self._finishes is not None, "runtime not started"
+        self._finishes.taker = taker
+
     # ---- life ---------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -93,7 +100,7 @@ class ExecutorRuntime:
         self._store = JobStore(client, s.key_prefix, store_policy(s))
         self._finishes = FinishBatcher(self._store)
         await self.store.client.ping()
-        artifacts = LocalArtifactStore(s.artifact_root)
+        artifacts = self._artifacts = open_artifact_store(s)  # a directory, or S3
         self._services = ExecutorServices(artifacts, UrlPolicy(s.allowed_hosts), s.max_artifact_bytes)
         if any(kind.browser for kind in self.kinds.values()):
             # Shared by every worker on the host: each browser dir names its creator, and
@@ -119,6 +126,8 @@ class ExecutorRuntime:
                 await task
         if self._pool is not None:
             await self._pool.close()
+        if self._artifacts is not None:
+            await self._artifacts.close()
         if self._store is not None:
             # Unregister so admission stops counting these slots at once (the next
             # heartbeat or reap recounts every executor's slots anyway).

@@ -10,11 +10,11 @@ import contextlib
 import signal
 
 import dramatiq
-import redis.asyncio as aioredis
 import structlog
 
 from conveyor import tracing
 from conveyor.logs import configure_logging
+from conveyor.redis_connection import connect
 from conveyor.settings import Settings, load_settings
 from conveyor.transport import RUN_JOB_ACTOR, TRANSPORT_QUEUE, make_broker
 from executor.consumer import QueueConsumer
@@ -44,8 +44,9 @@ async def serve(settings: Settings, worker_index: int, stop: asyncio.Event) -> N
     broker = make_broker(settings.effective_redis_url, settings.key_prefix)
     declare_actor(runtime, broker)
     await runtime.start()
-    wake = aioredis.Redis.from_url(settings.effective_redis_url, client_name="conveyor-executor-wake")
+    wake = connect(settings.effective_redis_url, max_connections=2, client_name="conveyor-executor-wake")
     consumer = QueueConsumer(runtime, broker, TRANSPORT_QUEUE, wake)
+    runtime.take_with_finishes(consumer)
     consuming = asyncio.create_task(consumer.run(), name="consumer")
     try:
         await stop.wait()

@@ -11,24 +11,21 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, ResponseError
 
 from conveyor.errors import (
     ConveyorError,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from conveyor.kinds.registry import KindSpec
 from conveyor.queue_stats import HEAD_JOBS, Insights
+from conveyor.redis_connection import connect as connect  # noqa: PLC0414 (re-exported: clients are made there)
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
     TAKE_STRIDE,
@@ -57,41 +54,9 @@ MAX_PAGE_SIZE = 1000
 MAX_SCAN = 2000
 #: The most jobs of one score a page token skips (a token is the last score and a count).
 MAX_PAGE_SKIP = 2**31
-#: Times a command is sent again on a new connection when its own is found dead.
-RECONNECT_RETRIES = 3
 #: The newest timing samples a queue's statistics use (SAMPLES in lua/includes/samples.lua; the
 #: lists are trimmed to that now and then, not on every push).
 TIMING_SAMPLES = 1000
-
-
-def connect(url: str, *, max_connections: int = 32, client_name: str | None = None) -> aioredis.Redis:
-    """A client with a bounded, blocking pool: however many callers wait on it, the
-    process holds at most `max_connections` connections (named `client_name` in
-    CLIENT LIST).
-
-    A command that finds its connection dead (Redis restarted, a proxy dropped it) is
-    sent again on a new one, up to three times within half a second, instead of
-    failing the caller once per stale pooled connection. Sending a script again is
-    safe: each one is atomic, and one that did run the first time (its reply lost,
-    which takes Redis failing mid-reply) finds its work done: a finished attempt is
-    stale, a created job is answered as existing, and a job claimed by a take or
-    claim whose reply was lost is recovered by its stall deadline.
-
-    TLS is the URL's: `rediss://` (Settings.effective_redis_url adds the
-    CONVEYOR_REDIS_TLS_* files as its `ssl_ca_certs`, `ssl_certfile` and `ssl_keyfile`
-    query arguments), the server's name checked against its certificate. A Redis ACL
-    user and password are the URL's too: `rediss://user:password@host:port/0`."""
-    parts = urlsplit(url)
-    tls_args = sorted(name for name in parse_qs(parts.query) if name.startswith("ssl_"))
-    if tls_args and parts.scheme != "rediss":
-        # redis-py would fail each connection with an unexpected keyword argument.
-        raise ValueError(f"{', '.join(tls_args)} in a {parts.scheme}:// Redis URL: TLS needs rediss://")
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=30, client_name=client_name,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RECONNECT_RETRIES),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-    return aioredis.Redis(connection_pool=pool)
 
 
 def _stream_event(fields: dict[bytes, bytes]) -> EventRecord:
@@ -153,20 +118,77 @@ class JobStore:
             existing=bool(reply[3]),
         )
 
-    async def submit(self, job: NewJob) -> Submitted:
+    @property
+    def admits_on_submit(self) -> bool:
+        """Whether submit(admit=True) and submit_many(admit=True) hand waiting jobs to
+        free slots themselves (with CONVEYOR_REDIS_WAIT_REPLICAS too: the hand-over is
+        part of the submit script, replicated with it)."""
+        return True
+
+    async def submit(self, job: NewJob, *, admit: bool = False) -> Submitted:
+        """Create a job; with `admit` (see admits_on_submit), waiting jobs are handed to
+        free slots in the same script, as dispatch() does: no round trip through the
+        admission loop before a job that may run is running."""
+        if self.policy.wait_replicas:
+            (done,) = await self._submit_replicated([job], admit)
+            if isinstance(done, ConveyorError):
+                raise done
+            return done
+        args = self._submit_args(job)
+        if admit:
+            args += self.policy.args()
         try:
-            return self._submitted(await self._run("submit", *self._submit_args(job)))
+            return self._submitted(await self._run("submit", *args))
         except ResponseError as exc:
             raise _refused(job, exc) from None
 
-    async def submit_many(self, jobs: Sequence[NewJob]) -> list[Submitted | ConveyorError]:
+    async def _submit_replicated(self, jobs: Sequence[NewJob], admit: bool) -> list[Submitted | ConveyorError]:
+        """submit.lua for each job then WAIT, pipelined on one connection (WAIT counts
+        the replicas that have this connection's writes) in one round trip: a job is
+        answered as submitted only once `policy.wait_replicas` replicas have it, else
+        UNAVAILABLE (NOT_REPLICATED) within `policy.wait_timeout_ms`."""
+        script, wanted = self._scripts["submit"], self.policy.wait_replicas
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i, job in enumerate(jobs):
+                admits = self.policy.args() if admit and i == len(jobs) - 1 else []
+                pipe.evalsha(script.sha, 0, self.prefix, *self._submit_args(job), *admits)
+            pipe.wait(wanted, self.policy.wait_timeout_ms)
+            *replies, acked = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            await self.client.script_load(script.script)  # a primary new since: a failover
+        replicated = isinstance(acked, int) and acked >= wanted
+        out: list[Submitted | ConveyorError] = []
+        for job, reply in zip(jobs, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                out.append(_refused(job, reply))
+            elif replicated:
+                out.append(self._submitted(reply))
+            else:
+                got, job_id = (acked if isinstance(acked, int) else 0), self._submitted(reply).id
+                out.append(Unavailable(
+                    f"job {job_id} is on the Redis primary but {got} of {wanted} replicas had it within "
+                    f"{self.policy.wait_timeout_ms} ms (CONVEYOR_REDIS_WAIT_REPLICAS): a failover could lose it. "
+                    "It may still run; submit it again with the same request_id to get it once it is replicated",
+                    reason="NOT_REPLICATED", metadata={"job_id": job_id, "replicas": str(got), "wanted": str(wanted)},
+                ))
+        return out
+
+    async def submit_many(self, jobs: Sequence[NewJob], *, admit: bool = False) -> list[Submitted | ConveyorError]:
         """Many submits in one pipelined round trip (each its own atomic script). A job
-        the store refuses (its deduplication key, its request id) is an error in its place."""
+        the store refuses (its deduplication key, its request id) is an error in its place.
+        With `admit`, the last script admits waiting jobs (see submit)."""
         if not jobs:
             return []
+        if self.policy.wait_replicas:
+            return await self._submit_replicated(jobs, admit)
         pipe = self.client.pipeline(transaction=False)
-        for job in jobs:
-            await self._run("submit", *self._submit_args(job), client=pipe)
+        for i, job in enumerate(jobs):
+            args = self._submit_args(job)
+            if admit and i == len(jobs) - 1:
+                args += self.policy.args()
+            await self._run("submit", *args, client=pipe)
         replies = await pipe.execute(raise_on_error=False)
         return [
             _refused(job, r) if isinstance(r, ResponseError) else self._submitted(r)
@@ -197,7 +219,7 @@ class JobStore:
     async def get(self, job_id: str) -> JobRecord:
         (job,) = await self.get_many([job_id])
         if job is None:
-            raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
+            raise NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id})
         return job
 
     async def list_jobs(
@@ -341,12 +363,12 @@ class JobStore:
         `tenant`, that tenant's share of it (see QueueRecord.share): a queue it has had
         no job in (nor set anything in) does not exist for it."""
         if await self.client.zscore(self.keys.queues, name) is None:
-            raise NotFound(f"queue {name!r} not found", metadata={"queue": name})
+            raise NotFound(f"queue {name!r} not found", reason="QUEUE_NOT_FOUND", metadata={"queue": name})
         share: dict[bytes, bytes] = {}
         if tenant:
             share = await self.client.hgetall(self.keys.queue_tenant(name, tenant))
             if not share:
-                raise NotFound(f"queue {name!r} not found", metadata={"queue": name})
+                raise NotFound(f"queue {name!r} not found", reason="QUEUE_NOT_FOUND", metadata={"queue": name})
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.keys.queue(name))
         if with_stats:
@@ -469,6 +491,11 @@ class JobStore:
         executor worker `worker_id`, their jobs claimed by it. Stale and duplicate
         deliveries are acknowledged in the script and left out (but counted as popped)."""
         flat = await self._run("take", count, worker_id, stall_timeout_ms, *self.policy.args(), *queues)
+        return self._taken(flat, worker_id)
+
+    @staticmethod
+    def _taken(flat: list[Any], worker_id: str) -> Taken:
+        """take.lua's reply (also the second half of finish.lua's)."""
         messages: list[TakenMessage] = []
         for i in range(1, len(flat), TAKE_STRIDE):
             data, message_id, queue, ok = flat[i], flat[i + 1].decode(), flat[i + 2].decode(), int(flat[i + 3])
@@ -524,11 +551,20 @@ class JobStore:
     async def finish_many(self, finishes: Sequence[Finish]) -> list[State | None]:
         """End several running attempts in one script (each as if alone); per attempt,
         the job's new state, or None when that attempt no longer runs."""
-        flat: list[Any] = []
+        states, _ = await self.finish_and_take(finishes)
+        return states
+
+    async def finish_and_take(
+        self, finishes: Sequence[Finish], count: int = 0, worker_id: str = "", stall_timeout_ms: int = 0,
+        queues: Sequence[str] = (),
+    ) -> tuple[list[State | None], Taken]:
+        """finish_many, then, in the same script, take(count, worker_id, stall_timeout_ms,
+        queues) for the slots the attempts free (count 0: nothing is taken)."""
+        flat: list[Any] = [count, worker_id, stall_timeout_ms, len(queues), *queues]
         for finish in finishes:
             flat += finish.args()
-        replies = await self._run("finish", *self.policy.args(), *flat)
-        return [State(r.decode()) if r else None for r in replies]
+        states, taken = await self._run("finish", *self.policy.args(), *flat)
+        return [State(r.decode()) if r else None for r in states], self._taken(taken, worker_id)
 
     async def complete(
         self, job_id: str, attempt: int, result: bytes, *, delivery: Delivery | None = None

@@ -87,7 +87,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         job = await self.rt.store.get(check_job_id(job_id))
         if not caller().may_see(job.owner):
             # Someone else's job is indistinguishable from a missing one.
-            raise NotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
+            raise NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id})
         return job
 
     # ---- submit -----------------------------------------------------------------
@@ -117,7 +117,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             return []
         deps = await self.rt.store.get_many(list(request.depends_on))
         return [
-            FieldViolation(f"{prefix}depends_on[{i}]", f"no job {dep_id!r}")
+            FieldViolation(f"{prefix}depends_on[{i}]", f"no job {dep_id!r}", reason="DEPENDENCY_NOT_FOUND")
             for i, (dep_id, dep) in enumerate(zip(request.depends_on, deps, strict=True))
             if dep is None or dep.owner != owner
         ]
@@ -128,8 +128,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         trace = tracing.job_trace(context)
-        submitted = await self.rt.store.submit(self._new_job(request, owner, int(time.time() * 1000), kind, trace))
-        self.rt.admission.wake()
+        store = self.rt.store
+        submitted = await store.submit(self._new_job(request, owner, int(time.time() * 1000), kind, trace), admit=True)
+        if not store.admits_on_submit:
+            self.rt.admission.wake()
         return submitted_to_proto(submitted)
 
     async def SubmitJobs(
@@ -153,10 +155,12 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         now_ms = int(time.time() * 1000)
         accepted = [i for i in range(len(request.requests)) if i not in refused]
         trace = tracing.job_trace(context)
-        outcomes = await self.rt.store.submit_many(
-            [self._new_job(request.requests[i], owner, now_ms, kinds[i], trace) for i in accepted]
+        store = self.rt.store
+        outcomes = await store.submit_many(
+            [self._new_job(request.requests[i], owner, now_ms, kinds[i], trace) for i in accepted], admit=True
         )
-        self.rt.admission.wake()
+        if not store.admits_on_submit:
+            self.rt.admission.wake()
         response = pb.SubmitJobsResponse(results=[pb.SubmitJobResponse() for _ in request.requests])
         for i, found in refused.items():
             response.errors.add(index=i, error=to_status(InvalidArgument(found)))
@@ -219,7 +223,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             # Subscribed before the replay reads the job's log: nothing falls in between.
             sub = await hub.subscribe_job(job.id, job.queue)
         except HubClosed:
-            raise Unavailable(SHUTTING_DOWN) from None
+            raise Unavailable(SHUTTING_DOWN, reason="GATEWAY_SHUTTING_DOWN") from None
         try:
             batches = follow(
                 sub, last, sequence_of=lambda ev: ev.sequence, heartbeat=self.rt.settings.watch_heartbeat_seconds,
@@ -233,7 +237,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                     if event.terminal:
                         return
         except HubClosed:
-            raise Unavailable(SHUTTING_DOWN) from None
+            raise Unavailable(SHUTTING_DOWN, reason="GATEWAY_SHUTTING_DOWN") from None
         finally:
             hub.unsubscribe(sub)
 
@@ -269,7 +273,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             job = await self._until_done(job, timeout)
         except HubClosed:
             # Not a timeout: the job may still end; the caller asks again elsewhere.
-            raise Unavailable("the gateway is shutting down; wait again") from None
+            raise Unavailable("the gateway is shutting down; wait again", reason="GATEWAY_SHUTTING_DOWN") from None
         return pb.WaitJobResponse(job=job_to_proto(job), done=job.state.terminal)
 
     # ---- act ----------------------------------------------------------------------

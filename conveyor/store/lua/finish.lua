@@ -1,9 +1,14 @@
 -- finish: running attempts end (one, or several that ended together on one
 -- executor), and their slots go to the next waiting jobs at once (no round trip
 -- through a gateway).
+-- The same step may then take messages for the worker's free slots, as take.lua does
+-- (a finishing executor gets its next jobs in the reply: one round trip, not two).
 --   ARGV[1]     key prefix
 --   ARGV[2…11]  the policy arguments (transport_args)
---   ARGV[12…]   eight per attempt: job id, attempt, outcome, payload, retry delay ms
+--   ARGV[12]    most messages to take after (0: none), then ARGV[13] the worker id,
+--               ARGV[14] the stall timeout ms, ARGV[15] the number n of Dramatiq queues
+--               to take from, ARGV[16…15+n] those queues (see take.lua)
+--   ARGV[16+n…] eight per attempt: job id, attempt, outcome, payload, retry delay ms
 --               (-1: none), then the Dramatiq worker id, message id and queue of its
 --               delivery ('', '' and '' for none), acknowledged here whatever the
 --               outcome, so the worker's own ack has nothing left to do.
@@ -11,8 +16,9 @@
 --     outcome 'failed':    payload is the serialized error; a retry delay >= 0 asks for
 --                          a retry (granted while attempts remain and no cancel was asked)
 --     outcome 'cancelled': payload is the serialized error
--- Reply: per attempt, the job's new state, or '' when the attempt no longer runs
--- (nothing changes for it: a stale report, an outcome, not a refusal).
+-- Reply: {states, taken}: per attempt, the job's new state, or '' when the attempt no
+-- longer runs (nothing changes for it: a stale report, an outcome, not a refusal); and
+-- take.lua's reply for the messages taken ({0} when none were asked for).
 -- @include admission
 -- @include executor
 -- @include history
@@ -55,10 +61,15 @@ local function finish(id, attempt, outcome, payload, retry_delay)
   return to
 end
 
+local take_at = 2 + TRANSPORT_ARGC
+local take_count, worker, stall_ms, nqueues = tonumber(ARGV[take_at]), ARGV[take_at + 1],
+  tonumber(ARGV[take_at + 2]), tonumber(ARGV[take_at + 3])
+local queues = {}
+for q = 1, nqueues do queues[q] = ARGV[take_at + 3 + q] end
 local out = {}
-for i = 2 + TRANSPORT_ARGC, #ARGV, 8 do
+for i = take_at + 4 + nqueues, #ARGV, 8 do
   if ARGV[i + 6] ~= '' then ack_delivery(t, ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]) end
   out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]))
 end
 admit(t, now)
-return out
+return {out, take_messages(t, take_count, worker, stall_ms, queues, now)}

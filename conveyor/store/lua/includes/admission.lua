@@ -177,23 +177,27 @@ local function admit(t, now)
   local out = {}
   if free <= 0 then return out end
 
-  local kind_room = {}
-  local caps = redis.call('HGETALL', K_KIND_CAPACITY)
-  for i = 1, #caps, 2 do kind_room[caps[i]] = tonumber(caps[i + 1]) end
-  local busy = redis.call('HGETALL', K_KIND_INFLIGHT)
-  for i = 1, #busy, 2 do
-    if kind_room[busy[i]] then kind_room[busy[i]] = kind_room[busy[i]] - tonumber(busy[i + 1]) end
-  end
-
   local open = {}
   for _, q in ipairs(redis.call('SMEMBERS', K_READY_QUEUES)) do
     local paused, limit, inflight, rate = unpack(redis.call('HMGET', k_queue(q), 'paused', 'concurrency',
       'inflight', 'host_rate_limit'))
     limit = tonumber(limit) or t.limit
     if limit <= 0 then limit = t.limit end
-    if paused ~= '1' then
-      open[#open + 1] = {q = q, room = limit - (tonumber(inflight) or 0), rate = tonumber(rate) or 0}
+    local room = limit - (tonumber(inflight) or 0)
+    if paused ~= '1' and room > 0 then
+      open[#open + 1] = {q = q, room = room, rate = tonumber(rate) or 0}
     end
+  end
+  -- Nothing may start (no waiting job, or every queue with some paused or full): the
+  -- kinds' room is not read (the common case of a finish or a submit on a busy system).
+  if #open == 0 then return out end
+
+  local kind_room = {}
+  local caps = redis.call('HGETALL', K_KIND_CAPACITY)
+  for i = 1, #caps, 2 do kind_room[caps[i]] = tonumber(caps[i + 1]) end
+  local busy = redis.call('HGETALL', K_KIND_INFLIGHT)
+  for i = 1, #busy, 2 do
+    if kind_room[busy[i]] then kind_room[busy[i]] = kind_room[busy[i]] - tonumber(busy[i + 1]) end
   end
 
   local room = {}  -- what tenants may start (see tenant_room)

@@ -47,3 +47,54 @@ local function transport_queues(t)
   for _, kind in ipairs(redis.call('HKEYS', K_KINDS)) do queues[#queues + 1] = kind_queue(t, kind) end
   return queues
 end
+
+-- Take up to `count` handed-over messages off the Dramatiq `queues` (in that order) for
+-- executor worker `worker`, claiming their jobs (see take.lua, whose reply this is):
+-- Dramatiq's fetch (its heartbeat, pop, ack set, message hash; see dispatch.lua in
+-- Dramatiq) followed by claim_job for each.
+local function take_messages(t, count, worker, stall_ms, queues, now)
+  local out = {0}
+  if count <= 0 then return out end
+  redis.call('ZADD', t.ns .. ':__heartbeats__', int(now), worker)
+  local function pass_on(data, mid, queue)
+    for _, v in ipairs({data, mid, queue, 0, '', '', '', '', '', '', ''}) do out[#out + 1] = v end
+  end
+  for _, queue in ipairs(queues) do
+    if count <= 0 then break end
+    local qkey = t.ns .. ':' .. queue
+    local mids = redis.call('LPOP', qkey, count)
+    if mids then
+      count = count - #mids
+      out[1] = out[1] + #mids
+      local acks = dramatiq_acks(t, worker, queue)
+      redis.call('SADD', acks, unpack(mids))
+      local datas = redis.call('HMGET', qkey .. '.msgs', unpack(mids))
+      for i, mid in ipairs(mids) do
+        local data = datas[i]
+        if data then
+          local id, attempt = string.match(mid, '^(.+)-(%d+)-%d+$')
+          if not id then
+            pass_on(data, mid, queue)
+          else
+            local claim = claim_job(id, tonumber(attempt), worker, stall_ms, now)
+            if claim[1] == 1 then
+              out[#out + 1] = data
+              out[#out + 1] = mid
+              out[#out + 1] = queue
+              for _, v in ipairs(claim) do out[#out + 1] = v end
+            elseif claim[2] == 'gone' then
+              -- No such job: an id shaped like a hand-over's that is not one (a message
+              -- sent with Dramatiq's own API), or one whose job was deleted. Its actor decides.
+              pass_on(data, mid, queue)
+            else
+              ack_delivery(t, worker, mid, queue)
+            end
+          end
+        else
+          redis.call('SREM', acks, mid)  -- acknowledged already (a duplicate id in the list)
+        end
+      end
+    end
+  end
+  return out
+end
