@@ -3,6 +3,15 @@ launching a browser per job, throughput with 1, 2 and 4 slots, and memory per
 concurrent job (PSS, not RSS).
 
     .venv/bin/python -m bench.browser [--jobs 30] [--suite-only] [--rounds 2]
+    .venv/bin/python -m bench.browser --phases [--rounds 1]
+
+(p) With --phases, instead: where the time goes, per test of plain Playwright (new
+    context and page, goto, the test's body, close) and per job of Conveyor at queue
+    concurrency 1 and at its defaults (waiting to be claimed after the previous job's
+    end, the runner's phases from its `browser_task_completed` log -- context, set-up,
+    steps, recorders, close --, the navigate step, claim to end outside the runner, end
+    to the client seeing it), and the CPU seconds each side's processes used (live
+    process trees: a busy host's other work left out).
 
 (s) The acceptance suite (tests/acceptance/: 24 tests of the vendored TodoMVC app,
     served on loopback) both ways, interleaved, `--rounds` times: plain Playwright
@@ -32,6 +41,7 @@ import argparse
 import asyncio
 import functools
 import http.server
+import os
 import statistics
 import tempfile
 import threading
@@ -40,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 
 from conveyor.artifacts import LocalArtifactStore
 from conveyor.processes import descendants
@@ -186,6 +196,166 @@ def conveyor_suite_seconds(redis_url: str, tmp: Path, app_url: str, label: str, 
     return seconds
 
 
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of these processes and every live descendant, with what
+    their ended children used (cutime, cstime): a busy host's other work left out."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in {p for root in pids for p in (root, *descendants(root))}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / ticks
+
+
+def cpu_by_process(pids: list[int]) -> dict[str, float]:
+    """tree_cpu_seconds, by kind of process (its command line's telling part)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in {p for root in pids for p in (root, *descendants(root))}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        kind = next((k for k in ("--type=renderer", "--type=gpu", "--type=utility", "--type=zygote", "chromium",
+                                 "run-driver", "gateway.main", "executor.worker", "executor.main", "redis-server")
+                     if k in cmd), cmd[:40])
+        out[kind] = out.get(kind, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
+    return out
+
+
+def plain_suite_phases(app_url: str) -> dict[str, list[float]]:
+    """playwright_suite.run_suite's loop with a timer per phase (seconds per test)."""
+    from playwright.sync_api import sync_playwright
+
+    phases: dict[str, list[float]] = {"context+page": [], "goto": [], "test body": [], "close": [], "total": []}
+    cpu, split = tree_cpu_seconds([os.getpid()]), cpu_by_process([os.getpid()])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=playwright_suite.DEFAULT_CHROMIUM, headless=True)
+        try:
+            for test in playwright_suite.TESTS:
+                t0 = time.perf_counter()
+                context = browser.new_context()
+                page = context.new_page()
+                t1 = time.perf_counter()
+                page.goto(app_url)
+                t2 = time.perf_counter()
+                test(page)
+                t3 = time.perf_counter()
+                context.close()
+                t4 = time.perf_counter()
+                for name, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True):
+                    phases[name].append(seconds)
+            # Before the browser closes: its processes' times are lost with them.
+            phases["CPU s (this process, driver, browser)"] = [tree_cpu_seconds([os.getpid()]) - cpu]
+            split = {k: v - split.get(k, 0.0) for k, v in cpu_by_process([os.getpid()]).items()}
+            print("  CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(split.items())))
+        finally:
+            browser.close()
+    return phases
+
+
+async def _wait_all(target: str, bodies: list[dict[str, Any]]) -> tuple[list[job_pb2.Job], list[float], float]:
+    """One SubmitJobs of `bodies`; (the jobs, the wall clock time each was seen ended,
+    the wall clock time of the submit)."""
+    from tests.acceptance.submit import submit_request
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = JobServiceStub(channel)
+        submitted = time.time()
+        reply = await stub.SubmitJobs(job_service_pb2.SubmitJobsRequest(
+            requests=[submit_request(b) for b in bodies]))
+        seen: dict[str, float] = {}
+
+        async def wait(job_id: str) -> job_pb2.Job:
+            while True:
+                reply: job_service_pb2.WaitJobResponse = await stub.WaitJob(job_service_pb2.WaitJobRequest(
+                    id=job_id, timeout=duration_pb2.Duration(seconds=20)))
+                job = reply.job
+                if job.state in (job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED):
+                    seen[job_id] = time.time()
+                    return job
+
+        jobs = list(await asyncio.gather(*(wait(r.id) for r in reply.results)))
+    return jobs, [seen[j.id] for j in jobs], submitted
+
+
+def conveyor_suite_phases(
+    redis_url: str, redis_pid: int, tmp: Path, app_url: str, label: str, **env: str
+) -> dict[str, list[float]]:
+    """The suite through a fresh stack (INFO logs), and where each job's time went:
+    from the store's timestamps, the runner's `phases_ms` log and the client's clock."""
+    import json
+
+    environment = stack_env(redis_url, tmp / label, **env)
+    if "CONVEYOR_EXECUTOR_SLOTS" not in env:
+        environment.pop("CONVEYOR_EXECUTOR_SLOTS")
+    stack = Stack(redis_url, environment, tmp / f"logs-{label}")
+    try:
+        gateway = stack.start_gateway()
+        executor = stack.start_executor()
+        services = [gateway.pid, executor.pid, redis_pid]
+        own = time.process_time()
+        cpu, split = tree_cpu_seconds(services), cpu_by_process(services)
+        jobs, seen, submitted = asyncio.run(_wait_all(stack.grpc_target, conveyor_suite.suite(app_url)))
+        cpu, own = tree_cpu_seconds(services) - cpu, time.process_time() - own
+        split = {k: v - split.get(k, 0.0) for k, v in cpu_by_process(services).items()}
+        print("  CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(split.items())))
+    finally:
+        stack.stop()
+    failed = [j.labels["test"] for j in jobs if j.state != job_pb2.JOB_STATE_COMPLETED]
+    assert not failed, f"Conveyor ({label}): {failed}"
+    runner: dict[str, dict[str, Any]] = {}
+    for line in executor.log().splitlines():
+        if '"browser_task_completed"' in line:
+            entry = json.loads(line[line.index("{"):])
+            runner[entry["job_id"]] = entry
+    phases: dict[str, list[float]] = {}
+
+    def add(name: str, seconds: float) -> None:
+        phases.setdefault(name, []).append(seconds)
+
+    ordered = sorted(zip(jobs, seen, strict=True), key=lambda js: js[0].start_time.ToNanoseconds())
+    previous_end = submitted
+    for job, seen_at in ordered:
+        start, end = job.start_time.ToNanoseconds() / 1e9, job.end_time.ToNanoseconds() / 1e9
+        add("wait before claim (after previous end)", start - previous_end)
+        previous_end = end
+        entry = runner.get(job.id, {})
+        for name, ms in entry.get("phases_ms", {}).items():
+            add(f"runner: {name}", ms / 1000)
+        add("runner: navigate step", job.result.steps[0].duration.ToNanoseconds() / 1e9)
+        add("runner: total", entry.get("seconds", 0.0))
+        add("claim..end outside the runner", end - start - entry.get("seconds", 0.0))
+        add("claim..end", end - start)
+        add("end..client sees it", seen_at - end)
+    add("suite wall (submit..last seen)", max(seen) - submitted)
+    phases["CPU s (gateway, executor, browser, redis)"] = [cpu]
+    phases["CPU s (this client)"] = [own]
+    return phases
+
+
+def print_phases(title: str, phases: dict[str, list[float]]) -> None:
+    print(title)
+    for name, values in phases.items():
+        print(f"  {name:42} mean {statistics.mean(values) * 1000:7.0f} ms  median "
+              f"{statistics.median(values) * 1000:7.0f} ms  sum {sum(values):6.2f} s")
+
+
+def phase_breakdown(redis_url: str, redis_pid: int, tmp: Path, rounds: int) -> None:
+    with serve_app() as app_url:
+        for r in range(rounds):
+            print_phases(f"plain Playwright, round {r + 1} (per test)", plain_suite_phases(app_url))
+            print_phases(f"Conveyor, queue concurrency 1, round {r + 1} (per job)",
+                         conveyor_suite_phases(redis_url, redis_pid, tmp, app_url, f"ph-c1-{r}",
+                                               QUEUE_CONCURRENCY="1"))
+            print_phases(f"Conveyor, defaults, round {r + 1} (per job)",
+                         conveyor_suite_phases(redis_url, redis_pid, tmp, app_url, f"ph-default-{r}"))
+
+
 def suite_comparison(redis_url: str, tmp: Path, rounds: int) -> None:
     sides: dict[str, list[float]] = {"plain": [], "c1": [], "default": []}
     with serve_app() as app_url:
@@ -215,11 +385,20 @@ def main() -> None:
     parser.add_argument("--system-only", action="store_true", help="skip (a), the in-process pool figures")
     parser.add_argument("--suite-only", action="store_true", help="only (s), the acceptance suite both ways")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (s)")
+    parser.add_argument("--phases", action="store_true",
+                        help="instead: where each test's / job's time goes, `--rounds` times")
     ns = parser.parse_args()
     print(f"host: {host_cores()} cores, {available_memory_mib()} MiB available; default slots: "
           f"browser {default_browser_slots()}, all kinds {default_executor_slots()}")
 
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-browser-"))
+    if ns.phases:
+        redis_proc, url = start_redis(tmp / "redis-phases")
+        try:
+            phase_breakdown(url, redis_proc.pid, tmp, max(1, ns.rounds))
+        finally:
+            redis_proc.stop()
+        return
     if ns.rounds > 0:
         redis_proc, url = start_redis(tmp / "redis-suite")
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from conveyor.v1 import task_pb2
 from executor.browser.step_context import StepContext
 from executor.browser.step_errors import invalid_step
+from executor.browser.targets import act_on, for_action
 
 _ATTRIBUTE_OF_ALL = "(elements, name) => elements.map((e) => e.getAttribute(name))"
 _HTML_OF_ALL = "(elements) => elements.map((e) => e.innerHTML)"
@@ -22,22 +23,27 @@ async def extract(ctx: StepContext, action: task_pb2.ExtractAction) -> None:
         raise invalid_step("extract needs a key")
     if action.attribute and action.html:
         raise invalid_step("extract reads an attribute or HTML, not both")
-    found = await ctx.target(action.target, one=not action.all)
-    timeout = ctx.deadline.remaining_ms()
     value: str | list[str | None] | None
     if action.all:
+        found = await ctx.target(action.target, one=False)  # every match: resolved first
         if action.attribute:
             value = list(await found.locator.evaluate_all(_ATTRIBUTE_OF_ALL, action.attribute))
         elif action.html:
             value = list(await found.locator.evaluate_all(_HTML_OF_ALL))
         else:
             value = list(await found.locator.all_inner_texts())
-    elif action.attribute:
-        value = await found.first.get_attribute(action.attribute, timeout=timeout)
+        ctx.outputs.set_value(action.key, value)
+        return
+    # One element: a structured locator goes straight to the read, which waits for it
+    # and is strict itself (targets.act_on); a selector is resolved first.
+    found = await for_action(ctx, action.target)
+    if action.attribute:
+        value = await act_on(ctx, found, lambda e: e.get_attribute(
+            action.attribute, timeout=ctx.deadline.remaining_ms()))
     elif action.html:
-        value = await found.first.inner_html(timeout=timeout)
+        value = await act_on(ctx, found, lambda e: e.inner_html(timeout=ctx.deadline.remaining_ms()))
     else:
-        value = await found.first.inner_text(timeout=timeout)
+        value = await act_on(ctx, found, lambda e: e.inner_text(timeout=ctx.deadline.remaining_ms()))
     ctx.outputs.set_value(action.key, value)
 
 
@@ -45,8 +51,8 @@ async def screenshot(ctx: StepContext, action: task_pb2.ScreenshotAction) -> Non
     if action.HasField("target"):
         if action.full_page:
             raise invalid_step("screenshot takes fullPage or a target, not both")
-        found = await ctx.target(action.target)
-        data = await found.first.screenshot(type="png", timeout=ctx.deadline.remaining_ms())
+        found = await for_action(ctx, action.target)
+        data = await act_on(ctx, found, lambda e: e.screenshot(type="png", timeout=ctx.deadline.remaining_ms()))
         kind = "element"
     else:
         data = await ctx.page.screenshot(

@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 from google.rpc import code_pb2
-from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from playwright.async_api import Browser, BrowserContext, Playwright, ProxySettings, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
 from conveyor.kinds.errors import JobError
@@ -49,7 +49,7 @@ from executor.browser.browser_dirs import BrowserDir, create_browser_dir, sweep_
 from executor.browser.policy_proxy import PolicyProxy
 from executor.browser.request_guard import RequestGuard
 from executor.browser.session import BrowserSession, browser_crashed
-from executor.browser.url_policy import Decision, UrlPolicy
+from executor.browser.url_policy import Decision, UrlPolicy, direct_hosts
 
 log = structlog.get_logger()
 
@@ -81,7 +81,12 @@ CHROMIUM_ARGS = [
 #: AutofillServerCommunication queried content-autofill.googleapis.com about every
 #: form, twice a job (through the job's proxy, which could not resolve it: a DNS
 #: timeout each); the others would call Google about pages too.
+#: SpareRendererForSitePerProcess started a third renderer process per context (a
+#: spare for the next navigation, which a one-page job never makes): 2 instead of 3
+#: per context measured ~13% less browser CPU and ~30% less wall time a context
+#: (new page, load, one fill) on this 2-core host.
 EXTRA_DISABLED_FEATURES = (
+    "SpareRendererForSitePerProcess",
     "AutofillServerCommunication",
     "Translate",
     "OptimizationHintsFetching",
@@ -262,9 +267,10 @@ class BrowserPool:
         finally:
             if session is not None:
                 await _shielded(self._close_session(pooled, session))
-            # After the job, not during it: on a busy host, opening a page beside a
-            # running job slows the job down (measured again for issue 13: the
-            # acceptance suite was no faster with the spare opened during the job).
+            # After the job, not during it: opening the spare beside a running job made
+            # the job slower and cost more CPU in all than it saved (measured again for
+            # issue 13 item 7, same run, 3 rounds at queue concurrency 1: suite 22.6-23.9 s
+            # and 43-46 CPU-s opened during the job, vs 20.3-21.3 s and 37-39 CPU-s after).
             # Before the slot is given back: a job waiting for it then finds the spare
             # on its way and waits for it, instead of opening a page beside it.
             self._prepare_spare(pooled)
@@ -486,8 +492,7 @@ class BrowserPool:
 
     def _prepare_spare(self, pooled: _PooledBrowser) -> None:
         """Open the next job's context and page in the background, off its critical
-        path: a new context, its policy proxy and a page take ~0.2 s, and Playwright's
-        first selector query in a page another ~0.1 s (done here too). At most one
+        path: a new context, its policy proxy and a page take ~0.2-0.3 s. At most one
         spare per browser, opened or being opened."""
         if (
             self.settings.prewarm_pages
@@ -503,8 +508,9 @@ class BrowserPool:
     async def _fill_spare(self, pooled: _PooledBrowser) -> None:
         session: BrowserSession | None = None
         try:
+            # Not Playwright's selector engine too (a `:root` count in about:blank): the
+            # job's first step navigates, and the new document needs it loaded again.
             session = await self._open_session(pooled)
-            await session.page.locator(":root").count()  # loads Playwright's selector engine
         except Exception as exc:  # the next job simply opens its own
             log.debug("spare_page_failed", browser=pooled.id, error=str(exc)[:200])
             pooled.preparing_spare = False
@@ -546,7 +552,7 @@ class BrowserPool:
                 context = await pooled.browser.new_context(
                     **{"accept_downloads": False, **(options or {})},
                     service_workers="block",
-                    proxy={"server": proxy.server_url},
+                    proxy=self._context_proxy(proxy),
                 )
                 await guard.install(context)
                 page = await context.new_page()
@@ -571,6 +577,14 @@ class BrowserPool:
         if pooled.gone.is_set():
             session.mark_lost("the browser process exited")
         return session
+
+    def _context_proxy(self, proxy: PolicyProxy) -> ProxySettings:
+        """A context's proxy: its policy proxy, but for allowed IP literals (direct_hosts)."""
+        settings: ProxySettings = {"server": proxy.server_url}
+        direct = direct_hosts(self.settings.allowed_hosts)
+        if direct:
+            settings["bypass"] = ",".join(direct)
+        return settings
 
     async def _close_session(self, pooled: _PooledBrowser, session: BrowserSession) -> None:
         pooled.sessions.discard(session)

@@ -65,6 +65,19 @@ BACKSTOP_GRACE_SECONDS = 2.0
 CRASH_VERDICT_WAIT_SECONDS = 1.0
 
 
+#: Selectors Playwright parsed before, in this process: whether one parses depends on
+#: its text and Playwright's engines only (none are registered here), not on the page,
+#: so a job whose selectors all parsed before skips the up-front check's round trip.
+_PARSED_SELECTORS: set[str] = set()
+MAX_PARSED_SELECTORS = 10_000
+
+
+def _remember_parsed(selector: str) -> None:
+    if len(_PARSED_SELECTORS) >= MAX_PARSED_SELECTORS:
+        _PARSED_SELECTORS.clear()
+    _PARSED_SELECTORS.add(selector)
+
+
 class BrowserTaskFailed(JobError):
     """A JobError that also carries what the task produced before it failed."""
 
@@ -118,10 +131,12 @@ class BrowserTaskRunner:
         stager = UploadStager(files, self.staging_root, job_id)
         outputs = JobOutputs(job_id, self.artifacts, self.settings.max_artifact_bytes, stager)
         started = time.monotonic()
+        marks: dict[str, float] = {}
         try:
             extras = await JobExtras.prepare(self.sessions, self.settings, job_id, task)
             report = extras.wrap(report)
             async with self.pool.context(context_options.new_context_options(task)) as session:
+                marks["context"] = time.monotonic()
                 session.guard.watch_page(session.page)
                 try:
                     await extras.start(session)
@@ -130,6 +145,7 @@ class BrowserTaskRunner:
                     outputs.test_id_attribute = context_options.test_id_attribute(task)
                     await context_options.apply(session.context, task)
                     await self._check_selectors(session, outputs, steps)
+                    marks["setup"] = time.monotonic()
                     for index, step in enumerate(steps):
                         with tracing.step(index, step, display_name):  # its span, when tracing is on
                             await self._run_step(session, outputs, index, step, len(steps), report)
@@ -137,6 +153,7 @@ class BrowserTaskRunner:
                         raise session.guard.violation
                     if outputs.soft_failures:
                         raise soft_failures_error(outputs.soft_failures)
+                    marks["steps"] = time.monotonic()
                     await extras.save(session, outputs)
                 except BaseException as exc:
                     extras.failed, extras.cancelled = True, isinstance(exc, asyncio.CancelledError)
@@ -144,6 +161,7 @@ class BrowserTaskRunner:
                 finally:
                     outputs.result.blocked_urls.extend(session.guard.blocked_urls)
                     await extras.finish(session, outputs)
+                    marks["finish"] = time.monotonic()
         except JobError as error:
             log.info("browser_task_failed", job_id=job_id, reason=error.reason,
                      retryable=error.retryable, error=error.message[:300])
@@ -152,8 +170,9 @@ class BrowserTaskRunner:
             raise BrowserTaskFailed(error, outputs.result) from error
         finally:
             await stager.cleanup()
+        ended = time.monotonic()
         log.info("browser_task_completed", job_id=job_id, steps=len(steps),
-                 seconds=round(time.monotonic() - started, 3))
+                 seconds=round(ended - started, 3), phases_ms=_phases_ms(started, marks, ended))
         return outputs.result
 
     def _check_task(
@@ -228,13 +247,17 @@ class BrowserTaskRunner:
             if action is None:
                 continue
             for target in targets_of(getattr(step, action)):
+                unchecked = [s for s in selectors_of_target(target)
+                             if s not in _PARSED_SELECTORS and s not in first_use]
+                if not unchecked:
+                    continue
                 ctx = StepContext(session.page, session.guard, outputs, index, display_name(step),
                                   action, Deadline(timeout), selector=target_text(target),
                                   structured=target.HasField("locator"))
-                for selector in selectors_of_target(target):
+                for selector in unchecked:
                     first_use.setdefault(selector, ctx)
         if not first_use:
-            return
+            return  # every one parsed before (in this process): no round trip
         outcomes: list[BaseException | None] = []
 
         async def check_all() -> None:
@@ -246,11 +269,12 @@ class BrowserTaskRunner:
             await self._race(session, check_all(), timeout)
         except (StepFailure, JobError, PlaywrightError, TimeoutError) as exc:
             raise await self._step_error(exc, next(iter(first_use.values())), session) from None
-        for ctx, outcome in zip(first_use.values(), outcomes, strict=True):
+        for (selector, ctx), outcome in zip(first_use.items(), outcomes, strict=True):
             if isinstance(outcome, (StepFailure, JobError, PlaywrightError, TimeoutError)):
                 raise await self._step_error(outcome, ctx, session) from None
             if isinstance(outcome, BaseException):
                 raise outcome
+            _remember_parsed(selector)
 
     async def _race(
         self, session: BrowserSession, work: Coroutine[Any, Any, None], timeout: float
@@ -333,6 +357,19 @@ def _with_step(
     if ctx.matched_selector:
         info["matched_selector"] = ctx.matched_selector
     return JobError(message, code=code, reason=reason, retryable=retryable, metadata=info)
+
+
+def _phases_ms(started: float, marks: dict[str, float], ended: float) -> dict[str, int]:
+    """Where a job's time went, in ms: waiting for and opening its context, the set-up
+    before the first step, the steps, the recorders' end, closing the context."""
+    out: dict[str, int] = {}
+    before = started
+    for name in ("context", "setup", "steps", "finish"):
+        if name in marks:
+            out[name] = round((marks[name] - before) * 1000)
+            before = marks[name]
+    out["close"] = round((ended - before) * 1000)
+    return out
 
 
 def _finish(outcome: job_pb2.StepResult, started: float, ctx: StepContext) -> None:

@@ -216,6 +216,28 @@ def host_is_allowed(host: str, allowed_hosts: Iterable[str]) -> bool:
     return False
 
 
+def direct_hosts(allowed_hosts: Iterable[str]) -> list[str]:
+    """The allowed hosts a context reaches without its policy proxy (Chromium's proxy
+    bypass list): IP literals in the one spelling Chromium puts in URLs, IPv6 in
+    brackets. The proxy would allow them on every port and connect to the very address
+    named, with no name to resolve: going direct is the same decision, without relaying
+    every byte through this process. Names (which the proxy resolves and checks) and
+    `.suffix` entries are never bypassed."""
+    found: list[str] = []
+    for raw in allowed_hosts:
+        entry = normalize_host(raw)
+        try:
+            address = ipaddress.ip_address(entry)
+        except ValueError:
+            continue
+        if str(address) != entry:
+            continue  # another spelling: the proxy decides those
+        rule = f"[{entry}]" if address.version == 6 else entry
+        if rule not in found:
+            found.append(rule)
+    return found
+
+
 def split_url(url: str) -> tuple[str, str, int] | None:
     """(scheme, host, port) of a URL, or None if it cannot be read."""
     try:

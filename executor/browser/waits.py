@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Literal, cast
 
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from conveyor.browser_steps import ELEMENT_STATES, LOAD_STATES
 from conveyor.v1 import task_pb2
 from executor.browser.step_context import StepContext
 from executor.browser.step_errors import invalid_step, step_timeout
+from executor.browser.targets import for_action, locator_failure
 from executor.browser.timing import seconds_of
 
 ElementState = Literal["attached", "detached", "hidden", "visible"]
@@ -30,12 +32,22 @@ async def wait(ctx: StepContext, action: task_pb2.WaitAction) -> None:
         if state in {"hidden", "detached"}:
             found = await ctx.target_now(action.target)
         else:
-            found = await ctx.target(action.target)
+            # A structured locator as it is: its wait_for waits for it, strictly
+            # (no resolving round trips first); a selector resolved first.
+            found = await for_action(ctx, action.target)
         try:
             await found.first.wait_for(
                 state=cast(ElementState, state), timeout=ctx.deadline.remaining_ms()
             )
-        except PlaywrightTimeoutError:
+        except PlaywrightError as exc:
+            failure = None
+            if found.strict and state not in {"hidden", "detached"}:
+                failure = await locator_failure(exc, found, ctx.deadline)  # not found, several
+            if failure is not None:
+                ctx.matched_selector = ""
+                raise failure from None
+            if not isinstance(exc, PlaywrightTimeoutError):
+                raise
             raise step_timeout(
                 ctx.deadline.total,
                 f"{found.selector if found.strict else repr(found.selector)} did not become {state}",
