@@ -1,21 +1,27 @@
 """Suites as Playwright Test reports them: each test's outcome from its job's state
 (a pass after a failed attempt is FLAKY, not PASSED), the counts, a JUnit XML report
 (testsuites/testsuite/testcase with failure, skipped and system-out, as CI systems
-read it) and a one-line summary. Pure functions over the store's records."""
+read it) and a one-line summary: pure functions over the store's records. And what
+makes a suite's submission all or nothing (`check_room`, `withdraw`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import structlog
 from google.protobuf import duration_pb2, timestamp_pb2
-from google.rpc import status_pb2
+from google.rpc import code_pb2, status_pb2
+from redis.exceptions import RedisError
 
-from conveyor.errors import FieldViolation
-from conveyor.statuses import error_reason
+from conveyor.errors import ConveyorError, FieldViolation, QuotaExceeded
+from conveyor.statuses import error_reason, status_bytes
+from conveyor.store.job_store import JobStore
 from conveyor.store.records import State
-from conveyor.store.suite_store import MAX_SUITE_TESTS, MAX_TEST_NAME, MemberState, SuiteRecord
+from conveyor.store.suite_store import MAX_SUITE_TESTS, MAX_TEST_NAME, MemberState, SuiteRecord, SuiteStore
 from conveyor.v1 import job_pb2, job_service_pb2, suite_service_pb2
 from gateway.mapping import STATE_TO_PROTO
 
@@ -194,3 +200,49 @@ class PlannedTest:
     setup: bool
     request: job_service_pb2.SubmitJobRequest
     path: str
+
+
+# --- all or nothing ---------------------------------------------------------------------------
+
+log = structlog.get_logger()
+
+
+async def check_room(suites: SuiteStore, owner: str, tests: int, max_open: int) -> None:
+    """Refuse the whole suite, before any of its jobs is made, when its tests would take
+    the tenant past its quota of open jobs (`max_open`; 0: none). The store checks the
+    quota job by job; checked only there, a suite refused midway left the jobs made so
+    far running without a suite record."""
+    if max_open <= 0:
+        return
+    open_now = await suites.open_jobs(owner)
+    if open_now + tests <= max_open:
+        return
+    raise QuotaExceeded(
+        f"the suite's {tests} tests would take tenant {owner!r} past its quota of {max_open} open jobs "
+        f"(waiting, delayed or running; it has {open_now}): nothing was submitted"
+        + ("; submit again once some have ended" if tests <= max_open else "; split the suite"),
+        subject=f"tenant:{owner}",
+        metadata={"tenant": owner, "limit": str(max_open), "open": str(open_now), "requested": str(tests)},
+    )
+
+
+def withdrawn_status(suite_id: str, refusal: ConveyorError) -> bytes:
+    """The error the jobs of a refused suite are cancelled with."""
+    return status_bytes(code_pb2.ABORTED, "SUITE_NOT_SUBMITTED",
+                        f"cancelled: its suite was refused ({refusal.reason}: {refusal.message})",
+                        suite_id=suite_id)
+
+
+async def withdraw(store: JobStore, suite_id: str, job_ids: Sequence[str], refusal: ConveyorError) -> None:
+    """Cancel the jobs a suite refused midway made (a race `check_room` cannot see:
+    another submission of the tenant's in between, its submit rate, a deduplication
+    key): the suite is then not submitted at all, and no job of it runs on. They stay
+    in the history as CANCELLED (SUITE_NOT_SUBMITTED), as every ended job does."""
+    error = withdrawn_status(suite_id, refusal)
+    outcomes = await asyncio.gather(*(store.cancel(job_id, error) for job_id in job_ids), return_exceptions=True)
+    for job_id, outcome in zip(job_ids, outcomes, strict=True):
+        if isinstance(outcome, (ConveyorError, RedisError, OSError)):
+            log.warning("suite_job_not_withdrawn", suite_id=suite_id, job_id=job_id, error=str(outcome)[:300])
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    log.info("suite_withdrawn", suite_id=suite_id, jobs=len(job_ids), reason=refusal.reason)

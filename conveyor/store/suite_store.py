@@ -107,6 +107,12 @@ class SuiteStore:
         pipe.pexpire(self.key(record.id), self.keep_ms)
         await pipe.execute()
 
+    async def open_jobs(self, owner: str) -> int:
+        """The tenant's open (waiting, delayed or running) jobs now: the count its
+        quota of open jobs is checked against (lua: k_tenant(owner) 'open')."""
+        raw: Any = await self.client.hget(f"{self.prefix}:tenant:{owner}", "open")
+        return int_of(raw)
+
     async def get(self, suite_id: str, owner: str | None) -> SuiteRecord:
         """The suite, if it exists for `owner` (None: any owner's)."""
         raw: dict[Any, Any] = await self.client.hgetall(self.key(suite_id))

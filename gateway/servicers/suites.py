@@ -24,7 +24,7 @@ from gateway.event_hub import HubClosed, Subscription
 from gateway.mapping import heartbeat_now, submitted_to_proto
 from gateway.runtime import GatewayRuntime
 from gateway.servicers.jobs import build_job, caller_owner
-from gateway.suites import PlannedTest, build_suite, junit_xml, summary, validate_suite_shape
+from gateway.suites import PlannedTest, build_suite, check_room, junit_xml, summary, validate_suite_shape, withdraw
 from gateway.validation import capped, check_job_id, validate_submit
 
 SHUTTING_DOWN = "the gateway is shutting down; watch the suite again"
@@ -81,8 +81,12 @@ class SuiteServicer(suite_service_pb2_grpc.SuiteServiceServicer):
                 planned.append(PlannedTest(test.name, group == "setup", job, f"{group}[{i}]"))
         kinds = await self._validated(planned)
         owner = caller_owner(context)
+        # All or nothing: the quota for the whole suite up front; a refusal midway
+        # anyway (a race) withdraws what was made (gateway/suites.py).
+        await check_room(self.suites, owner, len(planned), self.rt.settings.tenant_max_open_jobs)
         response = pb.SubmitSuiteResponse(suite_id=suite_id)
         members: list[Member] = []
+        fresh: set[str] = set()  # the jobs this call made (not deduplicated to existing ones)
         setup_ids: list[str] = []
         # The setup first, then the tests waiting for it: two batches, one round trip each.
         for setup in (True, False):
@@ -91,9 +95,16 @@ class SuiteServicer(suite_service_pb2_grpc.SuiteServiceServicer):
                 continue
             jobs = [self._new_job(t, owner, k, [] if setup else setup_ids) for t, k in batch]
             outcomes = await self.rt.store.submit_many(jobs)
+            refusal = next((o for o in outcomes if isinstance(o, ConveyorError)), None)
+            if refusal is not None:
+                made_now = [o.id for o in outcomes if not isinstance(o, ConveyorError) and not o.existing]
+                await withdraw(self.rt.store, suite_id, [m.job_id for m in members if m.job_id in fresh]
+                               + made_now, refusal)
+                raise refusal
             for (test, _), made, outcome in zip(batch, jobs, outcomes, strict=True):
-                if isinstance(outcome, ConveyorError):
-                    raise outcome  # a quota, say: the jobs made so far stay, as a batch's would
+                assert not isinstance(outcome, ConveyorError)
+                if not outcome.existing:
+                    fresh.add(outcome.id)
                 sub = submitted_to_proto(outcome)
                 response.tests.add(name=test.name, job_id=sub.id, state=sub.state, position=sub.position,
                                    setup=setup)
@@ -136,7 +147,7 @@ class SuiteServicer(suite_service_pb2_grpc.SuiteServiceServicer):
                 for queue in sorted({m.queue for m in record.members}):
                     subs.append(await hub.subscribe_queue(queue))  # before the first read
             except HubClosed:
-                raise Unavailable(SHUTTING_DOWN) from None
+                raise Unavailable(SHUTTING_DOWN, reason="GATEWAY_SHUTTING_DOWN") from None
             suite = await self._suite(record)
             yield pb.WatchSuiteResponse(suite=suite)
             heartbeat = self.rt.settings.watch_heartbeat_seconds
@@ -174,7 +185,7 @@ async def _member_changed(subs: list[Subscription], members: set[str], timeout: 
         try:
             events = w.result()
         except HubClosed:
-            raise Unavailable(SHUTTING_DOWN) from None
+            raise Unavailable(SHUTTING_DOWN, reason="GATEWAY_SHUTTING_DOWN") from None
         got = got or bool(events)
         changed = changed or any(e.type is EventType.STATE and e.job_id in members for e in events)
     return True if changed else (False if got else None)
