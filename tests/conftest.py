@@ -3,6 +3,14 @@ processes on it, each stack under a key prefix of its own."""
 
 from __future__ import annotations
 
+import os
+
+# Before grpc is imported: gRPC core's fork support restarts its event-engine threads in
+# a child forked while calls are in flight, and a child that runs Python before exec
+# (Popen with preexec_fn, as the stacks do for PDEATHSIG) then aborts on closed fds
+# (SIGABRT, "epoll_wait error: Bad file descriptor"). Nothing here forks to keep gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 

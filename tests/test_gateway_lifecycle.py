@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
+import pytest
 import redis
 
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.grpc_helpers import submit_request
-from tests.support.processes import Stack
+from tests.support.processes import Stack, stack_env, start_redis
 
 WATCHERS = 1000
 
@@ -22,10 +24,22 @@ def gateway_connections(s: Stack) -> int:
         return sum(1 for c in r.client_list() if c.get("name", "").startswith("conveyor-gateway"))
 
 
-async def test_a_thousand_watchers_share_a_constant_number_of_redis_connections(
-    make_stack: Callable[..., Stack],
-) -> None:
-    s = make_stack()
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack on a Redis of its own: the session's Redis also holds other tests'
+    gateways, whose connections CLIENT LIST would count too."""
+    server, url = start_redis(tmp_path / "redis")
+    s = Stack(url, stack_env(url, tmp_path / "stack"), tmp_path / "logs")
+    try:
+        yield s
+    finally:
+        s.stop()
+        s.print_problems()
+        server.stop()
+
+
+async def test_a_thousand_watchers_share_a_constant_number_of_redis_connections(own_stack: Stack) -> None:
+    s = own_stack
     s.start_gateway()
     async with grpc.aio.insecure_channel(s.grpc_target) as ch:
         jobs = JobServiceStub(ch)

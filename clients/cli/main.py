@@ -18,6 +18,11 @@ import re
 import sys
 import tempfile
 import textwrap
+
+# Before grpc is imported (see tests/conftest.py): `conveyor up` forks its services with
+# a preexec_fn (PDEATHSIG) while its own gRPC calls run; gRPC's fork support would
+# restart its threads in the forked child and abort it before exec.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
