@@ -186,6 +186,8 @@ JOB_REASONS: dict[str, Reason] = {
     "KIND_NOT_SERVED": Reason("FAILED_PRECONDITION", "the executor that took the job does not serve its kind; retried"),
     "CANCELLED_BY_CLIENT": Reason("CANCELLED", "CancelJob cancelled it (metadata `key_id`)"),
     "DEPENDENCY_FAILED": Reason("CANCELLED", "a job it depends on failed or was cancelled (metadata `dependency`)"),
+    "SUITE_NOT_SUBMITTED": Reason("ABORTED", "made by a SubmitSuite that was then refused midway (a quota, "
+                                             "a deduplication key): cancelled before it ran (metadata `suite_id`)"),
     "NOOP_INJECTED_FAILURE": Reason("UNAVAILABLE", "a `noop` task failed an attempt as `fail_first_attempts` "
                                                    "asked; retried"),
     # Kinds (conveyor/kinds): a handler's errors.
