@@ -1,7 +1,8 @@
 """One shared reader of the watched queues' event streams per gateway process, fanning
 events out to every local watcher: thousands of watchers cost one blocking Redis
 connection, not one each. It reads only the streams of queues someone here watches
-(a job's watcher watches its job's queue); with nobody watching, it rests.
+(a job's watcher watches its job's queue); with nobody watching (for LINGER_SECONDS), it
+rests.
 
 Watchers subscribe, then read what they need from the store (the job's log, the
 queue's stream) and replay it, then take live events from their subscription,
@@ -32,6 +33,10 @@ log = structlog.get_logger("gateway.events")
 SUBSCRIPTION_BUFFER = 4096
 #: Events read per stream per read.
 READ_COUNT = 1000
+#: How long a queue stays read after its last watcher leaves: the next watcher of it
+#: (a WaitJob after each SubmitJob) then subscribes without the two round trips of
+#: starting to read it (its stream's end, waking the reader).
+LINGER_SECONDS = 5.0
 
 
 class HubClosed(Exception):
@@ -95,6 +100,8 @@ class EventHub:
         #: reader has read up to.
         self._watchers: dict[str, int] = {}
         self._read_up_to: dict[str, int] = {}
+        #: Queues read with no watcher left, and when each stops being read.
+        self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._wake_key = store.keys.hub_wake(uuid.uuid4().hex)
         self._wake_seen = "0-0"
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +127,9 @@ class EventHub:
             raise HubClosed
         q = sub.queue
         self._watchers[q] = self._watchers.get(q, 0) + 1
+        lingering = self._lingering.pop(q, None)
+        if lingering is not None:
+            lingering.cancel()
         try:
             if q not in self._read_up_to:
                 async with self._adding:
@@ -149,6 +159,15 @@ class EventHub:
             self._watchers[queue] = left
         else:
             self._watchers.pop(queue, None)
+            if queue in self._read_up_to and queue not in self._lingering and not self._closed:
+                loop = asyncio.get_running_loop()
+                self._lingering[queue] = loop.call_later(LINGER_SECONDS, self._stop_reading, queue)
+            else:
+                self._read_up_to.pop(queue, None)
+
+    def _stop_reading(self, queue: str) -> None:
+        self._lingering.pop(queue, None)
+        if queue not in self._watchers:
             self._read_up_to.pop(queue, None)
 
     async def start(self) -> None:
@@ -159,6 +178,9 @@ class EventHub:
         # swallowed; the reader then leaves at the end of that read.
         self._closed = True
         self._reading.set()
+        for lingering in self._lingering.values():
+            lingering.cancel()
+        self._lingering.clear()
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 sub.close()

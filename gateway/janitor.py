@@ -6,6 +6,7 @@ from __future__ import annotations
 import structlog
 from redis.exceptions import RedisError
 
+from conveyor.artifact_stores.local import LocalArtifactStore
 from conveyor.artifacts import ArtifactStore
 from conveyor.store.job_store import JobStore
 from gateway.background import BackgroundLoop
@@ -27,8 +28,11 @@ class Janitor(BackgroundLoop):
     async def run_round(self) -> float:
         try:
             while ids := await self._store.take_deleted(100):
-                for job_id in ids:
-                    await self._artifacts.delete_job(job_id)
+                if isinstance(self._artifacts, LocalArtifactStore):
+                    await self._artifacts.delete_jobs(ids)  # one thread hop for the batch
+                else:
+                    for job_id in ids:
+                        await self._artifacts.delete_job(job_id)
                 self.removed += len(ids)
         except (RedisError, OSError) as exc:
             log.warning("janitor could not remove artifacts", error=str(exc))

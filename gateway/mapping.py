@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -185,9 +186,10 @@ def submitted_to_proto(s: Submitted) -> job_service_pb2.SubmitJobResponse:
 
 
 def heartbeat_now() -> job_pb2.Heartbeat:
-    now = timestamp_pb2.Timestamp()
-    now.GetCurrentTime()
-    return job_pb2.Heartbeat(time=now)
+    # From time_ns, not Timestamp.GetCurrentTime (a datetime round trip, ~4x dearer):
+    # every idle stream gets one each heartbeat period.
+    ns = time.time_ns()
+    return job_pb2.Heartbeat(time=timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000))
 
 
 def _duration(ms: int) -> duration_pb2.Duration:

@@ -210,6 +210,11 @@ def validate_schedule_bounds(cron: str, time_zone: str) -> list[FieldViolation]:
     return v
 
 
+#: The enums' known numbers, read once (`Enum.values()` builds a list on every call).
+_PRIORITIES = frozenset(job_pb2.Priority.values())
+_BACKOFFS = frozenset(task_pb2.Backoff.values())
+
+
 @dataclass(frozen=True)
 class Limits:
     max_steps: int
@@ -230,7 +235,7 @@ def validate_submit(
 
     if req.queue and not QUEUE_NAME.match(req.queue):
         bad("queue", "letters, digits, '.', '_' and '-' only, at most 64, starting with a letter or digit")
-    if req.priority not in job_pb2.Priority.values():
+    if req.priority not in _PRIORITIES:
         bad("priority", f"unknown priority {req.priority}")
     if not 0 <= req.max_attempts <= MAX_ATTEMPTS:
         bad("max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 for the default)")
@@ -271,7 +276,7 @@ def validate_submit(
                 bad(f"depends_on[{i}]", "a job id")
 
     if req.HasField("retry"):
-        if req.retry.backoff not in task_pb2.Backoff.values():
+        if req.retry.backoff not in _BACKOFFS:
             bad("retry.backoff", f"unknown backoff {req.retry.backoff}")
         for name in ("base", "max"):
             if req.retry.HasField(name):

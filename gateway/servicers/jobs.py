@@ -15,7 +15,7 @@ from conveyor.kinds import KindSpec
 from conveyor.kinds.api import KIND_NAME
 from conveyor.statuses import cancelled_by
 from conveyor.store.key_store import TENANT
-from conveyor.store.records import JobRecord, NewJob
+from conveyor.store.records import EventRecord, JobRecord, NewJob
 from conveyor.v1 import job_service_pb2 as pb
 from conveyor.v1 import job_service_pb2_grpc
 from gateway.auth import caller
@@ -49,6 +49,8 @@ from gateway.validation import (
 )
 
 CANCEL_CONFIRM_S = 3.0
+#: Event messages kept for the other watchers of the same event (bounded).
+EVENT_MESSAGES_KEPT = 8192
 SHUTTING_DOWN = "the gateway is shutting down; reconnect with after_sequence"
 
 
@@ -76,6 +78,23 @@ def build_job(rt: GatewayRuntime, request: pb.SubmitJobRequest, owner: str, now_
         weight=s.tenant_weights.get(owner, 1),
         trace=trace,
     )
+
+
+#: A live event's WatchJob message, built once for all its watchers: the hub hands
+#: every watcher of a job the same EventRecord. Keyed by identity, holding the record
+#: so that its id cannot be reused while kept. Nothing changes a message once built.
+_event_messages: dict[int, tuple[EventRecord, pb.WatchJobResponse]] = {}
+
+
+def event_message(event: EventRecord) -> pb.WatchJobResponse:
+    kept = _event_messages.get(id(event))
+    if kept is not None and kept[0] is event:
+        return kept[1]
+    if len(_event_messages) >= EVENT_MESSAGES_KEPT:
+        _event_messages.clear()
+    message = pb.WatchJobResponse(event=event_to_proto(event))
+    _event_messages[id(event)] = (event, message)
+    return message
 
 
 class JobServicer(job_service_pb2_grpc.JobServiceServicer):
@@ -233,7 +252,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                 if not batch:
                     yield pb.WatchJobResponse(heartbeat=heartbeat_now())
                 for event in batch:
-                    yield pb.WatchJobResponse(event=event_to_proto(event))
+                    yield event_message(event)
                     if event.terminal:
                         return
         except HubClosed:
