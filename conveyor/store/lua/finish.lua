@@ -3,6 +3,8 @@
 -- through a gateway).
 -- The same step may then take messages for the worker's free slots, as take.lua does
 -- (a finishing executor gets its next jobs in the reply: one round trip, not two).
+-- The counters the whole step moves (the queues' and tenants' counts, in-flight counts,
+-- histograms) are read once per hash and written back once (cache_load, base.lua).
 --   ARGV[1]     key prefix
 --   ARGV[2…11]  the policy arguments (transport_args)
 --   ARGV[12]    most messages to take after (0: none), then ARGV[13] the worker id,
@@ -25,6 +27,7 @@
 
 local t = transport_args(2)
 local now = now_ms()
+local batch = false  -- several attempts end in this step (see finish())
 
 local function finish(id, attempt, outcome, payload, retry_delay)
   local kj = k_job(id)
@@ -34,8 +37,6 @@ local function finish(id, attempt, outcome, payload, retry_delay)
   -- Due times are on Redis's clock, like every other time here, whatever the
   -- executor's clock says.
   local retry_at = now + retry_delay
-  leave_inflight(id, q, kind, owner)
-  sample(q, 'run', now - (tonumber(started) or now))
   local to, h
   if outcome == 'completed' then
     to = 'COMPLETED'
@@ -53,6 +54,24 @@ local function finish(id, attempt, outcome, payload, retry_delay)
     to = 'FAILED'
     h = {'error', payload, 'ended', int(now)}
   end
+  -- The counters this end moves, and those the next claim of the queue will (one HMGET
+  -- per hash, written back once by cache_flush: see base.lua).
+  cache_load(k_queue(q), {'inflight', 'ACTIVE', to, 'qseq', 'ended:' .. to, 'WAITING'})
+  if owner then
+    cache_load(k_queue_tenant(q, owner), {'ACTIVE', to, 'WAITING'})
+    cache_load(K_TENANT_INFLIGHT, {owner, q .. ' ' .. owner})
+  end
+  -- Counters of one field: cached only when several attempts end together (alone, an
+  -- HMGET and an HSET would cost more than their one HINCRBY).
+  if batch then
+    if kind then cache_load(K_KIND_INFLIGHT, {kind}) end
+    if TERMINAL[to] then
+      if owner then cache_load(k_tenant(owner), {'open'}) end
+      cache_load(k_index(q, 'throughput'), {END_FIELD[to] .. math.floor(now / 60000)})
+    end
+  end
+  leave_inflight(id, q, kind, owner)
+  sample(q, 'run', now - (tonumber(started) or now))
   local record = {['end'] = int(now), outcome = (to == 'DELAYED') and 'FAILED' or to}
   if to ~= 'COMPLETED' then record.error = payload end
   transition(id, q, 'ACTIVE', to, now, {attempt = tonumber(attempt), fields = attempt_fields(attempt, record, h),
@@ -67,9 +86,13 @@ local take_count, worker, stall_ms, nqueues = tonumber(ARGV[take_at]), ARGV[take
 local queues = {}
 for q = 1, nqueues do queues[q] = ARGV[take_at + 3 + q] end
 local out = {}
+cache_open()
+batch = #ARGV - (take_at + 3 + nqueues) > 8
 for i = take_at + 4 + nqueues, #ARGV, 8 do
   if ARGV[i + 6] ~= '' then ack_delivery(t, ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]) end
   out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]))
 end
 admit(t, now)
-return {out, take_messages(t, take_count, worker, stall_ms, queues, now)}
+local taken = take_messages(t, take_count, worker, stall_ms, queues, now)
+cache_flush()
+return {out, taken}

@@ -18,9 +18,13 @@
 -- queue, trace, waited_from for a claimed job (claim_job's reply), or 0 and seven
 -- empty strings for a message that is not a hand-over (its actor then claims the job
 -- itself).
+-- The claims' counters are read once per hash and written back once (cache_load, base.lua).
 -- @include admission
 -- @include executor
 
 local queues = {}
 for q = 5 + TRANSPORT_ARGC, #ARGV do queues[#queues + 1] = ARGV[q] end
-return take_messages(transport_args(5), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), queues, now_ms())
+cache_open()  -- the claims' counters, written back once (see base.lua)
+local taken = take_messages(transport_args(5), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), queues, now_ms())
+cache_flush()
+return taken

@@ -84,7 +84,7 @@ end
 -- concurrency (0: the queue's).
 local function tenant_room(room, q, owner, most)
   if most > 0 and room[owner] == nil then
-    room[owner] = most - (tonumber(redis.call('HGET', K_TENANT_INFLIGHT, owner)) or 0)
+    room[owner] = most - (tonumber(cget(K_TENANT_INFLIGHT, owner)) or 0)
   end
   local key = q .. ' ' .. owner
   if room[key] == nil then
@@ -93,7 +93,7 @@ local function tenant_room(room, q, owner, most)
     if paused == '1' then
       room[key] = 0
     elseif limit > 0 then
-      room[key] = limit - (tonumber(redis.call('HGET', K_TENANT_INFLIGHT, key)) or 0)
+      room[key] = limit - (tonumber(cget(K_TENANT_INFLIGHT, key)) or 0)
     else
       room[key] = math.huge
     end
@@ -140,15 +140,18 @@ local function take_next(q, rate, now, kind_room, room, most)
     end
     return kind, owner, tonumber(attempt)
   end
-  local function take(id, kind, owner, attempt)
-    line_remove(id, q, owner)
+  local function take(id, kind, owner, attempt, popped)
+    line_remove(id, q, owner, popped)
     return id, kind, owner, attempt
   end
-  -- The head of the line first (nearly always the one), then the next few.
-  local head = redis.call('ZRANGE', line, 0, 0)[1]
+  -- The head of the line first (nearly always the one: taken out as it is read, and
+  -- put back at its place when it may not start), then the next few.
+  local first = redis.call('ZPOPMIN', line)
+  local head = first[1]
   if not head then return nil end
   local kind, owner, attempt = admissible(head)
-  if kind then return take(head, kind, owner, attempt) end
+  if kind then return take(head, kind, owner, attempt, true) end
+  redis.call('ZADD', line, first[2], head)
   local candidates = redis.call('ZRANGE', line, 1, SCAN - 1)
   for _, id in ipairs(candidates) do
     kind, owner, attempt = admissible(id)
@@ -181,6 +184,8 @@ local function admit(t, now)
   for _, q in ipairs(redis.call('SMEMBERS', K_READY_QUEUES)) do
     local paused, limit, inflight, rate = unpack(redis.call('HMGET', k_queue(q), 'paused', 'concurrency',
       'inflight', 'host_rate_limit'))
+    local cached = CACHE[k_queue(q)]  -- (a finish's in-flight count, not yet written back)
+    if cached and cached.v.inflight ~= nil then inflight = cached.v.inflight end
     limit = tonumber(limit) or t.limit
     if limit <= 0 then limit = t.limit end
     local room = limit - (tonumber(inflight) or 0)
@@ -195,9 +200,15 @@ local function admit(t, now)
   local kind_room = {}
   local caps = redis.call('HGETALL', K_KIND_CAPACITY)
   for i = 1, #caps, 2 do kind_room[caps[i]] = tonumber(caps[i + 1]) end
-  local busy = redis.call('HGETALL', K_KIND_INFLIGHT)
-  for i = 1, #busy, 2 do
-    if kind_room[busy[i]] then kind_room[busy[i]] = kind_room[busy[i]] - tonumber(busy[i + 1]) end
+  local busy = {}
+  local flat = redis.call('HGETALL', K_KIND_INFLIGHT)
+  for i = 1, #flat, 2 do busy[flat[i]] = tonumber(flat[i + 1]) end
+  local cached = CACHE[K_KIND_INFLIGHT]  -- (a finish's in-flight counts, not yet written back)
+  if cached then
+    for kind, n in pairs(cached.v) do busy[kind] = n end
+  end
+  for kind, n in pairs(busy) do
+    if kind_room[kind] then kind_room[kind] = kind_room[kind] - n end
   end
 
   local room = {}  -- what tenants may start (see tenant_room)

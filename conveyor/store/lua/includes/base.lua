@@ -64,6 +64,78 @@ local function int(n) return string.format('%.0f', n) end
 
 local function hget(key, field) return redis.call('HGET', key, field) end
 
+-- Counters of one hash that one step changes together (a state change moves a queue's
+-- 'ACTIVE', 'COMPLETED', 'inflight', 'qseq'...): loaded once (one HMGET, cache_load),
+-- changed here, written back once (one HSET, cache_flush), instead of one HINCRBY each.
+-- Only in a script that opened the cache (cache_open; elsewhere cache_load does nothing),
+-- only the fields loaded, and only until cache_flush, which that script calls before
+-- it returns; while loaded, such a field is changed and read only through incr/cget/cset
+-- (the writers: move, count_inflight, count_total, emit, observe, transition). Any other
+-- field is its own HINCRBY, as before.
+local CACHE = {}
+local CACHING = false
+local function cache_open() CACHING = true end
+local function cache_load(key, fields)
+  if not CACHING then return end
+  local c = CACHE[key]
+  if not c then
+    c = {v = {}, dirty = {}}
+    CACHE[key] = c
+  end
+  local todo, seen = {}, {}
+  for _, f in ipairs(fields) do
+    if c.v[f] == nil and not seen[f] then
+      seen[f] = true
+      todo[#todo + 1] = f
+    end
+  end
+  if #todo == 0 then return end
+  local values = redis.call('HMGET', key, unpack(todo))
+  for i, f in ipairs(todo) do c.v[f] = tonumber(values[i]) or 0 end
+end
+
+-- HINCRBY, or its cached equivalent: returns the new value.
+local function incr(key, field, by)
+  local c = CACHE[key]
+  if c and c.v[field] ~= nil then
+    c.v[field] = c.v[field] + by
+    c.dirty[field] = true
+    return c.v[field]
+  end
+  return redis.call('HINCRBY', key, field, by)
+end
+
+-- HSET of one counter that may be cached.
+local function cset(key, field, value)
+  local c = CACHE[key]
+  if c and c.v[field] ~= nil then
+    c.v[field] = value
+    c.dirty[field] = true
+  else
+    redis.call('HSET', key, field, value)
+  end
+end
+
+-- HGET of a counter that may be cached.
+local function cget(key, field)
+  local c = CACHE[key]
+  if c and c.v[field] ~= nil then return int(c.v[field]) end
+  return redis.call('HGET', key, field)
+end
+
+local function cache_flush()
+  for key, c in pairs(CACHE) do
+    local flat = {}
+    for f in pairs(c.dirty) do
+      flat[#flat + 1] = f
+      flat[#flat + 1] = int(c.v[f])
+    end
+    if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+  end
+  CACHE = {}
+  CACHING = false
+end
+
 -- The per-state index of a queue that a job in `state` sits in (WAITING has its own
 -- priority-ordered set, filled by enter_line and emptied by admission or the caller).
 local STATE_INDEX = {DELAYED = 'delayed', ACTIVE = 'active', COMPLETED = 'completed',

@@ -82,12 +82,16 @@ local function create_job(j, spec, now)
   end
   if k_req then redis.call('SET', k_req, id .. ' ' .. fingerprint, 'EX', REQUEST_ID_TTL_S) end
 
-  -- The job hash is written once, with its state (by transition(), below).
-  local h = {'id', id, 'queue', q, 'owner', owner, 'priority', j.priority,
+  -- The job hash is written once, with its state (by transition(), below). Fields at
+  -- their default are left out (a smaller hash): 'progress' 0, 'cancel' 0, 'handed' 0,
+  -- 'labels' {} and 'request_id' '' (their readers take a missing field as that); the
+  -- id is the key's (get.lua adds it to what it reads).
+  local h = {'queue', q, 'owner', owner, 'priority', j.priority,
     'attempt', 0, 'limit', j.max_attempts, 'max', j.max_attempts, 'timeout_ms', j.timeout_ms,
-    'created', int(now), 'progress', 0, 'spec', spec, 'kind', j.kind,
-    'labels', cjson.encode(j.labels or {}), 'request_id', j.request_id or '', 'cancel', 0, 'handed', 0}
+    'created', int(now), 'spec', spec, 'kind', j.kind}
   local function set(k, v) h[#h + 1] = k; h[#h + 1] = v end
+  if j.labels and next(j.labels) then set('labels', cjson.encode(j.labels)) end
+  if j.request_id and j.request_id ~= '' then set('request_id', j.request_id) end
   if k_dedup_key then
     set('dedup', k_dedup_key)
     set('dedup_until', int(now + (tonumber(j.dedup_window_ms) or 0)))

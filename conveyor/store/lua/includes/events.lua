@@ -9,7 +9,7 @@ local QUEUE_EVENTS_MAXLEN = 100000  -- per-queue stream (read by the gateways' e
 -- the gateways' event hubs read. `fields` is a flat list of extra field/value pairs.
 -- Returns the event's sequence and queue sequence.
 local function emit(id, q, etype, state, attempt, fields, now)
-  local qseq = redis.call('HINCRBY', k_queue(q), 'qseq', 1)
+  local qseq = incr(k_queue(q), 'qseq', 1)
   local record = {q = q, qs = qseq, t = etype, st = state, a = tonumber(attempt), ts = now}
   for i = 1, #fields, 2 do record[fields[i]] = fields[i + 1] end
   local seq = redis.call('RPUSH', k_job_events(id), cmsgpack.pack(record))

@@ -17,12 +17,17 @@ local function claim_job(id, attempt, executor, stall_ms, now)
   if state ~= 'WAITING' then return {0, 'state ' .. state} end
   if handed ~= '1' then return {0, 'not handed over'} end
   if tonumber(cur) + 1 ~= attempt then return {0, 'attempt ' .. attempt .. ' is stale'} end
+  cache_load(k_queue(q), {'WAITING', 'ACTIVE', 'qseq'})  -- (see base.lua; nothing when loaded already)
+  if owner then cache_load(k_queue_tenant(q, owner), {'WAITING', 'ACTIVE'}) end
   sample(q, 'wait', now - (tonumber(ready) or now))
   if run_at then redis.call('HDEL', kj, 'run_at') end
   redis.call('ZADD', K_INFLIGHT, int(now + stall_ms), id)
+  local h = {'attempt', attempt, 'handed', 0, 'started', int(now), 'worker', executor}
+  if attempt > 1 then  -- an earlier attempt's progress (the first has none to clear)
+    h[#h + 1] = 'progress'; h[#h + 1] = 0; h[#h + 1] = 'pmsg'; h[#h + 1] = ''
+  end
   transition(id, q, 'WAITING', 'ACTIVE', now, {attempt = attempt, owner = owner,
-    fields = attempt_fields(attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'},
-      {'attempt', attempt, 'handed', 0, 'started', int(now), 'worker', executor, 'progress', 0, 'pmsg', ''})})
+    fields = attempt_fields(attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'}, h)})
   local waited_from = tonumber(ready) or now
   if attempt == 1 then waited_from = tonumber(created) or waited_from end
   return {1, spec, timeout_ms, limit, kind, q, trace or '', int(waited_from)}

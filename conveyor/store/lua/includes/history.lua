@@ -6,13 +6,13 @@
 -- dedup key; its id goes to the gc list so its artifacts follow. Its request-id
 -- record stays for its full time-to-live and learns the job's final state, so a
 -- repeat of the request still answers with this job (see create_job).
-local function delete_job(id)
+local function delete_job(id, popped)
   local kj = k_job(id)
   local q, state, owner, request_id, dedup, kind, labels = unpack(redis.call('HMGET', kj, 'queue', 'state',
     'owner', 'request_id', 'dedup', 'kind', 'labels'))
   if not q then return 0 end
   if not TERMINAL[state] then return 0 end  -- only jobs that have ended
-  move(id, q, state, nil, 0, nil, nil, owner)
+  move(id, q, state, nil, 0, nil, nil, owner, popped == state)
   redis.call('ZREM', K_JOBS, id)
   redis.call('ZREM', k_index(q, 'jobs'), id)
   if kind then redis.call('ZREM', k_index(q, 'kind:' .. kind), id) end
@@ -45,7 +45,15 @@ local function trim_history(q, state, t, now, count)
   local idx = k_index(q, STATE_INDEX[state])
   local excess = (count or redis.call('ZCARD', idx)) - keep
   if excess > 0 then
-    for _, old in ipairs(redis.call('ZRANGE', idx, 0, math.min(excess, 100) - 1)) do delete_job(old) end
+    -- Taken out of the state's index as they are read (ZPOPMIN: one command, not a
+    -- ZRANGE and a ZREM each); one found in another state (never, but then) goes back.
+    local popped = redis.call('ZPOPMIN', idx, math.min(excess, 100))
+    for i = 1, #popped, 2 do
+      local old = popped[i]
+      if delete_job(old, state) == 0 and hget(k_job(old), 'state') == state then
+        redis.call('ZADD', idx, popped[i + 1], old)
+      end
+    end
   end
   if t.max_age_ms > 0 then
     for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now - t.max_age_ms, 'LIMIT', 0, 100)) do

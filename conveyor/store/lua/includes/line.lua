@@ -13,28 +13,29 @@ local FAIR_STEP = 2520
 -- the job's tenant's (`owner`; read from the job when nil) counters and per-state
 -- indexes in the queue (its WAITING jobs are its own line, see line_add).
 -- `from` or `to` may be nil (a new job; a deleted job). `fields`, a flat list, is
--- written to the job hash with its new state. Returns the queue's count of `to`.
-local function move(id, q, from, to, now, to_score, fields, owner)
+-- written to the job hash with its new state; `popped`: the job was taken out of the
+-- index of `from` already (trim_history's ZPOPMIN). Returns the queue's count of `to`.
+local function move(id, q, from, to, now, to_score, fields, owner, popped)
   local kq = k_queue(q)
   owner = owner or hget(k_job(id), 'owner')
   local kt = owner and k_queue_tenant(q, owner)
   if from then
-    redis.call('HINCRBY', kq, from, -1)
+    incr(kq, from, -1)
     local idx = STATE_INDEX[from]
-    if idx then redis.call('ZREM', k_index(q, idx), id) end
+    if idx and not popped then redis.call('ZREM', k_index(q, idx), id) end
     if kt then
-      redis.call('HINCRBY', kt, from, -1)
+      incr(kt, from, -1)
       if idx then redis.call('ZREM', k_index(q, idx .. ':owner:' .. owner), id) end
     end
     if from == 'DELAYED' then redis.call('ZREM', K_DELAYED, id) end
   end
   local count
   if to then
-    count = redis.call('HINCRBY', kq, to, 1)
+    count = incr(kq, to, 1)
     local idx = STATE_INDEX[to]
     if idx then redis.call('ZADD', k_index(q, idx), int(to_score or now), id) end
     if kt then
-      redis.call('HINCRBY', kt, to, 1)
+      incr(kt, to, 1)
       if idx then redis.call('ZADD', k_index(q, idx .. ':owner:' .. owner), int(to_score or now), id) end
     end
     -- A DELAYED job with a due time is promoted by promote.lua; one without (waiting
@@ -56,9 +57,10 @@ local function line_add(id, q, owner, score)
   redis.call('ZADD', k_index(q, 'tenants'), 'LT', score, owner)
 end
 
--- Take job `id` of tenant `owner` out of the line.
-local function line_remove(id, q, owner)
-  redis.call('ZREM', k_index(q, 'waiting'), id)
+-- Take job `id` of tenant `owner` out of the line (`popped`: out of the queue's line
+-- already, its tenant's line still to do).
+local function line_remove(id, q, owner, popped)
+  if not popped then redis.call('ZREM', k_index(q, 'waiting'), id) end
   local line = k_tenant_line(q, owner)
   if redis.call('ZREM', line, id) == 0 then return end
   local first = redis.call('ZRANGE', line, 0, 0, 'WITHSCORES')
@@ -161,11 +163,11 @@ end
 -- Count job `id` of `kind` and tenant `owner` in queue `q` as handed over or running
 -- (`by` 1), or no longer (`by` -1).
 local function count_inflight(q, kind, owner, by)
-  redis.call('HINCRBY', k_queue(q), 'inflight', by)
-  if kind then redis.call('HINCRBY', K_KIND_INFLIGHT, kind, by) end
+  incr(k_queue(q), 'inflight', by)
+  if kind then incr(K_KIND_INFLIGHT, kind, by) end
   if owner then
-    redis.call('HINCRBY', K_TENANT_INFLIGHT, owner, by)
-    redis.call('HINCRBY', K_TENANT_INFLIGHT, q .. ' ' .. owner, by)
+    incr(K_TENANT_INFLIGHT, owner, by)
+    incr(K_TENANT_INFLIGHT, q .. ' ' .. owner, by)
   end
 end
 

@@ -22,8 +22,8 @@ local function transition(id, q, from, to, now, o)
   local opens = (from == nil or TERMINAL[from]) and not TERMINAL[to]
   local closes = from ~= nil and not TERMINAL[from] and TERMINAL[to]
   if owner and (opens or closes) then
-    if redis.call('HINCRBY', k_tenant(owner), 'open', opens and 1 or -1) < 0 then
-      redis.call('HSET', k_tenant(owner), 'open', 0)  -- (jobs made before the count began)
+    if incr(k_tenant(owner), 'open', opens and 1 or -1) < 0 then
+      cset(k_tenant(owner), 'open', 0)  -- (jobs made before the count began)
     end
   end
   local fields = o.fields or {}
