@@ -22,8 +22,6 @@ single-process gateway does; the supervisor exits once they have.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -38,6 +36,7 @@ from redis.exceptions import RedisError
 
 from conveyor.logs import configure_logging
 from conveyor.metrics_common import parse_addr
+from conveyor.processes import pdeathsig_preexec
 from conveyor.settings import Settings, load_settings
 
 log = structlog.get_logger("gateway")
@@ -67,12 +66,9 @@ def process_settings(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
-def _die_with_parent() -> None:
-    """In a serving process, before exec: SIGTERM it when the supervisor dies (Linux),
-    so that a supervisor killed outright leaves no gateway serving on its own."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+#: In a serving process, before exec: SIGTERM it when the supervisor dies (Linux), so a
+#: supervisor killed outright leaves no gateway serving on its own.
+DIE_WITH_SUPERVISOR = pdeathsig_preexec(signal.SIGTERM)
 
 
 class Supervisor:
@@ -88,7 +84,7 @@ class Supervisor:
     def spawn(self, index: int) -> None:
         env = {**os.environ, PROCESS_INDEX_ENV: str(index)}
         child = subprocess.Popen([sys.executable, "-m", "gateway.main"], env=env,
-                                 preexec_fn=_die_with_parent)  # the supervisor runs no threads
+                                 preexec_fn=DIE_WITH_SUPERVISOR)  # the supervisor runs no threads
         self.children[index] = child
         log.info("gateway process started", index=index, pid=child.pid)
 

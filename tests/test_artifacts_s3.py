@@ -17,8 +17,6 @@ a missing object is NOT_FOUND; CleanQueue's janitor deletes the job's objects.
 from __future__ import annotations
 
 import asyncio
-import http.server
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -37,6 +35,7 @@ from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
 from tests.support.grpc_helpers import submit_request, unique_queue, wait_state
+from tests.support.page_server import serve_page
 from tests.support.processes import Stack, free_port
 
 pb, qpb = job_service_pb2, queue_service_pb2
@@ -67,22 +66,8 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(PAGE)))
-            self.end_headers()
-            self.wfile.write(PAGE)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/page.html"
-    server.shutdown()
-    server.server_close()
+    with serve_page(PAGE, "/page.html") as url:
+        yield url
 
 
 def s3_client(endpoint: str) -> Any:

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.server
 import json
-import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import grpc
 import pytest
@@ -40,6 +38,7 @@ from conveyor.v1 import job_service_pb2, queue_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
 from tests.support.grpc_helpers import submit_request, unique_queue
+from tests.support.page_server import serve_page
 from tests.support.processes import Process, Stack
 from tests.support.run_log_kind import RUN_LOG_ENV
 from tests.test_mixed_load import Snapshot, snapshot
@@ -61,22 +60,8 @@ PAGE = b"<html><body><p id='p'>scale-out</p></body></html>"
 
 @pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(PAGE)))
-            self.end_headers()
-            self.wfile.write(PAGE)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/p.html"
-    server.shutdown()
-    server.server_close()
+    with serve_page(PAGE, "/p.html") as url:
+        yield url
 
 
 def started_job_ids(executor: Process) -> set[str]:

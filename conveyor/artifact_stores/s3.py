@@ -35,7 +35,7 @@ from conveyor.artifact_stores.base import (
     check_job_id,
     not_found,
 )
-from conveyor.errors import Unavailable
+from conveyor.errors import ConveyorError, Unavailable
 
 log = structlog.get_logger("conveyor.artifacts.s3")
 
@@ -106,12 +106,8 @@ class S3ArtifactStore:
         s3 = await self._s3()
         try:
             head = await s3.head_object(Bucket=self.location.bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise not_found(job_id, name) from None
-            raise _unavailable("read", key, exc) from exc
-        except BotoCoreError as exc:
-            raise _unavailable("read", key, exc) from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise _read_error(exc, job_id, name, key) from exc
         return int(head["ContentLength"]), str(head.get("ContentType") or "application/octet-stream")
 
     async def iter_chunks(
@@ -123,12 +119,8 @@ class S3ArtifactStore:
         s3 = await self._s3()
         try:
             got = await s3.get_object(Bucket=self.location.bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise not_found(job_id, name) from None
-            raise _unavailable("read", key, exc) from exc
-        except BotoCoreError as exc:
-            raise _unavailable("read", key, exc) from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise _read_error(exc, job_id, name, key) from exc
         async with got["Body"] as body:
             # Chunks as they arrive off the socket, each at most chunk_size bytes.
             async for chunk in body.iter_chunks(chunk_size):
@@ -159,6 +151,14 @@ class S3ArtifactStore:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _read_error(exc: ClientError | BotoCoreError, job_id: str, name: str, key: str) -> ConveyorError:
+    """A failed read: NOT_FOUND when the object (or its bucket) is not there, else the
+    store is UNAVAILABLE."""
+    if isinstance(exc, ClientError) and _code(exc) in _MISSING:
+        return not_found(job_id, name)
+    return _unavailable("read", key, exc)
 
 
 def _unavailable(what: str, key: str, exc: Exception) -> Unavailable:
