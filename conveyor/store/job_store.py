@@ -118,17 +118,10 @@ class JobStore:
             existing=bool(reply[3]),
         )
 
-    @property
-    def admits_on_submit(self) -> bool:
-        """Whether submit(admit=True) and submit_many(admit=True) hand waiting jobs to
-        free slots themselves (with CONVEYOR_REDIS_WAIT_REPLICAS too: the hand-over is
-        part of the submit script, replicated with it)."""
-        return True
-
     async def submit(self, job: NewJob, *, admit: bool = False) -> Submitted:
-        """Create a job; with `admit` (see admits_on_submit), waiting jobs are handed to
-        free slots in the same script, as dispatch() does: no round trip through the
-        admission loop before a job that may run is running."""
+        """Create a job; with `admit`, waiting jobs are handed to free slots in the same
+        script (replicated with it under CONVEYOR_REDIS_WAIT_REPLICAS), as dispatch()
+        does: no round trip through the admission loop before a job that may run runs."""
         if self.policy.wait_replicas:
             (done,) = await self._submit_replicated([job], admit)
             if isinstance(done, ConveyorError):

@@ -147,10 +147,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         trace = tracing.job_trace(context)
-        store = self.rt.store
-        submitted = await store.submit(self._new_job(request, owner, int(time.time() * 1000), kind, trace), admit=True)
-        if not store.admits_on_submit:
-            self.rt.admission.wake()
+        # admit: the submit script itself hands the job to a free slot (no admission round).
+        submitted = await self.rt.store.submit(
+            self._new_job(request, owner, int(time.time() * 1000), kind, trace), admit=True)
         return submitted_to_proto(submitted)
 
     async def SubmitJobs(
@@ -174,12 +173,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         now_ms = int(time.time() * 1000)
         accepted = [i for i in range(len(request.requests)) if i not in refused]
         trace = tracing.job_trace(context)
-        store = self.rt.store
-        outcomes = await store.submit_many(
+        outcomes = await self.rt.store.submit_many(
             [self._new_job(request.requests[i], owner, now_ms, kinds[i], trace) for i in accepted], admit=True
         )
-        if not store.admits_on_submit:
-            self.rt.admission.wake()
         response = pb.SubmitJobsResponse(results=[pb.SubmitJobResponse() for _ in request.requests])
         for i, found in refused.items():
             response.errors.add(index=i, error=to_status(InvalidArgument(found)))
