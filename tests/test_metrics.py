@@ -6,13 +6,11 @@ counts while dropping its live gauges."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -24,6 +22,7 @@ from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
 from tests.support.grpc_helpers import TERMINAL, submit_request, unique_queue, wait_state
+from tests.support.page_server import serve_page
 from tests.support.processes import Stack, free_port, wait_for
 
 pb, qpb = job_service_pb2, queue_service_pb2
@@ -66,25 +65,8 @@ def observed(make_stack: Callable[..., Stack]) -> Iterator[tuple[Stack, int, int
 @pytest.fixture
 def page_port() -> Iterator[int]:
     """A page on loopback for the browser job."""
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<html><title>metrics</title><h1 id='x'>hello</h1></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
+    with serve_page(b"<html><title>metrics</title><h1 id='x'>hello</h1></html>") as url:
+        yield int(urlsplit(url).port or 0)
 
 
 def test_metrics_addresses_are_loopback_unless_named() -> None:

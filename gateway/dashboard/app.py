@@ -29,6 +29,7 @@ from conveyor.settings import Settings
 from conveyor.store.key_store import Role
 from conveyor.v1 import job_pb2, key_service_pb2, queue_service_pb2, schedule_service_pb2
 from conveyor.v1 import job_service_pb2 as jobs_pb
+from conveyor_client import queue_events
 from gateway.dashboard.calls import CallError, Calls, Guard, allowed_methods, may
 
 log = structlog.get_logger("gateway.dashboard")
@@ -81,15 +82,6 @@ def secret_of(request: web.Request) -> str:
 def _sse(event: str, data: Any, event_id: int | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-def _events_of(message: queue_service_pb2.WatchQueueResponse) -> list[job_pb2.JobEvent]:
-    kind = message.WhichOneof("kind")
-    if kind == "event":
-        return [message.event]
-    if kind == "events":
-        return list(message.events.events)
-    return []
 
 
 class Dashboard:
@@ -461,7 +453,7 @@ class Dashboard:
                 request_.after_sequence = since
             try:
                 async for message in self.calls.stream(secret, "QueueService/WatchQueue", request_):
-                    events = _events_of(message)
+                    events = queue_events(message)
                     if events:
                         inbox.put_nowait(events)
             except CallError as err:
