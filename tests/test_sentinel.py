@@ -2,8 +2,12 @@
 redis-server and redis-sentinel processes), a gateway and an executor given only the
 Sentinel URL. The primary is SIGKILLed while clients submit; the sentinels promote a
 replica and both services follow it without a restart. With
-CONVEYOR_REDIS_WAIT_REPLICAS=1 every submit the gateway acknowledged was on a replica
-before the reply, so none is lost: each one completes, with its result."""
+CONVEYOR_REDIS_WAIT_REPLICAS=2 (every replica) every submit the gateway acknowledged was
+on both replicas before the reply, so whichever is promoted has it and none is lost: each
+one completes, with its result. (WAIT 1 is not enough: Sentinel promotes by the offsets
+it last saw, and can pick the replica that did not have the job yet.) Until the killed
+server is back as a replica, the new primary has one replica and submits are refused
+NOT_REPLICATED; the test brings it back, as an operator would."""
 
 from __future__ import annotations
 
@@ -27,10 +31,11 @@ from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.grpc_helpers import TERMINAL, error_info, submit_request, unique_queue
 from tests.support.processes import Process, Stack, stack_env
-from tests.support.sentinel import start_sentinel_group, wait_for_failover
+from tests.support.sentinel import replicas_in_sync, start_sentinel_group, start_server, wait_for_failover
 from tests.test_store import assert_counters_match
 
 SUBMITTERS = 4
+REPLICAS = 2
 #: Jobs acknowledged before the kill, and after the promotion, at the least.
 BEFORE, AFTER = 40, 40
 
@@ -95,8 +100,8 @@ async def test_a_submit_no_replica_confirms_in_time_is_refused_unavailable(make_
 
 
 async def test_gateway_and_executor_follow_a_failover_and_no_acknowledged_submit_is_lost(tmp_path: Path) -> None:
-    group = start_sentinel_group(tmp_path / "redis", replicas=2, sentinels=3)
-    env = stack_env(group.url, tmp_path / "data", CONVEYOR_REDIS_WAIT_REPLICAS="1",
+    group = start_sentinel_group(tmp_path / "redis", replicas=REPLICAS, sentinels=3)
+    env = stack_env(group.url, tmp_path / "data", CONVEYOR_REDIS_WAIT_REPLICAS=str(REPLICAS),
                     CONVEYOR_REDIS_WAIT_TIMEOUT_SECONDS="2", CONVEYOR_STALL_TIMEOUT_SECONDS="3",
                     CONVEYOR_HANDOVER_TIMEOUT_SECONDS="3")
     s = Stack(group.url, env, tmp_path / "logs")
@@ -145,6 +150,11 @@ async def test_gateway_and_executor_follow_a_failover_and_no_acknowledged_submit
             new = await asyncio.to_thread(wait_for_failover, group, old)
             assert new != old and group.role(new) == "master", (old, new, group.logs())
             promoted_at = len(acked)
+            # The dead server comes back (empty, on its port); the sentinels make it a
+            # replica of the new primary, which then has every replica WAIT asks for.
+            start_server(group, None, port=old)
+            await until("the old primary back as a replica",
+                        lambda: replicas_in_sync(group, new) == REPLICAS, 30)
             # New submits go through the gateway to the promoted primary (and its replica).
             await until(f"{AFTER} submits acknowledged after the promotion",
                         lambda: len(acked) >= promoted_at + AFTER, 30)

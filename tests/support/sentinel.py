@@ -70,10 +70,12 @@ class SentinelGroup:
                          for p in [*self.servers.values(), *self.sentinels.values()])
 
 
-def start_server(group: SentinelGroup, replica_of: int | None) -> int:
-    port = free_port()
+def start_server(group: SentinelGroup, replica_of: int | None, port: int | None = None) -> int:
+    """A redis-server on a free port (or on `port` again, for a server that died: it
+    comes back empty, as a primary, until the sentinels make it a replica)."""
+    port = port or free_port()
     data = group.dir / f"redis-{port}"
-    data.mkdir(parents=True)
+    data.mkdir(parents=True, exist_ok=True)
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(data), "--maxclients", "2000", "--repl-diskless-sync", "yes",
             "--repl-diskless-sync-delay", "0"]
@@ -148,11 +150,14 @@ def wait_for_failover(group: SentinelGroup, old_primary: int, timeout: float = 3
     wait_for(promoted, timeout, "a replica promoted by the sentinels", interval=0.1)
     new = group.primary_port()
 
-    def has_replica() -> bool:
-        with group.client(new) as r:
-            info = r.info("replication")
-            return any(isinstance(v, dict) and v.get("state") == "online"
-                       for k, v in info.items() if k.startswith("slave"))
-
-    wait_for(has_replica, max(5.0, timeout - (time.monotonic() - started)), "the new primary's replica in sync")
+    wait_for(lambda: replicas_in_sync(group, new) > 0, max(5.0, timeout - (time.monotonic() - started)),
+             "the new primary's replica in sync")
     return new
+
+
+def replicas_in_sync(group: SentinelGroup, primary: int) -> int:
+    """How many replicas of `primary` are online."""
+    with group.client(primary) as r:
+        info = r.info("replication")
+    return sum(1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+               and v.get("state") == "online")
