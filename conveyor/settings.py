@@ -331,6 +331,11 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="The services' event loop: uvloop (libuv; a gateway call and an executor job cost less "
+        "CPU on it, see bench/peers.py) or asyncio's own.",
+    )
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

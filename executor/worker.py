@@ -12,7 +12,7 @@ import signal
 import dramatiq
 import structlog
 
-from conveyor import tracing
+from conveyor import event_loop, tracing
 from conveyor.logs import configure_logging
 from conveyor.redis_connection import connect
 from conveyor.settings import Settings, load_settings
@@ -62,8 +62,7 @@ async def serve(settings: Settings, worker_index: int, stop: asyncio.Event) -> N
         await tracing.shutdown()
 
 
-async def _main(worker_index: int) -> None:
-    settings = load_settings()
+async def _main(settings: Settings, worker_index: int) -> None:
     configure_logging(settings.log_level, settings.log_format, service="executor")
     structlog.contextvars.bind_contextvars(worker=worker_index)
     stop = asyncio.Event()
@@ -76,7 +75,8 @@ async def _main(worker_index: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="One Conveyor executor worker process.")
     parser.add_argument("--index", type=int, default=0)
-    asyncio.run(_main(parser.parse_args().index))
+    settings = load_settings()
+    event_loop.run(_main(settings, parser.parse_args().index), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ single-process gateway does; the supervisor exits once they have.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from types import FrameType
 import structlog
 from redis.exceptions import RedisError
 
+from conveyor import event_loop
 from conveyor.logs import configure_logging
 from conveyor.metrics_common import parse_addr
 from conveyor.processes import pdeathsig_preexec
@@ -168,7 +168,7 @@ def main() -> None:
         structlog.contextvars.bind_contextvars(process=index)
         settings = process_settings(settings, index)
     try:
-        asyncio.run(serve(settings, index))
+        event_loop.run(serve(settings, index), settings.event_loop)
     except (InsecureBinding, RedisError, OSError, RuntimeError) as err:
         # What keeps it from starting, said in one line (the store unreachable or
         # refusing its user, unreadable TLS files, serving beyond loopback without auth).
