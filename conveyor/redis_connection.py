@@ -40,6 +40,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
+from conveyor.redis_multiplex import MultiplexedConnection
+
 #: URL schemes of a primary found through Sentinel, and whether they mean TLS.
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 DEFAULT_SENTINEL_PORT = 26379
@@ -144,7 +146,20 @@ class BlockingSentinelConnectionPool(asentinel.SentinelConnectionPool, aioredis.
     a caller that finds every connection in use waits for one instead of failing."""
 
 
-class SentinelRedis(aioredis.Redis):
+class ConveyorRedis(aioredis.Redis):
+    """The pooled client, and beside it one connection shared by all of the process's
+    store scripts (conveyor/redis_multiplex.py), made when first used, closed with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.multiplexed = MultiplexedConnection(self)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        self.multiplexed.close()
+        await super().aclose(close_connection_pool)
+
+
+class SentinelRedis(ConveyorRedis):
     """A client of the primary that closes its sentinels' connections with its own."""
 
     sentinel_manager: asentinel.Sentinel | None = None
@@ -213,7 +228,7 @@ def connect(
         client.sentinel_manager = sentinel
         return client
     pool = aioredis.BlockingConnectionPool.from_url(url, **kwargs)
-    return aioredis.Redis(connection_pool=pool)
+    return ConveyorRedis(connection_pool=pool)
 
 
 def connect_sync(url: str, *, client_name: str | None = None, **options: Any) -> redis.Redis:

@@ -12,7 +12,6 @@ from gateway.admission import Admission
 from gateway.event_hub import EventHub
 from gateway.janitor import Janitor
 from gateway.kind_catalog import KindCatalog
-from gateway.submit_batcher import SubmitBatcher
 from gateway.validation import Limits
 
 
@@ -26,5 +25,3 @@ class GatewayRuntime:
     janitor: Janitor
     limits: Limits
     kinds: KindCatalog
-    #: SubmitJob's way to the store: concurrent submits share round trips.
-    submits: SubmitBatcher

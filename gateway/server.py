@@ -54,7 +54,6 @@ from gateway.servicers.queues import QueueServicer
 from gateway.servicers.schedules import ScheduleServicer
 from gateway.servicers.sessions import SessionServicer
 from gateway.servicers.suites import SuiteServicer
-from gateway.submit_batcher import SubmitBatcher
 from gateway.submit_tracing import SubmitTracing
 from gateway.validation import Limits
 
@@ -150,7 +149,6 @@ class Gateway:
             artifacts=artifacts,
             janitor=self.janitor,
             kinds=KindCatalog(self.store),
-            submits=SubmitBatcher(self.store),
             limits=Limits(
                 max_steps=settings.max_steps,
                 max_file_bytes=settings.max_file_bytes,

@@ -26,6 +26,7 @@ from conveyor.errors import (
 from conveyor.kinds.registry import KindSpec
 from conveyor.queue_stats import HEAD_JOBS, Insights
 from conveyor.redis_connection import connect as connect  # noqa: PLC0414 (re-exported: clients are made there)
+from conveyor.redis_multiplex import MultiplexedConnection
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
     TAKE_STRIDE,
@@ -101,8 +102,15 @@ class JobStore:
         self.keys = Keys(prefix)
         self.policy = policy
         self._scripts = register_scripts(client)
+        # The client's one shared connection for scripts (conveyor/redis_multiplex.py),
+        # when it has one (clients made by conveyor.redis_connection.connect do).
+        self._multiplexed: MultiplexedConnection | None = getattr(client, "multiplexed", None)
 
     async def _run(self, name: str, *args: Any, client: Any = None) -> Any:
+        """Script `name` with the key prefix and `args`: on the shared connection, or
+        queued in `client` (a pipeline)."""
+        if client is None and self._multiplexed is not None:
+            return await self._multiplexed.evalsha(self._scripts[name], [self.prefix, *args])
         return await self._scripts[name](args=[self.prefix, *args], client=client)
 
     # ---- submit -------------------------------------------------------------------
@@ -176,13 +184,20 @@ class JobStore:
             return []
         if self.policy.wait_replicas:
             return await self._submit_replicated(jobs, admit)
-        pipe = self.client.pipeline(transaction=False)
+        batch = []
         for i, job in enumerate(jobs):
-            args = self._submit_args(job)
+            args = [self.prefix, *self._submit_args(job)]
             if admit and i == len(jobs) - 1:
                 args += self.policy.args()
-            await self._run("submit", *args, client=pipe)
-        replies = await pipe.execute(raise_on_error=False)
+            batch.append(args)
+        script = self._scripts["submit"]
+        if self._multiplexed is not None:
+            replies = await self._multiplexed.evalsha_many(script, batch)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for args in batch:
+                await script(args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
         return [
             _refused(job, r) if isinstance(r, ResponseError) else self._submitted(r)
             for job, r in zip(jobs, replies, strict=True)

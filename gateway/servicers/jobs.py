@@ -147,9 +147,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         trace = tracing.job_trace(context)
-        # The submit script itself hands the job to a free slot (no admission round); submits
-        # made at the same time share a round trip (gateway/submit_batcher.py).
-        submitted = await self.rt.submits.submit(self._new_job(request, owner, int(time.time() * 1000), kind, trace))
+        # admit: the submit script itself hands the job to a free slot (no admission round).
+        # Concurrent submits share one connection, pipelined (conveyor/redis_multiplex.py).
+        submitted = await self.rt.store.submit(
+            self._new_job(request, owner, int(time.time() * 1000), kind, trace), admit=True)
         return submitted_to_proto(submitted)
 
     async def SubmitJobs(
