@@ -192,7 +192,7 @@ def _check_tls_args(url: str) -> None:
 
 def connect(
     url: str, *, max_connections: int = 32, client_name: str | None = None, **options: Any
-) -> aioredis.Redis:
+) -> ConveyorRedis:
     """An asyncio client with a bounded, blocking pool: however many callers wait on
     it, the process holds at most `max_connections` connections (named `client_name`
     in CLIENT LIST). `options` are further connection arguments (socket_timeout, ...).
