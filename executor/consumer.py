@@ -27,10 +27,12 @@ import redis.asyncio as aioredis
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
+from conveyor.redis_multiplex import BLOCK_GRACE_SECONDS
+from conveyor.store.job_store import JobStore
 from conveyor.store.records import Taken, TakenMessage
-from conveyor.transport import kind_queue, wake_key
+from conveyor.transport import RUN_JOB_ACTOR, kind_queue, wake_key
 from executor.runtime import ExecutorRuntime
 
 log = structlog.get_logger("executor.consumer")
@@ -99,20 +101,58 @@ class QueueConsumer:
 
     async def _consume(self) -> None:
         store = self.runtime.store
+        #: The last take found the queues empty: the next one waits for a wake first.
+        idle = False
         while True:
             free = self._free()
             if free <= 0:
                 self._room.clear()
                 await self._room.wait()
+                idle = False  # messages may have come while every slot was busy
                 continue
             self._reserved += free
             try:
-                taken = await store.take(free, self.worker_id, self.runtime.stall_ms, self.queues)
+                if idle:
+                    taken = await self._wake_and_take(free)
+                else:
+                    taken = await store.take(free, self.worker_id, self.runtime.stall_ms, self.queues)
             finally:
                 self._reserved -= free
             self._start(taken)
-            if not taken.popped:
-                await self._wake.blpop(self._wake_keys, timeout=IDLE_BLOCK_SECONDS)
+            # Fewer popped than asked: the queues were empty then, and any message
+            # handed over since pushed a wake token (another take now would find nothing).
+            idle = taken.popped < free
+
+    async def _wake_and_take(self, count: int) -> Taken:
+        """Block on the wake lists (up to IDLE_BLOCK_SECONDS), then take up to `count`
+        messages: both written at once on the wake connection, so that Redis runs the
+        take right after the wake token pops (or the block times out), with no round
+        trip in between. The slots stay reserved while it blocks (finish batches then
+        take only for the slots they free). The wake client is the consumer's alone:
+        its shared connection (conveyor/redis_multiplex.py) blocks no one else."""
+        store = self.runtime.store
+        take = store._scripts["take"]  # the store's own script, sent along
+        commands: list[tuple[Any, ...]] = [
+            ("BLPOP", *self._wake_keys, IDLE_BLOCK_SECONDS),
+            ("EVALSHA", take.sha, 0, store.prefix, count, self.worker_id, self.runtime.stall_ms,
+             *store.policy.args(), *self.queues),
+        ]
+        multiplexed = getattr(self._wake, "multiplexed", None)
+        if multiplexed is not None:
+            # No reply long after the block's end: the connection is dead. Dropped, its
+            # commands go again on a new one (as for any connection found dead).
+            _, flat = await multiplexed.execute_many(commands, within=IDLE_BLOCK_SECONDS + BLOCK_GRACE_SECONDS)
+        else:
+            pipe = self._wake.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            _, flat = await pipe.execute(raise_on_error=False)
+        if isinstance(flat, Exception):
+            if not isinstance(flat, NoScriptError):
+                raise flat
+            # Redis lost its scripts (restarted, failed over): the store loads it again.
+            return await store.take(count, self.worker_id, self.runtime.stall_ms, self.queues)
+        return JobStore._taken(flat, self.worker_id)  # take.lua's reply, parsed as the store does
 
     def _start(self, taken: Taken) -> None:
         for message in taken.messages:
@@ -146,24 +186,36 @@ class QueueConsumer:
     async def _process(self, taken: TakenMessage) -> None:
         """Run one message's actor; acknowledge its delivery unless its job's finish
         did. A failing actor is logged and acknowledged: the store, not redelivery,
-        recovers its job (the job's stall deadline passes)."""
+        recovers its job (the job's stall deadline passes).
+
+        A hand-over whose job the take claimed is run_job(job id, attempt) by
+        construction (admission writes it so, and its id names the job and attempt):
+        it goes to the runtime as it is, without decoding the message."""
         message_id = taken.message_id
-        try:
-            message = Message.decode(taken.data)
-            actor = self.actors[message.actor_name]
-        except Exception:
-            log.exception("message dropped: not a message of an actor of this queue", message_id=message_id)
-        else:
-            if taken.claim is not None:
-                self.runtime.taken[(taken.claim.job_id, taken.claim.attempt)] = taken.claim
+        claim = taken.claim
+        if claim is not None:
             try:
-                await actor(*message.args, **message.kwargs)
+                await self.runtime.run_taken(claim)
             except asyncio.CancelledError:
                 raise  # the worker is stopping: the delivery stays outstanding
             except Exception:
-                log.exception("actor failed", actor=message.actor_name, message_id=message_id)
-        if message_id in self.runtime.acked_by_store:
-            self.runtime.acked_by_store.discard(message_id)
+                log.exception("actor failed", actor=RUN_JOB_ACTOR, message_id=message_id)
+        else:
+            try:
+                message = Message.decode(taken.data)
+                actor = self.actors[message.actor_name]
+            except Exception:
+                log.exception("message dropped: not a message of an actor of this queue", message_id=message_id)
+            else:
+                try:
+                    await actor(*message.args, **message.kwargs)
+                except asyncio.CancelledError:
+                    raise  # the worker is stopping: the delivery stays outstanding
+                except Exception:
+                    log.exception("actor failed", actor=message.actor_name, message_id=message_id)
+        acked = self.runtime.acked_by_store
+        if message_id in acked:
+            acked.discard(message_id)
             return
         try:
             await self.runtime.store.ack(self.worker_id, message_id, taken.queue)

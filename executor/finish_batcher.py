@@ -69,8 +69,9 @@ class FinishBatcher:
     async def _send(self) -> None:
         batch: list[tuple[Finish, asyncio.Future[State | None]]] = []
         try:
-            # One turn of the loop first: the jobs ending in this same turn go along.
-            await asyncio.sleep(0)
+            # No wait to fill a batch: this task's first step runs in the loop's next
+            # turn, after every finish of this one (jobs that end together); later ones
+            # gather while a batch's round trip is under way, and go in the next.
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:

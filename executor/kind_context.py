@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -52,8 +51,9 @@ class ExecutorJobContext:
     services: ExecutorServices
     report: Report
     log: Any = None
-    #: Set when the job is cancelled or timed out (blocking handlers poll it).
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+    #: True once the job is cancelled or timed out (blocking handlers poll it from
+    #: their thread: a plain attribute, written once by the loop's thread).
+    cancel_requested: bool = False
     #: The artifacts saved so far (they go to the job's result).
     artifacts: list[job_pb2.Artifact] = field(default_factory=list)
 
@@ -63,7 +63,7 @@ class ExecutorJobContext:
 
     @property
     def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
+        return self.cancel_requested
 
     async def progress(self, percent: int, message: str = "") -> None:
         await self.report(max(0, min(100, int(percent))), str(message)[:1000], -1, "")

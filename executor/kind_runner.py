@@ -63,15 +63,30 @@ def as_job_error(kind: Kind, exc: Exception) -> JobError:
     return RetryableError(message, reason="HANDLER_ERROR", code=code_pb2.UNKNOWN)
 
 
+#: Whether a handler is a plain (blocking) function, by handler: inspect's check once
+#: per kind, not once per job.
+_blocking: dict[Any, bool] = {}
+
+
+def is_blocking(kind: Kind) -> bool:
+    try:
+        return _blocking[kind.handler]
+    except KeyError:
+        blocking = _blocking[kind.handler] = kind.blocking
+        return blocking
+    except TypeError:  # an unhashable callable
+        return kind.blocking
+
+
 async def run_kind(kind: Kind, ctx: ExecutorJobContext, spec: job_service_pb2.SubmitJobRequest) -> job_pb2.JobResult:
     value = kind_input(kind, spec)
     try:
-        if kind.blocking:
+        if is_blocking(kind):
             output = await _run_blocking(kind, ctx, value)
         else:
             output = await kind.handler(ctx, value)
     except asyncio.CancelledError:
-        ctx.cancel_event.set()
+        ctx.cancel_requested = True
         raise
     except Exception as exc:
         raise as_job_error(kind, exc) from exc
@@ -119,7 +134,7 @@ async def _run_blocking(kind: Kind, ctx: ExecutorJobContext, value: Any) -> Any:
     try:
         return await done
     except asyncio.CancelledError:
-        ctx.cancel_event.set()
+        ctx.cancel_requested = True
         _interrupt(thread)
         raise
 

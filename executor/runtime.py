@@ -44,13 +44,17 @@ log = structlog.get_logger("executor")
 HEARTBEAT_SECONDS = 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class RunningJob:
     job_id: str
     attempt: int
-    task: asyncio.Task[job_pb2.JobResult]
+    #: The task running the attempt: cancelled to stop it while its handler runs.
+    task: asyncio.Task[Any]
     progress: ProgressSender
     stop_reason: str = ""
+    #: True while the handler runs (a stop then cancels `task`); the attempt's end,
+    #: once under way, is not interrupted.
+    executing: bool = True
 
 
 class ExecutorRuntime:
@@ -66,9 +70,6 @@ class ExecutorRuntime:
             k.name: k for k in load_kinds(settings.kinds).serving(settings.executor_kinds)
         }
         self.running: dict[str, RunningJob] = {}
-        #: Jobs claimed as their message was taken off the queue (the consumer's
-        #: take), by (job id, attempt), waiting for their actor to run them.
-        self.taken: dict[tuple[str, int], Claim] = {}
         #: The message ids of deliveries the store acknowledged as it finished their
         #: jobs (the consumer acknowledges the others itself).
         self.acked_by_store: set[str] = set()
@@ -79,6 +80,11 @@ class ExecutorRuntime:
         self._artifacts: ArtifactStore | None = None
         self._services: ExecutorServices | None = None
         self._finishes: FinishBatcher | None = None
+        #: The job log of each kind (bound once, not once per job).
+        self._kind_logs: dict[str, Any] = {}
+        #: The logger of the per-job lines: bound at start (logging is configured by
+        #: then), not the module's lazy proxy, which costs each call a lookup.
+        self._job_log: Any = log
         self.completed = 0
 
     @property
@@ -96,6 +102,7 @@ class ExecutorRuntime:
 
     async def start(self) -> None:
         s = self.settings
+        self._job_log = log.bind()
         client = connect(s.effective_redis_url, max_connections=max(8, self.slots * 2), client_name="conveyor-executor")
         self._store = JobStore(client, s.key_prefix, store_policy(s))
         self._finishes = FinishBatcher(self._store)
@@ -140,10 +147,9 @@ class ExecutorRuntime:
     # ---- one job --------------------------------------------------------------------
 
     async def run(self, job_id: str, attempt: int) -> None:
-        """The actor body: run attempt `attempt` of `job_id` if it is still ours to run."""
-        claim = self.taken.pop((job_id, attempt), None) or await self.store.claim(
-            job_id, attempt, self.executor_id, self.stall_ms
-        )
+        """The actor body, for a message the take did not claim a job for: claim attempt
+        `attempt` of `job_id` and run it, if it is still ours to run."""
+        claim = await self.store.claim(job_id, attempt, self.executor_id, self.stall_ms)
         if isinstance(claim, str):
             log.info("delivery skipped", job_id=job_id, attempt=attempt, reason=claim)
             return
@@ -151,25 +157,43 @@ class ExecutorRuntime:
               tracing.attempt(claim)):  # its span, when tracing is on
             await self._run_claimed(claim)
 
+    async def run_taken(self, claim: Claim) -> None:
+        """Run a job claimed as its message was taken (the consumer's take, or a finish
+        batch's), in the consumer's task of its own for that message: the job's log
+        context is bound in that task's context, which ends with it (no unbinding)."""
+        structlog.contextvars.bind_contextvars(job_id=claim.job_id, attempt=claim.attempt, queue=claim.queue)
+        if not tracing.enabled():
+            await self._run_claimed(claim)
+            return
+        with tracing.attempt(claim):  # its span
+            await self._run_claimed(claim)
+
     async def _run_claimed(self, claim: Claim) -> None:
         spec = job_service_pb2.SubmitJobRequest.FromString(claim.spec)
         progress = ProgressSender(self.store, claim.job_id, claim.attempt)
-        inner = asyncio.create_task(self._execute(claim, spec, progress))
-        running = RunningJob(claim.job_id, claim.attempt, inner, progress)
+        task = asyncio.current_task()
+        assert task is not None, "runs in a task"
+        running = RunningJob(claim.job_id, claim.attempt, task, progress)
         self.running[claim.job_id] = running
-        log.info("job started", kind=claim.kind)
+        self._job_log.info("job started", kind=claim.kind)
         try:
-            # On time-out, this task's cancel reaches `inner` (awaited here) too.
-            async with asyncio.timeout(claim.timeout_ms / 1000):
-                result = await inner
+            try:
+                # The handler runs in this task: a stop (stop_job) or the time limit
+                # cancels it there; neither reaches the attempt's end below.
+                async with asyncio.timeout(claim.timeout_ms / 1000):
+                    result = await self._execute(claim, spec, progress)
+            finally:
+                running.executing = False
         except TimeoutError:
             await self._failed(claim, JobError(
                 f"the job ran longer than its time limit of {claim.timeout_ms / 1000:g}s",
                 code=code_pb2.DEADLINE_EXCEEDED, reason="JOB_TIMEOUT", retryable=True,
             ), spec)
         except asyncio.CancelledError:
-            if not running.stop_reason:
-                raise  # the worker itself is being stopped
+            # A stop's cancel is this attempt's own: taken back (the task goes on to end
+            # the attempt). Any other cancel (the worker itself is being stopped) stands.
+            if not running.stop_reason or task.uncancel() > 0:
+                raise
             await self._stopped(claim, running.stop_reason)
         except JobError as err:
             await self._failed(claim, err, spec)
@@ -181,9 +205,10 @@ class ExecutorRuntime:
             ), spec)
         else:
             state = await self._finish(claim, "completed", result.SerializeToString())
-            tracing.outcome("completed")
+            if tracing.enabled():
+                tracing.outcome("completed")
             self.completed += 1
-            log.info("job completed", state=state and state.value)
+            self._job_log.info("job completed", state=state and state.value)
         finally:
             progress.close()
             # Only this attempt's entry: the job's next attempt may already run here
@@ -199,10 +224,12 @@ class ExecutorRuntime:
             raise JobError(f"this executor does not serve kind {claim.kind!r}", code=code_pb2.FAILED_PRECONDITION,
                            reason="KIND_NOT_SERVED", retryable=True)
         assert self._services is not None, "runtime not started"
-
+        kind_log = self._kind_logs.get(kind.name)
+        if kind_log is None:
+            kind_log = self._kind_logs[kind.name] = log.bind(kind=kind.name)
         ctx = ExecutorJobContext(
             job_id=claim.job_id, attempt=claim.attempt, queue=claim.queue, labels=dict(spec.labels), kind=kind,
-            services=self._services, report=progress.report, log=log.bind(kind=kind.name),
+            services=self._services, report=progress.report, log=kind_log,
         )
         return await run_kind(kind, ctx, spec)
 
@@ -238,7 +265,7 @@ class ExecutorRuntime:
 
     def stop_job(self, job_id: str, reason: str) -> None:
         running = self.running.get(job_id)
-        if running is not None and not running.stop_reason:
+        if running is not None and running.executing and not running.stop_reason:
             running.stop_reason = reason
             running.task.cancel()
             log.info("stopping job", job_id=job_id, reason=reason)
