@@ -9,12 +9,15 @@ command observability), against ~35-60 µs here; and concurrent callers need nei
 pool connection each nor a round trip each. A SubmitJob makes one such call, the
 executor's claims, acks and finishes more.
 
-Only for commands that never block: a BLPOP or WAIT here would hold up every caller
-behind it, so those stay on the pooled client (the executor's wake-up, submits under
-CONVEYOR_REDIS_WAIT_REPLICAS). The connection is made by the pooled client's own
-connection class, so it is the same server with the same handshake (TLS and its
-checks, AUTH, SELECT, CLIENT SETNAME, RESP version, and for a Sentinel URL the primary
-that the sentinels name), then read by a hiredis parser instead.
+A blocking command (BLPOP, XREAD BLOCK, WAIT) holds up every caller behind it: it goes
+on the shared connection of a client that is its caller's alone (the executor's wake-up
+client, the event hub's reader), with `within` set so that a connection that stopped
+answering is dropped; submits under CONVEYOR_REDIS_WAIT_REPLICAS stay on the pool.
+
+The connection is made by the pooled client's own connection class, so it is the same
+server with the same handshake (TLS and its checks, AUTH, SELECT, CLIENT SETNAME, RESP
+version, and for a Sentinel URL the primary that the sentinels name), then read by a
+hiredis parser instead.
 
 Like the pooled client (conveyor/redis_connection.py), a command whose connection is
 found dead (Redis restarted, a failover, a primary demoted: READONLY) is sent again on a
@@ -40,6 +43,9 @@ from redis.exceptions import NoScriptError, ReadOnlyError
 RECONNECT_RETRIES = 3
 #: Backoff before each new try: 50 ms, doubling, at most 500 ms.
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.05, 0.5
+#: How long past its block a blocking command may go unanswered before its connection
+#: counts as dead (redis-py's socket timeout of the pool connections it replaced).
+BLOCK_GRACE_SECONDS = 5.0
 
 
 class _Lost(Exception):
@@ -138,24 +144,33 @@ class MultiplexedConnection:
             self._replies = replies
             return replies
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute(self, *args: Any, within: float | None = None) -> Any:
         """The command's reply; an error reply is raised as redis-py raises it."""
-        (reply,) = await self.execute_many([args])
+        (reply,) = await self.execute_many([args], within=within)
         if isinstance(reply, Exception):
             raise reply
         return reply
 
-    async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def execute_many(self, commands: Sequence[Sequence[Any]], *, within: float | None = None) -> list[Any]:
         """The commands written at once, their replies in order; an error reply is its
-        exception, in its place (as redis-py's pipeline.execute(raise_on_error=False))."""
+        exception, in its place (as redis-py's pipeline.execute(raise_on_error=False)).
+        With `within` (seconds), replies that have not all come by then mean the
+        connection is dead (a blocking command's caller passes its block plus a grace):
+        it is dropped, and the commands go again on a new one."""
         packed = [hiredis.pack_command(tuple(c)) for c in commands]
         for attempt in range(RECONNECT_RETRIES + 1):
             try:
                 replies = await self._connection()
-                if len(packed) == 1:
-                    got = [await replies.send(packed[0])]
-                else:
-                    got = await asyncio.gather(*replies.send_many(packed))
+                watchdog = None if within is None else asyncio.get_running_loop().call_later(
+                    within, replies.drop, RedisConnectionError(f"no reply from Redis within {within} s"))
+                try:
+                    if len(packed) == 1:
+                        got = [await replies.send(packed[0])]
+                    else:
+                        got = await asyncio.gather(*replies.send_many(packed))
+                finally:
+                    if watchdog is not None:
+                        watchdog.cancel()
             except (_Lost, OSError, RedisConnectionError) as exc:
                 if attempt == RECONNECT_RETRIES:
                     raise RedisConnectionError(f"Redis connection lost: {exc}") from None

@@ -26,7 +26,7 @@ from conveyor.errors import (
 from conveyor.kinds.registry import KindSpec
 from conveyor.queue_stats import HEAD_JOBS, Insights
 from conveyor.redis_connection import connect as connect  # noqa: PLC0414 (re-exported: clients are made there)
-from conveyor.redis_multiplex import MultiplexedConnection
+from conveyor.redis_multiplex import BLOCK_GRACE_SECONDS, MultiplexedConnection
 from conveyor.store.keys import Keys
 from conveyor.store.records import (
     TAKE_STRIDE,
@@ -336,17 +336,27 @@ class JobStore:
         return int(await self.client.hget(self.keys.queue(queue), "qseq") or 0)
 
     async def read_queue_events(
-        self, after: Mapping[str, int], wake: tuple[str, str], *, block_ms: int, count: int = 1000,
-        client: aioredis.Redis | None = None,
+        self, after: Mapping[str, int], wake: tuple[str, str], *, block_ms: int, client: aioredis.Redis,
+        count: int = 1000,
     ) -> tuple[dict[str, list[EventRecord]], str]:
         """Block until there are events on the queues' streams after the given queue
         sequences, or an entry on the wake stream `wake` (key, last id seen) after its
-        last id. Returns each queue's new events (in order) and the wake stream's last id."""
-        reader: Any = client or self.client
+        last id. Returns each queue's new events (in order) and the wake stream's last id.
+        `client` is the caller's alone (the store's own would be held up by the block)."""
+        reader: Any = client
         streams: dict[str, str] = {self.keys.queue_events(q): f"0-{seq}" for q, seq in after.items()}
         wake_key, wake_seen = wake
         streams[wake_key] = wake_seen
-        reply = await reader.xread(streams, count=count, block=block_ms)
+        multiplexed: MultiplexedConnection | None = getattr(reader, "multiplexed", None)
+        if multiplexed is not None:
+            # The reader's shared connection (a client of the caller's alone: the read
+            # blocks it), its raw reply: entries' fields as flat lists; RESP3 a map.
+            raw = await multiplexed.execute("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *streams,
+                                            *streams.values(), within=block_ms / 1000 + BLOCK_GRACE_SECONDS)
+            reply = [(stream, [(i, _pairs(f)) for i, f in rows])
+                     for stream, rows in (raw.items() if isinstance(raw, dict) else raw or ())]
+        else:
+            reply = await reader.xread(streams, count=count, block=block_ms)
         out: dict[str, list[EventRecord]] = {}
         head, tail = len(self.keys.queue("")), len(":events")
         for stream, rows in reply or ():
