@@ -41,6 +41,13 @@ if command -v npm >/dev/null 2>&1; then
   ts_stamp=clients/ts/node_modules/.conveyor-installed
   if [ ! -f "$ts_stamp" ] || [ clients/ts/package-lock.json -nt "$ts_stamp" ]; then
     (cd clients/ts && npm ci --no-audit --no-fund --loglevel=error)
+    # The SDK's own dependencies, at their locked versions, with their registry metadata
+    # in the npm cache: tests/test_ts_sdk.py installs the packed SDK --offline (no test
+    # reaches beyond loopback), and `npm ci` alone caches the tarballs, not always that.
+    (cd clients/ts && node -e '
+      const p = require("./package.json"), l = require("./package-lock.json");
+      for (const d of Object.keys(p.dependencies || {})) console.log(d + "@" + l.packages["node_modules/" + d].version);
+    ' | xargs npm cache add --loglevel=error)
     touch "$ts_stamp"
   fi
 fi

@@ -1,6 +1,6 @@
 """The TypeScript SDK (clients/ts), as a Node user gets it: `npm pack`ed, installed
-from the tarball into a fresh consumer directory (from the npm cache that `npm ci`
-filled, the registry for what it lacks), and run by Node against a real gateway and executor — node's own
+from the tarball into a fresh consumer directory (offline, from the npm cache that
+`npm ci` filled), and run by Node against a real gateway and executor — node's own
 test runner for the API (submit, watch through a forced reconnect, wait, cancel,
 retry, paging, queues, typed error details), an ESM and a CommonJS consumer, and a
 TypeScript consumer type-checked against the packed .d.ts. The committed generated
@@ -53,10 +53,8 @@ def consumer(tmp_path_factory: pytest.TempPathFactory) -> Consumer:
     tarball = packed / json.loads(out[out.index("["):])[0]["filename"]
     app = tmp_path_factory.mktemp("ts-consumer")
     (app / "package.json").write_text(json.dumps({"name": "consumer", "private": True, "version": "0.0.0"}))
-    # The SDK's dependencies from the npm cache `npm ci` filled, where it has them: the
-    # tarballs are there, but not always their registry metadata (a fresh machine's
-    # `npm ci` from the lock file need not fetch it), which the registry then gives.
-    run([NPM, "install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error", str(tarball)], cwd=app)
+    # Offline: the SDK's dependencies come from the npm cache `npm ci` filled.
+    run([NPM, "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error", str(tarball)], cwd=app)
     for name in ("sdk.test.mjs", "consumer.mjs", "consumer.cjs", "consumer.ts"):
         shutil.copy(TS / "test" / name, app / name)
     return Consumer(app, tarball)
