@@ -19,10 +19,9 @@ INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
 SCRIPT_NAMES = tuple(sorted(p.stem for p in LUA_DIR.glob("*.lua")))
 
 
-@cache
-def script_source(name: str) -> str:
-    """A command's script with its includes in front of it, each once, every piece
-    after the pieces it includes."""
+def assemble(lua_dir: Path, name: str) -> str:
+    """Command `name` of the scripts in `lua_dir` (lua/, or a copy of it) with its
+    includes in front of it, each once, every piece after the pieces it includes."""
     loaded: set[str] = set()
     parts: list[str] = []
 
@@ -31,11 +30,17 @@ def script_source(name: str) -> str:
         for include in INCLUDE.findall(text):
             if include not in loaded:
                 loaded.add(include)
-                load(INCLUDES_DIR / f"{include}.lua")
-        parts.append(f"-- ===== {path.relative_to(LUA_DIR)} =====\n{text}")
+                load(lua_dir / "includes" / f"{include}.lua")
+        parts.append(f"-- ===== {path.relative_to(lua_dir)} =====\n{text}")
 
-    load(LUA_DIR / f"{name}.lua")
+    load(lua_dir / f"{name}.lua")
     return "\n".join(parts)
+
+
+@cache
+def script_source(name: str) -> str:
+    """A command's script, assembled (see assemble)."""
+    return assemble(LUA_DIR, name)
 
 
 def register_scripts(client: Any) -> dict[str, AsyncScript]:

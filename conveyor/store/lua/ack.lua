@@ -8,8 +8,7 @@
 --   ARGV[4]  the Dramatiq queue it was taken from
 --   ARGV[5…] the policy arguments (transport_args)
 -- Reply: 1.
--- @include admission
--- @include executor
+-- @include transport
 
 ack_delivery(transport_args(5), ARGV[2], ARGV[3], ARGV[4])
 return 1

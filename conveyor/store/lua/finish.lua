@@ -40,7 +40,7 @@ local function finish(id, attempt, outcome, payload, retry_delay)
   local to, h
   if outcome == 'completed' then
     to = 'COMPLETED'
-    h = {'result', payload, 'progress', 100, 'ended', int(now)}
+    h = {'result', payload, 'progress', '100', 'ended', int(now)}
     -- An earlier attempt's error (attempt 1 has none to clear).
     if attempt ~= '1' then redis.call('HDEL', kj, 'error') end
   elseif outcome == 'cancelled' or cancel == '1' then
@@ -67,7 +67,7 @@ local function finish(id, attempt, outcome, payload, retry_delay)
     if kind then cache_load(K_KIND_INFLIGHT, {kind}) end
     if TERMINAL[to] then
       if owner then cache_load(k_tenant(owner), {'open'}) end
-      cache_load(k_index(q, 'throughput'), {END_FIELD[to] .. math.floor(now / 60000)})
+      cache_load(k_index(q, 'throughput'), {END_FIELD[to] .. dec(math.floor(now / 60000))})
     end
   end
   leave_inflight(id, q, kind, owner)

@@ -19,7 +19,7 @@
 -- empty strings for a message that is not a hand-over (its actor then claims the job
 -- itself).
 -- The claims' counters are read once per hash and written back once (cache_load, base.lua).
--- @include admission
+-- @include transport
 -- @include executor
 
 local queues = {}

@@ -1,6 +1,7 @@
--- Admission and hand-over: the executors' capacity, the policy arguments, and
--- handing waiting jobs to the executors' free slots as Dramatiq messages.
+-- Admission and hand-over: the executors' capacity, and handing waiting jobs to the
+-- executors' free slots as Dramatiq messages (the policy arguments: transport.lua).
 -- @include line
+-- @include transport
 
 -- Forget the executors that went silent, and sum the slots of the live ones into
 -- K_CAPACITY, and per kind they serve into K_KIND_CAPACITY (read by every admit()).
@@ -44,23 +45,17 @@ local function refresh_capacity(now, recount)
   end
 end
 
--- Where handed-over jobs go (a Dramatiq queue), how many finished jobs a queue keeps,
--- and the most jobs one tenant may run. The policy arguments are TRANSPORT_ARGC ARGV
--- values starting at `i`: max jobs, default queue concurrency, hand-over timeout ms,
--- Dramatiq namespace, Dramatiq queue, actor name, completed jobs kept,
--- failed/cancelled jobs kept, max age ms of finished jobs, the most jobs of one tenant
--- handed over or running at once (0: no limit).
-local TRANSPORT_ARGC = 10
-local function transport_args(i)
-  return {max = tonumber(ARGV[i]), limit = tonumber(ARGV[i + 1]), handover_ms = tonumber(ARGV[i + 2]),
-          ns = ARGV[i + 3], queue = ARGV[i + 4], actor = ARGV[i + 5],
-          keep_completed = tonumber(ARGV[i + 6]), keep_failed = tonumber(ARGV[i + 7]),
-          max_age_ms = tonumber(ARGV[i + 8]), tenant_running = tonumber(ARGV[i + 9])}
-end
-
 -- The Dramatiq queue jobs of `kind` travel on (the executors serving that kind take
 -- from it): the transport queue's name, a dot, the kind.
 local function kind_queue(t, kind) return t.queue .. '.' .. kind end
+
+-- Every Dramatiq queue jobs travel on: the transport queue (messages sent with
+-- Dramatiq's own API) and one per kind executors have published.
+local function transport_queues(t)
+  local queues = {t.queue}
+  for _, kind in ipairs(redis.call('HKEYS', K_KINDS)) do queues[#queues + 1] = kind_queue(t, kind) end
+  return queues
+end
 
 -- Write the Dramatiq message "run attempt `attempt` of job `id`" straight into the
 -- broker's queue of the job's kind (its layout: <ns>:<queue> list of ids,
@@ -69,7 +64,7 @@ local function kind_queue(t, kind) return t.queue .. '.' .. kind end
 local function hand_over(id, attempt, kind, now, t)
   -- Unique per hand-over: the same attempt is handed over again only after the
   -- hand-over timeout.
-  local mid = id .. '-' .. attempt .. '-' .. int(now)
+  local mid = id .. '-' .. dec(attempt) .. '-' .. int(now)
   local queue = kind_queue(t, kind)
   local msg = cjson.encode({queue_name = queue, actor_name = t.actor, args = {id, attempt}, kwargs = {},
                             options = {redis_message_id = mid}, message_id = mid, message_timestamp = now})
@@ -226,7 +221,7 @@ local function admit(t, now)
           end
         else
           attempt = attempt + 1
-          redis.call('HSET', k_job(id), 'handed', 1)
+          redis.call('HSET', k_job(id), 'handed', '1')
           redis.call('ZADD', K_INFLIGHT, int(now + t.handover_ms), id)
           count_inflight(entry.q, kind, owner, 1)
           local key = entry.q .. ' ' .. owner

@@ -59,8 +59,36 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Integers as exact decimal strings (tostring would switch to exponent form).
-local function int(n) return string.format('%.0f', n) end
+-- Integers as exact decimal strings (tostring would switch to exponent form). The
+-- same digits as '%.0f', which is costly (libc's exact float printing): an integral
+-- value within 2^53 is printed as an integer ('%d'), and the last one (most often the
+-- script's `now`) is remembered. (Zero, which may be -0, always goes to '%.0f'.)
+local int_n, int_s
+local function int(n)
+  if n == int_n then return int_s end
+  if n % 1 == 0 and n < 9007199254740992 and n > -9007199254740992 and n ~= 0 then
+    int_n, int_s = n, string.format('%d', n)
+    return int_s
+  end
+  return string.format('%.0f', n)
+end
+
+-- A command's numeric argument: integral, as int() prints it (the digits Redis's own
+-- '%.17g' would print, without its cost); any other value as it is.
+local function num(n)
+  if n == 1 then return '1' elseif n == -1 then return '-1' end
+  if type(n) == 'number' and n % 1 == 0 and n < 9007199254740992 and n > -9007199254740992 and n ~= 0 then
+    return string.format('%d', n)
+  end
+  return n
+end
+
+-- A number in a string built by concatenation, as Lua's own conversion ('%.14g')
+-- would write it, without its cost for an integer (within 1e14, not zero).
+local function dec(n)
+  if n % 1 == 0 and n < 1e14 and n > -1e14 and n ~= 0 then return string.format('%d', n) end
+  return tostring(n)
+end
 
 local function hget(key, field) return redis.call('HGET', key, field) end
 
@@ -82,16 +110,16 @@ local function cache_load(key, fields)
     c = {v = {}, dirty = {}}
     CACHE[key] = c
   end
-  local todo, seen = {}, {}
+  local todo, v = {}, c.v
   for _, f in ipairs(fields) do
-    if c.v[f] == nil and not seen[f] then
-      seen[f] = true
+    if v[f] == nil then
+      v[f] = 0  -- (set from the HMGET below: so a field listed twice is read once)
       todo[#todo + 1] = f
     end
   end
   if #todo == 0 then return end
   local values = redis.call('HMGET', key, unpack(todo))
-  for i, f in ipairs(todo) do c.v[f] = tonumber(values[i]) or 0 end
+  for i, f in ipairs(todo) do v[f] = tonumber(values[i]) or 0 end
 end
 
 -- HINCRBY, or its cached equivalent: returns the new value.
@@ -102,7 +130,7 @@ local function incr(key, field, by)
     c.dirty[field] = true
     return c.v[field]
   end
-  return redis.call('HINCRBY', key, field, by)
+  return redis.call('HINCRBY', key, field, num(by))
 end
 
 -- HSET of one counter that may be cached.

@@ -86,9 +86,10 @@ local function create_job(j, spec, now)
   -- their default are left out (a smaller hash): 'progress' 0, 'cancel' 0, 'handed' 0,
   -- 'labels' {} and 'request_id' '' (their readers take a missing field as that); the
   -- id is the key's (get.lua adds it to what it reads).
-  local h = {'queue', q, 'owner', owner, 'priority', j.priority,
-    'attempt', 0, 'limit', j.max_attempts, 'max', j.max_attempts, 'timeout_ms', j.timeout_ms,
-    'created', int(now), 'spec', spec, 'kind', j.kind}
+  local created = int(now)
+  local h = {'queue', q, 'owner', owner, 'priority', num(j.priority),
+    'attempt', '0', 'limit', num(j.max_attempts), 'max', num(j.max_attempts), 'timeout_ms', num(j.timeout_ms),
+    'created', created, 'spec', spec, 'kind', j.kind}
   local function set(k, v) h[#h + 1] = k; h[#h + 1] = v end
   if j.labels and next(j.labels) then set('labels', cjson.encode(j.labels)) end
   if j.request_id and j.request_id ~= '' then set('request_id', j.request_id) end
@@ -98,17 +99,17 @@ local function create_job(j, spec, now)
   end
   if j.hosts and #j.hosts > 0 then set('hosts', cjson.encode(j.hosts)) end
   local weight = tonumber(j.weight) or 1
-  if weight ~= 1 then set('weight', weight) end  -- its tenant's fair-share weight (see fair_tag)
+  if weight ~= 1 then set('weight', num(weight)) end  -- its tenant's fair-share weight (see fair_tag)
   if j.trace and j.trace ~= '' then set('trace', j.trace) end  -- read back by claim_job (executor.lua)
-  redis.call('ZADD', K_JOBS, int(now), id)
-  redis.call('ZADD', k_index(q, 'jobs'), int(now), id)
-  redis.call('ZADD', k_index(q, 'kind:' .. j.kind), int(now), id)  -- ListJobs by kind
+  redis.call('ZADD', K_JOBS, created, id)
+  redis.call('ZADD', k_index(q, 'jobs'), created, id)
+  redis.call('ZADD', k_index(q, 'kind:' .. j.kind), created, id)  -- ListJobs by kind
   -- ListJobs of one tenant pages within its own jobs: in all, in a queue, of a kind in
   -- a queue, by label (and in a state: see move()).
-  redis.call('ZADD', k_owner_jobs(owner), int(now), id)
-  redis.call('ZADD', k_index(q, 'owner:' .. owner), int(now), id)
-  redis.call('ZADD', k_index(q, 'kind:' .. j.kind .. ':owner:' .. owner), int(now), id)
-  for key, value in pairs(j.labels or {}) do redis.call('ZADD', k_owner_label(owner, key, value), int(now), id) end
+  redis.call('ZADD', k_owner_jobs(owner), created, id)
+  redis.call('ZADD', k_index(q, 'owner:' .. owner), created, id)
+  redis.call('ZADD', k_index(q, 'kind:' .. j.kind .. ':owner:' .. owner), created, id)
+  for key, value in pairs(j.labels or {}) do redis.call('ZADD', k_owner_label(owner, key, value), created, id) end
 
   -- Dependencies: completed ones are met; a failed or cancelled one cancels this job.
   local pending, broken = 0, nil
@@ -150,6 +151,6 @@ local function create_job(j, spec, now)
   local _, qseq = transition(id, q, nil, state, now, o)
   -- The queue's first event: a queue is known from its first job on (or from its
   -- first UpdateQueue, queue_update.lua).
-  if qseq == 1 then redis.call('ZADD', K_QUEUES, 'NX', int(now), q) end
+  if qseq == 1 then redis.call('ZADD', K_QUEUES, 'NX', created, q) end
   return {id, state, position(id, q), 0}
 end

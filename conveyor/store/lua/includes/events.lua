@@ -2,6 +2,7 @@
 -- @include base
 
 local QUEUE_EVENTS_MAXLEN = 100000  -- per-queue stream (read by the gateways' event hubs; WatchQueue replay)
+local QUEUE_EVENTS_MAXLEN_ARG = '100000'  -- (the same, as XADD's argument)
 
 -- Append an event to the job's log (a list: event <seq> is element seq - 1, one
 -- msgpack map each, its sequence being its place) and the queue's stream (id
@@ -12,10 +13,19 @@ local function emit(id, q, etype, state, attempt, fields, now)
   local qseq = incr(k_queue(q), 'qseq', 1)
   local record = {q = q, qs = qseq, t = etype, st = state, a = tonumber(attempt), ts = now}
   for i = 1, #fields, 2 do record[fields[i]] = fields[i + 1] end
-  local seq = redis.call('RPUSH', k_job_events(id), cmsgpack.pack(record))
-  record.j = id
-  record.s = seq
-  redis.call('XADD', k_index(q, 'events'), 'MAXLEN', '~', QUEUE_EVENTS_MAXLEN, '0-' .. qseq, 'ev',
-    cmsgpack.pack(record))
+  local packed = cmsgpack.pack(record)
+  local seq = redis.call('RPUSH', k_job_events(id), packed)
+  -- The stream's map is the log's with 'j' and 's' added: its encoding, with a header
+  -- counting two more pairs (a fixmap's, up to 15) and the two pairs after it.
+  local head = string.byte(packed)
+  local entry
+  if head >= 0x80 and head <= 0x8d then
+    entry = string.char(head + 2) .. string.sub(packed, 2) .. cmsgpack.pack('j', id, 's', seq)
+  else
+    record.j = id
+    record.s = seq
+    entry = cmsgpack.pack(record)
+  end
+  redis.call('XADD', k_index(q, 'events'), 'MAXLEN', '~', QUEUE_EVENTS_MAXLEN_ARG, '0-' .. int(qseq), 'ev', entry)
   return seq, qseq
 end

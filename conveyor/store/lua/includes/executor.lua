@@ -1,6 +1,8 @@
--- The executor side: claiming a handed-over job, and Dramatiq's delivery bookkeeping.
+-- The executor side: claiming a handed-over job, and taking messages (Dramatiq's
+-- delivery bookkeeping: transport.lua).
 -- @include samples
 -- @include transition
+-- @include transport
 
 -- Claim attempt `attempt` of a handed-over job for `executor` (see claim.lua). Returns
 -- {1, spec, timeout_ms, limit, kind, queue, trace, waited_from} or {0, reason} (a
@@ -22,35 +24,16 @@ local function claim_job(id, attempt, executor, stall_ms, now)
   sample(q, 'wait', now - (tonumber(ready) or now))
   if run_at then redis.call('HDEL', kj, 'run_at') end
   redis.call('ZADD', K_INFLIGHT, int(now + stall_ms), id)
-  local h = {'attempt', attempt, 'handed', 0, 'started', int(now), 'worker', executor}
+  local started = int(now)
+  local h = {'attempt', num(attempt), 'handed', '0', 'started', started, 'worker', executor}
   if attempt > 1 then  -- an earlier attempt's progress (the first has none to clear)
-    h[#h + 1] = 'progress'; h[#h + 1] = 0; h[#h + 1] = 'pmsg'; h[#h + 1] = ''
+    h[#h + 1] = 'progress'; h[#h + 1] = '0'; h[#h + 1] = 'pmsg'; h[#h + 1] = ''
   end
   transition(id, q, 'WAITING', 'ACTIVE', now, {attempt = attempt, owner = owner,
-    fields = attempt_fields(attempt, {start = int(now), worker = executor, outcome = 'ACTIVE'}, h)})
+    fields = attempt_fields(num(attempt), {start = started, worker = executor, outcome = 'ACTIVE'}, h)})
   local waited_from = tonumber(ready) or now
   if attempt == 1 then waited_from = tonumber(created) or waited_from end
   return {1, spec, timeout_ms, limit, kind, q, trace or '', int(waited_from)}
-end
-
--- Dramatiq's bookkeeping of a delivery (its Redis layout, see transport.py): the
--- message a worker took off `queue` sits in that worker's ack set of the queue and in
--- the queue's message hash.
-local function dramatiq_acks(t, worker, queue) return t.ns .. ':__acks__.' .. worker .. '.' .. queue end
-
--- Acknowledge a delivery, as Dramatiq's own ack does.
-local function ack_delivery(t, worker, message_id, queue)
-  if redis.call('SREM', dramatiq_acks(t, worker, queue), message_id) > 0 then
-    redis.call('HDEL', t.ns .. ':' .. queue .. '.msgs', message_id)
-  end
-end
-
--- Every Dramatiq queue jobs travel on: the transport queue (messages sent with
--- Dramatiq's own API) and one per kind executors have published.
-local function transport_queues(t)
-  local queues = {t.queue}
-  for _, kind in ipairs(redis.call('HKEYS', K_KINDS)) do queues[#queues + 1] = kind_queue(t, kind) end
-  return queues
 end
 
 -- Take up to `count` handed-over messages off the Dramatiq `queues` (in that order) for
@@ -67,7 +50,7 @@ local function take_messages(t, count, worker, stall_ms, queues, now)
   for _, queue in ipairs(queues) do
     if count <= 0 then break end
     local qkey = t.ns .. ':' .. queue
-    local mids = redis.call('LPOP', qkey, count)
+    local mids = redis.call('LPOP', qkey, num(count))
     if mids then
       count = count - #mids
       out[1] = out[1] + #mids

@@ -44,19 +44,23 @@ local function trim_history(q, state, t, now, count)
   local keep = state == 'COMPLETED' and t.keep_completed or t.keep_failed
   local idx = k_index(q, STATE_INDEX[state])
   local excess = (count or redis.call('ZCARD', idx)) - keep
+  local oldest_left  -- the score the jobs left in the index are at or above, when known
   if excess > 0 then
     -- Taken out of the state's index as they are read (ZPOPMIN: one command, not a
     -- ZRANGE and a ZREM each); one found in another state (never, but then) goes back.
-    local popped = redis.call('ZPOPMIN', idx, math.min(excess, 100))
+    local popped = redis.call('ZPOPMIN', idx, num(math.min(excess, 100)))
     for i = 1, #popped, 2 do
       local old = popped[i]
       if delete_job(old, state) == 0 and hget(k_job(old), 'state') == state then
         redis.call('ZADD', idx, popped[i + 1], old)
       end
     end
+    if #popped > 0 then oldest_left = tonumber(popped[#popped]) end
   end
-  if t.max_age_ms > 0 then
-    for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now - t.max_age_ms, 'LIMIT', 0, 100)) do
+  local cutoff = now - t.max_age_ms
+  -- (None older than the cutoff when the last one popped was newer: not looked for.)
+  if t.max_age_ms > 0 and not (oldest_left and oldest_left > cutoff) then
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', num(cutoff), 'LIMIT', '0', '100')) do
       delete_job(old)
     end
   end

@@ -86,9 +86,9 @@ local function fair_tag(q, priority, owner, weight)
   local lo = priority * PRIORITY_SHIFT
   local hi = lo + PRIORITY_SHIFT
   local line = k_index(q, 'waiting')
-  local kf = k_index(q, 'fair:' .. priority)
+  local kf = k_index(q, 'fair:' .. dec(priority))
   local epoch, floor, clock = unpack(redis.call('HMGET', kf, 'epoch', 'floor', owner))
-  local first = redis.call('ZRANGEBYSCORE', line, lo, '(' .. int(hi), 'WITHSCORES', 'LIMIT', 0, 1)
+  local first = redis.call('ZRANGEBYSCORE', line, num(lo), '(' .. int(hi), 'WITHSCORES', 'LIMIT', '0', '1')
   local virtual
   if not first[1] then
     -- Nobody of this priority in line: every clock starts again, from 1 (a job of
@@ -96,7 +96,7 @@ local function fair_tag(q, priority, owner, weight)
     -- forgotten with it, so a tenant gone quiet leaves nothing behind.
     epoch = (tonumber(epoch) or 0) + 1
     redis.call('DEL', kf)
-    redis.call('HSET', kf, 'epoch', epoch, 'floor', 1)
+    redis.call('HSET', kf, 'epoch', num(epoch), 'floor', '1')
     floor, clock, virtual = 1, nil, 1
   else
     virtual = tonumber(first[2]) - lo
@@ -142,7 +142,7 @@ local function enter_line(id, q, keep_place, now, priority, into, owner, weight)
     fields[#fields + 1] = 'score'
     fields[#fields + 1] = int(score)
     fields[#fields + 1] = 'fair_epoch'
-    fields[#fields + 1] = epoch
+    fields[#fields + 1] = num(epoch)
   end
   line_add(id, q, owner, int(score))
   redis.call('SADD', K_READY_QUEUES, q)

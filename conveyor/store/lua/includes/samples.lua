@@ -24,8 +24,9 @@ local function count_end(q, state, now)
   count_total(q, state)
   local key = k_index(q, 'throughput')
   local minute = math.floor(now / 60000)
-  if incr(key, prefix .. minute, 1) == 1 then
-    redis.call('HSETNX', key, 'w:' .. minute, cget(k_queue(q), 'WAITING') or 0)
+  local m = dec(minute)
+  if incr(key, prefix .. m, 1) == 1 then
+    redis.call('HSETNX', key, 'w:' .. m, cget(k_queue(q), 'WAITING') or 0)
     local stale = {}
     for _, field in ipairs(redis.call('HKEYS', key)) do
       if tonumber(string.sub(field, 3)) <= minute - THROUGHPUT_MINUTES then stale[#stale + 1] = field end

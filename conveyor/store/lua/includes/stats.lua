@@ -30,7 +30,7 @@ end
 local function observe(q, name, ms)
   local key = k_index(q, 'hist')
   local n = string.sub(name, 1, 1)
-  local bucket = n .. ':' .. hist_bucket(ms)
+  local bucket = n .. ':' .. dec(hist_bucket(ms))
   cache_load(key, {bucket, n .. ':sum'})
   incr(key, bucket, 1)
   incr(key, n .. ':sum', math.floor(ms))
