@@ -15,8 +15,8 @@ client, the event hub's reader), with `within` set so that a connection that sto
 answering is dropped; submits under CONVEYOR_REDIS_WAIT_REPLICAS stay on the pool.
 
 The connection is made by the pooled client's own connection class, so it is the same
-server with the same handshake (TLS and its checks, AUTH, SELECT, CLIENT SETNAME, RESP
-version, and for a Sentinel URL the primary that the sentinels name), then read by a
+server with the same handshake (TLS and its checks, AUTH, SELECT, CLIENT SETNAME, and
+for a Sentinel URL the primary that the sentinels name), in RESP2, then read by a
 hiredis parser instead.
 
 Like the pooled client (conveyor/redis_connection.py), a command whose connection is
@@ -131,8 +131,10 @@ class MultiplexedConnection:
             replies = self._replies
             if replies is not None and replies.lost is None:
                 return replies
-            connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            await connection.connect()  # the pooled client's own handshake (TLS, AUTH, HELLO, Sentinel...)
+            # The pool's own kind of connection, speaking RESP2: a reply is only ever
+            # the answer to a command (RESP3 may push messages between replies).
+            connection: Any = self._pool.connection_class(**{**self._pool.connection_kwargs, "protocol": 2})
+            await connection.connect()  # the pooled client's own handshake (TLS, AUTH, Sentinel...)
             writer = connection._writer  # its stream, taken over: read by hiredis from here on
             if writer is None:
                 raise RedisConnectionError("the Redis connection did not open")
