@@ -27,10 +27,8 @@ import redis.asyncio as aioredis
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from conveyor.redis_multiplex import BLOCK_GRACE_SECONDS
-from conveyor.store.job_store import JobStore
 from conveyor.store.records import Taken, TakenMessage
 from conveyor.transport import RUN_JOB_ACTOR, kind_queue, wake_key
 from executor.runtime import ExecutorRuntime
@@ -113,7 +111,10 @@ class QueueConsumer:
             self._reserved += free
             try:
                 if idle:
-                    taken = await self._wake_and_take(free)
+                    # Blocks on the wake lists, then takes, in one round trip; the slots
+                    # stay reserved meanwhile (finish batches take only for those they free).
+                    taken = await store.take_when_woken(self._wake, self._wake_keys, IDLE_BLOCK_SECONDS, free,
+                                                        self.worker_id, self.runtime.stall_ms, self.queues)
                 else:
                     taken = await store.take(free, self.worker_id, self.runtime.stall_ms, self.queues)
             finally:
@@ -122,37 +123,6 @@ class QueueConsumer:
             # Fewer popped than asked: the queues were empty then, and any message
             # handed over since pushed a wake token (another take now would find nothing).
             idle = taken.popped < free
-
-    async def _wake_and_take(self, count: int) -> Taken:
-        """Block on the wake lists (up to IDLE_BLOCK_SECONDS), then take up to `count`
-        messages: both written at once on the wake connection, so that Redis runs the
-        take right after the wake token pops (or the block times out), with no round
-        trip in between. The slots stay reserved while it blocks (finish batches then
-        take only for the slots they free). The wake client is the consumer's alone:
-        its shared connection (conveyor/redis_multiplex.py) blocks no one else."""
-        store = self.runtime.store
-        take = store._scripts["take"]  # the store's own script, sent along
-        commands: list[tuple[Any, ...]] = [
-            ("BLPOP", *self._wake_keys, IDLE_BLOCK_SECONDS),
-            ("EVALSHA", take.sha, 0, store.prefix, count, self.worker_id, self.runtime.stall_ms,
-             *store.policy.args(), *self.queues),
-        ]
-        multiplexed = getattr(self._wake, "multiplexed", None)
-        if multiplexed is not None:
-            # No reply long after the block's end: the connection is dead. Dropped, its
-            # commands go again on a new one (as for any connection found dead).
-            _, flat = await multiplexed.execute_many(commands, within=IDLE_BLOCK_SECONDS + BLOCK_GRACE_SECONDS)
-        else:
-            pipe = self._wake.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            _, flat = await pipe.execute(raise_on_error=False)
-        if isinstance(flat, Exception):
-            if not isinstance(flat, NoScriptError):
-                raise flat
-            # Redis lost its scripts (restarted, failed over): the store loads it again.
-            return await store.take(count, self.worker_id, self.runtime.stall_ms, self.queues)
-        return JobStore._taken(flat, self.worker_id)  # take.lua's reply, parsed as the store does
 
     def _start(self, taken: Taken) -> None:
         for message in taken.messages:

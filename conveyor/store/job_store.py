@@ -511,6 +511,34 @@ class JobStore:
         flat = await self._run("take", count, worker_id, stall_timeout_ms, *self.policy.args(), *queues)
         return self._taken(flat, worker_id)
 
+    async def take_when_woken(
+        self, wake: aioredis.Redis, wake_keys: Sequence[str], block_seconds: float, count: int, worker_id: str,
+        stall_timeout_ms: int, queues: Sequence[str],
+    ) -> Taken:
+        """Block on the wake lists `wake_keys` (up to `block_seconds`), then take(): both
+        written at once on `wake` (a client of the caller's alone: the block holds up its
+        connection), so that Redis runs the take right after a wake token pops (or the
+        block times out), with no round trip in between."""
+        args = [self.prefix, count, worker_id, stall_timeout_ms, *self.policy.args(), *queues]
+        script = self._scripts["take"]
+        multiplexed: MultiplexedConnection | None = getattr(wake, "multiplexed", None)
+        if multiplexed is not None:
+            # No reply long after the block's end: the connection is dead. Dropped, its
+            # commands go again on a new one (as for any connection found dead).
+            _, flat = await multiplexed.execute_many(
+                [("BLPOP", *wake_keys, block_seconds), ("EVALSHA", script.sha, 0, *args)],
+                within=block_seconds + BLOCK_GRACE_SECONDS)
+        else:
+            pipe = wake.pipeline(transaction=False)
+            pipe.blpop(list(wake_keys), timeout=block_seconds)
+            pipe.evalsha(script.sha, 0, *args)
+            _, flat = await pipe.execute(raise_on_error=False)
+        if isinstance(flat, NoScriptError):  # Redis lost its scripts (restarted, failed over)
+            return await self.take(count, worker_id, stall_timeout_ms, queues)
+        if isinstance(flat, Exception):
+            raise flat
+        return self._taken(flat, worker_id)
+
     @staticmethod
     def _taken(flat: list[Any], worker_id: str) -> Taken:
         """take.lua's reply (also the second half of finish.lua's)."""
