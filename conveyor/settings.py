@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.artifact_stores.base import S3Location
+from conveyor.event_loop import EventLoop
 from conveyor.redis_connection import check_url as check_redis_url
 from conveyor.redis_connection import uses_tls as redis_uses_tls
 
@@ -331,7 +332,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
-    event_loop: Literal["uvloop", "asyncio"] = Field(
+    event_loop: EventLoop = Field(
         default="uvloop",
         description="The services' event loop: uvloop (libuv; a gateway call and an executor job cost less "
         "CPU on it, see bench/peers.py) or asyncio's own.",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,6 +13,7 @@ from google.protobuf import json_format
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
+from conveyor_client._common import duration
 from tests.support.grpc_helpers import (
     TERMINAL,
     error_info,
@@ -20,6 +23,7 @@ from tests.support.grpc_helpers import (
     wait_state,
     watch_all,
 )
+from tests.support.processes import Stack
 
 pb = job_service_pb2
 
@@ -291,3 +295,27 @@ async def test_queue_counts(jobs: JobServiceStub, queues: QueueServiceStub) -> N
     assert (stats.counts.completed, stats.counts.failed, stats.counts.waiting, stats.counts.active) == (1, 1, 0, 0)
     listed = await queues.ListQueues(queue_service_pb2.ListQueuesRequest())
     assert q in [x.name for x in listed.queues]
+
+
+async def test_the_services_run_a_job_on_asyncios_own_loop(make_stack: Callable[..., Stack]) -> None:
+    """CONVEYOR_EVENT_LOOP=asyncio (uvloop is the default): gateway and executor serve on
+    asyncio's own event loop, and a job runs through them as on uvloop."""
+    s = make_stack(CONVEYOR_EVENT_LOOP="asyncio")
+    s.start_gateway()
+    s.start_executor()
+    async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+        stub = JobServiceStub(ch)
+        sub = await stub.SubmitJob(submit_request({"queue": unique_queue(), "noop": {}}))
+        done = await stub.WaitJob(job_service_pb2.WaitJobRequest(id=sub.id, timeout=duration(30)), timeout=40)
+        assert done.job.state == job_pb2.JOB_STATE_COMPLETED
+    assert "uvloop" not in mapped_files(s)  # asyncio's loop: uvloop not even loaded
+
+
+def test_the_gateway_runs_on_uvloop_by_default(stack: Stack) -> None:
+    assert "uvloop" in mapped_files(stack)
+
+
+def mapped_files(s: Stack) -> str:
+    """What the stack's gateway process has mapped (its libraries), from /proc."""
+    assert s.gateway is not None
+    return Path(f"/proc/{s.gateway.pid}/maps").read_text()

@@ -350,11 +350,10 @@ class JobStore:
         multiplexed: MultiplexedConnection | None = getattr(reader, "multiplexed", None)
         if multiplexed is not None:
             # The reader's shared connection (a client of the caller's alone: the read
-            # blocks it), its raw reply: entries' fields as flat lists; RESP3 a map.
+            # blocks it), its raw RESP2 reply: each entry's fields a flat list.
             raw = await multiplexed.execute("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *streams,
                                             *streams.values(), within=block_ms / 1000 + BLOCK_GRACE_SECONDS)
-            reply = [(stream, [(i, _pairs(f)) for i, f in rows])
-                     for stream, rows in (raw.items() if isinstance(raw, dict) else raw or ())]
+            reply = [(stream, [(i, _pairs(f)) for i, f in rows]) for stream, rows in raw or ()]
         else:
             reply = await reader.xread(streams, count=count, block=block_ms)
         out: dict[str, list[EventRecord]] = {}
