@@ -115,9 +115,14 @@ class JobStore:
 
     # ---- submit -------------------------------------------------------------------
 
-    @staticmethod
-    def _submit_args(job: NewJob) -> list[Any]:
-        return [job.to_json(), job.spec]
+    def _submit_args(self, jobs: Sequence[NewJob], admit: bool) -> list[list[Any]]:
+        """submit.lua's arguments after the key prefix, per job: the job and its spec,
+        and on the last one, with `admit`, the policy arguments (its admission serves
+        the jobs of the scripts before it too)."""
+        out: list[list[Any]] = [[job.to_json(), job.spec] for job in jobs]
+        if admit and out:
+            out[-1] += self.policy.args()
+        return out
 
     @staticmethod
     def _submitted(reply: list[Any]) -> Submitted:
@@ -135,9 +140,7 @@ class JobStore:
             if isinstance(done, ConveyorError):
                 raise done
             return done
-        args = self._submit_args(job)
-        if admit:
-            args += self.policy.args()
+        (args,) = self._submit_args([job], admit)
         try:
             return self._submitted(await self._run("submit", *args))
         except ResponseError as exc:
@@ -151,9 +154,8 @@ class JobStore:
         script, wanted = self._scripts["submit"], self.policy.wait_replicas
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
-            for i, job in enumerate(jobs):
-                admits = self.policy.args() if admit and i == len(jobs) - 1 else []
-                pipe.evalsha(script.sha, 0, self.prefix, *self._submit_args(job), *admits)
+            for args in self._submit_args(jobs, admit):
+                pipe.evalsha(script.sha, 0, self.prefix, *args)
             pipe.wait(wanted, self.policy.wait_timeout_ms)
             *replies, acked = await pipe.execute(raise_on_error=False)
             if not any(isinstance(r, NoScriptError) for r in replies):
@@ -184,12 +186,7 @@ class JobStore:
             return []
         if self.policy.wait_replicas:
             return await self._submit_replicated(jobs, admit)
-        batch = []
-        for i, job in enumerate(jobs):
-            args = [self.prefix, *self._submit_args(job)]
-            if admit and i == len(jobs) - 1:
-                args += self.policy.args()
-            batch.append(args)
+        batch = [[self.prefix, *args] for args in self._submit_args(jobs, admit)]
         script = self._scripts["submit"]
         if self._multiplexed is not None:
             replies = await self._multiplexed.evalsha_many(script, batch)
