@@ -103,6 +103,9 @@ async def test_gateway_and_executor_follow_a_failover_and_no_acknowledged_submit
     group = start_sentinel_group(tmp_path / "redis", replicas=REPLICAS, sentinels=3)
     env = stack_env(group.url, tmp_path / "data", CONVEYOR_REDIS_WAIT_REPLICAS=str(REPLICAS),
                     CONVEYOR_REDIS_WAIT_TIMEOUT_SECONDS="2", CONVEYOR_STALL_TIMEOUT_SECONDS="3",
+                    # Every completed job kept, to be checked (by default a queue keeps its
+                    # newest 100: past that the oldest were deleted, read as lost jobs).
+                    CONVEYOR_KEEP_COMPLETED="100000",
                     CONVEYOR_HANDOVER_TIMEOUT_SECONDS="3")
     s = Stack(group.url, env, tmp_path / "logs")
     queue = unique_queue("failover")
@@ -153,8 +156,10 @@ async def test_gateway_and_executor_follow_a_failover_and_no_acknowledged_submit
             # The dead server comes back (empty, on its port); the sentinels make it a
             # replica of the new primary, which then has every replica WAIT asks for.
             start_server(group, None, port=old)
+            # (Sentinel asks an instance its role every 10 s and corrects a wrong one
+            # 8 s after it is reported, then the replica syncs: up to ~20 s, seen past 30.)
             await until("the old primary back as a replica",
-                        lambda: replicas_in_sync(group, new) == REPLICAS, 30)
+                        lambda: replicas_in_sync(group, new) == REPLICAS, 60)
             # New submits go through the gateway to the promoted primary (and its replica).
             await until(f"{AFTER} submits acknowledged after the promotion",
                         lambda: len(acked) >= promoted_at + AFTER, 30)
