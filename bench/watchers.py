@@ -4,13 +4,16 @@ latency (from the event's time in Redis to its arrival at the watcher, same mach
 same clock).
 
     .venv/bin/python -m bench.watchers [--watchers 10000] [--jobs 500] [--processes 1]
-                                       [--clients 4] [--channels 8]
+                                       [--clients 4] [--channels 8] [--job-ms 50] [--slots 8]
 
 The watchers all start at once, in --clients client processes (grpc.aio, --channels
 connections each) so their CPU is not charged to the gateway and one client process
 is not the limit. With --processes N the gateway runs N serving processes on its one
 port (CONVEYOR_GATEWAY_PROCESSES). Once every stream is open an executor starts and
-runs the jobs (no-op, 50 ms each); every watcher follows its job to completion.
+runs the jobs (no-op, --job-ms each, --slots at once); every watcher follows its job to
+completion. The event rate is set by those: each job's watchers (--watchers / --jobs)
+get two events (running, completed), and the executor ends slots / job-ms jobs a
+second (the defaults: 20 watchers a job, 160 jobs/s, ~6,400 events/s).
 
 What used to stop one grpc.aio process at ~1,400-2,900 streams was not a stream limit:
 grpc core keeps the calls that arrived but that the server has not yet taken (the aio
@@ -184,6 +187,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="gateway serving processes")
     parser.add_argument("--clients", type=int, default=4, help="watcher client processes")
     parser.add_argument("--channels", type=int, default=8, help="connections per client process")
+    parser.add_argument("--job-ms", type=int, default=50, help="how long each (no-op) job runs")
+    parser.add_argument("--slots", type=int, default=8, help="the executor's slots")
     parser.add_argument("--client", nargs=7, help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.client:
@@ -193,7 +198,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-watch-"))
     redis_proc, url = start_redis(tmp / "redis")
     # The service's default heartbeat interval (the test stacks use 1 s).
-    stack = Stack(url, stack_env(url, tmp / "data", CONVEYOR_LOG_LEVEL="WARNING", CONVEYOR_EXECUTOR_SLOTS="8",
+    stack = Stack(url, stack_env(url, tmp / "data", CONVEYOR_LOG_LEVEL="WARNING", CONVEYOR_EXECUTOR_SLOTS=str(ns.slots),
                                  CONVEYOR_KEEP_COMPLETED="100000", CONVEYOR_WATCH_HEARTBEAT_SECONDS="10",
                                  CONVEYOR_GATEWAY_PROCESSES=str(ns.processes)),
                   tmp / "logs")
@@ -205,7 +210,7 @@ def main() -> None:
                  >= ns.processes, 60, "every gateway process")
         idle = redis_connections_per_process(url)
         req = job_service_pb2.SubmitJobRequest(queue="watched", noop=task_pb2.NoopTask())
-        req.noop.sleep.FromMilliseconds(50)
+        req.noop.sleep.FromMilliseconds(ns.job_ms)
 
         async def submit() -> list[str]:
             async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
@@ -281,8 +286,9 @@ def main() -> None:
     print(f"  client connections per gateway process (pid: connections): {conns}")
     print(f"  gateway redis connections per process (role: count): idle {idle}; with every stream open {during}")
     if lat:
-        print(f"  events delivered: {len(lat):,} in {elapsed:.1f}s" + (f"; streams failed: {dict(run_errors)}"
-                                                                    if run_errors else ""))
+        rate = f"{len(lat) / elapsed:,.0f}/s; jobs of {ns.job_ms} ms, {ns.slots} slots"
+        print(f"  events delivered: {len(lat):,} in {elapsed:.1f}s ({rate})"
+              + (f"; streams failed: {dict(run_errors)}" if run_errors else ""))
         print(f"  gateway CPU while delivering: {gw_cpu:.1f} s, {gw_cpu / len(lat) * 1e6:.0f} µs per event "
               f"delivered (the watcher clients: {client_cpu / len(lat) * 1e6:.0f} µs)")
         print(f"  delivery latency: p50 {statistics.median(lat):.1f} ms  p99 {lat[int(0.99 * (len(lat) - 1))]:.1f} ms"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +38,11 @@ READ_COUNT = 1000
 #: (a WaitJob after each SubmitJob) then subscribes without the two round trips of
 #: starting to read it (its stream's end, waking the reader).
 LINGER_SECONDS = 5.0
+#: A quiet stream's heartbeat comes after a random 75-100 % of the heartbeat interval,
+#: never later: streams that opened together, or got one event together (a job's
+#: watchers), would otherwise beat together, every interval, in bursts as large as
+#: the streams (10,000 at once: seconds of the gateway's CPU that events wait behind).
+HEARTBEAT_SPREAD = 0.25
 
 
 class HubClosed(Exception):
@@ -232,7 +238,8 @@ async def follow(
     """Every event after sequence `last`, in order, once each, in batches (the events
     that were ready together): first replayed from the store, then live from `sub`
     (subscribed before the caller read anything), replaying again across any gap or
-    overflow. Yields an empty batch after `heartbeat` seconds of quiet. Serves
+    overflow. Yields an empty batch after `heartbeat` seconds of quiet at most (a random
+    75-100 % of it: HEARTBEAT_SPREAD). Serves
     WatchJob (per-job sequences) and WatchQueue (per-queue sequences); `replay`
     returns a page of the events after a sequence (empty once there are none).
 
@@ -254,8 +261,9 @@ async def follow(
 
     async for page in catch_up():
         yield page
+    quiet = heartbeat * (1 - HEARTBEAT_SPREAD)
     while True:
-        live = await sub.wait(heartbeat)
+        live = await sub.wait(quiet + random.random() * (heartbeat - quiet))
         if not live and not sub.overflowed:
             yield []
             continue

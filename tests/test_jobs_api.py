@@ -85,6 +85,30 @@ async def test_idle_watch_gets_heartbeats(jobs: JobServiceStub) -> None:
     assert "heartbeat" in kinds  # the stack's heartbeat interval is 1 s; the job sleeps 2.5 s
 
 
+async def test_streams_opened_together_do_not_beat_together(jobs: JobServiceStub, queues: QueueServiceStub) -> None:
+    # A waiting job of a paused queue: its watchers get nothing but heartbeats.
+    q = unique_queue()
+    await queues.PauseQueue(queue_service_pb2.PauseQueueRequest(queue=q))
+    sub = await jobs.SubmitJob(submit_request({"queue": q, "noop": {}}))
+    loop = asyncio.get_running_loop()
+
+    async def first_heartbeat_after_open() -> float:
+        opened = 0.0
+        async for msg in jobs.WatchJob(pb.WatchJobRequest(id=sub.id)):
+            if msg.WhichOneof("kind") == "job":
+                opened = loop.time()
+            elif msg.WhichOneof("kind") == "heartbeat":
+                return loop.time() - opened
+        raise AssertionError("the stream ended")
+
+    quiet = await asyncio.wait_for(asyncio.gather(*(first_heartbeat_after_open() for _ in range(40))), 30)
+    # The stack's interval is 1 s: each beats within it (75-100 % of it, plus delivery),
+    # and not all at once.
+    assert all(0.7 <= gap <= 1.5 for gap in quiet), quiet
+    assert max(quiet) - min(quiet) >= 0.05, quiet
+    await queues.ResumeQueue(queue_service_pb2.ResumeQueueRequest(queue=q))
+
+
 async def test_failed_attempts_are_retried_with_backoff_until_success(jobs: JobServiceStub) -> None:
     sub = await jobs.SubmitJob(
         submit_request({"queue": unique_queue(), "maxAttempts": 3, "noop": {"failFirstAttempts": 2}})
