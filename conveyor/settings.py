@@ -17,8 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.artifact_stores.base import S3Location
 from conveyor.event_loop import EventLoop
-from conveyor.redis_connection import check_url as check_redis_url
-from conveyor.redis_connection import uses_tls as redis_uses_tls
+from conveyor.redis_url import check_url as check_redis_url
+from conveyor.redis_url import uses_tls as redis_uses_tls
 
 #: The largest fair-share weight of a tenant (the store's FAIR_STEP, lua/includes/line.lua,
 #: is divided exactly by every weight up to it).

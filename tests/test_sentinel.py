@@ -23,7 +23,8 @@ import grpc
 import pytest
 from google.rpc import code_pb2
 
-from conveyor.redis_connection import connect, parse_sentinel_url
+from conveyor.redis_connection import connect
+from conveyor.redis_url import parse_sentinel_url
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore
 from conveyor.transport import store_policy
