@@ -14,4 +14,6 @@ echo "== buf breaking (against the contract as last released: protos/baseline/, 
 .venv/bin/buf breaking protos --against protos/baseline/conveyor-v1.binpb
 echo "== pytest"
 # pytest exits 5 when it collected no test: that fails here like any other error.
-.venv/bin/pytest -p no:cacheprovider --durations=25 "$@"
+# Two workers (pytest-xdist), each taking whole files, the slowest first
+# (tests/conftest.py SLOWEST_FIRST): most tests wait on processes they started.
+.venv/bin/pytest -p no:cacheprovider -n 2 --dist loadfile --durations=25 "$@"

@@ -76,6 +76,31 @@ def unreadable_jobs(s: Stack) -> list[str]:
     return problems
 
 
+#: The test files that take the suite longest (a minute or more each, by --durations),
+#: run first. The suite runs on pytest-xdist workers, each taking whole files
+#: (.ci/test.sh: -n, --dist loadfile): a long file left for last keeps one worker busy
+#: after the others have finished. The order within a file is kept.
+SLOWEST_FIRST = (
+    "tests/test_cli.py",
+    "tests/acceptance/test_acceptance.py",
+    "tests/test_tls.py",
+    "tests/browser/test_pool.py",
+    "tests/test_fuzz.py",
+    "tests/test_recovery.py",
+    "tests/test_sentinel.py",
+    "tests/test_ts_sdk.py",
+    "tests/test_artifacts_s3.py",
+    "tests/test_schedules.py",
+    "tests/test_mixed_load.py",
+    "tests/test_metrics.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str]]:
     proc, url = start_redis(tmp_path_factory.mktemp("redis"))
