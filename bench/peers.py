@@ -13,8 +13,8 @@ default settings: full job state, events and retention kept):
 - process with 1 and with 2 worker processes: the jobs are enqueued first (Conveyor:
   into a paused queue, resumed at the start; BullMQ: workers started after; Dramatiq,
   which cannot hold a queue back, sends while its warm workers drain, and sending is
-  faster than its processing), then timed until the last one is done (Conveyor: seen
-  by a WatchQueue stream taking events in batches);
+  faster than its processing), then timed until the last one is done (Conveyor: the
+  queue's completed count, read every 10 ms; BullMQ: its workers' completion counts);
 - submit -> completion seen by the client, one job at a time with idle workers:
   Conveyor SubmitJob + WaitJob, BullMQ add + waitUntilFinished (p50, p99).
 Then the ratios Conveyor / BullMQ. Everything runs on loopback and stops by itself.
@@ -24,7 +24,9 @@ Beside them:
   bare grpc.aio server (a process of its own; on asyncio's loop, and on uvloop as the
   gateway runs by default), sequentially from a sync client and from
   50 concurrent async callers, and Conveyor's SubmitJob the same two ways (the ratio is
-  issue 16's target 1);
+  issue 16's target 1); and the same bare server on uvloop awaiting one Redis PING per
+  call on the shared connection the store's scripts use (conveyor/redis_multiplex.py):
+  the floor of any call that must reach Redis before it answers;
 - BullMQ draining with 2 processes again, keeping only the newest 100 completed jobs
   (Conveyor's default retention: it deletes a job for each one that completes);
 - the cost per job while draining (2 processes): Redis commands (INFO commandstats,
@@ -130,16 +132,29 @@ def stack_cpu(stack: Stack) -> dict[str, float]:
 
 
 # --- the floor: a bare grpc.aio unary call ------------------------------------------------
-def bare_server(port: int, loop: str) -> None:
+def bare_server(port: int, loop: str, redis_url: str = "") -> None:
     """A grpc.aio server with grpc's own health service only (run as its own process),
-    on asyncio's loop or on uvloop (the gateway's default, conveyor/event_loop.py)."""
-    from grpc_health.v1 import health, health_pb2_grpc
+    on asyncio's loop or on uvloop (the gateway's default, conveyor/event_loop.py);
+    with `redis_url`, its Check first awaits one PING on the shared connection of a
+    client made as the services make theirs (conveyor.redis_connection.connect)."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     from conveyor import event_loop
+    from conveyor.redis_connection import connect
+
+    class RedisHealth(health.aio.HealthServicer):  # type: ignore[misc]
+        def __init__(self, client: Any) -> None:
+            super().__init__()
+            self.multiplexed = client.multiplexed
+
+        async def Check(self, request: Any, context: Any) -> Any:
+            await self.multiplexed.execute("PING")
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
     async def serve() -> None:
         server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        servicer = RedisHealth(connect(redis_url)) if redis_url else health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
@@ -181,15 +196,18 @@ async def concurrent_rate(target: str, call: str, request: object, jobs: int) ->
 
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+#: The floor's key of the bare server that awaits one Redis PING per call.
+WITH_REDIS = "uvloop + 1 Redis PING"
 SUBMIT_JOB = "/conveyor.v1.JobService/SubmitJob"
 
 
-def bare_floor(jobs: int, log_dir: Path, loop: str) -> tuple[float, float]:
+def bare_floor(jobs: int, log_dir: Path, loop: str, redis_url: str = "") -> tuple[float, float]:
     from grpc_health.v1 import health_pb2
 
     port = free_port()
-    server = spawn(f"bare-grpc-{loop}", [sys.executable, "-m", "bench.peers", "--bare-server", str(port),
-                                         "--bare-loop", loop], dict(os.environ), log_dir)
+    server = spawn(f"bare-grpc-{loop}{'-redis' if redis_url else ''}",
+                   [sys.executable, "-m", "bench.peers", "--bare-server", str(port), "--bare-loop", loop,
+                    "--bare-redis", redis_url], dict(os.environ), log_dir)
     target = f"127.0.0.1:{port}"
     try:
         def up() -> bool:
@@ -413,9 +431,10 @@ def main() -> None:
     parser.add_argument("--memory-jobs", type=int, default=5_000, help="jobs for the bytes per job")
     parser.add_argument("--bare-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--bare-loop", default="asyncio", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-redis", default="", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.bare_server:
-        bare_server(ns.bare_server, ns.bare_loop)
+        bare_server(ns.bare_server, ns.bare_loop, ns.bare_redis)
         return
     if shutil.which("node") is None:
         sys.exit("BullMQ runs on Node.js: install node and npm first")
@@ -441,6 +460,9 @@ def main() -> None:
             floor[loop] = bare_floor(ns.one_by_one, tmp / "bare", loop)
             print(f"  bare grpc.aio health Check on {loop}: {floor[loop][0]:,.0f}/s sequential, "
                   f"{floor[loop][1]:,.0f}/s from {CONCURRENT_CALLERS} callers", flush=True)
+        floor[WITH_REDIS] = bare_floor(ns.one_by_one, tmp / "bare", "uvloop", url)
+        print(f"  the same on uvloop, one Redis PING per call: {floor[WITH_REDIS][0]:,.0f}/s sequential, "
+              f"{floor[WITH_REDIS][1]:,.0f}/s from {CONCURRENT_CALLERS} callers", flush=True)
         note("BullMQ (Node)", "enqueue 1-by-1 /s", bullmq(url, "enqueue", "peers-one", ns.one_by_one)["rate"])
         note("BullMQ (Node)", "enqueue bulk /s", bullmq(url, "bulk", "peers-bulk", ns.jobs)["rate"])
         note("Dramatiq", "enqueue 1-by-1 /s", dramatiq_enqueue(url, ns.one_by_one))
@@ -501,7 +523,10 @@ def main() -> None:
     for loop, (sequential, concurrent) in floor.items():
         print(f"SubmitJob (gateway on uvloop) / bare grpc.aio Check on {loop}: sequential "
               f"{ours['enqueue 1-by-1 /s'] / sequential:.2f}x, {CONCURRENT_CALLERS} callers "
-              f"{ours['concurrent'] / concurrent:.2f}x (target >= 0.8x)")
+              f"{ours['concurrent'] / concurrent:.2f}x" + ("" if loop == WITH_REDIS else " (target >= 0.8x)"))
+    (seq_redis, conc_redis), (seq_bare, conc_bare) = floor[WITH_REDIS], floor["uvloop"]
+    print(f"one Redis round trip costs the bare server on uvloop: {seq_redis / seq_bare:.2f}x sequential, "
+          f"{conc_redis / conc_bare:.2f}x from {CONCURRENT_CALLERS} callers")
     for line in costs:
         print(line)
     bw, bc = memory["waiting"], memory["completed"]
