@@ -89,9 +89,9 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     plain = f"redis://{userinfo + '@' if userinfo else ''}sentinel-host/{db}"
     if query:
         plain += "?" + urlencode(query)
-    try:
-        from redis.asyncio.connection import parse_url  # (redis-py, for a Sentinel URL only)
+    from redis.asyncio.connection import parse_url  # (redis-py: loaded for a Sentinel URL only)
 
+    try:
         connection: dict[str, Any] = dict(parse_url(plain))
     except ValueError as exc:
         raise ValueError(f"{shown}: {exc}") from None
