@@ -113,6 +113,9 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 #: at a time): grpc core's defaults (soft 1,000, hard 3,000) cancel the rest of a
 #: burst of new streams (thousands of watchers connecting at once) as CANCELLED.
 MAX_PENDING_CALLS = 50_000
+#: The bound of a gateway process's pool of Redis connections (beside it: the store
+#: scripts' one shared connection, the event reader's, the readiness ping's).
+REDIS_POOL_CONNECTIONS = 64
 
 
 class Gateway:
@@ -123,7 +126,7 @@ class Gateway:
         self.process_index = process_index
         url = settings.effective_redis_url
         suffix = "" if process_index is None else f".{process_index}"
-        self.client = connect(url, max_connections=64, client_name="conveyor-gateway" + suffix)
+        self.client = connect(url, max_connections=REDIS_POOL_CONNECTIONS, client_name="conveyor-gateway" + suffix)
         self.store = JobStore(self.client, settings.key_prefix, store_policy(settings))
         # The one blocking reader of the event stream: one connection, whatever the watchers.
         self.hub = EventHub(self.store, connect(url, max_connections=1,

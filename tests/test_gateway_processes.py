@@ -18,17 +18,18 @@ import pytest
 from bench.watchers import established_per_pid, gateway_pids, redis_connections_per_process
 from conveyor.v1 import job_pb2, job_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
+from gateway.server import REDIS_POOL_CONNECTIONS
 from tests.support.grpc_helpers import submit_request
 from tests.support.processes import Stack, spawn, stack_env, start_redis, wait_for
 
 #: Client connections (a channel each); with the kernel spreading them over two
 #: processes, all 16 on one has a chance of 2 in 65,536.
 CONNECTIONS = 16
-#: The gateway's connections named as its pool's: the pool's bound (gateway/server.py,
-#: 64) and the one connection the store's scripts share (conveyor/redis_multiplex.py,
-#: made with the pool's settings, its name included). Its event reader and readiness
-#: ping are counted apart.
-POOL_BOUND = 64 + 1
+#: The gateway's connections named as its pool's: the pool's bound and the one
+#: connection the store's scripts share (conveyor/redis_multiplex.py, made with the
+#: pool's settings, its name included). Its event reader and readiness ping are
+#: counted apart.
+POOL_BOUND = REDIS_POOL_CONNECTIONS + 1
 LISTEN = "0A"
 
 
