@@ -261,9 +261,8 @@ async def follow(
 
     async for page in catch_up():
         yield page
-    quiet = heartbeat * (1 - HEARTBEAT_SPREAD)
     while True:
-        live = await sub.wait(quiet + random.random() * (heartbeat - quiet))
+        live = await sub.wait(random.uniform(heartbeat * (1 - HEARTBEAT_SPREAD), heartbeat))
         if not live and not sub.overflowed:
             yield []
             continue
