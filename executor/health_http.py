@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -87,6 +88,17 @@ def memory_families(worker_pids: list[int]) -> list[Metric]:
     return [workers, browsers]
 
 
+class WorkersCollector(multiprocess.MultiProcessCollector):
+    """The workers' metric files, merged (prometheus_client's multiprocess mode), but
+    for a file a worker has only just created: empty for an instant (it is sized and
+    mapped right after), it holds no value yet, and prometheus_client fails on it
+    (struct.error), which would fail the scrape of a worker's restart."""
+
+    def collect(self) -> Iterable[Metric]:
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if os.path.getsize(f) > 0]
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call, no-any-return]
+
+
 class SupervisorCollector(Collector):
     def __init__(self, endpoint: ExecutorEndpoint) -> None:
         self.endpoint = endpoint
@@ -120,7 +132,7 @@ class ExecutorEndpoint:
         # Inherited by the worker processes (set before they start and import prometheus_client).
         os.environ[MULTIPROC_ENV] = str(self.dir)
         self.registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(self.registry, path=str(self.dir))  # type: ignore[no-untyped-call]
+        WorkersCollector(self.registry, path=str(self.dir))  # type: ignore[no-untyped-call]
         self.registry.register(SupervisorCollector(self))
         self.supervisor: Any = None
         self.restarts = 0

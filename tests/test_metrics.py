@@ -10,6 +10,7 @@ import os
 import signal
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
@@ -77,6 +78,16 @@ def test_metrics_addresses_are_loopback_unless_named() -> None:
     assert parse_addr("[::1]:9464") == ("::1", 9464)
     with pytest.raises(ValueError, match="host:port"):
         parse_addr("localhost:http")
+
+
+def test_a_scrape_while_a_worker_creates_its_metrics_file_answers(observed: tuple[Stack, int, int]) -> None:
+    stack, _, ex_port = observed
+    wait_for(lambda: total(scrape(ex_port), "conveyor_executor_slots_free") == 4, 30, "the workers' slots")
+    # A (re)started worker's file as it is the instant after it is made, before it is
+    # sized: empty. In a restart that lasts microseconds; made here to last.
+    (metrics_dir,) = (Path(stack.env["CONVEYOR_DATA_DIR"]) / "metrics").glob("executor-*")
+    (metrics_dir / "counter_4242424.db").touch()
+    assert total(scrape(ex_port), "conveyor_executor_slots_free") == 4
 
 
 async def test_scraped_numbers_match_a_known_workload(observed: tuple[Stack, int, int], page_port: int) -> None:
