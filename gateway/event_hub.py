@@ -142,9 +142,16 @@ class EventHub:
                     if q not in self._read_up_to:
                         # Read from the stream's end as it is now; the watcher replays
                         # what came before from the store.
-                        self._read_up_to[q] = await self._store.queue_sequence(q)
-                        await self._store.wake_reader(self._wake_key)
+                        sequence = await self._store.queue_sequence(q)
+                        # The queue is read from here on and the reader knows it, with
+                        # no await in between: a watcher cancelled in the wake below
+                        # (its client gone) must not leave a read queue unread by a
+                        # reader at rest, for the watchers that come next.
+                        self._read_up_to[q] = sequence
                         self._reading.set()
+                        # A read blocked on the other queues takes this one in now, not
+                        # at the end of its block.
+                        await self._store.wake_reader(self._wake_key)
         except BaseException:
             self._forget(q)
             raise

@@ -85,3 +85,35 @@ async def test_a_watcher_that_falls_behind_catches_up_whole_and_in_order(store: 
     assert [e.queue_sequence for e in got] == list(range(1, total + 1))
     hub.unsubscribe(sub)
     assert hub.subscriber_count == 0
+
+
+async def test_a_watcher_cancelled_while_it_subscribes_leaves_the_queue_read_for_the_next(
+    store: JobStore, hub: EventHub
+) -> None:
+    """A watch's client that goes away while its first subscription of a queue is
+    being set up (a connection reset right after its snapshot) cancels the
+    subscription mid-way; the next watcher of that queue still gets its events live."""
+    woken = asyncio.Event()
+    hold = asyncio.Event()  # never set: the first subscriber's wake waits until cancelled
+    wake = store.wake_reader
+
+    async def wake_held(key: str) -> None:
+        # A seam in time, not a fake: the real wake, reached only after a cancel would
+        # have had to land exactly here (what a reset connection does, now and then).
+        woken.set()
+        await hold.wait()
+        await wake(key)
+
+    store.wake_reader = wake_held  # type: ignore[method-assign,assignment]
+    job = new(queue="cut")
+    first = asyncio.create_task(hub.subscribe_job(job.id, "cut"))
+    await asyncio.wait_for(woken.wait(), 10)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    store.wake_reader = wake  # type: ignore[method-assign]
+
+    sub = await hub.subscribe_job(job.id, "cut")
+    await store.submit(job)
+    events = await sub.wait(5)
+    assert [(e.job_id, e.state) for e in events] == [(job.id, State.WAITING)]
