@@ -276,6 +276,12 @@ class _Call:
                     await context.write(message)
         except grpc.aio.AbortError:
             raise
+        except grpc.aio.InternalError as exc:
+            # What a write raises once the call is over under it: its connection was
+            # reset, or the client left, before grpc told the handler so (a cancel).
+            # Nobody is there to answer; a call the client ended, not a failure.
+            log.info("stream ended by its client", method=self.method, error=cap(str(exc), 300))
+            context.set_code(grpc.StatusCode.CANCELLED)
         except Exception as exc:
             if context.cancelled():
                 return  # the client went away mid-stream: nobody to answer, nothing failed

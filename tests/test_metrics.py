@@ -6,6 +6,7 @@ counts while dropping its live gauges."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import urllib.request
@@ -22,6 +23,7 @@ from conveyor.processes import descendants
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
+from tests.support.cuttable_proxy import cuttable_proxy
 from tests.support.grpc_helpers import TERMINAL, submit_request, unique_queue, wait_state
 from tests.support.page_server import serve_page
 from tests.support.processes import Stack, free_port, wait_for
@@ -194,3 +196,42 @@ def _is_worker(pid: int) -> bool:
             return b"executor.worker" in f.read()
     except OSError:
         return False
+
+
+
+async def test_a_watcher_whose_connection_is_reset_is_counted_cancelled_and_is_no_error(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """A connection reset under a stream (a network blip, a load balancer restarting)
+    is what networks do; the gateway's next write to the stream fails. That is a
+    cancelled call in the metrics, not an error in the gateway's log (an operator's
+    alert)."""
+    port = free_port()
+    s = make_stack(CONVEYOR_GATEWAY_METRICS_ADDR=f"127.0.0.1:{port}", CONVEYOR_METRICS_CACHE_SECONDS="0")
+    s.start_gateway()
+    s.start_executor()
+    method = "conveyor.v1.JobService/WatchJob"
+    with cuttable_proxy(s.grpc_target) as proxy:
+        async with (grpc.aio.insecure_channel(s.grpc_target) as channel,
+                    grpc.aio.insecure_channel(proxy.address) as proxied):
+            jobs, queues = JobServiceStub(channel), QueueServiceStub(channel)
+            q = unique_queue()
+            await queues.PauseQueue(qpb.PauseQueueRequest(queue=q))
+            sub = await jobs.SubmitJob(submit_request({"queue": q, "noop": {}}))
+            watch = JobServiceStub(proxied).WatchJob(pb.WatchJobRequest(id=sub.id))
+            first = await asyncio.wait_for(watch.read(), 30)
+            assert first.WhichOneof("kind") == "job", "the stream is open: it has the job's snapshot"
+            proxy.cut()
+            await queues.ResumeQueue(qpb.ResumeQueueRequest(queue=q))  # events for the cut stream
+            assert (await wait_state(jobs, sub.id, TERMINAL)).state == job_pb2.JOB_STATE_COMPLETED
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await asyncio.wait_for(watch.read(), 30)
+            assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    # wait_state's own watch ended OK; the cut one's end is the other count.
+    wait_for(lambda: total(scrape(port), "conveyor_grpc_server_handled_total", method=method) >= 2, 30,
+             "the cut watch's call to end")
+    codes = {dict(labels)["code"]: n for (name, labels), n in scrape(port).items()
+             if name == "conveyor_grpc_server_handled_total" and ("method", method) in labels}
+    assert codes == {"OK": 1, "CANCELLED": 1}
+    gateway = s.gateways[0].log().splitlines()
+    assert not [line for line in gateway if '"level": "error"' in line or "Traceback" in line]
