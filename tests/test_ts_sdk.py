@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,13 @@ def test_the_sdk_works_against_a_real_gateway(consumer: Consumer, gateways: Gate
                           check=False, capture_output=True, text=True, timeout=200,
                           env={**os.environ, **gateways.env()})
     print(proc.stdout[-6000:], proc.stderr[-3000:])
+    if proc.returncode != 0:
+        # What the services logged about the jobs the reconnect tests traced.
+        for job_id in re.findall(r"submitted job (\S+)", proc.stderr):
+            for p in [*gateways.stack.gateways, *gateways.stack.executors]:
+                for line in p.log().splitlines():
+                    if job_id in line:
+                        print(f"[{p.name} {p.pid}] {line[:1500]}")
     assert proc.returncode == 0, "node --test failed (output above)"
     assert "# fail 0" in proc.stdout and "# skipped 0" in proc.stdout
     passed = int(proc.stdout.split("# pass ")[1].split()[0])

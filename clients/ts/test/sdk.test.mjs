@@ -74,23 +74,39 @@ function cuttableProxy(target) {
  * the queue. The job runs while the watcher reconnects; returns what it saw. */
 async function watchThroughCut(request, proxy, proxied) {
   const queue = `ts-cut-${randomUUID().slice(0, 8)}`;
+  const started = Date.now();
+  // Each step on stderr (the pytest wrapper prints it, and the services' log lines
+  // about the job, when a test fails): where a watch that never ended stood.
+  const trace = (what) => console.error(`[cut ${queue} ${new Date().toISOString()} +${Date.now() - started} ms] ${what}`);
   await client.pauseQueue(queue);
   const submitted = await client.submit({ ...request, queue });
+  trace(`submitted job ${submitted.id}`);
   const events = [];
   const snapshots = [];
   const reconnects = [];
-  for await (const message of proxied.watch(submitted.id, { onReconnect: (err, seq) => reconnects.push({ code: err.code, seq }) })) {
+  const onReconnect = (err, seq) => {
+    trace(`reconnecting after sequence ${seq}: ${err.code} ${err.message}`);
+    reconnects.push({ code: err.code, seq });
+  };
+  for await (const message of proxied.watch(submitted.id, { onReconnect })) {
     if (message.kind.case === "job") {
       snapshots.push(message.kind.value);
+      trace(`snapshot: ${JobState[message.kind.value.state]}, last sequence ${message.kind.value.lastSequence}`);
       if (snapshots.length === 1) {
         assert.equal(message.kind.value.state, JobState.WAITING, "held in the paused queue");
         proxy.cut();
+        trace("connections cut");
         await client.resumeQueue(queue);
+        trace("queue resumed");
       }
     } else if (message.kind.case === "event") {
       events.push(message.kind.value);
+      trace(`event ${message.kind.value.sequence}: ${JobEventType[message.kind.value.type]} ${JobState[message.kind.value.state]}`);
+    } else {
+      trace(message.kind.case);
     }
   }
+  trace("watch ended");
   return { id: submitted.id, events, snapshots, reconnects };
 }
 
