@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         default=False, description="Let a gateway bound beyond loopback serve without auth (say it on purpose)."
     )
     watch_heartbeat_seconds: float = 10.0
+    grpc_keepalive_seconds: float = Field(
+        default=60.0, ge=1.0, le=7200.0,
+        description="The gateway pings each client connection after this much quiet and drops it when the "
+        "ping goes unanswered (within the same time, at most 20 s): the streams of a client whose path went "
+        "silent (a host gone, a NAT entry dropped) end instead of holding their subscriptions for good.",
+    )
     max_request_bytes: int = 8 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
     gateway_processes: int = Field(

@@ -116,6 +116,28 @@ MAX_PENDING_CALLS = 50_000
 #: The bound of a gateway process's pool of Redis connections (beside it: the store
 #: scripts' one shared connection, the event reader's, the readiness ping's).
 REDIS_POOL_CONNECTIONS = 64
+#: The most often a client may ping (keepalive) a connection on which the gateway sent
+#: nothing since its last ping; past that grpc answers GOAWAY "too_many_pings". The
+#: Conveyor SDKs ping after 30 s of quiet; 5 s leaves room for other clients' settings.
+CLIENT_PING_MIN_SECONDS = 5.0
+#: The longest the gateway waits for the answer to its own keepalive ping.
+KEEPALIVE_TIMEOUT_SECONDS = 20.0
+
+
+def keepalive_options(seconds: float) -> list[tuple[str, int]]:
+    """grpc's keepalive both ways: the gateway pings a connection after `seconds` of
+    quiet (calls open or not) and drops it when the ping goes unanswered; clients may
+    ping it as often as every CLIENT_PING_MIN_SECONDS, calls open or not."""
+    return [
+        ("grpc.keepalive_time_ms", int(seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(min(seconds, KEEPALIVE_TIMEOUT_SECONDS) * 1000)),
+        # A ping in flight (grpc's bandwidth probe) stands for the keepalive one: the
+        # same wait for its answer (60 s unless set).
+        ("grpc.http2.ping_timeout_ms", int(min(seconds, KEEPALIVE_TIMEOUT_SECONDS) * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(CLIENT_PING_MIN_SECONDS * 1000)),
+    ]
 
 
 class Gateway:
@@ -176,6 +198,7 @@ class Gateway:
                 ("grpc.max_concurrent_streams", 100_000),
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+                *keepalive_options(settings.grpc_keepalive_seconds),
             ],
         )
         # The servicers, served over gRPC and called in-process by the dashboard (one copy of the rules).

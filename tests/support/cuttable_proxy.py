@@ -1,6 +1,9 @@
-"""A TCP proxy on loopback whose connections a test can reset: what a network blip,
-a dropped NAT entry or a restarted load balancer does to the calls on them. Both
-sides of each connection get a TCP RST (SO_LINGER 0), not a goodbye.
+"""A TCP proxy on loopback whose connections a test can reset or freeze: what a
+network blip, a dropped NAT entry or a restarted load balancer does to the calls on
+them. A cut gives both sides of each connection a TCP RST (SO_LINGER 0), not a
+goodbye; a freeze drops every byte either side sends from then on, with no close at
+all (a path gone silent: only keepalive pings find it out). Connections made after
+either are forwarded as usual.
 
 One thread does everything (a selector over the listener and every socket), so a
 cut happens between two reads, never during one."""
@@ -26,20 +29,29 @@ class CuttableProxy:
         self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
         self.accepted = 0
         self._peers: dict[socket.socket, socket.socket] = {}
+        self._frozen: set[socket.socket] = set()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._cut = threading.Event()
-        self._cut_done = threading.Event()
+        self._freeze = threading.Event()
+        self._done = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cuttable-proxy", daemon=True)
         self._thread.start()
 
     def cut(self, timeout: float = 10) -> None:
         """Reset every connection open now, both ways; returns once done."""
-        self._cut_done.clear()
-        self._cut.set()
-        if not self._cut_done.wait(timeout):
-            raise TimeoutError("the proxy did not cut its connections")
+        self._ask(self._cut, timeout)
+
+    def freeze(self, timeout: float = 10) -> None:
+        """From now on, drop what either side of every connection open now sends."""
+        self._ask(self._freeze, timeout)
+
+    def _ask(self, what: threading.Event, timeout: float) -> None:
+        self._done.clear()
+        what.set()
+        if not self._done.wait(timeout):
+            raise TimeoutError("the proxy did not do as asked")
 
     def close(self) -> None:
         self._stop.set()
@@ -51,7 +63,11 @@ class CuttableProxy:
                 if self._cut.is_set():
                     self._reset_all()
                     self._cut.clear()
-                    self._cut_done.set()
+                    self._done.set()
+                if self._freeze.is_set():
+                    self._frozen |= set(self._peers)
+                    self._freeze.clear()
+                    self._done.set()
                 for key, _ in self._selector.select(0.02):
                     sock = key.fileobj
                     assert isinstance(sock, socket.socket)
@@ -84,10 +100,17 @@ class CuttableProxy:
         try:
             data = sock.recv(65536)
             if data:
-                peer.sendall(data)
+                if sock not in self._frozen:
+                    peer.sendall(data)
                 return
         except OSError:
             pass
+        if sock in self._frozen:
+            # Nothing gets through a frozen path, its end neither: only this side goes.
+            self._drop(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
         # One side ended (or failed): end the other side the same way, gently.
         for s in (sock, peer):
             self._drop(s)
@@ -96,6 +119,7 @@ class CuttableProxy:
 
     def _drop(self, s: socket.socket) -> None:
         self._peers.pop(s, None)
+        self._frozen.discard(s)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(s)
 

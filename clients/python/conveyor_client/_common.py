@@ -43,6 +43,18 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", 32 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.primary_user_agent", f"conveyor-python/{_VERSION}"),
+    # Keepalive: after 30 s with nothing received the channel pings, and a ping not
+    # answered within 10 s ends the connection with UNAVAILABLE, which watch() resumes
+    # from. Without it a stream over a path gone silent (the gateway's host lost, a NAT
+    # or load balancer forgetting the connection) waits for good: a watcher sends
+    # nothing after its request. Pings go on however long the client has sent nothing.
+    # The gateway allows a client's pings every 5 s or more (see its CLIENT_PING_MIN_SECONDS).
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    # (A ping in flight, grpc's own bandwidth probe say, stands for the keepalive one;
+    # the wait for its answer is this, 60 s unless set.)
+    ("grpc.http2.ping_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
 
 
@@ -79,7 +91,8 @@ seconds, "500ms"/"2s"/"1m" texts or timedeltas; `attempts` sets max_attempts).""
 
 
 def channel_options(extra: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
-    return [*CHANNEL_OPTIONS, *(extra or [])]
+    """The SDK's channel options, each of `extra` in place of the SDK's of that name."""
+    return list({**dict(CHANNEL_OPTIONS), **dict(extra or [])}.items())
 
 
 _TLS_SCHEMES = {"grpcs": True, "https": True, "grpc": False, "http": False}
