@@ -20,7 +20,17 @@ export interface TransportOptions {
   /** A client certificate and its key, for a gateway that requires them (mTLS). */
   clientCert?: Pem;
   clientKey?: Pem;
+  /** Keepalive: while a call is open, the connection is pinged after `intervalMs` with
+   * nothing received (default 30 s), and a ping not answered within `timeoutMs`
+   * (default 10 s) ends it, its calls failing UNAVAILABLE (which `watch` resumes from).
+   * Without it, a stream over a path gone silent (the gateway's host lost, a NAT or
+   * load balancer forgetting the connection) waits for good. `false` turns it off. */
+  keepalive?: { intervalMs?: number; timeoutMs?: number } | false;
 }
+
+/** The SDK's keepalive (see TransportOptions.keepalive). */
+export const KEEPALIVE_INTERVAL_MS = 30_000;
+export const KEEPALIVE_TIMEOUT_MS = 10_000;
 
 export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, "transport"> {}
 
@@ -85,7 +95,13 @@ function nodeTransport(target: string, options: TransportOptions): { transport: 
         ...(options.clientKey !== undefined ? { key: pem(options.clientKey, "client key") } : {}),
       }
     : {};
-  const sessionManager = new Http2SessionManager(baseUrl, {}, nodeOptions);
+  const keepalive = options.keepalive === false
+    ? {}
+    : {
+        pingIntervalMs: options.keepalive?.intervalMs ?? KEEPALIVE_INTERVAL_MS,
+        pingTimeoutMs: options.keepalive?.timeoutMs ?? KEEPALIVE_TIMEOUT_MS,
+      };
+  const sessionManager = new Http2SessionManager(baseUrl, keepalive, nodeOptions);
   return {
     transport: createGrpcTransport({ baseUrl, sessionManager }),
     close: () => sessionManager.abort(),
@@ -94,7 +110,7 @@ function nodeTransport(target: string, options: TransportOptions): { transport: 
 
 /** A ConveyorClient for Node over gRPC: `connect("127.0.0.1:50051", { apiKey })`. */
 export function connect(target: string = DEFAULT_TARGET, options: ConnectOptions = {}): ConveyorClient {
-  const { tls, caCert, clientCert, clientKey, ...client } = options;
-  const { transport, close } = nodeTransport(target, { tls, caCert, clientCert, clientKey });
+  const { tls, caCert, clientCert, clientKey, keepalive, ...client } = options;
+  const { transport, close } = nodeTransport(target, { tls, caCert, clientCert, clientKey, keepalive });
   return new ConveyorClient({ ...client, transport, onClose: close });
 }

@@ -34,22 +34,30 @@ const client = connect(TARGET, { apiKey: API_KEY });
 /** Every test has a deadline: a job that never runs fails its test, never hangs the run. */
 const test = (name, fn) => nodeTest(name, { timeout: 60_000 }, fn);
 
-/** A TCP proxy to the gateway whose connections the test can cut: what a network blip
- * or a restarted load balancer does to a watch stream. */
+/** A TCP proxy to the gateway whose connections the test can cut (a reset: what a
+ * network blip or a restarted load balancer does to a watch stream) or freeze (nothing
+ * gets through any more, and nothing closes: a path gone silent, which only keepalive
+ * pings find out). Connections made afterwards are forwarded as usual. */
 function cuttableProxy(target) {
   const [host, port] = target.split(":");
   const sockets = new Set();
+  const pairs = new Set();
   let accepted = 0;
   const server = net.createServer((downstream) => {
     accepted += 1;
     const upstream = net.connect(Number(port), host);
-    for (const s of [downstream, upstream]) {
+    const pair = [downstream, upstream];
+    pairs.add(pair);
+    for (const s of pair) {
       sockets.add(s);
       s.on("error", () => {});
       s.on("close", () => {
         sockets.delete(s);
-        downstream.destroy();
-        upstream.destroy();
+        pairs.delete(pair);
+        if (!pair.frozen) {
+          downstream.destroy();
+          upstream.destroy();
+        }
       });
     }
     downstream.pipe(upstream);
@@ -59,6 +67,16 @@ function cuttableProxy(target) {
     listen: () => new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(`127.0.0.1:${server.address().port}`))),
     cut: () => {
       for (const s of sockets) s.resetAndDestroy();
+    },
+    freeze: () => {
+      for (const pair of pairs) {
+        pair.frozen = true;
+        const [downstream, upstream] = pair;
+        downstream.unpipe(upstream);
+        upstream.unpipe(downstream);
+        // Read and dropped: what either side sends from now on goes nowhere.
+        for (const s of pair) s.on("data", () => {});
+      }
     },
     accepted: () => accepted,
     close: () =>
@@ -72,7 +90,7 @@ function cuttableProxy(target) {
 /** Submit a job into a paused queue and watch it through the proxy: once the first
  * snapshot has come (the job cannot have started), cut every connection, then resume
  * the queue. The job runs while the watcher reconnects; returns what it saw. */
-async function watchThroughCut(request, proxy, proxied) {
+async function watchThroughCut(request, proxy, proxied, how = "cut") {
   const queue = `ts-cut-${randomUUID().slice(0, 8)}`;
   const started = Date.now();
   // Each step on stderr (the pytest wrapper prints it, and the services' log lines
@@ -94,8 +112,8 @@ async function watchThroughCut(request, proxy, proxied) {
       trace(`snapshot: ${JobState[message.kind.value.state]}, last sequence ${message.kind.value.lastSequence}`);
       if (snapshots.length === 1) {
         assert.equal(message.kind.value.state, JobState.WAITING, "held in the paused queue");
-        proxy.cut();
-        trace("connections cut");
+        proxy[how]();
+        trace(`connections: ${how}`);
         await client.resumeQueue(queue);
         trace("queue resumed");
       }
@@ -157,6 +175,28 @@ describe("TypeScript SDK against a real gateway", () => {
     assert.equal(last.state, JobState.COMPLETED);
     assert.ok(isTerminal(last.state));
     assert.equal((await client.get(id)).state, JobState.COMPLETED);
+  });
+
+  test("a watch over a path gone silent is found out by keepalive pings and resumed", async () => {
+    // A proxy of its own (a freeze stops every connection through it) and the SDK's
+    // keepalive shortened from its 30 s + 10 s so the test is quick.
+    const path = cuttableProxy(TARGET);
+    const silent = connect(await path.listen(), { apiKey: API_KEY, keepalive: { intervalMs: 1000, timeoutMs: 1000 } });
+    try {
+      const started = Date.now();
+      const { events, snapshots, reconnects } = await watchThroughCut({ noop: {} }, path, silent, "freeze");
+      const took = Date.now() - started;
+      assert.equal(reconnects.length, 1, "one reconnect, after the unanswered ping");
+      assert.equal(reconnects[0].code, Code.Unavailable);
+      assert.equal(path.accepted(), 2, "the watch went on over a new connection");
+      assert.equal(snapshots.length, 2);
+      assertContiguous(snapshots[0], events);
+      assert.equal(events.at(-1).state, JobState.COMPLETED);
+      assert.ok(took < 15_000, `found out within seconds (${took} ms)`);
+    } finally {
+      silent.close();
+      await path.close();
+    }
   });
 
   test("a browser job is watched to the end through a forced reconnect and its values read", async () => {
