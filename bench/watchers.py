@@ -5,6 +5,7 @@ same clock).
 
     .venv/bin/python -m bench.watchers [--watchers 10000] [--jobs 500] [--processes 1]
                                        [--clients 4] [--channels 8] [--job-ms 50] [--slots 8]
+                                       [--heartbeat SECONDS]
 
 The watchers all start at once, in --clients client processes (grpc.aio, --channels
 connections each) so their CPU is not charged to the gateway and one client process
@@ -43,6 +44,7 @@ import grpc
 import redis
 
 from conveyor import event_loop
+from conveyor.settings import Settings
 from conveyor.v1 import job_pb2, job_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from tests.support.processes import Stack, stack_env, start_redis, wait_for
@@ -189,6 +191,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=8, help="connections per client process")
     parser.add_argument("--job-ms", type=int, default=50, help="how long each (no-op) job runs")
     parser.add_argument("--slots", type=int, default=8, help="the executor's slots")
+    parser.add_argument("--heartbeat", type=float, default=Settings.model_fields["watch_heartbeat_seconds"].default,
+                        help="CONVEYOR_WATCH_HEARTBEAT_SECONDS (default: the service's)")
     parser.add_argument("--client", nargs=7, help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.client:
@@ -197,9 +201,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-watch-"))
     redis_proc, url = start_redis(tmp / "redis")
-    # The service's default heartbeat interval (the test stacks use 1 s).
+    # The service's default heartbeat interval unless asked (the test stacks use 1 s).
     stack = Stack(url, stack_env(url, tmp / "data", CONVEYOR_LOG_LEVEL="WARNING", CONVEYOR_EXECUTOR_SLOTS=str(ns.slots),
-                                 CONVEYOR_KEEP_COMPLETED="100000", CONVEYOR_WATCH_HEARTBEAT_SECONDS="10",
+                                 CONVEYOR_KEEP_COMPLETED="100000", CONVEYOR_WATCH_HEARTBEAT_SECONDS=str(ns.heartbeat),
                                  CONVEYOR_GATEWAY_PROCESSES=str(ns.processes)),
                   tmp / "logs")
     clients: list[subprocess.Popen[bytes]] = []
