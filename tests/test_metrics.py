@@ -2,7 +2,8 @@
 (a gateway and an executor of two worker processes on a real Redis): the numbers
 match the workload (jobs per outcome, histogram counts, gRPC calls) and GetQueue
 (queue depth); the executor's endpoint sums its workers, and keeps a killed worker's
-counts while dropping its live gauges."""
+counts while dropping its live gauges. A stream whose connection is reset under it is
+a cancelled call, not an error."""
 
 from __future__ import annotations
 
@@ -197,7 +198,6 @@ def _is_worker(pid: int) -> bool:
             return b"executor.worker" in f.read()
     except OSError:
         return False
-
 
 
 async def test_a_watcher_whose_connection_is_reset_is_counted_cancelled_and_is_no_error(

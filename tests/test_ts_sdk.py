@@ -1,8 +1,9 @@
 """The TypeScript SDK (clients/ts), as a Node user gets it: `npm pack`ed, installed
 from the tarball into a fresh consumer directory (offline, from the npm cache that
 `npm ci` filled), and run by Node against a real gateway and executor — node's own
-test runner for the API (submit, watch through a forced reconnect, wait, cancel,
-retry, paging, queues, typed error details), an ESM and a CommonJS consumer, and a
+test runner for the API (submit, watch through a forced reconnect and through a path
+gone silent that keepalive finds out, wait, cancel, retry, paging, queues, typed error
+details), an ESM and a CommonJS consumer, and a
 TypeScript consumer type-checked against the packed .d.ts. The committed generated
 TypeScript must match the protos."""
 
