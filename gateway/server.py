@@ -128,12 +128,13 @@ def keepalive_options(seconds: float) -> list[tuple[str, int]]:
     """grpc's keepalive both ways: the gateway pings a connection after `seconds` of
     quiet (calls open or not) and drops it when the ping goes unanswered; clients may
     ping it as often as every CLIENT_PING_MIN_SECONDS, calls open or not."""
+    answer_ms = int(min(seconds, KEEPALIVE_TIMEOUT_SECONDS) * 1000)
     return [
         ("grpc.keepalive_time_ms", int(seconds * 1000)),
-        ("grpc.keepalive_timeout_ms", int(min(seconds, KEEPALIVE_TIMEOUT_SECONDS) * 1000)),
+        ("grpc.keepalive_timeout_ms", answer_ms),
         # A ping in flight (grpc's bandwidth probe) stands for the keepalive one: the
         # same wait for its answer (60 s unless set).
-        ("grpc.http2.ping_timeout_ms", int(min(seconds, KEEPALIVE_TIMEOUT_SECONDS) * 1000)),
+        ("grpc.http2.ping_timeout_ms", answer_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", int(CLIENT_PING_MIN_SECONDS * 1000)),

@@ -19,7 +19,7 @@ from conveyor_client import AsyncConveyorClient
 from tests.support.cuttable_proxy import cuttable_proxy
 from tests.support.grpc_helpers import unique_queue
 from tests.support.processes import Stack, free_port, wait_for
-from tests.test_metrics import scrape
+from tests.test_metrics import scrape, value
 
 pb, qpb = job_service_pb2, queue_service_pb2
 WATCH = "conveyor.v1.JobService/WatchJob"
@@ -76,12 +76,8 @@ async def test_the_gateway_drops_a_client_it_can_no_longer_reach(make_stack: Cal
             assert (await asyncio.wait_for(watch.read(), 30)).WhichOneof("kind") == "job"
             proxy.freeze()
             started = time.monotonic()
-
-            def ended() -> bool:
-                return scrape(port).get(("conveyor_grpc_server_handled_total",
-                                         frozenset({("method", WATCH), ("code", "CANCELLED")})), 0) == 1
-
-            wait_for(ended, 20, "the gateway to end the unreachable client's stream")
+            wait_for(lambda: value(scrape(port), "conveyor_grpc_server_handled_total", method=WATCH,
+                                   code="CANCELLED") == 1, 20, "the gateway to end the unreachable client's stream")
             took = time.monotonic() - started
             watch.cancel()
     assert took < 10, f"a ping unanswered within its 1 s ends it ({took:.1f} s)"

@@ -107,28 +107,25 @@ class CuttableProxy:
             pass
         if sock in self._frozen:
             # Nothing gets through a frozen path, its end neither: only this side goes.
-            self._drop(sock)
-            with contextlib.suppress(OSError):
-                sock.close()
+            self._close(sock)
             return
         # One side ended (or failed): end the other side the same way, gently.
-        for s in (sock, peer):
-            self._drop(s)
-            with contextlib.suppress(OSError):
-                s.close()
+        self._close(sock)
+        self._close(peer)
 
-    def _drop(self, s: socket.socket) -> None:
+    def _close(self, s: socket.socket, *, reset: bool = False) -> None:
         self._peers.pop(s, None)
         self._frozen.discard(s)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(s)
+        with contextlib.suppress(OSError):
+            if reset:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+            s.close()
 
     def _reset_all(self) -> None:
         for s in list(self._peers):
-            self._drop(s)
-            with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
-                s.close()
+            self._close(s, reset=True)
 
 
 @contextlib.contextmanager
