@@ -1,11 +1,17 @@
-"""The one shape of the gateway's server interceptors: each wraps a method's handler
-once, the first time the server asks for it, and answers with the same wrapped handler
-after (the server asks on every call). The error interceptor (gateway/errors.py), the
-metrics (gateway/metrics.py) and the submit span (gateway/submit_tracing.py) are such."""
+"""The one shape of the gateway's handler wrappers: each wraps a method's handler once,
+and the server runs the wrapped handler. The error mapping (gateway/errors.py), the
+metrics (gateway/metrics.py) and the submit span (gateway/submit_tracing.py) are such.
+
+The gateway applies them where the services register their handlers (`WrappingServer`),
+not as grpc.aio interceptors: an interceptor runs as a coroutine of its own on every
+call, before the handler is found, even when all it does is hand back the handler it
+wrapped the first time (~50-80 µs of the gateway's CPU per call here). A
+`WrappingInterceptor` still serves as a plain interceptor, for a server that wants one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 
@@ -34,3 +40,66 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         wrapped = self.wrap(method, handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+Wrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """A generic handler whose handlers come wrapped (once per method and handler)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap) -> None:
+        self._inner, self._wrap = inner, wrap
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(details)
+        if handler is None:
+            return None
+        method = details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+class WrappingServer(grpc.aio.Server):  # type: ignore[misc]
+    """A grpc.aio server whose handlers are wrapped by `wrappers` as the services register
+    them, the first of them outermost (the order of a server's interceptors). Methods
+    registered by name (the generated code's `add_registered_method_handlers`, which the
+    server prefers) are wrapped once; a generic handler's, the first time each method is
+    asked for. Everything else is `server`'s own."""
+
+    def __init__(self, server: grpc.aio.Server, wrappers: Sequence[WrappingInterceptor]) -> None:
+        self._server = server
+        self._wrappers = tuple(reversed(wrappers))
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        for wrapper in self._wrappers:
+            handler = wrapper.wrap(method, handler)
+        return handler
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_WrappedGeneric(h, self.wrap) for h in generic_rpc_handlers))
+
+    def add_registered_method_handlers(self, service_name: str,
+                                       method_handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self._server.add_registered_method_handlers(
+            service_name, {name: self.wrap(f"/{service_name}/{name}", h) for name, h in method_handlers.items()})
+
+    def add_insecure_port(self, address: str) -> int:
+        return int(self._server.add_insecure_port(address))
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return int(self._server.add_secure_port(address, server_credentials))
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return bool(await self._server.wait_for_termination(timeout))

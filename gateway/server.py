@@ -43,6 +43,7 @@ from gateway.dashboard.app import Dashboard
 from gateway.errors import ErrorInterceptor
 from gateway.event_hub import EventHub
 from gateway.health import Health, Readiness
+from gateway.interceptors import WrappingServer
 from gateway.janitor import Janitor
 from gateway.kind_catalog import KindCatalog
 from gateway.metrics import GatewayMetrics
@@ -189,8 +190,9 @@ class Gateway:
         metered = [self.metrics.interceptor] if self.metrics is not None else []
         # Traces (CONVEYOR_TRACING=on): the submit span, outside the error interceptor too.
         traced = [SubmitTracing()] if tracing.setup(settings, "conveyor-gateway") else []
-        self.server = grpc.aio.server(
-            interceptors=[*metered, *traced, ErrorInterceptor(guard=self.authenticator)],
+        # Every handler is wrapped as it is registered (gateway/interceptors.py): metrics
+        # outermost, then the submit span, then the error mapping with the caller's checks.
+        self.server = WrappingServer(grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
@@ -201,7 +203,7 @@ class Gateway:
                 ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
                 *keepalive_options(settings.grpc_keepalive_seconds),
             ],
-        )
+        ), [*metered, *traced, ErrorInterceptor(guard=self.authenticator)])
         # The servicers, served over gRPC and called in-process by the dashboard (one copy of the rules).
         jobs, queues = JobServicer(self.runtime), QueueServicer(self.runtime)
         schedules = ScheduleServicer(self.runtime, self.schedules, self.firing)

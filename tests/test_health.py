@@ -27,6 +27,7 @@ from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
 from conveyor.v1.schedule_service_pb2_grpc import ScheduleServiceStub
 from gateway.errors import MAX_STATUS_BYTES, ErrorInterceptor, to_status
+from gateway.interceptors import WrappingServer
 from gateway.server import SERVICE_NAMES
 from tests.support.grpc_helpers import TERMINAL, error_info, field_violations, submit_request, unique_queue, watch_all
 from tests.support.processes import Process, Stack, stack_env, start_redis, wait_for
@@ -149,12 +150,17 @@ def test_to_status_keeps_ordinary_errors_intact() -> None:
 # ---- the interceptor around grpc's own handlers, in process -------------------------
 
 
-@pytest.fixture
-async def bare_server() -> AsyncIterator[tuple[grpc.aio.Channel, GrpcHealthServicer]]:
-    """An in-process grpc.aio server with only the interceptor, grpc's own async
+@pytest.fixture(params=["interceptor", "registration"])
+async def bare_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[grpc.aio.Channel, GrpcHealthServicer]]:
+    """An in-process grpc.aio server with only the error mapping, grpc's own async
     HealthServicer and a client-streaming method (summing HealthCheckRequest.service
-    lengths), on loopback."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    lengths), on loopback. The mapping as a grpc.aio interceptor, and as the gateway
+    applies it: each handler wrapped where it is registered (WrappingServer), grpc's
+    generated ones by name, the test's own through generic handlers."""
+    if request.param == "interceptor":
+        server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    else:
+        server = WrappingServer(grpc.aio.server(), [ErrorInterceptor()])
     health = GrpcHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
 
