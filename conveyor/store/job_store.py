@@ -421,8 +421,9 @@ class JobStore:
         flat: list[Any] = []
         for key, value in fields.items():
             flat += [key, int(value)]
-        await self._run("queue_update", name, tenant, *flat)
-        return await self.get_queue(name, tenant=tenant)
+        queue, share = await self._run("queue_update", name, tenant, *flat)
+        record = QueueRecord.from_hash(name, _pairs(queue), self.policy.default_concurrency, None)
+        return record.share(_pairs(share)) if tenant else record
 
     async def clean_queue(
         self, name: str, state: State, ended_before_ms: int, limit: int, *, tenant: str = ""
