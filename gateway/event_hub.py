@@ -43,6 +43,9 @@ LINGER_SECONDS = 5.0
 #: watchers), would otherwise beat together, every interval, in bursts as large as
 #: the streams (10,000 at once: seconds of the gateway's CPU that events wait behind).
 HEARTBEAT_SPREAD = 0.25
+#: How long the hub remembers the jobs whose end it read (for `may_have_ended`): far
+#: longer than a caller's read of a job takes to reach its subscription (one round trip).
+ENDS_KEPT_SECONDS = 2.0
 
 
 class HubClosed(Exception):
@@ -108,6 +111,11 @@ class EventHub:
         self._read_up_to: dict[str, int] = {}
         #: Queues read with no watcher left, and when each stops being read.
         self._lingering: dict[str, asyncio.TimerHandle] = {}
+        #: When each read queue's reading began (the loop's clock, once its start was read).
+        self._read_since: dict[str, float] = {}
+        #: The jobs whose end the reader read in the last ENDS_KEPT_SECONDS, oldest first.
+        self._ends: deque[tuple[float, str]] = deque()
+        self._ended: dict[str, float] = {}
         self._wake_key = store.keys.hub_wake(uuid.uuid4().hex)
         self._wake_seen = "0-0"
         self._task: asyncio.Task[None] | None = None
@@ -148,6 +156,7 @@ class EventHub:
                         # (its client gone) must not leave a read queue unread by a
                         # reader at rest, for the watchers that come next.
                         self._read_up_to[q] = sequence
+                        self._read_since[q] = asyncio.get_running_loop().time()
                         self._reading.set()
                         # A read blocked on the other queues takes this one in now, not
                         # at the end of its block.
@@ -157,6 +166,29 @@ class EventHub:
             raise
         self._subs.setdefault(sub.key, set()).add(sub)
         return sub
+
+    def may_have_ended(self, sub: Subscription, since: float) -> bool:
+        """Whether job `sub.key` may have ended unheard by `sub`, given that the caller
+        read it, not ended, in a read sent at loop time `since` or later: False only
+        when its queue has been read from before `since` (so every later event is read,
+        before `sub` came, or pushed to it) and the reader read no end of this job
+        lately (an end read after `since` is still remembered). A WaitJob then needs
+        no second read of the job to close that gap."""
+        loop_now = asyncio.get_running_loop().time()
+        began = self._read_since.get(sub.queue)
+        if began is None or began >= since or since < loop_now - ENDS_KEPT_SECONDS:
+            return True
+        return sub.key in self._ended
+
+    def _note_end(self, job_id: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self._ends.append((now, job_id))
+        self._ended[job_id] = now
+        horizon = now - ENDS_KEPT_SECONDS
+        while self._ends and self._ends[0][0] < horizon:
+            then, old = self._ends.popleft()
+            if self._ended.get(old) == then:
+                del self._ended[old]
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.key)
@@ -177,11 +209,13 @@ class EventHub:
                 self._lingering[queue] = loop.call_later(LINGER_SECONDS, self._stop_reading, queue)
             else:
                 self._read_up_to.pop(queue, None)
+                self._read_since.pop(queue, None)
 
     def _stop_reading(self, queue: str) -> None:
         self._lingering.pop(queue, None)
         if queue not in self._watchers:
             self._read_up_to.pop(queue, None)
+            self._read_since.pop(queue, None)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-hub")
@@ -228,6 +262,8 @@ class EventHub:
                 self.events_read += len(events)
                 queue_subs = self._subs.get(f"queue:{queue}", ())
                 for ev in events:
+                    if ev.terminal:
+                        self._note_end(ev.job_id)
                     for sub in queue_subs:
                         sub.push(ev)
                     for sub in self._subs.get(ev.job_id, ()):

@@ -12,7 +12,7 @@ import pytest
 
 from conveyor.store.job_store import JobStore, connect
 from conveyor.store.records import EventRecord, State
-from gateway.event_hub import SUBSCRIPTION_BUFFER, EventHub, follow
+from gateway.event_hub import ENDS_KEPT_SECONDS, SUBSCRIPTION_BUFFER, EventHub, Subscription, follow
 from tests.test_store import new
 
 READER = f"hub-{uuid.uuid4().hex[:8]}"  # the hub's reader connection, by name
@@ -117,3 +117,57 @@ async def test_a_watcher_cancelled_while_it_subscribes_leaves_the_queue_read_for
     await store.submit(job)
     events = await sub.wait(5)
     assert [(e.job_id, e.state) for e in events] == [(job.id, State.WAITING)]
+
+
+async def next_events(sub: Subscription, count: int, timeout: float = 10) -> list[EventRecord]:
+    """The next `count` events of `sub` (they may come in several reads)."""
+    got: list[EventRecord] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            got += await sub.wait(timeout)
+    return got
+
+
+async def test_a_wait_can_tell_when_its_job_may_have_ended_before_it_subscribed(
+    store: JobStore, hub: EventHub
+) -> None:
+    """WaitJob reads the job, subscribes, and reads it again only when the hub cannot
+    rule out that the job ended in between unheard (may_have_ended): a queue whose
+    reading begins with the subscription, an end the reader read before it, or a read
+    too old to judge, say "maybe"; a job of a queue read all along whose end nobody
+    read, "no" — and its end then reaches the subscription."""
+    loop = asyncio.get_running_loop()
+    # A queue not read before the subscription: events before it were not read.
+    cold = new(queue="cold")
+    await store.submit(cold)
+    read_at = loop.time()
+    await store.get(cold.id)
+    sub = await hub.subscribe_job(cold.id, "cold")
+    assert hub.may_have_ended(sub, read_at)
+    hub.unsubscribe(sub)
+
+    watched = await hub.subscribe_queue("warm")  # the queue is read from here on
+    ended, live = new(queue="warm"), new(queue="warm")
+    await store.submit_many([ended, live])
+    assert len(await next_events(watched, 2)) == 2
+
+    # Ended after the caller's read, its end read before the subscription: maybe.
+    read_at = loop.time()
+    assert (await store.get(ended.id)).state is State.WAITING
+    await store.cancel(ended.id, b"")
+    assert [(e.job_id, e.state) for e in await next_events(watched, 1)] == [(ended.id, State.CANCELLED)]
+    sub = await hub.subscribe_job(ended.id, "warm")
+    assert hub.may_have_ended(sub, read_at)
+    hub.unsubscribe(sub)
+
+    # Not ended, its queue read all along: no; its end comes to the subscription.
+    read_at = loop.time()
+    assert (await store.get(live.id)).state is State.WAITING
+    sub = await hub.subscribe_job(live.id, "warm")
+    assert not hub.may_have_ended(sub, read_at)
+    # ...unless the caller's read is too old for the hub to judge.
+    assert hub.may_have_ended(sub, read_at - ENDS_KEPT_SECONDS - 1)
+    await store.cancel(live.id, b"")
+    assert [(e.job_id, e.state) for e in await next_events(sub, 1)] == [(live.id, State.CANCELLED)]
+    hub.unsubscribe(sub)
+    hub.unsubscribe(watched)

@@ -257,15 +257,17 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         finally:
             hub.unsubscribe(sub)
 
-    async def _until_done(self, job: JobRecord, timeout: float) -> JobRecord:
-        """The job (`job`, as last read) once terminal, or as it is when `timeout`
-        passes. Raises HubClosed when the gateway shuts down first."""
+    async def _until_done(self, job: JobRecord, read_at: float, timeout: float) -> JobRecord:
+        """The job (`job`, as read by a read sent at loop time `read_at`) once
+        terminal, or as it is when `timeout` passes. Raises HubClosed when the gateway
+        shuts down first."""
         if job.state.terminal:
             return job
         job_id = job.id
         sub = await self.rt.hub.subscribe_job(job_id, job.queue)
         try:
-            job = await self.rt.store.get(job_id)  # it may have ended before the subscription
+            if self.rt.hub.may_have_ended(sub, read_at):
+                job = await self.rt.store.get(job_id)  # it may have ended before the subscription
             deadline = asyncio.get_running_loop().time() + timeout
             while not job.state.terminal:
                 left = deadline - asyncio.get_running_loop().time()
@@ -284,9 +286,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             if problem:
                 raise InvalidArgument(FieldViolation("timeout", problem))
             timeout = duration_ms(request.timeout) / 1000
+        read_at = asyncio.get_running_loop().time()
         job = await self._owned(request.id)
         try:
-            job = await self._until_done(job, timeout)
+            job = await self._until_done(job, read_at, timeout)
         except HubClosed:
             # Not a timeout: the job may still end; the caller asks again elsewhere.
             raise Unavailable("the gateway is shutting down; wait again", reason="GATEWAY_SHUTTING_DOWN") from None
@@ -295,12 +298,13 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     # ---- act ----------------------------------------------------------------------
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
+        read_at = asyncio.get_running_loop().time()
         job = await self._owned(request.id)
         await self.rt.store.cancel(request.id, cancelled_by(caller().key_id))
         # An active job is stopped by its executor; give it a moment to confirm. The
         # cancel is recorded either way: at shutdown the job is answered as it is.
         try:
-            job = await self._until_done(job, CANCEL_CONFIRM_S)
+            job = await self._until_done(job, read_at, CANCEL_CONFIRM_S)
         except HubClosed:
             job = await self.rt.store.get(job.id)
         return pb.CancelJobResponse(job=job_to_proto(job))
