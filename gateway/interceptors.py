@@ -15,11 +15,32 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 
+Wrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+
+
+class _WrapOnce:
+    """`wrap`, applied once per method and handler: the server asks for a method's
+    handler on every call and gets the same wrapped one back."""
+
+    def __init__(self, wrap: Wrap) -> None:
+        self._wrap = wrap
+        # Each method's handler, as registered and as wrapped.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def __call__(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        if handler is None:
+            return None
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self) -> None:
-        # Each method's handler, as registered and as wrapped.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._once = _WrapOnce(self.wrap)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler of `method` that the server runs instead of `handler`."""
@@ -30,39 +51,17 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method = details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self.wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-
-Wrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+        return self._once(details.method, await continuation(details))
 
 
 class _WrappedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
     """A generic handler whose handlers come wrapped (once per method and handler)."""
 
     def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap) -> None:
-        self._inner, self._wrap = inner, wrap
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._inner, self._once = inner, _WrapOnce(wrap)
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        handler = self._inner.service(details)
-        if handler is None:
-            return None
-        method = details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._once(details.method, self._inner.service(details))
 
 
 class WrappingServer(grpc.aio.Server):  # type: ignore[misc]
