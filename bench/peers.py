@@ -16,7 +16,9 @@ default settings: full job state, events and retention kept):
   faster than its processing), then timed until the last one is done (Conveyor: the
   queue's completed count, read every 10 ms; BullMQ: its workers' completion counts);
 - submit -> completion seen by the client, one job at a time with idle workers:
-  Conveyor SubmitJob + WaitJob, BullMQ add + waitUntilFinished (p50, p99).
+  Conveyor SubmitJob + WaitJob, BullMQ add + waitUntilFinished (p50, p99); and Conveyor
+  SubmitJob with the end seen on one WatchQueue stream opened before (the SDK's
+  JobWaiter), which is what waitUntilFinished does with its QueueEvents stream.
 Then the ratios Conveyor / BullMQ. Everything runs on loopback and stops by itself.
 
 Beside them:
@@ -60,7 +62,9 @@ import redis
 from conveyor.v1 import job_pb2, job_service_pb2, queue_service_pb2, task_pb2
 from conveyor.v1.job_service_pb2_grpc import JobServiceStub
 from conveyor.v1.queue_service_pb2_grpc import QueueServiceStub
+from conveyor_client import AsyncConveyorClient
 from conveyor_client._common import duration
+from conveyor_client.waiter import JobWaiter
 from tests.support.processes import Stack, free_port, spawn, stack_env, start_redis, wait_for
 
 BULLMQ_DIR = Path(__file__).with_name("bullmq")
@@ -279,6 +283,10 @@ def dramatiq_process(redis_url: str, jobs: int, processes: int, threads: int, lo
 NOOP = job_service_pb2.SubmitJobRequest(noop=task_pb2.NoopTask())
 
 
+#: Submit -> completion with each end learned from a WatchQueue stream (JobWaiter).
+STREAMED = "submit->end streamed p50 ms"
+
+
 def conveyor_stack(redis_url: str, tmp: Path, name: str, processes: int, slots: int) -> Stack:
     return Stack(redis_url, stack_env(
         redis_url, tmp / name, CONVEYOR_EXECUTOR_KINDS="noop", CONVEYOR_EXECUTOR_PROCESSES=str(processes),
@@ -416,6 +424,26 @@ async def conveyor_latency(stack: Stack, jobs: int) -> tuple[float, float]:
         return statistics.median(took), took[min(len(took) - 1, round(0.99 * (len(took) - 1)))]
 
 
+async def conveyor_latency_streamed(stack: Stack, jobs: int) -> tuple[float, float]:
+    """The same, each end learned from one WatchQueue stream opened before (the SDK's
+    JobWaiter: what BullMQ's waitUntilFinished does with its QueueEvents), no WaitJob."""
+    async with AsyncConveyorClient(stack.grpc_target) as client, JobWaiter(client, "peers-latency") as waiter:
+        req = request("peers-latency")
+        took = []
+        for i in range(jobs + 20):
+            start = time.perf_counter()
+            sub = await waiter.submit(req)
+            end = await waiter.wait(sub.id, timeout=30)
+            if not end.completed:
+                raise RuntimeError(f"latency job ended {end.state}")
+            if i >= 20:
+                took.append((time.perf_counter() - start) * 1000)
+        if waiter.answered_by_wait_job:
+            raise RuntimeError(f"{waiter.answered_by_wait_job} ends were not seen on the stream")
+        took.sort()
+        return statistics.median(took), took[min(len(took) - 1, round(0.99 * (len(took) - 1)))]
+
+
 def bullmq_cost(drained: dict[str, Any], jobs: int) -> str:
     calls, redis_us, top = redis_cost(parse_info(drained["info_before"]), parse_info(drained["info_after"]), jobs)
     return (f"BullMQ per job: workers {drained['worker_cpu_us'] / jobs:.0f} µs CPU, "
@@ -490,6 +518,8 @@ def main() -> None:
                     note("Conveyor", "enqueue bulk /s", asyncio.run(conveyor_bulk(stack, ns.jobs)))
                     p50, p99 = asyncio.run(conveyor_latency(stack, ns.latency_jobs))
                     note("Conveyor", "submit->done p50 ms", p50, f"{p50:.1f} (p99 {p99:.1f})")
+                    p50, p99 = asyncio.run(conveyor_latency_streamed(stack, ns.latency_jobs))
+                    note("Conveyor", STREAMED, p50, f"{p50:.1f} (p99 {p99:.1f})")
                 note("Conveyor", column, asyncio.run(conveyor_process(
                     stack, ns.jobs, str(procs), costs if procs == 2 else None)))
             finally:
@@ -519,7 +549,12 @@ def main() -> None:
         if c in ours and c in theirs and theirs[c]:
             better = theirs[c] / ours[c] if c.endswith("ms") else ours[c] / theirs[c]
             ratios.append(f"{c}: {better:.2f}x")
+    if STREAMED in ours and theirs.get("submit->done p50 ms"):
+        ratios.append(f"{STREAMED}: {theirs['submit->done p50 ms'] / ours[STREAMED]:.2f}x")
     print("Conveyor / BullMQ (above 1: Conveyor better): " + ", ".join(ratios))
+    if STREAMED in ours:
+        print(f"Conveyor {STREAMED}: {rows['Conveyor'][STREAMED]} (SubmitJob, the end on one WatchQueue "
+              "stream opened before: the SDK's JobWaiter, as BullMQ's QueueEvents)")
     for loop, (sequential, concurrent) in floor.items():
         print(f"SubmitJob (gateway on uvloop) / bare grpc.aio Check on {loop}: sequential "
               f"{ours['enqueue 1-by-1 /s'] / sequential:.2f}x, {CONCURRENT_CALLERS} callers "

@@ -129,21 +129,27 @@ def _readme_examples() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("\n### Python SDK\n", 1)[1].split("\n### ", 1)[0]
     blocks = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)
-    assert len(blocks) == 2, "the section shows a blocking and an asyncio example"
+    assert len(blocks) == 3, "the section shows a blocking and an asyncio example, then the JobWaiter's"
     return blocks
 
 
 @pytest.mark.timeout(450)
-@pytest.mark.parametrize("which", ["blocking", "asyncio"])
+@pytest.mark.parametrize("which", ["blocking", "asyncio", "waiter"])
 def test_the_readme_examples_run_in_the_lean_venv(lean_python: Path, stack: Stack, tmp_path: Path,
                                                    which: str) -> None:
     """Each example as written (only the gateway's address changed): it submits a noop
-    job and watches it to its end."""
-    code = _readme_examples()[0 if which == "blocking" else 1]
+    job and watches it to its end; the JobWaiter's submits five and learns each end
+    from its stream."""
+    code = _readme_examples()[["blocking", "asyncio", "waiter"].index(which)]
     assert "127.0.0.1:50051" in code
     script = tmp_path / "example.py"
     script.write_text(code.replace("127.0.0.1:50051", stack.grpc_target), encoding="utf-8")
     lines = _run(lean_python, str(script), cwd=tmp_path).splitlines()
+    if which == "waiter":
+        assert [line.split()[1:] for line in lines[:-1]] == [["JOB_STATE_COMPLETED"]] * 5, lines
+        assert len({line.split()[0] for line in lines[:-1]}) == 5, lines
+        assert lines[-1] == "ends seen on the stream: 5 asked of WaitJob: 0", lines
+        return
     assert lines[0].startswith("job: JOB_STATE_") and lines[-1] == "done: JOB_STATE_COMPLETED", lines
     events = [line.split()[1] for line in lines[1:-1]]
     assert all(line.startswith("event: ") for line in lines[1:-1]), lines

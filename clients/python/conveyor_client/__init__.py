@@ -17,6 +17,7 @@ from conveyor_client._common import (
 from conveyor_client.aio import AsyncConveyorClient
 from conveyor_client.errors import ConveyorRpcError, FieldViolation
 from conveyor_client.sync import ConveyorClient
+from conveyor_client.waiter import JobEnd, JobWaiter
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -24,6 +25,8 @@ __all__ = [
     "ConveyorClient",
     "ConveyorRpcError",
     "FieldViolation",
+    "JobEnd",
+    "JobWaiter",
     "is_terminal",
     "job_output",
     "job_request",
