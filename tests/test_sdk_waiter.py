@@ -63,6 +63,27 @@ async def test_a_waiter_learns_every_end_of_many_jobs_from_its_one_stream(stack:
         job = await client.get(submitted[-1].id)
         assert JobEnd.of_job(job) == ends[-1]
 
+        assert waiter.kept == 0  # every end it held has been asked for
+
+        # The ends of other clients' jobs of the queue are not kept (WaitJob would
+        # answer for them); the ends of its own are, until asked for.
+        async def read_all() -> None:
+            """Until the waiter has read every event of the queue so far."""
+            newest = (await client.queue("waiter-many")).last_sequence
+            await until(lambda: (waiter.last_sequence or 0) >= newest, 30, f"the waiter to read event {newest}")
+
+        others = [await client.submit(noop(), queue="waiter-many") for _ in range(10)]
+        await asyncio.gather(*(client.wait(o.id, timeout=30) for o in others))
+        await read_all()
+        assert waiter.kept == 0
+        mine = [await waiter.submit(noop()) for _ in range(5)]
+        await asyncio.gather(*(client.wait(m.id, timeout=30) for m in mine))
+        await read_all()
+        assert waiter.kept == 5
+        ends = [await waiter.wait(m.id, timeout=30) for m in mine]
+        assert all(end.state == COMPLETED for end in ends) and waiter.kept == 0
+        assert (waiter.answered_by_stream, waiter.answered_by_wait_job) == (85, 0)
+
         # A second wait for a job already told is answered too (by WaitJob, at once).
         again = await waiter.wait(submitted[0].id, timeout=10)
         assert again.state == COMPLETED and waiter.answered_by_wait_job == 1

@@ -12,8 +12,9 @@ call; the waiter opens one stream when it starts and learns every job's end from
 so a wait costs no call at all. The stream is followed from the moment its headers
 arrive (the gateway subscribes before it sends them), so the end of a job submitted
 through `waiter.submit` (or `submit_many`) after that cannot be missed, even when it comes before the
-submit's own reply (a no-op job often does): ends not yet asked for are kept, up to
-`keep_ends` of them and `keep_seconds` each.
+submit's own reply (a no-op job often does): the ends of its jobs not yet asked for are kept,
+up to `keep_ends` of them and `keep_seconds` each (and only those: the ends of other
+jobs of the queue are not kept).
 
 When the waiter cannot vouch for a job, `wait` asks the gateway with WaitJob instead:
 a job submitted elsewhere or before the waiter started, a job whose early end may have
@@ -31,10 +32,10 @@ import contextlib
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.rpc import status_pb2
@@ -52,6 +53,8 @@ from conveyor_client.errors import ConveyorRpcError
 
 if TYPE_CHECKING:
     from conveyor_client.aio import AsyncConveyorClient
+
+_Reply = TypeVar("_Reply")
 
 #: Events per stream message: ends of a busy queue come in bursts.
 BATCH_SIZE = 500
@@ -110,8 +113,8 @@ class JobWaiter:
         self.queue = queue
         self._client = client
         self._keep_ends, self._keep_seconds = keep_ends, keep_seconds
-        #: Ends read off the stream that nobody has waited for yet: job id -> (when
-        #: read, monotonic; the end), oldest first.
+        #: Ends of this waiter's jobs (or read while a submit was in flight) that nobody
+        #: has waited for yet: job id -> (when read, monotonic; the end), oldest first.
         self._ends: OrderedDict[str, tuple[float, JobEnd]] = OrderedDict()
         #: When the newest end dropped from `_ends` was read (monotonic).
         self._dropped_read_at = float("-inf")
@@ -120,6 +123,8 @@ class JobWaiter:
         #: Jobs submitted through `submit` whose end the stream will bring: job id ->
         #: the stream epoch that vouches for it.
         self._mine: dict[str, int] = {}
+        #: Submits of this waiter's in flight (an end read meanwhile may be theirs).
+        self._submitting = 0
         #: Bumped at every gap in the stream; `_following` while an epoch's stream is
         #: known to be followed (its headers came and it lost nothing since).
         self._epoch = 0
@@ -165,24 +170,32 @@ class JobWaiter:
         too; not after a gap until it is open again)."""
         return self._following
 
+    @property
+    def last_sequence(self) -> int | None:
+        """The queue sequence of the last event it read (None before the first, and
+        after a gap until the next)."""
+        return self._last_sequence
+
+    @property
+    def kept(self) -> int:
+        """How many ends of the waiter's jobs it holds that nobody has waited for yet."""
+        return len(self._ends)
+
     # --- what callers use ---------------------------------------------------------------
     async def submit(self, request: Any = None, **options: Any) -> job_service_pb2.SubmitJobResponse:
         """`client.submit(...)` into the waiter's queue (its `queue` is the waiter's,
         whatever the request says); the job's end will come on the stream."""
         options["queue"] = self.queue
-        vouch = self._vouching()
-        submitted = await self._client.submit(request, **options)
-        vouch([submitted.id])
+        submitted = await self._vouched(self._client.submit(request, **options), lambda r: [r.id])
         return submitted
 
     async def submit_many(self, requests: Iterable[JobRequest], **options: Any) -> job_service_pb2.SubmitJobsResponse:
         """`client.submit_many(...)` (SubmitJobs: one call), each request into the
         waiter's queue; the ends of the jobs submitted will come on the stream."""
         batch = [job_request(r, queue=self.queue) for r in requests]
-        vouch = self._vouching()
-        response = await self._client.submit_many(batch, **options)
-        vouch([r.id for r in response.results if r.id])
-        return response
+        return await self._vouched(
+            self._client.submit_many(batch, **options), lambda r: [s.id for s in r.results if s.id]
+        )
 
     async def wait(self, job_id: str, timeout: float = 30.0) -> JobEnd:
         """How the job ended, once it has; TimeoutError after `timeout` seconds."""
@@ -205,20 +218,22 @@ class JobWaiter:
         return await self._wait_job(job_id, deadline)
 
     # --- inside ------------------------------------------------------------------------
-    def _vouching(self) -> Callable[[list[str]], None]:
-        """Called as a submit is sent; what it returns is called with the ids its reply
-        brought. A job is vouched for when the stream was followed from before the
-        submit to its reply, and no end read since the submit was sent has been dropped
-        unclaimed (it may have been this job's)."""
+    async def _vouched(self, submit: Awaitable[_Reply], ids: Callable[[_Reply], list[str]]) -> _Reply:
+        """A submit, and the jobs the stream vouches for after it: all those its reply
+        names when the stream was followed from before it was sent to its reply, and no
+        end read since it was sent has been dropped unclaimed (it may have been one of
+        these jobs': the end of a short job often comes before its submit's reply)."""
         epoch, following, sent_at = self._epoch, self._following, time.monotonic()
-
-        def vouch(ids: list[str]) -> None:
-            if following and self._following and epoch == self._epoch and self._dropped_read_at < sent_at:
-                for job_id in ids:
-                    if job_id not in self._ends:
-                        self._mine[job_id] = epoch
-
-        return vouch
+        self._submitting += 1
+        try:
+            reply = await submit
+        finally:
+            self._submitting -= 1
+        if following and self._following and epoch == self._epoch and self._dropped_read_at < sent_at:
+            for job_id in ids(reply):
+                if job_id not in self._ends:
+                    self._mine[job_id] = epoch
+        return reply
 
     async def _wait_job(self, job_id: str, deadline: float) -> JobEnd:
         left = deadline - time.monotonic()
@@ -287,13 +302,15 @@ class JobWaiter:
             await asyncio.sleep(min(RESUME_BACKOFF * 2 ** min(failures, 8), RESUME_BACKOFF_MAX))
 
     def _ended(self, end: JobEnd) -> None:
-        self._mine.pop(end.job_id, None)
+        mine = self._mine.pop(end.job_id, None) is not None
         futs = self._waiting.pop(end.job_id, None)
         if futs:
             for fut in futs:
                 if not fut.done():
                     fut.set_result(end)
             return
+        if not mine and not self._submitting:
+            return  # not a job of this waiter's: WaitJob answers for it, if asked
         now = time.monotonic()
         self._ends[end.job_id] = (now, end)
         self._ends.move_to_end(end.job_id)
