@@ -295,7 +295,9 @@ async def test_politeness_delay_per_host(site: SiteServer, tmp_path: Path) -> No
     times = [t for t, _ in site.log]
     assert len(times) == 5  # robots.txt and 4 pages
     gaps = [b - a for a, b in pairwise(times)]
-    assert min(gaps) >= 0.25 - 0.03, gaps
+    # Counted from the end of each request, the host sees the whole delay between two
+    # (whatever a connection's set-up took; the timer may fire a hair early).
+    assert min(gaps) >= 0.25 - 0.005, gaps
 
 
 async def test_start_url_refused_by_the_url_policy(other: SiteServer, tmp_path: Path) -> None:

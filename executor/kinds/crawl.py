@@ -3,7 +3,8 @@ the public kind API only (conveyor.kinds: ctx.fetch, ctx.browser_page, ctx.progr
 ctx.save_artifact), as any user's kind would be.
 
 - Pages are fetched with `ctx.fetch` (every connection through the executor's URL
-  policy), one at a time, `delay_seconds` apart per host. Redirects are followed by
+  policy), one at a time, `delay_seconds` apart per host (from the end of one request
+  to the start of the next). Redirects are followed by
   the crawler itself, hop by hop, so that each target meets the same rules as a link
   (same site, include/exclude, robots.txt, never twice): a redirect is listed as a
   page of its own (its status and `redirectTo`), its target is crawled next.
@@ -32,11 +33,12 @@ it met: retried if that one is retryable). Otherwise failed pages are listed in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -406,9 +408,10 @@ class Crawl:
                 if self.input.respect_robots and not await self.robots_allow(item.url):
                     self.skipped_robots.append(item.url)
                     continue
-                await self.polite(item.url)
-                self.requests += 1
-                self.pages.append(await self.crawl_page(item))
+                async with self.polite(item.url):
+                    self.requests += 1
+                    page = await self.crawl_page(item)
+                self.pages.append(page)
             except JobError as exc:
                 if item.start and exc.reason == POLICY_VIOLATION:
                     raise
@@ -432,14 +435,20 @@ class Crawl:
             },
         }
 
-    async def polite(self, url: str) -> None:
-        """Wait until `delay_seconds` have passed since the last request to the host."""
+    @contextlib.asynccontextmanager
+    async def polite(self, url: str) -> AsyncIterator[None]:
+        """Around one request to the url's host: first wait until `delay_seconds` have
+        passed since the last request to the host ended (counted from its end, so the
+        host sees the gap whatever the connection's set-up took)."""
         host = urlsplit(url).netloc
         delay = self.input.delay_seconds
         last = self._last_request.get(host)
         if delay and last is not None and (wait := last + delay - time.monotonic()) > 0:
             await asyncio.sleep(wait)
-        self._last_request[host] = time.monotonic()
+        try:
+            yield
+        finally:
+            self._last_request[host] = time.monotonic()
 
     # -- one page --
 
@@ -481,10 +490,10 @@ class Crawl:
 
     async def fetch_robots(self, origin: str) -> RobotFileParser | JobError:
         rules = RobotFileParser(f"{origin}/robots.txt")
-        await self.polite(origin + "/")
         try:
-            response = await self.ctx.fetch(f"{origin}/robots.txt", headers={"User-Agent": USER_AGENT},
-                                            max_bytes=ROBOTS_MAX_BYTES)
+            async with self.polite(origin + "/"):
+                response = await self.ctx.fetch(f"{origin}/robots.txt", headers={"User-Agent": USER_AGENT},
+                                                max_bytes=ROBOTS_MAX_BYTES)
         except JobError as exc:  # its message names the robots.txt URL
             self.ctx.log.info("crawl_robots_unavailable", origin=origin, reason=exc.reason)
             return exc
