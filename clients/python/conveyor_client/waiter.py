@@ -11,10 +11,10 @@ QueueEvents and `job.waitUntilFinished(queueEvents)` are to BullMQ.
 call; the waiter opens one stream when it starts and learns every job's end from it,
 so a wait costs no call at all. The stream is followed from the moment its headers
 arrive (the gateway subscribes before it sends them), so the end of a job submitted
-through `waiter.submit` (or `submit_many`) after that cannot be missed, even when it comes before the
-submit's own reply (a no-op job often does): the ends of its jobs not yet asked for are kept,
-up to `keep_ends` of them and `keep_seconds` each (and only those: the ends of other
-jobs of the queue are not kept).
+through `waiter.submit` (or `submit_many`) after that cannot be missed, even when it
+comes before the submit's own reply (a no-op job's often does): the ends of its jobs
+not yet asked for are kept, up to `keep_ends` of them and `keep_seconds` each (and
+only those: the ends of other jobs of the queue are not kept).
 
 When the waiter cannot vouch for a job, `wait` asks the gateway with WaitJob instead:
 a job submitted elsewhere or before the waiter started, a job whose early end may have
