@@ -4,10 +4,10 @@ ctx.save_artifact), as any user's kind would be.
 
 - Pages are fetched with `ctx.fetch` (every connection through the executor's URL
   policy), one at a time, `delay_seconds` apart per host (from the end of one request
-  to the start of the next). Redirects are followed by
-  the crawler itself, hop by hop, so that each target meets the same rules as a link
-  (same site, include/exclude, robots.txt, never twice): a redirect is listed as a
-  page of its own (its status and `redirectTo`), its target is crawled next.
+  to the start of the next). Redirects are followed by the crawler itself, hop by
+  hop, so that each target meets the same rules as a link (same site,
+  include/exclude, robots.txt, never twice): a redirect is listed as a page of its
+  own (its status and `redirectTo`), its target is crawled next.
 - `render="browser"`: the document fetched so is rendered in a page of the browser
   pool (the page's main-frame navigation is answered with it, so it is requested
   once; its scripts, styles and other subresources load through the pool's URL
@@ -33,13 +33,12 @@ it met: retried if that one is retryable). Otherwise failed pages are listed in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any, Literal
@@ -435,7 +434,7 @@ class Crawl:
             },
         }
 
-    @contextlib.asynccontextmanager
+    @asynccontextmanager
     async def polite(self, url: str) -> AsyncIterator[None]:
         """Around one request to the url's host: first wait until `delay_seconds` have
         passed since the last request to the host ended (counted from its end, so the
