@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from conveyor.settings import Settings
 from conveyor.v1 import job_pb2, key_service_pb2
@@ -214,8 +215,13 @@ async def test_a_job_appears_and_its_progress_shows_live(world: World, browser: 
             " return el && el.textContent === String(v) }", arg=[queue, count, value], timeout=WAIT_MS)
     await page.screenshot(path=str(shots / "queues.png"), full_page=True)
     await goto(s, "#/jobs")
-    await page.wait_for_function("() => document.querySelectorAll('#jobs tr[data-job-id]').length === 11",
-                                 timeout=WAIT_MS)
+    try:
+        await page.wait_for_function("() => document.querySelectorAll('#jobs tr[data-job-id]').length === 11",
+                                     timeout=WAIT_MS)
+    except PlaywrightTimeoutError:
+        # (Seen once in a fresh clone on a loaded machine, not since: say what the page showed.)
+        shown = await page.evaluate("() => document.getElementById('main').innerText")
+        raise AssertionError(f"the jobs page did not list the 11 jobs; it showed:\n{shown}") from None
     await page.screenshot(path=str(shots / "jobs.png"))
     await goto(s, "#/workers")
     await page.wait_for_selector("#workers tbody tr[data-worker]", timeout=WAIT_MS)
