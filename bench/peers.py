@@ -407,6 +407,11 @@ async def conveyor_memory(stack: Stack, jobs: int) -> tuple[tuple[float, float],
     return per(waiting), per(completed)
 
 
+def p50_p99(took: list[float]) -> tuple[float, float]:
+    ordered = sorted(took)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
 async def conveyor_latency(stack: Stack, jobs: int) -> tuple[float, float]:
     async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
         stub = JobServiceStub(ch)
@@ -420,8 +425,7 @@ async def conveyor_latency(stack: Stack, jobs: int) -> tuple[float, float]:
                 raise RuntimeError(f"latency job ended {done.job.state}")
             if i >= 20:
                 took.append((time.perf_counter() - start) * 1000)
-        took.sort()
-        return statistics.median(took), took[min(len(took) - 1, round(0.99 * (len(took) - 1)))]
+        return p50_p99(took)
 
 
 async def conveyor_latency_streamed(stack: Stack, jobs: int) -> tuple[float, float]:
@@ -440,8 +444,7 @@ async def conveyor_latency_streamed(stack: Stack, jobs: int) -> tuple[float, flo
                 took.append((time.perf_counter() - start) * 1000)
         if waiter.answered_by_wait_job:
             raise RuntimeError(f"{waiter.answered_by_wait_job} ends were not seen on the stream")
-        took.sort()
-        return statistics.median(took), took[min(len(took) - 1, round(0.99 * (len(took) - 1)))]
+        return p50_p99(took)
 
 
 def bullmq_cost(drained: dict[str, Any], jobs: int) -> str:

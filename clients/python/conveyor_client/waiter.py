@@ -62,6 +62,11 @@ BATCH_SIZE = 500
 RESUME_BACKOFF, RESUME_BACKOFF_MAX = 0.2, 5.0
 
 
+def _resume_delay(failures: int) -> float:
+    """Seconds before the next attempt to open the stream, after `failures` in a row."""
+    return min(RESUME_BACKOFF * 2.0 ** min(failures, 8), RESUME_BACKOFF_MAX)
+
+
 @dataclass(frozen=True)
 class JobEnd:
     """How a job ended: the state of its end (COMPLETED, FAILED or CANCELLED), the
@@ -285,7 +290,7 @@ class JobWaiter:
                     return
                 if err.code() not in RECONNECT_CODES or self._last_sequence is None:
                     self._gap()  # not resumable: what it vouched for goes to WaitJob
-            await asyncio.sleep(min(RESUME_BACKOFF * 2 ** min(failures, 8), RESUME_BACKOFF_MAX))
+            await asyncio.sleep(_resume_delay(failures))
             failures += 1
             await self._reopen()
 
@@ -299,7 +304,7 @@ class JobWaiter:
             except ConveyorRpcError as err:
                 if err.code is not grpc.StatusCode.UNAVAILABLE:
                     self._gap()  # e.g. OUT_OF_RANGE: the events after the last seen are gone
-            await asyncio.sleep(min(RESUME_BACKOFF * 2 ** min(failures, 8), RESUME_BACKOFF_MAX))
+            await asyncio.sleep(_resume_delay(failures))
 
     def _ended(self, end: JobEnd) -> None:
         mine = self._mine.pop(end.job_id, None) is not None
