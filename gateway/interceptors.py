@@ -64,16 +64,36 @@ class _WrappedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
         return self._once(details.method, self._inner.service(details))
 
 
+class _MethodTable(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Every method the services registered by name, found by one dictionary lookup."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self.handlers.get(details.method)
+
+
 class WrappingServer(grpc.aio.Server):  # type: ignore[misc]
     """A grpc.aio server whose handlers are wrapped by `wrappers` as the services register
     them, the first of them outermost (the order of a server's interceptors). Methods
-    registered by name (the generated code's `add_registered_method_handlers`, which the
-    server prefers) are wrapped once; a generic handler's, the first time each method is
-    asked for. Everything else is `server`'s own."""
+    registered by name (the generated code's `add_registered_method_handlers`) are wrapped
+    once; a generic handler's, the first time each method is asked for. Everything else
+    is `server`'s own.
+
+    Methods registered by name are served as generic ones, from one table (`_MethodTable`),
+    not registered with grpc's core: grpc.aio's server keeps a pending request per
+    registered method, and for every call it takes, it waits on all of them again
+    (`asyncio.wait` over the gateway's ~40 methods: ~40 done-callbacks added and removed,
+    in Python, per call). One generic request does the same work per call, whatever the
+    number of methods."""
 
     def __init__(self, server: grpc.aio.Server, wrappers: Sequence[WrappingInterceptor]) -> None:
         self._server = server
         self._wrappers = tuple(reversed(wrappers))
+        self._table = _MethodTable()
+        # First among the generic handlers: a method in the table is found there.
+        server.add_generic_rpc_handlers((self._table,))
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         for wrapper in self._wrappers:
@@ -85,8 +105,9 @@ class WrappingServer(grpc.aio.Server):  # type: ignore[misc]
 
     def add_registered_method_handlers(self, service_name: str,
                                        method_handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
-        self._server.add_registered_method_handlers(
-            service_name, {name: self.wrap(f"/{service_name}/{name}", h) for name, h in method_handlers.items()})
+        for name, handler in method_handlers.items():
+            method = f"/{service_name}/{name}"
+            self._table.handlers[method] = self.wrap(method, handler)
 
     def add_insecure_port(self, address: str) -> int:
         return int(self._server.add_insecure_port(address))

@@ -226,6 +226,21 @@ async def test_a_client_streaming_method_passes_the_interceptor(
     assert error_info(err.value).reason == "MALFORMED_REQUEST"
 
 
+async def test_a_method_nobody_serves_is_unimplemented(
+    bare_server: tuple[grpc.aio.Channel, GrpcHealthServicer],
+) -> None:
+    """WrappingServer serves methods registered by name from its own table, ahead of
+    the generic handlers: a name in neither is grpc's own UNIMPLEMENTED, and a real
+    method of a registered service beside it still answers."""
+    ch, _ = bare_server
+    for name in ("/grpc.health.v1.Health/Nope", "/no.such.Service/Check"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await ch.unary_unary(name)(b"", timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED, name
+    check = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert check.status == HCR.SERVING
+
+
 # ---- every stream method of the real gateway ------------------------------------------
 
 
