@@ -135,11 +135,11 @@ MONITOR_LINE = re.compile(r"^(\d+\.\d+) \[\d+ ([^\]]+)\] (.*)$")
 class Command:
     t: float
     who: str  # the connection's client name (or its address), 'lua' inside a script
-    name: str  # the command, or 'script:<name>' for an EVALSHA
+    name: str  # the command, or 'script:<name>' for an FCALL
     args: list[str] = field(default_factory=list)
 
 
-def parse_monitor(path: Path, names: dict[str, str], shas: dict[str, str]) -> list[Command]:
+def parse_monitor(path: Path, names: dict[str, str], functions: dict[str, str]) -> list[Command]:
     out: list[Command] = []
     for raw in path.read_text(errors="replace").splitlines():
         m = MONITOR_LINE.match(raw)
@@ -153,8 +153,8 @@ def parse_monitor(path: Path, names: dict[str, str], shas: dict[str, str]) -> li
         if not parts:
             continue
         name = parts[0].upper()
-        if name == "EVALSHA" and len(parts) > 1:
-            name = "script:" + shas.get(parts[1], parts[1][:8])
+        if name == "FCALL" and len(parts) > 1:
+            name = "script:" + functions.get(parts[1], parts[1])
         who = "lua" if addr == "lua" else names.get(addr, addr)
         out.append(Command(t, who, name, parts[1:4]))
     return out
@@ -238,16 +238,17 @@ def monitored(stack: Stack, jobs: int, tmp: Path) -> tuple[list[Sample], list[Co
     r = redis.Redis.from_url(stack.redis_url)
     names = client_names(r)
     r.close()
-    return samples, parse_monitor(out_path, names, script_shas())
+    return samples, parse_monitor(out_path, names, script_functions())
 
 
-def script_shas() -> dict[str, str]:
-    """The SHA1 of each script the services load (from the tree they run from), to its name."""
-    code = ("import hashlib, json; from conveyor.store.scripts import SCRIPT_NAMES, script_source; "
-            "print(json.dumps({hashlib.sha1(script_source(n).encode()).hexdigest(): n for n in SCRIPT_NAMES}))")
+def script_functions() -> dict[str, str]:
+    """The function name of each command the services call (from the tree they run
+    from: the library's version is in it), to the command's name."""
+    code = ("import json; from conveyor.store.scripts import SCRIPT_NAMES, library; "
+            "print(json.dumps({library().function(n): n for n in SCRIPT_NAMES}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=processes.ROOT, capture_output=True, text=True, check=True)
-    shas: dict[str, str] = json.loads(out.stdout)
-    return shas
+    functions: dict[str, str] = json.loads(out.stdout)
+    return functions
 
 
 def main() -> None:

@@ -17,12 +17,12 @@ Per round, on an empty store and on one holding `--backlog` waiting jobs already
 - finish+take:   the busy executor draining the line (8 slots): finish_and_take of one
                  attempt with count 1 (ends it, admits the next waiting job, takes and
                  claims it): the whole executor side of one job, in one script.
-Printed per phase: calls, usec_per_call of EVALSHA, the inner commands per call and
+Printed per phase: calls, usec_per_call of FCALL, the inner commands per call and
 their own usec per call (commandstats of the commands the scripts ran), the rest (the
 script's own Lua time), Redis's CPU time per call (INFO cpu: its reads and replies
 too), medians of the rounds; and the fastest round's usec_per_call (on a busy machine
 the least disturbed one). With --compare DIR (a copy of
-conveyor/store/lua), the scripts assembled from DIR run in the same rounds (A/B).
+conveyor/store/lua), the library built from DIR runs in the same rounds (A/B).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from conveyor.redis_connection import connect
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import Finish, NewJob
-from conveyor.store.scripts import LUA_DIR, SCRIPT_NAMES, assemble
+from conveyor.store.scripts import LUA_DIR, build_library, library, register_scripts
 from conveyor.transport import kind_queue, store_policy
 from gateway.mapping import new_job
 from tests.support.processes import start_redis
@@ -55,7 +55,8 @@ WORKER = "bench-worker"
 STALL_MS = 60_000
 SLOTS = 8
 #: Commands of the bench itself, not of the scripts.
-OWN = {"evalsha", "eval", "config", "info", "script", "flushall", "ping", "lrange", "client", "hello", "select"}
+OWN = {"fcall", "function", "eval", "config", "info", "script", "flushall", "ping", "lrange", "client", "hello",
+       "select"}
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Stats:
     def read(self) -> Cost:
         cpu = self._cpu() - self.cpu
         stats: dict[str, Any] = self.sync.info("commandstats")
-        ev = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+        ev = stats.get("cmdstat_fcall", {"calls": 0, "usec": 0})
         calls = int(ev["calls"])
         inner = inner_usec = 0.0
         for name, row in stats.items():
@@ -121,13 +122,12 @@ class Bench:
         self.sync.flushall()
         client = connect(self.url)
         store = JobStore(client, PREFIX, self.policy)
-        if lua_dir is not None:
-            store._scripts = {name: client.register_script(assemble(lua_dir, name)) for name in SCRIPT_NAMES}
+        lib = build_library(lua_dir) if lua_dir is not None else library()
+        store._library, store._scripts = lib, register_scripts(client, lib)
         out: dict[str, Cost] = {}
         n = self.jobs
         try:
-            for name in ("submit", "take", "finish", "claim", "ack", "heartbeat", "queue_update", "dispatch"):
-                await client.script_load(store._scripts[name].script)
+            await lib.load(client)
             for i in range(0, self.backlog, 100):
                 await store.submit_many([self.new_job(BACKLOG_QUEUE) for _ in range(min(100, self.backlog - i))])
 

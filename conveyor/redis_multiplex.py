@@ -30,14 +30,13 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.exceptions import ReadOnlyError
 
 #: Times a command is sent again on a new connection (as redis_connection.connect's).
 RECONNECT_RETRIES = 3
@@ -46,6 +45,16 @@ BACKOFF_BASE_S, BACKOFF_CAP_S = 0.05, 0.5
 #: How long past its block a blocking command may go unanswered before its connection
 #: counts as dead (redis-py's socket timeout of the pool connections it replaced).
 BLOCK_GRACE_SECONDS = 5.0
+
+
+class FunctionLibrary(Protocol):
+    """A Redis function library as the connection runs it (conveyor/store/scripts.py)."""
+
+    def fcall(self, command: str, args: Sequence[Any]) -> tuple[Any, ...]: ...
+
+    def load_command(self) -> tuple[str, ...]: ...
+
+    def is_missing(self, reply: object) -> bool: ...
 
 
 class _Lost(Exception):
@@ -191,21 +200,22 @@ class MultiplexedConnection:
             return out
         raise AssertionError("unreachable")
 
-    async def evalsha(self, script: AsyncScript, args: Sequence[Any]) -> Any:
-        """Run a registered script (loading it when the server lacks it: restarted, failed over)."""
-        (reply,) = await self.evalsha_many(script, [args])
+    async def fcall(self, library: FunctionLibrary, command: str, args: Sequence[Any]) -> Any:
+        """Run a command of the store's function library (loading the library when the
+        server lacks it: restarted, failed over)."""
+        (reply,) = await self.fcall_many(library, command, [args])
         if isinstance(reply, Exception):
             raise reply
         return reply
 
-    async def evalsha_many(self, script: AsyncScript, args: Sequence[Sequence[Any]]) -> list[Any]:
-        """The script once per argument list, written at once; replies (or error
+    async def fcall_many(self, library: FunctionLibrary, command: str, args: Sequence[Sequence[Any]]) -> list[Any]:
+        """The command once per argument list, written at once; replies (or error
         replies, as exceptions) in order."""
-        out = await self.execute_many([("EVALSHA", script.sha, 0, *a) for a in args])
-        again = [i for i, r in enumerate(out) if isinstance(r, NoScriptError)]
+        out = await self.execute_many([library.fcall(command, a) for a in args])
+        again = [i for i, r in enumerate(out) if library.is_missing(r)]
         if again:
-            await self.execute("SCRIPT", "LOAD", script.script)
-            for i, reply in zip(again, await self.execute_many([("EVALSHA", script.sha, 0, *args[i]) for i in again]),
+            await self.execute(*library.load_command())
+            for i, reply in zip(again, await self.execute_many([library.fcall(command, args[i]) for i in again]),
                                 strict=True):
                 out[i] = reply
         return out

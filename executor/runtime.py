@@ -107,6 +107,7 @@ class ExecutorRuntime:
         self._store = JobStore(client, s.key_prefix, store_policy(s))
         self._finishes = FinishBatcher(self._store)
         await self.store.client.ping()
+        await self.store.load_scripts()
         artifacts = self._artifacts = open_artifact_store(s)  # a directory, or S3
         self._services = ExecutorServices(artifacts, UrlPolicy(s.allowed_hosts), s.max_artifact_bytes)
         if any(kind.browser for kind in self.kinds.values()):

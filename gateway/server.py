@@ -239,6 +239,7 @@ class Gateway:
     async def start(self) -> None:
         self.check_binding()
         await self.client.ping()
+        await self.store.load_scripts()
         credentials = server_credentials(self.settings)
         if credentials is None:
             self.port = self.server.add_insecure_port(self.settings.grpc_addr)

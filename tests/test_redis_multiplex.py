@@ -1,7 +1,7 @@
 """The store's shared Redis connection (conveyor/redis_multiplex.py) against real
 redis-servers: concurrent callers each get their own reply over one connection, error
 replies are redis-py's exceptions, a caller gone mid-flight leaves the others' replies
-in order, and the connection is made again after Redis restarts, after a SCRIPT FLUSH
+in order, and the connection is made again after Redis restarts, after a FUNCTION FLUSH
 and when its server turns replica (READONLY)."""
 
 from __future__ import annotations
@@ -71,13 +71,13 @@ async def test_a_caller_cancelled_mid_flight_leaves_the_replies_in_order(redis_u
         await client.aclose()
 
 
-async def test_store_scripts_survive_a_script_flush_and_a_redis_restart(tmp_path: Path) -> None:
+async def test_store_scripts_survive_a_function_flush_and_a_redis_restart(tmp_path: Path) -> None:
     proc, url = start_redis(tmp_path / "r1")
     client = connect(url)
     store = JobStore(client, "mx", store_policy(Settings(key_prefix="mx")))
     try:
         first = await store.submit(new("q"))
-        await client.script_flush()  # Redis without the scripts: loaded again on NOSCRIPT
+        await client.function_flush()  # Redis without the library: loaded again on 'Function not found'
         second = await store.submit(new("q"))
         assert (first.position, second.position) == (1, 2)
         proc.kill()

@@ -1,23 +1,36 @@
 """The Lua scripts as a whole: key names agree with the Python side, every refusal a
 script can give is mapped to a domain error, every script says what it takes and
-answers, and each loads on a real Redis."""
+answers, and the library of them all loads on a real Redis, its commands keeping
+nothing of one call for the next."""
 
 from __future__ import annotations
 
 import re
+import uuid
+from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from conveyor.errors import ConveyorError
 from conveyor.queue_stats import HISTOGRAM_BOUNDS_MS
-from conveyor.settings import MAX_TENANT_WEIGHT
+from conveyor.settings import MAX_TENANT_WEIGHT, Settings
+from conveyor.store.job_store import JobStore
 from conveyor.store.keys import Keys
+from conveyor.store.records import NewJob, Priority
 from conveyor.store.replies import REFUSALS, Context, refused
 from conveyor.store.schedule_store import ScheduleStore
-from conveyor.store.scripts import INCLUDES_DIR, LUA_DIR, SCRIPT_NAMES, script_source
+from conveyor.store.scripts import INCLUDES_DIR, LUA_DIR, SCRIPT_NAMES, library
 from conveyor.store.session_store import SessionStore
-from conveyor.transport import TRANSPORT_QUEUE, kind_queue
+from conveyor.transport import TRANSPORT_QUEUE, kind_queue, store_policy
+from tests.support.processes import start_redis
+
+
+def new_job(queue: str) -> NewJob:
+    return NewJob(id=uuid.uuid4().hex, queue=queue, owner="t", priority=Priority.NORMAL, max_attempts=3,
+                  timeout_ms=60_000, run_at_ms=0, spec=b"", kind="noop")
+
 
 #: Each Lua key builder of includes/base.lua, called with sample arguments, and the
 #: name the Python side builds for the same thing.
@@ -65,7 +78,7 @@ async def test_key_names_in_lua_and_in_python_agree(redis_url: str) -> None:
         "k_owner_schedules('O')": schedules.owner_key("O"),
     }
     base = (INCLUDES_DIR / "base.lua").read_text() + (INCLUDES_DIR / "admission.lua").read_text()
-    script = base + "\nreturn {" + ", ".join(lua_keys) + "}"
+    script = f"local call_args = ARGV\n{base}\nbegin(call_args)\nreturn {{{', '.join(lua_keys)}}}"
     try:
         built = await client.eval(script, 0, PREFIX)
     finally:
@@ -111,14 +124,60 @@ def test_every_script_has_a_header_naming_its_arguments_and_reply() -> None:
         assert "-- Reply: " in header, name
 
 
-async def test_every_script_loads_on_redis(redis_url: str) -> None:
+async def test_the_library_loads_on_redis_with_every_command(redis_url: str) -> None:
+    lib = library()
     client = aioredis.Redis.from_url(redis_url)
     try:
-        for name in SCRIPT_NAMES:
-            source = script_source(name)
-            # Each piece once, the script's own text last.
-            pieces = re.findall(r"^-- ===== (\S+) =====$", source, re.MULTILINE)
-            assert len(pieces) == len(set(pieces)) and pieces[-1] == f"{name}.lua", name
-            await client.script_load(source)
+        # Each piece once, each command's own text after the pieces it includes.
+        pieces = re.findall(r"^-- ===== (\S+) =====$", lib.source, re.MULTILINE)
+        assert len(pieces) == len(set(pieces))
+        assert {p for p in pieces if "/" not in p} == {f"{name}.lua" for name in SCRIPT_NAMES}
+        await lib.load(client)
+        (listed,) = await client.function_list(library=lib.name)
+        functions = dict(zip(listed[::2], listed[1::2], strict=True))[b"functions"]
+        names = {dict(zip(f[::2], f[1::2], strict=True))[b"name"].decode() for f in functions}
+        assert names == {lib.function(name) for name in SCRIPT_NAMES}
     finally:
         await client.aclose()
+
+
+async def test_nothing_of_one_call_stays_for_the_next(redis_url: str) -> None:
+    """The library's state lives as long as the library: each command starts afresh.
+    A call under one key prefix, then under another, writes under its own; a call that
+    fails half-way (a WRONGTYPE inside finish.lua, once its counter cache holds the
+    queue's counts) leaves no cached counter behind: the next submit's count is written."""
+    lib = library()
+    client = aioredis.Redis.from_url(redis_url)
+    store_a = JobStore(client, "pa", store_policy(Settings(key_prefix="pa")))
+    store_b = JobStore(client, "pb", store_policy(Settings(key_prefix="pb")))
+    try:
+        a = await store_a.submit(new_job("q"))
+        b = await store_b.submit(new_job("q"))
+        assert (a.position, b.position) == (1, 1)
+        assert await client.exists("pa:job:" + a.id, "pb:job:" + b.id) == 2
+        assert not await client.exists("pa:job:" + b.id) and not await client.exists("pb:job:" + a.id)
+        # A finish that fails half-way: the queue's run-time samples are not a list.
+        await client.hset("pa:job:" + a.id, mapping={"state": "ACTIVE", "attempt": "1"})
+        await client.set("pa:q:q:run-ms", "not a list")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await lib.call(client, "finish", ["pa", *store_a.policy.args(), 0, "w", 1000, 0,
+                                              a.id, "1", "completed", "r", -1, "", "", ""])
+        waiting = int(await client.hget("pa:q:q", "WAITING") or 0)
+        await store_a.submit(new_job("q"))
+        assert int(await client.hget("pa:q:q", "WAITING") or 0) == waiting + 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_server_without_functions_is_refused_at_start_in_words(tmp_path: Path) -> None:
+    """Redis before 7.0 has no FUNCTION command: the store says at start what it needs.
+    (A real redis-server with the command renamed away stands for the older server.)"""
+    proc, url = start_redis(tmp_path, extra=["--rename-command", "FUNCTION", ""])
+    client = aioredis.Redis.from_url(url)
+    try:
+        store = JobStore(client, "old", store_policy(Settings(key_prefix="old")))
+        with pytest.raises(RuntimeError, match=r"needs Redis 7\.0 or newer"):
+            await store.load_scripts()
+    finally:
+        await client.aclose()
+        proc.stop()

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from conveyor.errors import (
     ConveyorError,
@@ -48,7 +48,7 @@ from conveyor.store.records import (
 )
 from conveyor.store.records import int_of as _int
 from conveyor.store.replies import Context, refused
-from conveyor.store.scripts import register_scripts
+from conveyor.store.scripts import is_missing, library, register_scripts
 
 MAX_PAGE_SIZE = 1000
 #: A page of ListJobs whose filters no one index answers reads at most this many jobs.
@@ -101,16 +101,29 @@ class JobStore:
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.policy = policy
-        self._scripts = register_scripts(client)
+        self._library = library()
+        self._scripts = register_scripts(client, self._library)
         # The client's one shared connection for scripts (conveyor/redis_multiplex.py),
         # when it has one (clients made by conveyor.redis_connection.connect do).
         self._multiplexed: MultiplexedConnection | None = getattr(client, "multiplexed", None)
+
+    async def load_scripts(self) -> None:
+        """Load the scripts' function library (at start: later calls load it again
+        themselves when the server lost it). RuntimeError for a server older than
+        Redis 7.0, which has no functions."""
+        try:
+            await self._library.load(self.client)
+        except ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                raise RuntimeError(f"Conveyor needs Redis 7.0 or newer (its scripts are a function library): {exc}") \
+                    from None
+            raise
 
     async def _run(self, name: str, *args: Any, client: Any = None) -> Any:
         """Script `name` with the key prefix and `args`: on the shared connection, or
         queued in `client` (a pipeline)."""
         if client is None and self._multiplexed is not None:
-            return await self._multiplexed.evalsha(self._scripts[name], [self.prefix, *args])
+            return await self._multiplexed.fcall(self._library, name, [self.prefix, *args])
         return await self._scripts[name](args=[self.prefix, *args], client=client)
 
     # ---- submit -------------------------------------------------------------------
@@ -151,16 +164,16 @@ class JobStore:
         the replicas that have this connection's writes) in one round trip: a job is
         answered as submitted only once `policy.wait_replicas` replicas have it, else
         UNAVAILABLE (NOT_REPLICATED) within `policy.wait_timeout_ms`."""
-        script, wanted = self._scripts["submit"], self.policy.wait_replicas
+        lib, wanted = self._library, self.policy.wait_replicas
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             for args in self._submit_args(jobs, admit):
-                pipe.evalsha(script.sha, 0, self.prefix, *args)
+                pipe.execute_command(*lib.fcall("submit", [self.prefix, *args]))
             pipe.wait(wanted, self.policy.wait_timeout_ms)
             *replies, acked = await pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, NoScriptError) for r in replies):
+            if not any(is_missing(r) for r in replies):
                 break
-            await self.client.script_load(script.script)  # a primary new since: a failover
+            await lib.load(self.client)  # a primary new since: a failover
         replicated = isinstance(acked, int) and acked >= wanted
         out: list[Submitted | ConveyorError] = []
         for job, reply in zip(jobs, replies, strict=True):
@@ -187,14 +200,17 @@ class JobStore:
         if self.policy.wait_replicas:
             return await self._submit_replicated(jobs, admit)
         batch = [[self.prefix, *args] for args in self._submit_args(jobs, admit)]
-        script = self._scripts["submit"]
         if self._multiplexed is not None:
-            replies = await self._multiplexed.evalsha_many(script, batch)
+            replies = await self._multiplexed.fcall_many(self._library, "submit", batch)
         else:
-            pipe = self.client.pipeline(transaction=False)
-            for args in batch:
-                await script(args=args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
+            for _ in range(2):
+                pipe = self.client.pipeline(transaction=False)
+                for args in batch:
+                    pipe.execute_command(*self._library.fcall("submit", args))
+                replies = await pipe.execute(raise_on_error=False)
+                if not any(is_missing(r) for r in replies):
+                    break
+                await self._library.load(self.client)
         return [
             _refused(job, r) if isinstance(r, ResponseError) else self._submitted(r)
             for job, r in zip(jobs, replies, strict=True)
@@ -517,20 +533,20 @@ class JobStore:
         connection), so that Redis runs the take right after a wake token pops (or the
         block times out), with no round trip in between."""
         args = [self.prefix, count, worker_id, stall_timeout_ms, *self.policy.args(), *queues]
-        script = self._scripts["take"]
+        take = self._library.fcall("take", args)
         multiplexed: MultiplexedConnection | None = getattr(wake, "multiplexed", None)
         if multiplexed is not None:
             # No reply long after the block's end: the connection is dead. Dropped, its
             # commands go again on a new one (as for any connection found dead).
             _, flat = await multiplexed.execute_many(
-                [("BLPOP", *wake_keys, block_seconds), ("EVALSHA", script.sha, 0, *args)],
+                [("BLPOP", *wake_keys, block_seconds), take],
                 within=block_seconds + BLOCK_GRACE_SECONDS)
         else:
             pipe = wake.pipeline(transaction=False)
             pipe.blpop(list(wake_keys), timeout=block_seconds)
-            pipe.evalsha(script.sha, 0, *args)
+            pipe.execute_command(*take)
             _, flat = await pipe.execute(raise_on_error=False)
-        if isinstance(flat, NoScriptError):  # Redis lost its scripts (restarted, failed over)
+        if is_missing(flat):  # Redis lost its scripts (restarted, failed over)
             return await self.take(count, worker_id, stall_timeout_ms, queues)
         if isinstance(flat, Exception):
             raise flat

@@ -26,7 +26,7 @@ from conveyor.browser_options import (
 )
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted
 from conveyor.store.records import int_of, json_of, text_of
-from conveyor.store.scripts import script_source
+from conveyor.store.scripts import register_scripts
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class SessionStore:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        self._save = client.register_script(script_source("session_save"))
-        self._delete = client.register_script(script_source("session_delete"))
+        scripts = register_scripts(client)
+        self._save, self._delete = scripts["session_save"], scripts["session_delete"]
 
     def key(self, owner: str, name: str) -> str:
         """A saved session (lua: k_session)."""

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,15 +87,16 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Pro
     return Process(name, proc, log_path)
 
 
-def start_redis(tmp: Path, *, port: int | None = None, appendonly: bool = False) -> tuple[Process, str]:
+def start_redis(tmp: Path, *, port: int | None = None, appendonly: bool = False,
+                extra: Sequence[str] = ()) -> tuple[Process, str]:
     """A redis-server on loopback with its files in `tmp`; with `appendonly`, an AOF
     fsynced on every write, so that one started again on the same port and `tmp`
-    comes back with everything."""
+    comes back with everything; `extra`, more of its command-line options."""
     port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
-            "--dir", str(tmp), "--maxclients", "20000"]
+            "--dir", str(tmp), "--maxclients", "20000", *extra]
     p = spawn("redis", argv, dict(os.environ), tmp)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)

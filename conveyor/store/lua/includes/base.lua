@@ -3,8 +3,14 @@
 -- built here, in one place (conveyor/store/keys.py builds the same names for Python;
 -- tests/test_store_scripts.py checks that they agree).
 -- States are the proto names without the JOB_STATE_ prefix.
+-- The scripts are one Redis function library (conveyor/store/scripts.py): what is
+-- defined here and in the includes is made once, when the library loads, not on
+-- every call. So nothing of one call may stay for the next: each command starts with
+-- begin() (at the end of this file), which sets the call's arguments and prefix and
+-- clears what a call keeps while it runs (the counter cache).
 
-local P = ARGV[1]
+local ARGV  -- the call's arguments (a function's, given to begin())
+local P  -- the key prefix, ARGV[1]
 
 local function k_job(id) return P .. ':job:' .. id end
 local function k_job_events(id) return P .. ':job:' .. id .. ':events' end
@@ -32,23 +38,28 @@ local function k_api_key(id) return P .. ':apikey:' .. id end
 local function k_session(owner, name) return P .. ':session:' .. owner .. ':' .. name end  -- a saved session
 local function k_owner_sessions(owner) return P .. ':sessions:owner:' .. owner end  -- its names, by expiry
 local function k_api_key_hash(hash) return P .. ':apikey-hash:' .. hash end
-local K_JOBS = P .. ':jobs'
-local K_QUEUES = P .. ':queues'
-local K_READY_QUEUES = P .. ':ready-queues'
-local K_INFLIGHT = P .. ':inflight'
-local K_DELAYED = P .. ':delayed'
-local K_EXECUTORS = P .. ':executors'
-local K_CAPACITY = P .. ':capacity'  -- the live executors' slots, summed by refresh_capacity()
-local K_KIND_CAPACITY = P .. ':capacity:kinds'  -- per kind: the slots of the live executors serving it
-local K_KIND_INFLIGHT = P .. ':inflight:kinds'  -- per kind: its jobs handed over or running
--- Per tenant ('<tenant>') and per tenant in a queue ('<queue> <tenant>'): its jobs
--- handed over or running.
-local K_TENANT_INFLIGHT = P .. ':inflight:tenants'
-local K_KINDS = P .. ':kinds'  -- per kind: the spec its executors published (JSON)
-local K_CANCEL_CHANNEL = P .. ':cancel'
-local K_GC = P .. ':gc'  -- ids of deleted jobs whose artifacts are still to be removed
-local K_SCHEDULES_DUE = P .. ':schedules:due'
-local K_API_KEYS = P .. ':apikeys'  -- every key's id, by creation time
+-- The keys of one name under the prefix (set by set_prefix(), below):
+--   K_JOBS, K_QUEUES, K_READY_QUEUES, K_INFLIGHT, K_DELAYED, K_EXECUTORS;
+--   K_CAPACITY: the live executors' slots, summed by refresh_capacity();
+--   K_KIND_CAPACITY: per kind, the slots of the live executors serving it;
+--   K_KIND_INFLIGHT: per kind, its jobs handed over or running;
+--   K_TENANT_INFLIGHT: per tenant ('<tenant>') and per tenant in a queue
+--     ('<queue> <tenant>'), its jobs handed over or running;
+--   K_KINDS: per kind, the spec its executors published (JSON);
+--   K_CANCEL_CHANNEL; K_GC: ids of deleted jobs whose artifacts are still to be
+--   removed; K_SCHEDULES_DUE; K_API_KEYS: every key's id, by creation time.
+local K_JOBS, K_QUEUES, K_READY_QUEUES, K_INFLIGHT, K_DELAYED, K_EXECUTORS, K_CAPACITY, K_KIND_CAPACITY
+local K_KIND_INFLIGHT, K_TENANT_INFLIGHT, K_KINDS, K_CANCEL_CHANNEL, K_GC, K_SCHEDULES_DUE, K_API_KEYS
+local function set_prefix(prefix)
+  if prefix == P then return end  -- (the same as the last call's: nearly always)
+  P = prefix
+  K_JOBS, K_QUEUES, K_READY_QUEUES = P .. ':jobs', P .. ':queues', P .. ':ready-queues'
+  K_INFLIGHT, K_DELAYED, K_EXECUTORS = P .. ':inflight', P .. ':delayed', P .. ':executors'
+  K_CAPACITY, K_KIND_CAPACITY = P .. ':capacity', P .. ':capacity:kinds'
+  K_KIND_INFLIGHT, K_TENANT_INFLIGHT = P .. ':inflight:kinds', P .. ':inflight:tenants'
+  K_KINDS, K_CANCEL_CHANNEL, K_GC = P .. ':kinds', P .. ':cancel', P .. ':gc'
+  K_SCHEDULES_DUE, K_API_KEYS = P .. ':schedules:due', P .. ':apikeys'
+end
 
 -- A request id (of a job or a schedule) answers with what it made for this long,
 -- whatever has happened to that since.
@@ -178,4 +189,13 @@ local function refuse(reason, ...)
   local words = {'CONVEYOR', reason}
   for _, arg in ipairs({...}) do words[#words + 1] = tostring(arg) end
   return redis.error_reply(table.concat(words, ' '))
+end
+
+-- A command's first step: its arguments (ARGV[1] the key prefix), and nothing left
+-- of the call before (a call that failed half-way may have left the cache open).
+local function begin(args)
+  ARGV = args
+  set_prefix(args[1])
+  CACHE = {}
+  CACHING = false
 end
