@@ -102,7 +102,7 @@ def redis_cost(before: dict[str, float], after: dict[str, float], jobs: int) -> 
     """Redis commands per job, Redis CPU µs per job, and the top commands per job
     (FCALL/INFO themselves left out of the count: the scripts' commands are counted)."""
     calls = {k[4:]: after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("cmd:")}
-    calls = {k: v for k, v in calls.items() if v > 0 and k not in ("info", "fcall", "function", "eval")}
+    calls = {k: v for k, v in calls.items() if v > 0 and k not in ("info", "fcall", "function", "evalsha", "eval")}
     cpu = sum(after[k] - before[k] for k in ("used_cpu_sys", "used_cpu_user"))
     top = ", ".join(f"{k} {v / jobs:.1f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:8])
     return sum(calls.values()) / jobs, cpu * 1e6 / jobs, top

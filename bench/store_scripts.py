@@ -55,8 +55,8 @@ WORKER = "bench-worker"
 STALL_MS = 60_000
 SLOTS = 8
 #: Commands of the bench itself, not of the scripts.
-OWN = {"fcall", "function", "eval", "config", "info", "script", "flushall", "ping", "lrange", "client", "hello",
-       "select"}
+OWN = {"fcall", "function", "evalsha", "eval", "config", "info", "script", "flushall", "ping", "lrange", "client",
+       "hello", "select"}
 
 
 @dataclass
