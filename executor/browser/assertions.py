@@ -4,6 +4,7 @@ fails, the error says what was expected and what the page had instead."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +17,9 @@ from executor.browser.locators import pattern as text_pattern
 from executor.browser.step_context import StepContext
 from executor.browser.step_errors import expectation_failed, invalid_step, strict_mode_violation
 
-# Reading the actual value after a failed expectation may take this long.
+# Reading the actual value after a failed expectation may take this long (each
+# read's own timeout, and all the reads together: an expectation known to have failed
+# is reported as such, not as the step's timeout, however slow the page is to read).
 ACTUAL_VALUE_TIMEOUT_MS = 1000.0
 MAX_SHOWN = 200
 PAGE_CONDITIONS = ("title_contains", "url_contains", "url", "title")
@@ -45,7 +48,10 @@ def _pattern(p: task_pb2.Pattern) -> Expected:
 
 async def _read(read: Callable[[], Awaitable[object]]) -> str:
     try:
-        return _shown(await read())
+        async with asyncio.timeout(ACTUAL_VALUE_TIMEOUT_MS / 1000):
+            return _shown(await read())
+    except TimeoutError:
+        return f"<not read within {ACTUAL_VALUE_TIMEOUT_MS / 1000:g}s>"
     except PlaywrightError as exc:
         return f"<unreadable: {str(exc).splitlines()[0][:100]}>"
 
