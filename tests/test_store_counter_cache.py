@@ -81,6 +81,6 @@ async def test_a_finish_of_many_attempts_keeps_every_counter_exact(store: JobSto
     assert sum(v for k, v in minutes.items() if k.startswith("c:")) == 4
     assert sum(v for k, v in minutes.items() if k.startswith("f:")) == 2
     # Histograms: one wait time per claim (11), one run time per ended attempt (8).
-    hist = await counts(store, store.keys.queue_index(QUEUE, "hist"))
+    (hist,) = await store.queue_histograms([QUEUE])
     assert sum(v for k, v in hist.items() if k.startswith("w:") and k != "w:sum") == 11
     assert sum(v for k, v in hist.items() if k.startswith("r:") and k != "r:sum") == 8

@@ -11,6 +11,7 @@ import pytest
 from dramatiq.message import Message
 
 from conveyor.errors import AlreadyExists
+from conveyor.queue_stats import HISTOGRAM_BOUNDS_MS
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import NewJob, Priority, State
 from conveyor.transport import kind_queue
@@ -142,6 +143,33 @@ async def test_history_keeps_the_newest_jobs_and_deletes_the_rest_entirely(store
     assert set(await store.take_deleted()) == set(gone)  # their artifacts go next
     assert (await store.get_queue("q")).counts.completed == 3
     await assert_counters_match(store, "q")
+
+
+async def test_wait_and_run_histograms_count_each_time_in_its_bucket(store: JobStore) -> None:
+    """Each job's wait (ready to started) and run (started to ended) time, as its record
+    has them, is counted in the bucket its bounds hold, and summed; a histogram kept
+    by an earlier version (a hash) is added in."""
+    await register(store, 1)
+    for pause in (0.0, 0.03, 0.3):
+        await store.submit(job())
+        job_id, attempt = await next_delivery(store)
+        assert not isinstance(await store.claim(job_id, attempt, "ex", 60_000), str)
+        await asyncio.sleep(pause)
+        await store.complete(job_id, attempt, b"ok")
+    records = (await store.list_jobs(queue="q", state=State.COMPLETED, page_size=10))[0]
+    expected: dict[str, int] = {}
+    for r in records:
+        for letter, ms in (("w", r.started_ms - r.ready_ms), ("r", r.ended_ms - r.started_ms)):
+            bucket = next((i for i, bound in enumerate(HISTOGRAM_BOUNDS_MS, 1) if ms <= bound),
+                          len(HISTOGRAM_BOUNDS_MS) + 1)
+            expected[f"{letter}:{bucket}"] = expected.get(f"{letter}:{bucket}", 0) + 1
+            expected[f"{letter}:sum"] = expected.get(f"{letter}:sum", 0) + ms
+    (hist,) = await store.queue_histograms(["q"])
+    assert {k: v for k, v in hist.items() if v} == {k: v for k, v in expected.items() if v}
+    assert sum(v for k, v in hist.items() if k.startswith("r:") and k != "r:sum") == 3
+    await store.client.hset(store.keys.queue_index("q", "hist"), mapping={"r:1": 5, "r:sum": 7})
+    (carried,) = await store.queue_histograms(["q"])
+    assert carried["r:1"] == hist.get("r:1", 0) + 5 and carried["r:sum"] == hist["r:sum"] + 7
 
 
 async def test_clean_queue_by_state_and_age_and_bulk_retry(store: JobStore) -> None:

@@ -704,12 +704,33 @@ class JobStore:
         return out
 
     async def queue_histograms(self, names: Sequence[str]) -> list[dict[str, int]]:
-        """Per queue, its wait and run time histograms as the store keeps them (see
-        lua/includes/stats.lua): '<w|r>:<bucket>' counts and '<w|r>:sum' ms."""
+        """Per queue, its wait and run time histograms: '<w|r>:<bucket>' counts (bucket
+        1 to len(HISTOGRAM_BOUNDS_MS) + 1) and '<w|r>:sum' ms. The store keeps each as
+        BITFIELD's i64 slots (lua/includes/stats.lua); the hash that versions before
+        kept them in is added in, so the counts carry over an upgrade."""
         pipe = self.client.pipeline(transaction=False)
         for name in names:
+            pipe.get(self.keys.queue_index(name, "wait-hist"))
+            pipe.get(self.keys.queue_index(name, "run-hist"))
             pipe.hgetall(self.keys.queue_index(name, "hist"))
-        return [{k.decode(): _int(v) for k, v in h.items()} for h in await pipe.execute()]
+        replies = await pipe.execute()
+        out: list[dict[str, int]] = []
+        for i in range(0, len(replies), 3):
+            wait, run, before = replies[i:i + 3]
+            hist = {k.decode(): _int(v) for k, v in before.items()}
+            for letter, packed in (("w", wait), ("r", run)):
+                for slot, value in enumerate(_i64_slots(packed or b"")):
+                    field = f"{letter}:sum" if slot == 0 else f"{letter}:{slot}"
+                    hist[field] = hist.get(field, 0) + value
+            out.append(hist)
+        return out
+
+
+def _i64_slots(packed: bytes) -> list[int]:
+    """BITFIELD's i64 slots of a string, #0 first (big-endian; a short last slot is
+    padded with zero bits, as BITFIELD reads it)."""
+    padded = packed + b"\0" * (-len(packed) % 8)
+    return [int.from_bytes(padded[i:i + 8], "big", signed=True) for i in range(0, len(padded), 8)]
 
 
 def _queue_stats(throughput: dict[bytes, bytes], wait: list[bytes], run: list[bytes], now_ms: int) -> QueueStats:
