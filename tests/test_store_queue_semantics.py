@@ -4,6 +4,7 @@ dependencies, attempt history, retention, cleaning, bulk retry, rate limits, sta
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import replace
 
@@ -170,6 +171,27 @@ async def test_wait_and_run_histograms_count_each_time_in_its_bucket(store: JobS
     await store.client.hset(store.keys.queue_index("q", "hist"), mapping={"r:1": 5, "r:sum": 7})
     (carried,) = await store.queue_histograms(["q"])
     assert carried["r:1"] == hist.get("r:1", 0) + 5 and carried["r:sum"] == hist["r:sum"] + 7
+
+
+async def test_the_hand_over_is_dramatiqs_own_message_whatever_the_job_id(store: JobStore) -> None:
+    """The message admission writes is one Dramatiq's Message decodes to the job's
+    attempt, and the job is claimed by its id, whatever characters the id holds."""
+    await register(store, 2)
+    queue = f"{store.policy.transport_namespace}:{kind_queue('noop')}"
+    for job_id in (uuid.uuid4().hex, 'odd"id\\with-quotes'):
+        await store.submit(job(id=job_id))
+        (handed,) = await store.dispatch()
+        assert handed.job_id == job_id
+        mid = (await store.client.lpop(queue)).decode()
+        raw = await store.client.hget(f"{queue}.msgs", mid)
+        data = json.loads(raw)
+        message = Message.decode(raw)
+        assert (message.queue_name, message.actor_name) == (kind_queue("noop"), store.policy.actor_name)
+        assert (message.args, message.kwargs, message.message_id) == ((job_id, 1), {}, mid)
+        assert data["options"] == {"redis_message_id": mid} and isinstance(data["message_timestamp"], int)
+        assert mid.startswith(f"{job_id}-1-")
+        claim = await store.claim(job_id, 1, "ex", 60_000)
+        assert not isinstance(claim, str)
 
 
 async def test_clean_queue_by_state_and_age_and_bulk_retry(store: JobStore) -> None:
