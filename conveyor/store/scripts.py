@@ -38,8 +38,9 @@ _VERSION = "@VERSION@"
 
 
 def pieces(lua_dir: Path, names: Sequence[str]) -> list[tuple[str, str]]:
-    """The includes the commands `names` need, each once, every piece after the pieces
-    it includes, then the commands: (path relative to `lua_dir`, text) each."""
+    """The commands `names` and the includes they need, each piece once and after the
+    pieces it includes (a command after its includes): (path relative to `lua_dir`,
+    text) each."""
     loaded: set[str] = set()
     out: list[tuple[str, str]] = []
 
