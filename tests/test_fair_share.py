@@ -219,6 +219,26 @@ async def test_a_tenants_pages_are_its_own_jobs_whatever_others_hold(store: JobS
     assert await pages(store, 5, queue="q", state=State.CANCELLED, owner="big") == [[]]
 
 
+async def test_a_tenants_running_jobs_are_listed_from_the_queues_own(store: JobStore) -> None:
+    """A tenant's ACTIVE jobs have no index of its own (TENANT_STATE_INDEXES): they are
+    read from the queue's running jobs, every page holding only the tenant's."""
+    big, small = await submit(store, "big", 6), await submit(store, "small", 2)
+    await register(store, 8)
+    for h in await store.dispatch(8):
+        assert not isinstance(await store.claim(h.job_id, h.attempt, "ex", 60_000), str)
+    assert (await store.get_queue("q")).counts.active == 8
+    for owner, ids in (("small", small), ("big", big)):
+        got = await pages(store, 1, queue="q", state=State.ACTIVE, owner=owner)
+        assert sorted(i for page in got for i in page) == sorted(ids), owner
+    assert not await store.client.exists(store.keys.queue_index("q", "active:owner:small"))
+    # Once they end, each tenant's are in its own index of that state again.
+    for i in small:
+        await store.complete(i, 1, b"")
+    completed = await pages(store, 5, queue="q", state=State.COMPLETED, owner="small")
+    assert sorted(i for page in completed for i in page) == sorted(small)
+    await assert_lines_match(store)
+
+
 async def test_listing_by_label_finds_one_users_jobs(store: JobStore) -> None:
     u42 = [j.id for j in [job("acme", labels={"userId": "u42", "plan": "pro"}) for _ in range(3)]]
     for i in u42:

@@ -16,9 +16,9 @@ from redis.exceptions import ResponseError
 from conveyor.errors import ConveyorError
 from conveyor.queue_stats import HISTOGRAM_BOUNDS_MS
 from conveyor.settings import MAX_TENANT_WEIGHT, Settings
-from conveyor.store.job_store import JobStore
+from conveyor.store.job_store import TENANT_STATE_INDEXES, JobStore
 from conveyor.store.keys import Keys
-from conveyor.store.records import NewJob, Priority
+from conveyor.store.records import NewJob, Priority, State
 from conveyor.store.replies import REFUSALS, Context, refused
 from conveyor.store.schedule_store import ScheduleStore
 from conveyor.store.scripts import INCLUDES_DIR, LUA_DIR, SCRIPT_NAMES, library
@@ -88,17 +88,21 @@ async def test_key_names_in_lua_and_in_python_agree(redis_url: str) -> None:
 
 async def test_shared_constants_in_lua_and_in_python_agree(redis_url: str) -> None:
     """What both sides need to agree on and both define: the histogram buckets, the
-    largest fair-share weight (FAIR_STEP divides exactly by each weight up to it)."""
+    largest fair-share weight (FAIR_STEP divides exactly by each weight up to it), the
+    states with a per-tenant index (ListJobs reads the others from the queue's)."""
     client = aioredis.Redis.from_url(redis_url)
     script = ((INCLUDES_DIR / "base.lua").read_text() + (INCLUDES_DIR / "stats.lua").read_text()
               + (INCLUDES_DIR / "line.lua").read_text().replace("-- @include base", "")
-              + "\nreturn {HIST_BOUNDS_MS, FAIR_STEP}")
+              + "\nlocal tenant_states = {}\nfor state in pairs(TENANT_STATE_INDEX) do"
+              + " tenant_states[#tenant_states + 1] = state end"
+              + "\nreturn {HIST_BOUNDS_MS, FAIR_STEP, tenant_states}")
     try:
-        bounds, step = await client.eval(script, 0, PREFIX)
+        bounds, step, tenant_states = await client.eval(script, 0, PREFIX)
     finally:
         await client.aclose()
     assert tuple(bounds) == HISTOGRAM_BOUNDS_MS
     assert all(step % weight == 0 for weight in range(1, MAX_TENANT_WEIGHT + 1))
+    assert {State(s.decode()) for s in tenant_states} == TENANT_STATE_INDEXES
 
 
 def test_every_refusal_a_script_gives_is_mapped_to_a_domain_error() -> None:

@@ -53,6 +53,10 @@ from conveyor.store.scripts import is_missing, library, register_scripts
 MAX_PAGE_SIZE = 1000
 #: A page of ListJobs whose filters no one index answers reads at most this many jobs.
 MAX_SCAN = 2000
+#: The states whose jobs a tenant's own per-state index of a queue also holds
+#: (TENANT_STATE_INDEX in lua/includes/base.lua): not ACTIVE, whose jobs the queue's
+#: executors' slots bound, and WAITING, which is the tenant's line.
+TENANT_STATE_INDEXES = frozenset({State.DELAYED, State.COMPLETED, State.FAILED, State.CANCELLED})
 #: The most jobs of one score a page token skips (a token is the last score and a count).
 MAX_PAGE_SKIP = 2**31
 #: The newest timing samples a queue's statistics use (SAMPLES in lua/includes/samples.lua; the
@@ -250,12 +254,13 @@ class JobStore:
         """Jobs newest first (WAITING ones in line order), paged by (score, skip) tokens
         that stay correct while jobs are added: of a queue, in a state (needs the
         queue), of one kind (needs the queue); of one tenant with `owner`, each of those
-        from an index of that tenant's own (its jobs, in a queue, in a state of a queue,
-        of a kind in a queue, with a label), so a tenant's pages are its own jobs
-        whatever other tenants hold; with `labels`, only jobs that carry them all. What
-        no one index answers (a kind and a state; several labels; a label and a queue;
-        a label of every tenant's jobs) is read from the narrowest index and the rest
-        checked job by job:
+        from an index of that tenant's own (its jobs, in a queue, in a state of a queue
+        but ACTIVE, of a kind in a queue, with a label), so a tenant's pages are its own
+        jobs whatever other tenants hold; with `labels`, only jobs that carry them all.
+        What no one index answers (a kind and a state; several labels; a label and a
+        queue; a label of every tenant's jobs; a tenant's ACTIVE jobs, among the
+        queue's, which its executors' slots bound) is read from the narrowest index and
+        the rest checked job by job:
         a page may then hold fewer than `page_size` jobs (at most MAX_SCAN are read for
         one), and its token goes on from where the reading stopped."""
         page_size = min(page_size or 50, MAX_PAGE_SIZE)
@@ -290,8 +295,12 @@ class JobStore:
                 checked.append(lambda j: j.state is state)
         elif owner and state is State.WAITING:
             key, ascending = self.keys.tenant_line(queue, owner), True
-        elif owner and state is not None:
+        elif owner and state in TENANT_STATE_INDEXES:
             key = self.keys.queue_index(queue, f"{state.value.lower()}:owner:{owner}")
+        elif owner and state is not None:
+            # No index of the tenant's own (ACTIVE): the queue's, read for its jobs.
+            key = self.keys.queue_index(queue, state.value.lower())
+            checked.append(lambda j: j.state is state)
         elif owner:
             key = self.keys.queue_index(queue, f"owner:{owner}") if queue else self.keys.owner_jobs(owner)
         elif kind:

@@ -180,6 +180,11 @@ end
 local STATE_INDEX = {DELAYED = 'delayed', ACTIVE = 'active', COMPLETED = 'completed',
                      FAILED = 'failed', CANCELLED = 'cancelled'}
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
+-- The states whose jobs a tenant's own per-state index of a queue also holds (see
+-- move()). Not ACTIVE: a queue's running jobs are few (its executors' slots bound
+-- them), and ListJobs finds a tenant's among them by reading them (job_store.py's
+-- TENANT_STATE_INDEXES says the same).
+local TENANT_STATE_INDEX = {DELAYED = true, COMPLETED = true, FAILED = true, CANCELLED = true}
 
 -- Refusals, the one reply convention of these scripts: what a script refuses to do
 -- is an error reply 'CONVEYOR <REASON> <arg>...' (REASON one of the words that

@@ -11,7 +11,8 @@ local FAIR_STEP = 2520
 
 -- Move the per-queue counters and per-state indexes from one state to another, and
 -- the job's tenant's (`owner`; read from the job when nil) counters and per-state
--- indexes in the queue (its WAITING jobs are its own line, see line_add).
+-- indexes in the queue (its WAITING jobs are its own line, see line_add; its ACTIVE
+-- ones have none, see TENANT_STATE_INDEX).
 -- `from` or `to` may be nil (a new job; a deleted job). `fields`, a flat list, is
 -- written to the job hash with its new state; `popped`: the job was taken out of the
 -- index of `from` already (trim_history's ZPOPMIN). Returns the queue's count of `to`.
@@ -25,7 +26,7 @@ local function move(id, q, from, to, now, to_score, fields, owner, popped)
     if idx and not popped then redis.call('ZREM', k_index(q, idx), id) end
     if kt then
       incr(kt, from, -1)
-      if idx then redis.call('ZREM', k_index(q, idx .. ':owner:' .. owner), id) end
+      if TENANT_STATE_INDEX[from] then redis.call('ZREM', k_index(q, idx .. ':owner:' .. owner), id) end
     end
     if from == 'DELAYED' then redis.call('ZREM', K_DELAYED, id) end
   end
@@ -36,7 +37,7 @@ local function move(id, q, from, to, now, to_score, fields, owner, popped)
     if idx then redis.call('ZADD', k_index(q, idx), int(to_score or now), id) end
     if kt then
       incr(kt, to, 1)
-      if idx then redis.call('ZADD', k_index(q, idx .. ':owner:' .. owner), int(to_score or now), id) end
+      if TENANT_STATE_INDEX[to] then redis.call('ZADD', k_index(q, idx .. ':owner:' .. owner), int(to_score or now), id) end
     end
     -- A DELAYED job with a due time is promoted by promote.lua; one without (waiting
     -- for the jobs it depends on) is released by release_dependents().
