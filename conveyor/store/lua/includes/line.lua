@@ -37,7 +37,9 @@ local function move(id, q, from, to, now, to_score, fields, owner, popped)
     if idx then redis.call('ZADD', k_index(q, idx), int(to_score or now), id) end
     if kt then
       incr(kt, to, 1)
-      if TENANT_STATE_INDEX[to] then redis.call('ZADD', k_index(q, idx .. ':owner:' .. owner), int(to_score or now), id) end
+      if TENANT_STATE_INDEX[to] then
+        redis.call('ZADD', k_index(q, idx .. ':owner:' .. owner), int(to_score or now), id)
+      end
     end
     -- A DELAYED job with a due time is promoted by promote.lua; one without (waiting
     -- for the jobs it depends on) is released by release_dependents().
