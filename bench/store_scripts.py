@@ -43,7 +43,7 @@ from conveyor.redis_connection import connect
 from conveyor.settings import Settings
 from conveyor.store.job_store import JobStore
 from conveyor.store.records import Finish, NewJob
-from conveyor.store.scripts import LUA_DIR, build_library, library, register_scripts
+from conveyor.store.scripts import LUA_DIR, build_library, library
 from conveyor.transport import kind_queue, store_policy
 from gateway.mapping import new_job
 from tests.support.processes import start_redis
@@ -123,7 +123,7 @@ class Bench:
         client = connect(self.url)
         store = JobStore(client, PREFIX, self.policy)
         lib = build_library(lua_dir) if lua_dir is not None else library()
-        store._library, store._scripts = lib, register_scripts(client, lib)
+        store._library = lib
         out: dict[str, Cost] = {}
         n = self.jobs
         try:

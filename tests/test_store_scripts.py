@@ -6,7 +6,6 @@ nothing of one call for the next."""
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,14 @@ from conveyor.queue_stats import HISTOGRAM_BOUNDS_MS
 from conveyor.settings import MAX_TENANT_WEIGHT, Settings
 from conveyor.store.job_store import TENANT_STATE_INDEXES, JobStore
 from conveyor.store.keys import Keys
-from conveyor.store.records import NewJob, Priority, State
+from conveyor.store.records import State
 from conveyor.store.replies import REFUSALS, Context, refused
 from conveyor.store.schedule_store import ScheduleStore
 from conveyor.store.scripts import INCLUDES_DIR, LUA_DIR, SCRIPT_NAMES, library
 from conveyor.store.session_store import SessionStore
 from conveyor.transport import TRANSPORT_QUEUE, kind_queue, store_policy
 from tests.support.processes import start_redis
-
-
-def new_job(queue: str) -> NewJob:
-    return NewJob(id=uuid.uuid4().hex, queue=queue, owner="t", priority=Priority.NORMAL, max_attempts=3,
-                  timeout_ms=60_000, run_at_ms=0, spec=b"", kind="noop")
-
+from tests.test_store import new
 
 #: Each Lua key builder of includes/base.lua, called with sample arguments, and the
 #: name the Python side builds for the same thing.
@@ -155,8 +149,8 @@ async def test_nothing_of_one_call_stays_for_the_next(redis_url: str) -> None:
     store_a = JobStore(client, "pa", store_policy(Settings(key_prefix="pa")))
     store_b = JobStore(client, "pb", store_policy(Settings(key_prefix="pb")))
     try:
-        a = await store_a.submit(new_job("q"))
-        b = await store_b.submit(new_job("q"))
+        a = await store_a.submit(new("q"))
+        b = await store_b.submit(new("q"))
         assert (a.position, b.position) == (1, 1)
         assert await client.exists("pa:job:" + a.id, "pb:job:" + b.id) == 2
         assert not await client.exists("pa:job:" + b.id) and not await client.exists("pb:job:" + a.id)
@@ -167,7 +161,7 @@ async def test_nothing_of_one_call_stays_for_the_next(redis_url: str) -> None:
             await lib.call(client, "finish", ["pa", *store_a.policy.args(), 0, "w", 1000, 0,
                                               a.id, "1", "completed", "r", -1, "", "", ""])
         waiting = int(await client.hget("pa:q:q", "WAITING") or 0)
-        await store_a.submit(new_job("q"))
+        await store_a.submit(new("q"))
         assert int(await client.hget("pa:q:q", "WAITING") or 0) == waiting + 1
     finally:
         await client.aclose()
@@ -185,3 +179,18 @@ async def test_a_server_without_functions_is_refused_at_start_in_words(tmp_path:
     finally:
         await client.aclose()
         proc.stop()
+
+
+async def test_a_plain_clients_pipelined_submits_load_the_library_when_redis_lost_it(redis_url: str) -> None:
+    """A client without the shared connection sends SubmitJobs' scripts as one pipeline
+    (Library.call_many): after FUNCTION FLUSH the first reply says the library is
+    missing, and the whole batch goes again once it is loaded, each job made once."""
+    client = aioredis.Redis.from_url(redis_url)
+    store = JobStore(client, "plain", store_policy(Settings(key_prefix="plain")))
+    try:
+        await client.function_flush()
+        made = await store.submit_many([new("q") for _ in range(3)])
+        assert [getattr(m, "position", None) for m in made] == [1, 2, 3]
+        assert (await store.get_queue("q")).counts.waiting == 3
+    finally:
+        await client.aclose()

@@ -48,7 +48,7 @@ from conveyor.store.records import (
 )
 from conveyor.store.records import int_of as _int
 from conveyor.store.replies import Context, refused
-from conveyor.store.scripts import is_missing, library, register_scripts
+from conveyor.store.scripts import is_missing, library
 
 MAX_PAGE_SIZE = 1000
 #: A page of ListJobs whose filters no one index answers reads at most this many jobs.
@@ -106,7 +106,6 @@ class JobStore:
         self.keys = Keys(prefix)
         self.policy = policy
         self._library = library()
-        self._scripts = register_scripts(client, self._library)
         # The client's one shared connection for scripts (conveyor/redis_multiplex.py),
         # when it has one (clients made by conveyor.redis_connection.connect do).
         self._multiplexed: MultiplexedConnection | None = getattr(client, "multiplexed", None)
@@ -123,12 +122,12 @@ class JobStore:
                     from None
             raise
 
-    async def _run(self, name: str, *args: Any, client: Any = None) -> Any:
-        """Script `name` with the key prefix and `args`: on the shared connection, or
-        queued in `client` (a pipeline)."""
-        if client is None and self._multiplexed is not None:
+    async def _run(self, name: str, *args: Any) -> Any:
+        """Script `name` with the key prefix and `args`, on the shared connection when
+        the client has one."""
+        if self._multiplexed is not None:
             return await self._multiplexed.fcall(self._library, name, [self.prefix, *args])
-        return await self._scripts[name](args=[self.prefix, *args], client=client)
+        return await self._library.call(self.client, name, [self.prefix, *args])
 
     # ---- submit -------------------------------------------------------------------
 
@@ -168,16 +167,11 @@ class JobStore:
         the replicas that have this connection's writes) in one round trip: a job is
         answered as submitted only once `policy.wait_replicas` replicas have it, else
         UNAVAILABLE (NOT_REPLICATED) within `policy.wait_timeout_ms`."""
-        lib, wanted = self._library, self.policy.wait_replicas
-        for _ in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for args in self._submit_args(jobs, admit):
-                pipe.execute_command(*lib.fcall("submit", [self.prefix, *args]))
-            pipe.wait(wanted, self.policy.wait_timeout_ms)
-            *replies, acked = await pipe.execute(raise_on_error=False)
-            if not any(is_missing(r) for r in replies):
-                break
-            await lib.load(self.client)  # a primary new since: a failover
+        wanted = self.policy.wait_replicas
+        # (A primary new since, a failover, may lack the library: loaded, and all sent again.)
+        *replies, acked = await self._library.call_many(
+            self.client, "submit", [[self.prefix, *args] for args in self._submit_args(jobs, admit)],
+            then=[("WAIT", wanted, self.policy.wait_timeout_ms)])
         replicated = isinstance(acked, int) and acked >= wanted
         out: list[Submitted | ConveyorError] = []
         for job, reply in zip(jobs, replies, strict=True):
@@ -207,14 +201,7 @@ class JobStore:
         if self._multiplexed is not None:
             replies = await self._multiplexed.fcall_many(self._library, "submit", batch)
         else:
-            for _ in range(2):
-                pipe = self.client.pipeline(transaction=False)
-                for args in batch:
-                    pipe.execute_command(*self._library.fcall("submit", args))
-                replies = await pipe.execute(raise_on_error=False)
-                if not any(is_missing(r) for r in replies):
-                    break
-                await self._library.load(self.client)
+            replies = await self._library.call_many(self.client, "submit", batch)
         return [
             _refused(job, r) if isinstance(r, ResponseError) else self._submitted(r)
             for job, r in zip(jobs, replies, strict=True)

@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 from conveyor.store.keys import Keys
 from conveyor.store.records import int_of, text_of
 from conveyor.store.replies import refused
-from conveyor.store.scripts import register_scripts
+from conveyor.store.scripts import library
 
 #: What every secret starts with (so that a leaked one is recognisable), then the key id.
 SECRET_PREFIX = "cvk"
@@ -74,11 +74,11 @@ class KeyStore:
         self.client: Any = client
         self.keys = Keys(prefix)
         self.prefix = prefix
-        self._scripts = register_scripts(client)
+        self._library = library()
 
     async def _run(self, name: str, *args: Any) -> Any:
         try:
-            return await self._scripts[name](args=[self.prefix, *args])
+            return await self._library.call(self.client, name, [self.prefix, *args])
         except ResponseError as exc:
             raise refused(exc) from None
 

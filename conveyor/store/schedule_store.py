@@ -31,7 +31,7 @@ from conveyor.cron import CronError, next_run_ms
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound
 from conveyor.store.records import NewJob, State, int_of, text_of
 from conveyor.store.replies import Context, refused
-from conveyor.store.scripts import register_scripts
+from conveyor.store.scripts import library
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -160,7 +160,7 @@ class ScheduleStore:
         self.client: Any = client
         self.prefix = prefix
         self.max_per_owner = max_per_owner
-        self._scripts = register_scripts(client)
+        self._library = library()
         # Cron and zone never change for a schedule id: remembered once read.
         self._rules: dict[str, tuple[str, str]] = {}
 
@@ -177,7 +177,7 @@ class ScheduleStore:
         return f"{self.prefix}:schedules:owner:{owner}"
 
     async def _run(self, name: str, *args: Any) -> Any:
-        return await self._scripts[name](args=[self.prefix, *args])
+        return await self._library.call(self.client, name, [self.prefix, *args])
 
     async def now_ms(self) -> int:
         """Redis's clock: every gateway fires by the same clock, whatever its own."""

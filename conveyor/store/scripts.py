@@ -102,6 +102,23 @@ class Library:
         await self.load(client)
         return await client.execute_command(*self.fcall(command, args))
 
+    async def call_many(self, client: Any, command: str, arg_lists: Sequence[Sequence[Any]],
+                        then: Sequence[Sequence[Any]] = ()) -> list[Any]:
+        """`command` once per argument list, then the commands `then`, in one pipeline
+        of `client` (a redis-py client): their replies in order, error replies as
+        exceptions. A server that lacks the library has it loaded, and gets it all again."""
+        for attempt in range(2):
+            pipe = client.pipeline(transaction=False)
+            for args in arg_lists:
+                pipe.execute_command(*self.fcall(command, args))
+            for extra in then:
+                pipe.execute_command(*extra)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt or not any(is_missing(r) for r in replies[:len(arg_lists)]):
+                break
+            await self.load(client)
+        return replies
+
 
 def build_library(lua_dir: Path = LUA_DIR) -> Library:
     """The library of the commands in `lua_dir` (lua/, or a copy of it)."""
@@ -127,24 +144,3 @@ def build_library(lua_dir: Path = LUA_DIR) -> Library:
 def library() -> Library:
     """The library of the package's own scripts."""
     return build_library(LUA_DIR)
-
-
-@dataclass(frozen=True)
-class StoreScript:
-    """One command of the library, bound to a client: `await script(args=[prefix, ...])`,
-    or with `client=` a pipeline, where the FCALL is only queued (the pipeline's caller
-    loads the library when a reply says it is missing, see `is_missing`)."""
-
-    library: Library
-    command: str
-    client: Any
-
-    async def __call__(self, args: Sequence[Any], client: Any = None) -> Any:
-        if client is not None:
-            return client.execute_command(*self.library.fcall(self.command, args))
-        return await self.library.call(self.client, self.command, args)
-
-
-def register_scripts(client: Any, lib: Library | None = None) -> dict[str, StoreScript]:
-    lib = lib or library()
-    return {name: StoreScript(lib, name, client) for name in SCRIPT_NAMES}

@@ -26,7 +26,7 @@ from conveyor.browser_options import (
 )
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted
 from conveyor.store.records import int_of, json_of, text_of
-from conveyor.store.scripts import register_scripts
+from conveyor.store.scripts import library
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,7 @@ class SessionStore:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        scripts = register_scripts(client)
-        self._save, self._delete = scripts["session_save"], scripts["session_delete"]
+        self._library = library()
 
     def key(self, owner: str, name: str) -> str:
         """A saved session (lua: k_session)."""
@@ -96,8 +95,8 @@ class SessionStore:
             )
         cookies = len(state.get("cookies") or [])
         origins = [str(o.get("origin", "")) for o in state.get("origins") or [] if isinstance(o, dict)]
-        reply = await self._save(args=[self.prefix, owner, name, data, ttl_ms, job_id, MAX_SESSIONS_PER_OWNER,
-                                       cookies, json.dumps(origins)])
+        reply = await self._library.call(self.client, "session_save", [
+            self.prefix, owner, name, data, ttl_ms, job_id, MAX_SESSIONS_PER_OWNER, cookies, json.dumps(origins)])
         if int(reply[0]) == 0:
             raise ResourceExhausted(
                 f"tenant {owner!r} has {int(reply[1])} sessions; at most {MAX_SESSIONS_PER_OWNER} (delete some)",
@@ -135,5 +134,5 @@ class SessionStore:
         return out
 
     async def delete(self, owner: str, name: str) -> None:
-        if not int(await self._delete(args=[self.prefix, owner, name])):
+        if not int(await self._library.call(self.client, "session_delete", [self.prefix, owner, name])):
             raise session_not_found(name)
