@@ -209,7 +209,8 @@ async def test_hand_over_writes_a_dramatiq_message_and_finish_refills_the_slot(s
     (mid,) = await store.client.lrange(queue_key, 0, -1)
     message = Message.decode(await store.client.hget(f"{queue_key}.msgs", mid))
     assert (message.actor_name, message.queue_name, message.args) == (a.actor_name, NOOP_QUEUE, (first.id, 1))
-    assert message.options["redis_message_id"] == mid.decode()
+    assert message.options["redis_message_id"] == message.message_id == mid.decode()
+    assert message.kwargs == {} and abs(message.message_timestamp - time.time() * 1000) < 60_000
     assert await store.client.llen(f"{queue_key}.wake") == 1  # an idle consumer is woken
 
     claim = await store.claim(h.job_id, h.attempt, "ex", 10_000)
@@ -221,6 +222,44 @@ async def test_hand_over_writes_a_dramatiq_message_and_finish_refills_the_slot(s
     nxt = Message.decode(await store.client.hget(f"{queue_key}.msgs", ids[-1]))
     assert nxt.args == (second.id, 1)
     assert (await store.get(second.id)).handed_over
+
+
+async def test_a_hand_over_message_is_json_whatever_the_names_hold(store: JobStore) -> None:
+    """The hand-over message is written out by the script for plain names and encoded
+    by cjson for names that need escaping: both are the JSON Dramatiq decodes."""
+    plain, odd = new(), replace(new(), id='id"with\\quote/é')
+    for job in (plain, odd):
+        await store.submit(job)
+    await register(store, 2)
+    assert len(await store.dispatch(10)) == 2
+    queue_key = f"{store.policy.transport_namespace}:{NOOP_QUEUE}"
+    messages = [Message.decode(m) for m in (await store.client.hgetall(f"{queue_key}.msgs")).values()]
+    for job in (plain, odd):
+        (m,) = [m for m in messages if m.args[0] == job.id]
+        assert (m.args, m.kwargs, m.actor_name, m.queue_name) == ((job.id, 1), {}, store.policy.actor_name, NOOP_QUEUE)
+        assert m.message_id == m.options["redis_message_id"] and m.message_id.startswith(f"{job.id}-1-")
+
+
+async def test_a_queue_streams_each_event_as_the_job_log_has_it_with_its_job_and_sequence(store: JobStore) -> None:
+    """A stream entry is the job log's entry plus the job id and the sequence, encoded
+    by the script itself for ids of every usual length and sequences past each
+    msgpack integer size."""
+    jobs = [replace(new(), id=job_id) for job_id in ("short", "x" * 31, "y" * 32, "z" * 200, "w" * 300)]
+    await register(store, len(jobs))
+    for job in jobs:
+        await store.submit(job)
+    for h in await store.dispatch(10):
+        assert not isinstance(await store.claim(h.job_id, h.attempt, "ex", 60_000), str)
+    for i in range(300):  # sequences through 127, 255 and on (uint 8 and uint 16)
+        assert await store.report_progress(jobs[0].id, 1, i % 100, f"step {i}")
+    for job in jobs[1:]:
+        assert await store.report_progress(job.id, 1, 5, "once")
+    streamed = await store.queue_events_after("default", 0, count=10_000)
+    for job in jobs:
+        logged = await store.events_after(job.id, 0)
+        assert [e.sequence for e in logged] == list(range(1, len(logged) + 1))
+        assert [e for e in streamed if e.job_id == job.id] == logged, job.id
+    assert len([e for e in streamed if e.job_id == jobs[0].id]) == 302
 
 
 async def test_take_claims_as_it_takes_skips_stale_deliveries_and_finish_acknowledges(

@@ -7,7 +7,9 @@
 -- defined here and in the includes is made once, when the library loads, not on
 -- every call. So nothing of one call may stay for the next: each command starts with
 -- begin() (at the end of this file), which sets the call's arguments and prefix and
--- clears what a call keeps while it runs (the counter cache).
+-- clears what a call keeps while it runs (the counter cache). What the library keeps
+-- between calls depends on nothing but its own inputs (the digits of small integers,
+-- SMALL; the head of a Dramatiq message, MESSAGE_HEADS in admission.lua).
 
 local ARGV  -- the call's arguments (a function's, given to begin())
 local P  -- the key prefix, ARGV[1]
@@ -70,14 +72,29 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The digits of the integers 0 .. SMALL_INTS - 1 (counts, attempts, counters), each
+-- formatted once, when first asked for, and kept by the library (string.format costs
+-- more than the rest of a counter's update).
+local SMALL_INTS = 4096
+local SMALL = {}
+local function small(n)
+  local s = SMALL[n]
+  if not s then
+    s = string.format('%d', n)
+    SMALL[n] = s
+  end
+  return s
+end
+
 -- Integers as exact decimal strings (tostring would switch to exponent form). The
 -- same digits as '%.0f', which is costly (libc's exact float printing): an integral
--- value within 2^53 is printed as an integer ('%d'), and the last one (most often the
--- script's `now`) is remembered. (Zero, which may be -0, always goes to '%.0f'.)
+-- value within 2^53 is printed as an integer ('%d'), a small one taken from SMALL,
+-- and the last large one (most often the script's `now`) is remembered.
 local int_n, int_s
 local function int(n)
+  if n % 1 == 0 and n >= 0 and n < SMALL_INTS then return small(n) end
   if n == int_n then return int_s end
-  if n % 1 == 0 and n < 9007199254740992 and n > -9007199254740992 and n ~= 0 then
+  if n % 1 == 0 and n < 9007199254740992 and n > -9007199254740992 then
     int_n, int_s = n, string.format('%d', n)
     return int_s
   end
@@ -87,17 +104,20 @@ end
 -- A command's numeric argument: integral, as int() prints it (the digits Redis's own
 -- '%.17g' would print, without its cost); any other value as it is.
 local function num(n)
-  if n == 1 then return '1' elseif n == -1 then return '-1' end
-  if type(n) == 'number' and n % 1 == 0 and n < 9007199254740992 and n > -9007199254740992 and n ~= 0 then
-    return string.format('%d', n)
+  if type(n) == 'number' and n % 1 == 0 then
+    if n >= 0 and n < SMALL_INTS then return small(n) end
+    if n < 9007199254740992 and n > -9007199254740992 then return string.format('%d', n) end
   end
   return n
 end
 
 -- A number in a string built by concatenation, as Lua's own conversion ('%.14g')
--- would write it, without its cost for an integer (within 1e14, not zero).
+-- would write it, without its cost for an integer (within 1e14).
 local function dec(n)
-  if n % 1 == 0 and n < 1e14 and n > -1e14 and n ~= 0 then return string.format('%d', n) end
+  if n % 1 == 0 then
+    if n >= 0 and n < SMALL_INTS then return small(n) end
+    if n < 1e14 and n > -1e14 then return string.format('%d', n) end
+  end
   return tostring(n)
 end
 
