@@ -125,6 +125,64 @@ async def test_stalled_job_is_recovered_then_fails_when_attempts_run_out(store: 
     await assert_counters_match(store, "default")
 
 
+async def test_every_attempt_keeps_its_record_through_retries_stalls_and_a_fresh_set(store: JobStore) -> None:
+    """The last attempt's record is the job's own fields; each attempt that another
+    follows (a retry, a stalled run, RetryJob's fresh set) is written out first, so
+    the history reads the same as if every attempt had its own fields."""
+    job = new(max_attempts=3)
+    await store.submit(job)
+    await register(store, 1)
+
+    async def run(worker: str, stall_ms: int = 60_000) -> int:
+        (h,) = await store.dispatch(10)
+        assert not isinstance(await store.claim(h.job_id, h.attempt, worker, stall_ms), str)
+        return h.attempt
+
+    assert await run("ex1") == 1
+    assert await store.fail(job.id, 1, b"first", retry_in_ms=0) is State.DELAYED
+    assert await store.promote_due() == 1
+    assert await run("ex2", stall_ms=50) == 2
+    await asyncio.sleep(0.1)  # no heartbeat past the stall deadline: the executor "died"
+    assert await store.reap(b"lost") == (1, 0)
+    assert await run("ex3") == 3
+    running = await store.get(job.id)
+    assert [(a.attempt, a.outcome, a.worker, a.end_ms) for a in running.attempts][-1] == (3, State.ACTIVE, "ex3", 0)
+    fields = await store.client.hkeys(store.keys.job(job.id))
+    assert not [f for f in fields if f.startswith(b"@3:")]  # the running attempt writes none
+    assert await store.fail(job.id, 3, b"third") is State.FAILED
+    assert (await store.retry(job.id))[0] is State.WAITING
+    assert await run("ex4") == 4
+    assert await store.complete(job.id, 4, b"ok") is State.COMPLETED
+
+    rec = await store.get(job.id)
+    assert [(a.attempt, a.outcome, a.worker, a.error) for a in rec.attempts] == [
+        (1, State.FAILED, "ex1", b"first"), (2, State.FAILED, "ex2", b"lost"), (3, State.FAILED, "ex3", b"third"),
+        (4, State.COMPLETED, "ex4", None)]
+    starts = [a.start_ms for a in rec.attempts]
+    assert starts == sorted(starts) and starts[0] > 0
+    assert all(a.end_ms >= a.start_ms > 0 for a in rec.attempts)
+    assert rec.attempts[-1].end_ms == rec.ended_ms and rec.attempts[-1].start_ms == rec.started_ms
+    fields = await store.client.hkeys(store.keys.job(job.id))
+    assert not [f for f in fields if f.startswith(b"@4:")]
+    await assert_counters_match(store, "default")
+
+
+async def test_a_job_claimed_by_an_earlier_version_ends_with_its_attempt_record_complete(store: JobStore) -> None:
+    """An earlier version wrote the running attempt's '@1:' fields at its claim
+    (outcome ACTIVE); ended by this one, which writes none, the attempt reads as ended."""
+    job = new()
+    await store.submit(job)
+    await register(store, 1)
+    (h,) = await store.dispatch(10)
+    assert not isinstance(await store.claim(h.job_id, 1, "ex", 60_000), str)
+    started = int((await store.client.hget(store.keys.job(job.id), "started")) or 0)
+    await store.client.hset(store.keys.job(job.id), mapping={"@1:start": started, "@1:worker": "ex",
+                                                             "@1:outcome": "ACTIVE"})
+    assert await store.fail(job.id, 1, b"broke") is State.FAILED
+    (a,) = (await store.get(job.id)).attempts
+    assert (a.outcome, a.start_ms, a.worker, a.error) == (State.FAILED, started, "ex", b"broke") and a.end_ms >= started
+
+
 async def test_heartbeat_keeps_a_running_job_and_reports_cancel(store: JobStore) -> None:
     job = new()
     await store.submit(job)

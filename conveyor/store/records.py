@@ -78,12 +78,30 @@ class AttemptRecord:
 
     @classmethod
     def from_job_hash(cls, h: dict[bytes, bytes]) -> list[AttemptRecord]:
-        """The attempts recorded in a job's hash, as its fields '@<n>:<name>'."""
+        """The attempts recorded in a job's hash: its fields '@<n>:<name>', and for its
+        last attempt, which has none of those while it is the last (attempt_fields in
+        lua/includes/samples.lua), the job's own 'started', 'worker', 'ended', 'error'
+        and state. (A job claimed by an earlier version has '@<n>:' fields for its
+        running attempt, outcome ACTIVE: the job's end, when it has one, completes them.)"""
         by_attempt: dict[int, dict[str, bytes]] = {}
         for key, value in h.items():
             if key.startswith(b"@"):
                 n, _, name = key[1:].decode().partition(":")
                 by_attempt.setdefault(int(n), {})[name] = value
+        last = int_of(h.get(b"attempt"))
+        if last > 0 and (last in by_attempt or b"started" in h):
+            f = by_attempt.setdefault(last, {})
+            state = text_of(h.get(b"state"))
+            ended = state in TERMINAL_STATES
+            for name, field in (("start", b"started"), ("worker", b"worker")):
+                if name not in f and field in h:
+                    f[name] = h[field]
+            if text_of(f.get("outcome")) in ("", State.ACTIVE.value):
+                f["outcome"] = state.encode() if ended else State.ACTIVE.value.encode()
+                if ended and b"ended" in h:
+                    f["end"] = h[b"ended"]
+                if state != State.COMPLETED.value and ended and b"error" in h:
+                    f["error"] = h[b"error"]
         return [
             cls(attempt=n, start_ms=int_of(f.get("start")), end_ms=int_of(f.get("end")),
                 outcome=State(text_of(f.get("outcome")) or State.ACTIVE.value), error=f.get("error") or None,

@@ -31,8 +31,9 @@ local batch = false  -- several attempts end in this step (see finish())
 
 local function finish(id, attempt, outcome, payload, retry_delay)
   local kj = k_job(id)
-  local state, cur, q, limit, cancel, started, has_dependents, kind, cancel_error, owner = unpack(redis.call('HMGET',
-    kj, 'state', 'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind', 'cancel_error', 'owner'))
+  local state, cur, q, limit, cancel, started, has_dependents, kind, cancel_error, owner, worker = unpack(
+    redis.call('HMGET', kj, 'state', 'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind',
+      'cancel_error', 'owner', 'worker'))
   if state ~= 'ACTIVE' or cur ~= attempt then return '' end
   -- Due times are on Redis's clock, like every other time here, whatever the
   -- executor's clock says.
@@ -72,9 +73,13 @@ local function finish(id, attempt, outcome, payload, retry_delay)
   end
   leave_inflight(id, q, kind, owner)
   sample(q, 'run', now - (tonumber(started) or now))
-  local record = {['end'] = int(now), outcome = (to == 'DELAYED') and 'FAILED' or to}
-  if to ~= 'COMPLETED' then record.error = payload end
-  transition(id, q, 'ACTIVE', to, now, {attempt = tonumber(attempt), fields = attempt_fields(attempt, record, h),
+  -- The attempt's record: the job's own fields when it ends the job; written out when
+  -- another attempt follows (see attempt_fields in samples.lua).
+  if to == 'DELAYED' then
+    attempt_fields(attempt, {start = started or '0', worker = worker or '', ['end'] = int(now), outcome = 'FAILED',
+      error = payload}, h)
+  end
+  transition(id, q, 'ACTIVE', to, now, {attempt = tonumber(attempt), fields = h,
     score = (to == 'DELAYED') and retry_at or nil, event = (to == 'COMPLETED') and {'p', 100} or {'e', payload},
     settle = t, has_dependents = has_dependents or '0', owner = owner})
   return to

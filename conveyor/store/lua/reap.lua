@@ -39,8 +39,8 @@ if #dead > 0 then
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT', 0, limit)) do
   local kj = k_job(id)
-  local state, q, attempt, limit_a, cancel, handed, kind, owner = unpack(redis.call('HMGET', kj,
-    'state', 'queue', 'attempt', 'limit', 'cancel', 'handed', 'kind', 'owner'))
+  local state, q, attempt, limit_a, cancel, handed, kind, owner, started, worker = unpack(redis.call('HMGET', kj,
+    'state', 'queue', 'attempt', 'limit', 'cancel', 'handed', 'kind', 'owner', 'started', 'worker'))
   if not state then
     redis.call('ZREM', K_INFLIGHT, id)
   else
@@ -55,8 +55,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_INFLIGHT, '-inf', now, 'LIMIT'
       if cancel == '1' then to = 'CANCELLED'
       elseif a < tonumber(limit_a) then to = 'WAITING'
       else to = 'FAILED' end
-      local h = attempt_fields(a, {['end'] = int(now), outcome = (to == 'WAITING') and 'FAILED' or to,
-        error = payload}, {'error', payload})
+      local h = attempt_fields(a, {start = started or '0', worker = worker or '', ['end'] = int(now),
+        outcome = (to == 'WAITING') and 'FAILED' or to, error = payload}, {'error', payload})
       if to == 'WAITING' then
         requeued = requeued + 1
       else

@@ -29,8 +29,9 @@ local function claim_job(id, attempt, executor, stall_ms, now)
   if attempt > 1 then  -- an earlier attempt's progress (the first has none to clear)
     h[#h + 1] = 'progress'; h[#h + 1] = '0'; h[#h + 1] = 'pmsg'; h[#h + 1] = ''
   end
-  transition(id, q, 'WAITING', 'ACTIVE', now, {attempt = attempt, owner = owner,
-    fields = attempt_fields(num(attempt), {start = started, worker = executor, outcome = 'ACTIVE'}, h)})
+  -- (The attempt's record is the job's 'started' and 'worker' while it is the last: see
+  -- attempt_fields in samples.lua.)
+  transition(id, q, 'WAITING', 'ACTIVE', now, {attempt = attempt, owner = owner, fields = h})
   local waited_from = tonumber(ready) or now
   if attempt == 1 then waited_from = tonumber(created) or waited_from end
   return {1, spec, timeout_ms, limit, kind, q, trace or '', int(waited_from)}

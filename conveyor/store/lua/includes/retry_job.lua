@@ -1,4 +1,5 @@
 -- Retrying a job that ended badly.
+-- @include samples
 -- @include transition
 
 -- Give a FAILED or CANCELLED job a fresh set of attempts (its attempt number keeps
@@ -9,6 +10,7 @@ local function retry_job(id, now, priority, attempts, by)
   local kj = k_job(id)
   local state, q, attempt, per_set = unpack(redis.call('HMGET', kj, 'state', 'queue', 'attempt', 'max'))
   if state ~= 'FAILED' and state ~= 'CANCELLED' then return state or 'missing' end
+  seal_attempt(kj, attempt, state)  -- (its record is in the fields deleted here)
   redis.call('HDEL', kj, 'ended', 'result', 'error', 'started', 'run_at', 'score', 'cancel_error')
   local fields = {'limit', tonumber(attempt) + (attempts or tonumber(per_set)), 'cancel', 0, 'progress', 0,
     'pmsg', ''}

@@ -35,12 +35,37 @@ local function count_end(q, state, now)
   end
 end
 
--- The record of one attempt: fields '@<n>:<name>' of the job's hash, added to `into`,
--- a flat list of fields about to be written to it (by move()).
+-- The record of one attempt: fields '@<n>:<name>' of the job's hash ('start',
+-- 'worker', 'end', 'outcome', 'error'), added to `into`, a flat list of fields about
+-- to be written to it (by move()).
+-- The job's last attempt has no such fields while it is the last: its record is the
+-- job's own 'started', 'worker', 'ended', 'error' and state (records.py's
+-- AttemptRecord.from_job_hash reads it so), so a claim and an end write none. An
+-- attempt is written out as '@<n>:' fields when it ends and another may follow (a
+-- retry, a stalled run: finish.lua, reap.lua) or when a job that ended has a fresh set
+-- of attempts (seal_attempt, from retry_job), before those fields change.
 local function attempt_fields(attempt, fields, into)
   for k, v in pairs(fields) do
     into[#into + 1] = '@' .. attempt .. ':' .. k
     into[#into + 1] = v
   end
   return into
+end
+
+-- Write out the record of the last attempt of job `kj` (its key), which ended in
+-- `state`, as its '@<n>:' fields: what it has none of yet (all, nearly always).
+local function seal_attempt(kj, attempt, state)
+  if (tonumber(attempt) or 0) < 1 then return end
+  local p = '@' .. attempt .. ':'
+  local started, worker, ended, err, s, o = unpack(redis.call('HMGET', kj, 'started', 'worker', 'ended', 'error',
+    p .. 'start', p .. 'outcome'))
+  local h = {}
+  if not s then
+    h = {p .. 'start', started or '0', p .. 'worker', worker or ''}
+  end
+  if not o or o == 'ACTIVE' then
+    for _, v in ipairs({p .. 'end', ended or '0', p .. 'outcome', state}) do h[#h + 1] = v end
+    if err and state ~= 'COMPLETED' then h[#h + 1] = p .. 'error'; h[#h + 1] = err end
+  end
+  if #h > 0 then redis.call('HSET', kj, unpack(h)) end
 end
