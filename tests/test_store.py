@@ -282,22 +282,6 @@ async def test_hand_over_writes_a_dramatiq_message_and_finish_refills_the_slot(s
     assert (await store.get(second.id)).handed_over
 
 
-async def test_a_hand_over_message_is_json_whatever_the_names_hold(store: JobStore) -> None:
-    """The hand-over message is written out by the script for plain names and encoded
-    by cjson for names that need escaping: both are the JSON Dramatiq decodes."""
-    plain, odd = new(), replace(new(), id='id"with\\quote/é')
-    for job in (plain, odd):
-        await store.submit(job)
-    await register(store, 2)
-    assert len(await store.dispatch(10)) == 2
-    queue_key = f"{store.policy.transport_namespace}:{NOOP_QUEUE}"
-    messages = [Message.decode(m) for m in (await store.client.hgetall(f"{queue_key}.msgs")).values()]
-    for job in (plain, odd):
-        (m,) = [m for m in messages if m.args[0] == job.id]
-        assert (m.args, m.kwargs, m.actor_name, m.queue_name) == ((job.id, 1), {}, store.policy.actor_name, NOOP_QUEUE)
-        assert m.message_id == m.options["redis_message_id"] and m.message_id.startswith(f"{job.id}-1-")
-
-
 async def test_a_queue_streams_each_event_as_the_job_log_has_it_with_its_job_and_sequence(store: JobStore) -> None:
     """A stream entry is the job log's entry plus the job id and the sequence, encoded
     by the script itself for ids of every usual length and sequences past each

@@ -167,6 +167,10 @@ async def test_wait_and_run_histograms_count_each_time_in_its_bucket(store: JobS
             expected[f"{letter}:sum"] = expected.get(f"{letter}:sum", 0) + ms
     (hist,) = await store.queue_histograms(["q"])
     assert {k: v for k, v in hist.items() if v} == {k: v for k, v in expected.items() if v}
+    stats = (await store.get_queue("q", with_stats=True)).stats
+    assert stats is not None
+    assert sorted(stats.wait_ms) == sorted(r.started_ms - r.ready_ms for r in records)
+    assert sorted(stats.run_ms) == sorted(r.ended_ms - r.started_ms for r in records)
     assert sum(v for k, v in hist.items() if k.startswith("r:") and k != "r:sum") == 3
     await store.client.hset(store.keys.queue_index("q", "hist"), mapping={"r:1": 5, "r:sum": 7})
     (carried,) = await store.queue_histograms(["q"])
@@ -178,7 +182,7 @@ async def test_the_hand_over_is_dramatiqs_own_message_whatever_the_job_id(store:
     attempt, and the job is claimed by its id, whatever characters the id holds."""
     await register(store, 2)
     queue = f"{store.policy.transport_namespace}:{kind_queue('noop')}"
-    for job_id in (uuid.uuid4().hex, 'odd"id\\with-quotes'):
+    for job_id in (uuid.uuid4().hex, 'odd"id\\with-quotes/and-é'):
         await store.submit(job(id=job_id))
         (handed,) = await store.dispatch()
         assert handed.job_id == job_id
