@@ -226,7 +226,8 @@ local function admit(t, now)
   local progress = true
   while free > 0 and progress do
     progress = false
-    for _, entry in ipairs(open) do
+    for oi = 1, #open do
+      local entry = open[oi]
       if free > 0 and entry.room > 0 then
         local id, kind, owner, attempt = take_next(entry.q, entry.rate, now, kind_room, room, t.tenant_running)
         if not id then

@@ -9,7 +9,7 @@
 -- begin() (at the end of this file), which sets the call's arguments and prefix and
 -- clears what a call keeps while it runs (the counter cache). What the library keeps
 -- between calls depends on nothing but its own inputs (the digits of small integers,
--- SMALL; the head of a Dramatiq message, MESSAGE_HEADS in admission.lua).
+-- SMALL; key names, QKEYS; the head of a Dramatiq message, MESSAGE_HEADS in admission.lua).
 
 local ARGV  -- the call's arguments (a function's, given to begin())
 local P  -- the key prefix, ARGV[1]
@@ -17,8 +17,33 @@ local P  -- the key prefix, ARGV[1]
 local function k_job(id) return P .. ':job:' .. id end
 local function k_job_events(id) return P .. ':job:' .. id .. ':events' end
 local function k_job_dependents(id) return P .. ':job:' .. id .. ':dependents' end
-local function k_queue(q) return P .. ':q:' .. q end
-local function k_index(q, name) return P .. ':q:' .. q .. ':' .. name end
+-- A queue's key names, made once and kept by the library (a lookup costs a third of
+-- the concatenation and the new string): per queue, its hash's name (QKEYS[q][1]) and
+-- its indexes'. Emptied when the prefix changes; once it holds KEY_MEMO_MAX names (the
+-- tenants' indexes of a queue may be many), it keeps no more, and a new queue empties it.
+local QKEYS, QKEYS_N, KEY_MEMO_MAX = {}, 0, 10000
+local function queue_keys(q)
+  local t = QKEYS[q]
+  if t then return t end
+  if QKEYS_N >= KEY_MEMO_MAX then QKEYS, QKEYS_N = {}, 0 end
+  t = {P .. ':q:' .. q}
+  QKEYS[q] = t
+  QKEYS_N = QKEYS_N + 1
+  return t
+end
+local function k_queue(q) return queue_keys(q)[1] end
+local function k_index(q, name)
+  local t = queue_keys(q)
+  local k = t[name]
+  if not k then
+    k = t[1] .. ':' .. name
+    if QKEYS_N < KEY_MEMO_MAX then
+      t[name] = k
+      QKEYS_N = QKEYS_N + 1
+    end
+  end
+  return k
+end
 local function k_executor(ex) return P .. ':executor:' .. ex end
 local function k_request(owner, request_id) return P .. ':req:' .. owner .. ':' .. request_id end
 local function k_dedup(owner, q, key) return P .. ':dedup:' .. owner .. ':' .. q .. ':' .. key end
@@ -55,6 +80,7 @@ local K_KIND_INFLIGHT, K_TENANT_INFLIGHT, K_KINDS, K_CANCEL_CHANNEL, K_GC, K_SCH
 local function set_prefix(prefix)
   if prefix == P then return end  -- (the same as the last call's: nearly always)
   P = prefix
+  QKEYS, QKEYS_N = {}, 0
   K_JOBS, K_QUEUES, K_READY_QUEUES = P .. ':jobs', P .. ':queues', P .. ':ready-queues'
   K_INFLIGHT, K_DELAYED, K_EXECUTORS = P .. ':inflight', P .. ':delayed', P .. ':executors'
   K_CAPACITY, K_KIND_CAPACITY = P .. ':capacity', P .. ':capacity:kinds'
@@ -142,7 +168,8 @@ local function cache_load(key, fields)
     CACHE[key] = c
   end
   local todo, v = {}, c.v
-  for _, f in ipairs(fields) do
+  for i = 1, #fields do  -- (numeric loops here and on hot paths: ipairs costs a C call a step)
+    local f = fields[i]
     if v[f] == nil then
       v[f] = 0  -- (set from the HMGET below: so a field listed twice is read once)
       todo[#todo + 1] = f
@@ -150,7 +177,7 @@ local function cache_load(key, fields)
   end
   if #todo == 0 then return end
   local values = redis.call('HMGET', key, unpack(todo))
-  for i, f in ipairs(todo) do v[f] = tonumber(values[i]) or 0 end
+  for i = 1, #todo do v[todo[i]] = tonumber(values[i]) or 0 end
 end
 
 -- HINCRBY, or its cached equivalent: returns the new value.

@@ -46,9 +46,12 @@ local function take_messages(t, count, worker, stall_ms, queues, now)
   if count <= 0 then return out end
   redis.call('ZADD', t.ns .. ':__heartbeats__', int(now), worker)
   local function pass_on(data, mid, queue)
-    for _, v in ipairs({data, mid, queue, 0, '', '', '', '', '', '', ''}) do out[#out + 1] = v end
+    local n = #out
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = data, mid, queue, 0
+    for i = n + 5, n + 11 do out[i] = '' end
   end
-  for _, queue in ipairs(queues) do
+  for qi = 1, #queues do
+    local queue = queues[qi]
     if count <= 0 then break end
     local qkey = t.ns .. ':' .. queue
     local mids = redis.call('LPOP', qkey, num(count))
@@ -58,7 +61,8 @@ local function take_messages(t, count, worker, stall_ms, queues, now)
       local acks = dramatiq_acks(t, worker, queue)
       redis.call('SADD', acks, unpack(mids))
       local datas = redis.call('HMGET', qkey .. '.msgs', unpack(mids))
-      for i, mid in ipairs(mids) do
+      for i = 1, #mids do
+        local mid = mids[i]
         local data = datas[i]
         if data then
           local id, attempt = string.match(mid, '^(.+)-(%d+)-%d+$')
@@ -70,7 +74,7 @@ local function take_messages(t, count, worker, stall_ms, queues, now)
               out[#out + 1] = data
               out[#out + 1] = mid
               out[#out + 1] = queue
-              for _, v in ipairs(claim) do out[#out + 1] = v end
+              for k = 1, #claim do out[#out + 1] = claim[k] end
             elseif claim[2] == 'gone' then
               -- No such job: an id shaped like a hand-over's that is not one (a message
               -- sent with Dramatiq's own API), or one whose job was deleted. Its actor decides.

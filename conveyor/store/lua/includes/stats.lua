@@ -24,8 +24,8 @@ end
 -- hash of 36 fields, read and written back by name, ~6 % of the scripts' Redis time).
 -- JobStore.queue_histograms reads them (conveyor/store/job_store.py).
 local function hist_bucket(ms)
-  for i, bound in ipairs(HIST_BOUNDS_MS) do
-    if ms <= bound then return i end
+  for i = 1, #HIST_BOUNDS_MS do
+    if ms <= HIST_BOUNDS_MS[i] then return i end
   end
   return #HIST_BOUNDS_MS + 1
 end
