@@ -20,7 +20,8 @@ local function delete_job(id, popped)
     redis.call('ZREM', k_owner_jobs(owner), id)
     redis.call('ZREM', k_index(q, 'owner:' .. owner), id)
     if kind then redis.call('ZREM', k_index(q, 'kind:' .. kind .. ':owner:' .. owner), id) end
-    local ok, decoded = pcall(cjson.decode, labels or '{}')
+    local ok, decoded = false, nil
+    if labels then ok, decoded = pcall(cjson.decode, labels) end  -- (a job without labels has no field)
     if ok and type(decoded) == 'table' then
       for key, value in pairs(decoded) do redis.call('ZREM', k_owner_label(owner, key, tostring(value)), id) end
     end
