@@ -53,14 +53,12 @@ from executor.browser.steps import (
 )
 from executor.browser.storage_sessions import JobExtras, SessionAccess
 from executor.browser.targets import check_selector
-from executor.browser.timing import Deadline
+from executor.browser.timing import BACKSTOP_GRACE_SECONDS, Deadline
 from executor.browser.uploads import UploadStager, check_files, sweep_staging
 
 log = structlog.get_logger()
 
 Report = Callable[[int, str, int, str], Awaitable[None]]
-# A step's own waits end at its deadline; this backstop catches anything that does not.
-BACKSTOP_GRACE_SECONDS = 2.0
 # After an error that looks like the browser going away, how long to wait to hear it.
 CRASH_VERDICT_WAIT_SECONDS = 1.0
 

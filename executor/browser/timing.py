@@ -6,6 +6,13 @@ import time
 
 from google.protobuf import duration_pb2
 
+#: How long past its deadline a step may run before the runner's backstop ends it (a
+#: step's own waits end at its deadline; the backstop catches anything that does not).
+BACKSTOP_GRACE_SECONDS = 2.0
+#: The part of that grace a failed expectation may spend reading the actual value
+#: (the rest is the margin that keeps its report an EXPECTATION_FAILED, not a timeout).
+ACTUAL_VALUE_READ_SECONDS = BACKSTOP_GRACE_SECONDS - 0.5
+
 
 def seconds_of(duration: duration_pb2.Duration) -> float:
     return duration.seconds + duration.nanos / 1e9
