@@ -31,9 +31,8 @@ local batch = false  -- several attempts end in this step (see finish())
 
 local function finish(id, attempt, outcome, payload, retry_delay)
   local kj = k_job(id)
-  local state, cur, q, limit, cancel, started, has_dependents, kind, cancel_error, owner, worker = unpack(
-    redis.call('HMGET', kj, 'state', 'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind',
-      'cancel_error', 'owner', 'worker'))
+  local state, cur, q, limit, cancel, started, has_dependents, kind, cancel_error, owner = unpack(redis.call('HMGET',
+    kj, 'state', 'attempt', 'queue', 'limit', 'cancel', 'started', 'has_dependents', 'kind', 'cancel_error', 'owner'))
   if state ~= 'ACTIVE' or cur ~= attempt then return '' end
   -- Due times are on Redis's clock, like every other time here, whatever the
   -- executor's clock says.
@@ -74,10 +73,10 @@ local function finish(id, attempt, outcome, payload, retry_delay)
   leave_inflight(id, q, kind, owner)
   sample(q, 'run', now - (tonumber(started) or now))
   -- The attempt's record: the job's own fields when it ends the job; written out when
-  -- another attempt follows (see attempt_fields in samples.lua).
+  -- another attempt follows (see attempt_fields in samples.lua; its worker read only then).
   if to == 'DELAYED' then
-    attempt_fields(attempt, {start = started or '0', worker = worker or '', ['end'] = int(now), outcome = 'FAILED',
-      error = payload}, h)
+    attempt_fields(attempt, {start = started or '0', worker = hget(kj, 'worker') or '', ['end'] = int(now),
+      outcome = 'FAILED', error = payload}, h)
   end
   transition(id, q, 'ACTIVE', to, now, {attempt = tonumber(attempt), fields = h,
     score = (to == 'DELAYED') and retry_at or nil, event = (to == 'COMPLETED') and {'p', 100} or {'e', payload},

@@ -59,13 +59,14 @@ local function seal_attempt(kj, attempt, state)
   local p = '@' .. attempt .. ':'
   local started, worker, ended, err, s, o = unpack(redis.call('HMGET', kj, 'started', 'worker', 'ended', 'error',
     p .. 'start', p .. 'outcome'))
-  local h = {}
+  local record = {}
   if not s then
-    h = {p .. 'start', started or '0', p .. 'worker', worker or ''}
+    record.start, record.worker = started or '0', worker or ''
   end
   if not o or o == 'ACTIVE' then
-    for _, v in ipairs({p .. 'end', ended or '0', p .. 'outcome', state}) do h[#h + 1] = v end
-    if err and state ~= 'COMPLETED' then h[#h + 1] = p .. 'error'; h[#h + 1] = err end
+    record['end'], record.outcome = ended or '0', state
+    if err and state ~= 'COMPLETED' then record.error = err end
   end
+  local h = attempt_fields(attempt, record, {})
   if #h > 0 then redis.call('HSET', kj, unpack(h)) end
 end
