@@ -123,7 +123,7 @@ def connect(
     }
     if is_sentinel_url(url):
         target = parse_sentinel_url(url)
-        sentinel = asentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = asentinel.Sentinel(
             target.sentinels, sentinel_kwargs=target.sentinel, **target.connection
         )
         client: SentinelRedis = sentinel.master_for(
@@ -147,10 +147,10 @@ def connect_sync(url: str, *, client_name: str | None = None, **options: Any) ->
     }
     if is_sentinel_url(url):
         target = parse_sentinel_url(url)
-        sentinel = ssentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = ssentinel.Sentinel(
             target.sentinels, sentinel_kwargs=target.sentinel, **target.connection
         )
-        client: SyncSentinelRedis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client: SyncSentinelRedis = sentinel.master_for(
             target.service, redis_class=SyncSentinelRedis, **kwargs
         )
         client.sentinel_manager = sentinel
