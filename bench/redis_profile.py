@@ -6,6 +6,7 @@ bench/redis_profile/lua_line_profile.patch).
 
     .venv/bin/python -m bench.redis_profile drain URL JOBS [--processes 2]
         [--callgrind PID | --lines]
+    .venv/bin/python -m bench.redis_profile submit URL JOBS [--callgrind PID | --lines]
     .venv/bin/python -m bench.redis_profile lines RAW JOBS [--top 60]
 
 `drain` drains 200 jobs to warm up, then JOBS more (bench.peers' drain: a paused queue
@@ -15,6 +16,10 @@ zeroes and dumps callgrind's counters of the redis-server `--callgrind PID` (so 
 second dump file holds the drain alone), or, with `--lines`, sets the patched server's
 profile back to zero before it (`CONFIG SET busy-reply-threshold 1234`, which the patch
 takes as that order).
+
+`submit` does the same around JOBS one-by-one `SubmitJob` calls into a paused queue
+(bench.peers' sequential submits: a sync client, each call awaited; an executor up, as
+in `peers`, so admission has capacity to look at), after 200 to warm up.
 
 `lines` reads the patched server's profile (RAW: one line per library line, its VM
 instructions and TSC cycles, written at exit to $LUAPROF) and prints, per include and
@@ -31,8 +36,12 @@ import asyncio
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import grpc
+import redis
 
 from bench import peers
 from conveyor.store.scripts import library
@@ -42,32 +51,71 @@ from conveyor.store.scripts import library
 HOOK_CYCLES = 105
 
 
-def drain(url: str, jobs: int, processes: int, callgrind_pid: str, lines: bool) -> None:
-    tmp = Path(tempfile.mkdtemp())
-    stack = peers.conveyor_stack(url, tmp, "profile", processes, 8)
+def marking(callgrind_pid: str, lines: bool) -> Any:
+    """bench.peers' INFO reads, marking the measured part: the first read (just before
+    it) zeroes callgrind's counters or the line profile, the second (just after) dumps
+    callgrind's."""
     measured = {"calls": 0}
     redis_info = peers.redis_info
 
     def marking_info(r: Any) -> dict[str, float]:
-        """bench.peers' INFO reads, the first just before the drain, the second after."""
         first = measured["calls"] == 0
         measured["calls"] += 1
-        if callgrind_pid:
+        if callgrind_pid and measured["calls"] <= 2:
             subprocess.run(["callgrind_control", "-z" if first else "-d", callgrind_pid], check=True,
                            capture_output=True)
         elif lines and first:
             r.config_set("busy-reply-threshold", 1234)
         return redis_info(r)
 
+    return marking_info
+
+
+def drain(url: str, jobs: int, processes: int, callgrind_pid: str, lines: bool) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    stack = peers.conveyor_stack(url, tmp, "profile", processes, 8)
+    redis_info = peers.redis_info
     try:
         stack.start_gateway()
         stack.start_executor()
         asyncio.run(peers.conveyor_process(stack, 200, "warm"))
-        peers.redis_info = marking_info
+        peers.redis_info = marking(callgrind_pid, lines)
         costs: list[str] = []
         rate = asyncio.run(peers.conveyor_process(stack, jobs, "measured", costs))
         print(f"{rate:.1f} jobs/s")
         print(*costs, sep="\n")
+    finally:
+        peers.redis_info = redis_info
+        stack.stop()
+
+
+def submit(url: str, jobs: int, callgrind_pid: str, lines: bool) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    stack = peers.conveyor_stack(url, tmp, "profile", 1, 8)
+    redis_info = peers.redis_info
+    try:
+        stack.start_gateway()
+        stack.start_executor()
+        peers.pause(stack, "peers-enqueue-one")
+        req = peers.request("peers-enqueue-one")
+        peers.sequential_rate(stack.grpc_target, peers.SUBMIT_JOB, req, 150)  # (+50 of its own warm-up)
+        peers.redis_info = marking(callgrind_pid, lines)
+        r = redis.Redis.from_url(url)
+        info, cpu = peers.redis_info(r), peers.stack_cpu(stack)
+        start = time.perf_counter()
+        with grpc.insecure_channel(stack.grpc_target) as ch:
+            call = ch.unary_unary(peers.SUBMIT_JOB, request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=lambda b: b)
+            for _ in range(jobs):
+                call(req)
+        took = time.perf_counter() - start
+        info2, cpu2 = peers.redis_info(r), peers.stack_cpu(stack)
+        r.close()
+        calls, redis_us, top = peers.redis_cost(info, info2, jobs)
+        gateway_us = (cpu2["gateway"] - cpu["gateway"]) * 1e6 / jobs
+        print(f"{jobs / took:.1f} submits/s")
+        print(f"per submit: gateway {gateway_us:.0f} µs CPU, Redis {redis_us:.0f} µs CPU over {calls:.1f} "
+              f"commands ({top})")
     finally:
         peers.redis_info = redis_info
         stack.stop()
@@ -113,6 +161,12 @@ def main() -> None:
     how = d.add_mutually_exclusive_group()
     how.add_argument("--callgrind", default="", metavar="PID")
     how.add_argument("--lines", action="store_true")
+    u = sub.add_parser("submit")
+    u.add_argument("url")
+    u.add_argument("jobs", type=int)
+    how = u.add_mutually_exclusive_group()
+    how.add_argument("--callgrind", default="", metavar="PID")
+    how.add_argument("--lines", action="store_true")
     r = sub.add_parser("lines")
     r.add_argument("raw", type=Path)
     r.add_argument("jobs", type=int)
@@ -120,6 +174,8 @@ def main() -> None:
     ns = parser.parse_args()
     if ns.command == "drain":
         drain(ns.url, ns.jobs, ns.processes, ns.callgrind, ns.lines)
+    elif ns.command == "submit":
+        submit(ns.url, ns.jobs, ns.callgrind, ns.lines)
     else:
         report_lines(ns.raw, ns.jobs, ns.top)
 
