@@ -9,7 +9,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
-from conveyor.store.job_store import JobStore
+from conveyor.errors import ConveyorError
+from conveyor.store.job_store import SUBMIT_CHUNK, JobStore
 from conveyor.store.records import Finish, NewJob, Priority, State
 from conveyor.transport import kind_queue
 from tests.test_store import assert_counters_match, register
@@ -84,3 +85,73 @@ async def test_a_finish_of_many_attempts_keeps_every_counter_exact(store: JobSto
     (hist,) = await store.queue_histograms([QUEUE])
     assert sum(v for k, v in hist.items() if k.startswith("w:") and k != "w:sum") == 11
     assert sum(v for k, v in hist.items() if k.startswith("r:") and k != "r:sum") == 8
+
+
+async def test_a_batch_of_creates_gives_what_one_create_at_a_time_gives(store: JobStore) -> None:
+    """submit_many sends its jobs in calls of SUBMIT_CHUNK that read and write each
+    counter hash once: over three calls, two tenants, two priorities, waiting and delayed jobs, a
+    deduplication key taken twice and a quota reached within one call, every outcome
+    (state, position, refusal) is what the same jobs submitted one at a time give, and
+    every count is what the jobs say."""
+    now_ms = await store.now_ms()
+
+    def batch(queue: str, owners: tuple[str, str]) -> list[NewJob]:
+        jobs = []
+        for i in range(2 * SUBMIT_CHUNK + 7):
+            # (Ids in submit order: jobs of one place in line are ordered by id.)
+            owner = owners[0] if i % 3 else owners[1]
+            j = replace(job(owner), queue=queue, id=f"{queue}-{i:04d}-{uuid.uuid4().hex[:8]}")
+            if i % 5 == 0:
+                j = replace(j, run_at_ms=now_ms + 3_600_000)  # delayed
+            elif i % 7 == 3:  # ahead of the jobs of its tenant before it
+                j = replace(j, priority=Priority.HIGH)
+            if i in (10, 11):  # the second is refused: the first holds the key
+                j = replace(j, dedup_key="once")
+            if j.owner == owners[1]:  # at most 30 open jobs: its 31st and later are refused
+                j = replace(j, max_open=30)
+            jobs.append(j)
+        return jobs
+
+    jobs = batch(QUEUE, ("a", "b"))
+    outcomes = await store.submit_many(jobs)
+    one_by_one = []
+    for j in batch("cache-one", ("c", "d")):
+        try:
+            one_by_one.append(await store.submit(j))
+        except ConveyorError as exc:
+            one_by_one.append(exc)  # type: ignore[arg-type]
+
+    def seen(o: object) -> object:
+        return type(o).__name__ if isinstance(o, Exception) else (o.state, o.position, o.existing)  # type: ignore[attr-defined]
+
+    assert [seen(o) for o in outcomes] == [seen(o) for o in one_by_one]
+    # The line's places, and its tenants' first places (admission's 'tenants' set), are the same.
+    async def places(queue: str, index: str) -> list[float]:
+        return [score for _, score in await store.client.zrange(store.keys.queue_index(queue, index), 0, -1,
+                                                                 withscores=True)]
+
+    for index in ("waiting", "tenants"):
+        assert await places(QUEUE, index) == await places("cache-one", index) != []
+    assert {QUEUE.encode(), b"cache-one"} <= await store.client.smembers(f"{store.prefix}:ready-queues")
+    refused = [i for i, o in enumerate(outcomes) if isinstance(o, Exception)]
+    b_jobs = [i for i, j in enumerate(jobs) if j.owner == "b" and i != 11]
+    assert refused == sorted([11, *b_jobs[30:]]) and type(outcomes[11]).__name__ == "AlreadyExists"
+    made = [j for i, j in enumerate(jobs) if i not in refused]
+    assert all(o.id == j.id for j, o in zip(jobs, outcomes, strict=True) if not isinstance(o, Exception))
+
+    await assert_counters_match(store, QUEUE)
+    q = await counts(store, store.keys.queue(QUEUE))
+    got = [j for j in await store.get_many([j.id for j in made]) if j is not None]
+    assert len(got) == len(made)
+    assert q.get("WAITING", 0) == sum(j.state is State.WAITING for j in got) > 0
+    assert q.get("DELAYED", 0) == sum(j.state is State.DELAYED for j in got) > 0
+    for owner in ("a", "b"):
+        mine = [j for j in got if j.owner == owner]
+        t = await counts(store, f"{store.prefix}:q:{QUEUE}:t:{owner}")
+        assert t.get("WAITING", 0) + t.get("DELAYED", 0) == len(mine)
+        assert (await counts(store, f"{store.prefix}:tenant:{owner}")).get("open", 0) == len(mine)
+    assert sum(j.owner == "b" for j in got) == 30
+    # One event per job made, numbered without gaps.
+    stream = await store.client.xrange(store.keys.queue_index(QUEUE, "events"))
+    assert [int(i.decode().split("-")[1]) for i, _ in stream] == list(range(1, len(made) + 1)) == list(
+        range(1, q["qseq"] + 1))

@@ -62,6 +62,9 @@ MAX_PAGE_SKIP = 2**31
 #: The newest timing samples a queue's statistics use (SAMPLES in lua/includes/samples.lua; the
 #: lists are trimmed to that now and then, not on every push).
 TIMING_SAMPLES = 1000
+#: The most jobs of one submit_many.lua call: its counters are read and written once a
+#: call, and a call of this many blocks Redis for a few milliseconds at most.
+SUBMIT_CHUNK = 50
 
 
 def _stream_event(fields: dict[bytes, bytes]) -> EventRecord:
@@ -190,22 +193,35 @@ class JobStore:
         return out
 
     async def submit_many(self, jobs: Sequence[NewJob], *, admit: bool = False) -> list[Submitted | ConveyorError]:
-        """Many submits in one pipelined round trip (each its own atomic script). A job
-        the store refuses (its deduplication key, its request id) is an error in its place.
-        With `admit`, the last script admits waiting jobs (see submit)."""
+        """Many submits in one pipelined round trip: submit_many.lua calls of up to
+        SUBMIT_CHUNK jobs each (each call atomic). A job the store refuses (its
+        deduplication key, its request id, its tenant's quota) is an error in its place.
+        With `admit`, the last call admits waiting jobs (see submit)."""
         if not jobs:
             return []
         if self.policy.wait_replicas:
             return await self._submit_replicated(jobs, admit)
-        batch = [[self.prefix, *args] for args in self._submit_args(jobs, admit)]
+        batch: list[list[Any]] = []
+        for start in range(0, len(jobs), SUBMIT_CHUNK):
+            chunk = jobs[start:start + SUBMIT_CHUNK]
+            args: list[Any] = [self.prefix, len(chunk)]
+            for job in chunk:
+                args += (job.to_json(), job.spec)
+            batch.append(args)
+        if admit:
+            batch[-1] += self.policy.args()
         if self._multiplexed is not None:
-            replies = await self._multiplexed.fcall_many(self._library, "submit", batch)
+            replies = await self._multiplexed.fcall_many(self._library, "submit_many", batch)
         else:
-            replies = await self._library.call_many(self.client, "submit", batch)
-        return [
-            _refused(job, r) if isinstance(r, ResponseError) else self._submitted(r)
-            for job, r in zip(jobs, replies, strict=True)
-        ]
+            replies = await self._library.call_many(self.client, "submit_many", batch)
+        out: list[Submitted | ConveyorError] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply  # (not a refusal, which is data: a script that failed)
+            for r in reply:
+                job = jobs[len(out)]
+                out.append(_refused(job, ResponseError(r[0].decode())) if len(r) == 1 else self._submitted(r))
+        return out
 
     # ---- read -----------------------------------------------------------------------
 

@@ -159,6 +159,11 @@ local function hget(key, field) return redis.call('HGET', key, field) end
 -- field is its own HINCRBY, as before.
 local CACHE = {}
 local CACHING = false
+-- A batch of creates' memo (submit_many.lua; nil in every other call) of what its
+-- jobs' steps read or wrote once and need not again: `fair`, the fair-share state of a
+-- queue's priority (fair_tag in line.lua); `ready`, the queues it marked ready; `first`,
+-- per queue and tenant, the lowest place it gave the 'tenants' set (line_add).
+local BATCH = nil
 local function cache_open() CACHING = true end
 local function cache_load(key, fields)
   if not CACHING then return end
@@ -250,4 +255,5 @@ local function begin(args)
   set_prefix(args[1])
   CACHE = {}
   CACHING = false
+  BATCH = nil
 end

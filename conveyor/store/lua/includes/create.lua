@@ -50,7 +50,7 @@ local function create_job(j, spec, now)
   -- The tenant's quota of open (waiting, delayed or running) jobs: refused before
   -- anything is written.
   local max_open = tonumber(j.max_open) or 0
-  if max_open > 0 and (tonumber(redis.call('HGET', k_tenant(owner), 'open')) or 0) >= max_open then
+  if max_open > 0 and (tonumber(cget(k_tenant(owner), 'open')) or 0) >= max_open then
     return refuse('QUOTA_EXCEEDED', owner, max_open)
   end
   -- Its submit rate: at most `max_rate` new jobs in one second of Redis's clock (a job

@@ -57,6 +57,13 @@ end
 local function line_add(id, q, owner, score)
   redis.call('ZADD', k_index(q, 'waiting'), score, id)
   redis.call('ZADD', k_tenant_line(q, owner), score, id)
+  local first = BATCH and BATCH.first
+  if first then  -- (a batch of creates: once per tenant, unless a job goes in ahead)
+    local key = q .. ' ' .. owner
+    local lowest = first[key]
+    if lowest and lowest <= tonumber(score) then return end
+    first[key] = tonumber(score)
+  end
   redis.call('ZADD', k_index(q, 'tenants'), 'LT', score, owner)
 end
 
@@ -90,31 +97,47 @@ local function fair_tag(q, priority, owner, weight)
   local hi = lo + PRIORITY_SHIFT
   local line = k_index(q, 'waiting')
   local kf = k_index(q, 'fair:' .. dec(priority))
-  local epoch, floor, clock = unpack(redis.call('HMGET', kf, 'epoch', 'floor', owner))
-  local first = redis.call('ZRANGEBYSCORE', line, num(lo), '(' .. int(hi), 'WITHSCORES', 'LIMIT', '0', '1')
-  local virtual
-  if not first[1] then
-    -- Nobody of this priority in line: every clock starts again, from 1 (a job of
-    -- an earlier epoch coming back goes in at 0, in front), and a tenant's clock is
-    -- forgotten with it, so a tenant gone quiet leaves nothing behind.
-    epoch = (tonumber(epoch) or 0) + 1
-    redis.call('DEL', kf)
-    redis.call('HSET', kf, 'epoch', num(epoch), 'floor', '1')
-    floor, clock, virtual = 1, nil, 1
+  -- In a batch of creates (BATCH, submit_many.lua), the epoch, the floor and the
+  -- virtual time are read once per priority of a queue: jobs are only added to the
+  -- line, each at or after the virtual time, so its first job's tag does not change.
+  local memo = BATCH and BATCH.fair[kf]
+  local epoch, floor, clock, virtual
+  if memo then
+    epoch, floor, virtual = memo.epoch, memo.floor, memo.virtual
+    clock = memo.clocks[owner]
+    if clock == nil then clock = tonumber(hget(kf, owner)) or false end
   else
-    virtual = tonumber(first[2]) - lo
-    if not epoch then
-      -- A line made before fair share (its places a counter): everyone's jobs go
-      -- behind what is in it.
-      local last = redis.call('ZREVRANGEBYSCORE', line, '(' .. int(hi), lo, 'WITHSCORES', 'LIMIT', 0, 1)
-      epoch, floor = 1, tonumber(last[2]) - lo + 1
-      redis.call('HSET', kf, 'epoch', epoch, 'floor', int(floor))
+    epoch, floor, clock = unpack(redis.call('HMGET', kf, 'epoch', 'floor', owner))
+    local first = redis.call('ZRANGEBYSCORE', line, num(lo), '(' .. int(hi), 'WITHSCORES', 'LIMIT', '0', '1')
+    if not first[1] then
+      -- Nobody of this priority in line: every clock starts again, from 1 (a job of
+      -- an earlier epoch coming back goes in at 0, in front), and a tenant's clock is
+      -- forgotten with it, so a tenant gone quiet leaves nothing behind.
+      epoch = (tonumber(epoch) or 0) + 1
+      redis.call('DEL', kf)
+      redis.call('HSET', kf, 'epoch', num(epoch), 'floor', '1')
+      floor, clock, virtual = 1, nil, 1
+    else
+      virtual = tonumber(first[2]) - lo
+      if not epoch then
+        -- A line made before fair share (its places a counter): everyone's jobs go
+        -- behind what is in it.
+        local last = redis.call('ZREVRANGEBYSCORE', line, '(' .. int(hi), lo, 'WITHSCORES', 'LIMIT', 0, 1)
+        epoch, floor = 1, tonumber(last[2]) - lo + 1
+        redis.call('HSET', kf, 'epoch', epoch, 'floor', int(floor))
+      end
+    end
+    epoch, floor = tonumber(epoch), tonumber(floor)
+    if BATCH then
+      memo = {epoch = epoch, floor = floor, virtual = virtual, clocks = {}}
+      BATCH.fair[kf] = memo
     end
   end
-  local tag = math.max(virtual, tonumber(clock) or tonumber(floor) or 0)
+  local tag = math.max(virtual, tonumber(clock) or floor or 0)
   local step = math.floor(FAIR_STEP / math.max(1, math.min(10, weight or 1)))
   redis.call('HSET', kf, owner, int(tag + step))
-  return tag, tonumber(epoch)
+  if memo then memo.clocks[owner] = tag + step end
+  return tag, epoch
 end
 
 -- Put a WAITING job in line (its score: priority first, its fair-share turn within a
@@ -148,7 +171,10 @@ local function enter_line(id, q, keep_place, now, priority, into, owner, weight)
     fields[#fields + 1] = num(epoch)
   end
   line_add(id, q, owner, int(score))
-  redis.call('SADD', K_READY_QUEUES, q)
+  if not (BATCH and BATCH.ready[q]) then
+    redis.call('SADD', K_READY_QUEUES, q)
+    if BATCH then BATCH.ready[q] = true end
+  end
   if not keep_place then
     fields[#fields + 1] = 'ready'
     fields[#fields + 1] = int(now)
