@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import hiredis
@@ -55,6 +55,15 @@ class FunctionLibrary(Protocol):
     def load_command(self) -> tuple[str, ...]: ...
 
     def is_missing(self, reply: object) -> bool: ...
+
+
+def _error(reply: hiredis.ReplyError) -> Exception:
+    """An error reply as redis-py raises it (ResponseError, ReadOnlyError, ...)."""
+    return BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _read_only(reply: hiredis.ReplyError) -> bool:
+    return isinstance(_error(reply), ReadOnlyError)
 
 
 class _Lost(Exception):
@@ -187,8 +196,7 @@ class MultiplexedConnection:
                     raise RedisConnectionError(f"Redis connection lost: {exc}") from None
                 await asyncio.sleep(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
                 continue
-            out = [BaseParser.parse_error(str(r)) if isinstance(r, hiredis.ReplyError) else r  # type: ignore[no-untyped-call]
-                   for r in got]
+            out = [_error(r) if isinstance(r, hiredis.ReplyError) else r for r in got]
             if any(isinstance(r, ReadOnlyError) for r in out):
                 # A primary demoted by a failover: drop it; the next connection asks the
                 # sentinels again (as redis-py's Sentinel connections do), and the
@@ -199,6 +207,33 @@ class MultiplexedConnection:
                 raise RedisConnectionError("the Redis server is read-only (a replica)")
             return out
         raise AssertionError("unreachable")
+
+    async def fcall_stream(self, library: FunctionLibrary, command: str,
+                           arg_lists: Iterable[Sequence[Any]]) -> list[Any]:
+        """fcall_many for arguments made as they are taken: each command is written as
+        soon as its arguments are made, so Redis runs it while the next are made (a
+        SubmitJobs' later jobs are built while its first are created). Replies (or
+        error replies, as exceptions) in order. A connection lost on the way, or a
+        primary found read-only, and the commands go again, all of them, as
+        fcall_many sends them."""
+        sent: list[Sequence[Any]] = []
+        futures: list[asyncio.Future[Any]] = []
+        pending = iter(arg_lists)
+        try:
+            replies = await self._connection()
+            for args in pending:
+                sent.append(args)
+                futures.append(replies.send(hiredis.pack_command(library.fcall(command, args))))
+            if futures:
+                await futures[-1]  # (replies come in order: the last one answered means all were)
+            got = [f.result() for f in futures]
+        except (_Lost, OSError, RedisConnectionError):
+            sent.extend(pending)  # (the rest, if the connection failed while they were made)
+            return await self.fcall_many(library, command, sent)
+        if any(isinstance(r, hiredis.ReplyError) and (library.is_missing(_error(r)) or _read_only(r))
+               for r in got):
+            return await self.fcall_many(library, command, sent)
+        return [_error(r) if isinstance(r, hiredis.ReplyError) else r for r in got]
 
     async def fcall(self, library: FunctionLibrary, command: str, args: Sequence[Any]) -> Any:
         """Run a command of the store's function library (loading the library when the

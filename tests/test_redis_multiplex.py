@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ import redis.exceptions
 
 from conveyor.redis_connection import ConveyorRedis, connect
 from conveyor.settings import Settings
-from conveyor.store.job_store import JobStore
+from conveyor.store.job_store import SUBMIT_CHUNK, JobStore
+from conveyor.store.records import NewJob
 from conveyor.transport import store_policy
 from tests.support.processes import start_redis
 from tests.test_store import new
@@ -91,6 +93,36 @@ async def test_store_scripts_survive_a_function_flush_and_a_redis_restart(tmp_pa
     finally:
         await client.aclose()
         proc.stop()
+
+
+async def test_a_batch_sent_as_it_is_made_survives_its_connection_killed_on_the_way(redis_url: str) -> None:
+    """SubmitJobs' calls are written as its jobs are made (fcall_stream): the shared
+    connection killed after the first call went, while the next are made, and every job
+    is made once -- the calls go again on a new connection (a create sent again answers
+    with the job it made)."""
+    prefix = f"mk{uuid.uuid4().hex[:6]}"
+    client = connect(redis_url)
+    store = JobStore(client, prefix, store_policy(Settings(key_prefix=prefix)))
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        await store.submit(new("q"))  # (the shared connection made)
+        connection_id = await client.multiplexed.execute("CLIENT", "ID")
+        jobs = [new("q") for _ in range(2 * SUBMIT_CHUNK + 5)]
+
+        def made_as_taken() -> Iterator[NewJob]:
+            for i, job in enumerate(jobs):
+                if i == SUBMIT_CHUNK + 3:
+                    assert admin.client_kill_filter(_id=connection_id) == 1
+                yield job
+
+        outcomes = await store.submit_many(made_as_taken())
+        assert [getattr(o, "id", o) for o in outcomes] == [j.id for j in jobs]
+        assert await client.multiplexed.execute("CLIENT", "ID") != connection_id
+        assert (await store.get_queue("q")).counts.waiting == 1 + len(jobs)
+        assert await store.client.zcard(store.keys.queue_index("q", "waiting")) == 1 + len(jobs)
+    finally:
+        admin.close()
+        await client.aclose()
 
 
 async def test_a_server_turned_replica_is_dropped_and_writes_fail_as_unreachable(tmp_path: Path) -> None:

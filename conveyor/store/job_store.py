@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -192,34 +192,42 @@ class JobStore:
                 ))
         return out
 
-    async def submit_many(self, jobs: Sequence[NewJob], *, admit: bool = False) -> list[Submitted | ConveyorError]:
+    async def submit_many(self, jobs: Iterable[NewJob], *, admit: bool = False) -> list[Submitted | ConveyorError]:
         """Many submits in one pipelined round trip: submit_many.lua calls of up to
-        SUBMIT_CHUNK jobs each (each call atomic). A job the store refuses (its
+        SUBMIT_CHUNK jobs each (each call atomic). `jobs` may be made as they are taken
+        (a generator): each call is written to Redis as soon as its jobs are made, so
+        Redis creates them while the next are made. A job the store refuses (its
         deduplication key, its request id, its tenant's quota) is an error in its place.
         With `admit`, the last call admits waiting jobs (see submit)."""
-        if not jobs:
-            return []
         if self.policy.wait_replicas:
-            return await self._submit_replicated(jobs, admit)
-        batch: list[list[Any]] = []
-        for start in range(0, len(jobs), SUBMIT_CHUNK):
-            chunk = jobs[start:start + SUBMIT_CHUNK]
-            args: list[Any] = [self.prefix, len(chunk)]
-            for job in chunk:
+            jobs = list(jobs)
+            return await self._submit_replicated(jobs, admit) if jobs else []
+        made: list[NewJob] = []
+
+        def calls() -> Iterator[list[Any]]:
+            args: list[Any] = [self.prefix, 0]
+            for job in jobs:
+                made.append(job)
                 args += (job.to_json(), job.spec)
-            batch.append(args)
-        if admit:
-            batch[-1] += self.policy.args()
+                args[1] += 1
+                if args[1] == SUBMIT_CHUNK:
+                    yield args
+                    args = [self.prefix, 0]
+            if admit and made:  # (the last call admits: with no jobs of its own when they came out even)
+                yield args + self.policy.args()
+            elif args[1]:
+                yield args
+
         if self._multiplexed is not None:
-            replies = await self._multiplexed.fcall_many(self._library, "submit_many", batch)
+            replies = await self._multiplexed.fcall_stream(self._library, "submit_many", calls())
         else:
-            replies = await self._library.call_many(self.client, "submit_many", batch)
+            replies = await self._library.call_many(self.client, "submit_many", list(calls()))
         out: list[Submitted | ConveyorError] = []
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply  # (not a refusal, which is data: a script that failed)
             for r in reply:
-                job = jobs[len(out)]
+                job = made[len(out)]
                 out.append(_refused(job, ResponseError(r[0].decode())) if len(r) == 1 else self._submitted(r))
         return out
 
