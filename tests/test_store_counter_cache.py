@@ -155,3 +155,8 @@ async def test_a_batch_of_creates_gives_what_one_create_at_a_time_gives(store: J
     stream = await store.client.xrange(store.keys.queue_index(QUEUE, "events"))
     assert [int(i.decode().split("-")[1]) for i, _ in stream] == list(range(1, len(made) + 1)) == list(
         range(1, q["qseq"] + 1))
+    # The tenants' fair-share clocks the batch moved are kept: a job submitted after it
+    # goes where it goes after the same jobs one at a time.
+    for queue, owner in ((QUEUE, "a"), ("cache-one", "c")):
+        await store.submit(replace(job(owner), queue=queue, id=f"{queue}-after"))
+    assert await places(QUEUE, "waiting") == await places("cache-one", "waiting")

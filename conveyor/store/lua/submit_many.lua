@@ -3,7 +3,8 @@
 -- jobs in calls of a few dozen (job_store.py's SUBMIT_CHUNK): one call's clock, one
 -- read and one write of each counter hash its jobs touch (cache_load, base.lua)
 -- instead of four HINCRBYs a job, and the fair-share state of a queue's priority read
--- once, its queue marked ready once (BATCH, base.lua).
+-- once and its tenants' clocks written once, its queue marked ready once (BATCH,
+-- base.lua).
 --   ARGV[1]  key prefix
 --   ARGV[2]  n, the jobs in this call
 --   ARGV[3…2+2n] each job (JSON, as NewJob.to_json writes it) then its spec (the
@@ -38,5 +39,6 @@ for i = 1, n do
   out[i] = reply
 end
 cache_flush()
+fair_flush()
 if #ARGV >= 2 + 2 * n + TRANSPORT_ARGC then admit(transport_args(3 + 2 * n), now) end
 return out

@@ -135,9 +135,24 @@ local function fair_tag(q, priority, owner, weight)
   end
   local tag = math.max(virtual, tonumber(clock) or floor or 0)
   local step = math.floor(FAIR_STEP / math.max(1, math.min(10, weight or 1)))
-  redis.call('HSET', kf, owner, int(tag + step))
-  if memo then memo.clocks[owner] = tag + step end
+  if memo then
+    memo.clocks[owner] = tag + step  -- (written once for the batch: fair_flush)
+  else
+    redis.call('HSET', kf, owner, int(tag + step))
+  end
   return tag, epoch
+end
+
+-- The tenants' clocks a batch of creates moved (BATCH.fair), written once each.
+local function fair_flush()
+  for kf, memo in pairs(BATCH.fair) do
+    local flat = {}
+    for owner, clock in pairs(memo.clocks) do
+      flat[#flat + 1] = owner
+      flat[#flat + 1] = int(clock)
+    end
+    if #flat > 0 then redis.call('HSET', kf, unpack(flat)) end
+  end
 end
 
 -- Put a WAITING job in line (its score: priority first, its fair-share turn within a
