@@ -61,7 +61,7 @@ def marking(callgrind_pid: str, lines: bool) -> Any:
     def marking_info(r: Any) -> dict[str, float]:
         first = measured["calls"] == 0
         measured["calls"] += 1
-        if callgrind_pid and measured["calls"] <= 2:
+        if callgrind_pid:
             subprocess.run(["callgrind_control", "-z" if first else "-d", callgrind_pid], check=True,
                            capture_output=True)
         elif lines and first:

@@ -62,10 +62,6 @@ def _error(reply: hiredis.ReplyError) -> Exception:
     return BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call,no-any-return]
 
 
-def _read_only(reply: hiredis.ReplyError) -> bool:
-    return isinstance(_error(reply), ReadOnlyError)
-
-
 class _Lost(Exception):
     """The connection died with the command on it (sent again, or a ConnectionError)."""
 
@@ -230,10 +226,10 @@ class MultiplexedConnection:
         except (_Lost, OSError, RedisConnectionError):
             sent.extend(pending)  # (the rest, if the connection failed while they were made)
             return await self.fcall_many(library, command, sent)
-        if any(isinstance(r, hiredis.ReplyError) and (library.is_missing(_error(r)) or _read_only(r))
-               for r in got):
+        out = [_error(r) if isinstance(r, hiredis.ReplyError) else r for r in got]
+        if any(isinstance(r, ReadOnlyError) or library.is_missing(r) for r in out):
             return await self.fcall_many(library, command, sent)
-        return [_error(r) if isinstance(r, hiredis.ReplyError) else r for r in got]
+        return out
 
     async def fcall(self, library: FunctionLibrary, command: str, args: Sequence[Any]) -> Any:
         """Run a command of the store's function library (loading the library when the
